@@ -1,0 +1,145 @@
+/**
+ * A tree attention problem on the GPU: the tree, its KV layout, seeded Q/K/V, and their GPU buffers
+ * (shared by every method), plus the one-shot `runMethod` that plans, prepares, runs and reads
+ * back a method's output with the output poisoned beforehand.
+ *
+ * @module
+ */
+
+import type { Dtype, ModelShape } from "../workloads/shapes.ts";
+import { IndexedTree, type Tree } from "../workloads/tree.ts";
+import { type Gpu, GpuError } from "./gpu.ts";
+import {
+  type AttentionData,
+  type KvLayout,
+  kvLayout,
+  type LayoutOrder,
+  randomAttentionData,
+} from "./layout.ts";
+import {
+  type AttentionMethod,
+  DEFAULT_METHOD_OPTIONS,
+  type GpuProblem,
+  type MethodOptions,
+  type Plan,
+} from "./method.ts";
+import { POISON_BITS } from "./reference.ts";
+
+/** Options of {@linkcode Problem.create}. */
+export interface ProblemOptions {
+  shape: ModelShape;
+  dtype: Dtype;
+  /** Seed of Q/K/V (and of the shuffled layout). */
+  seed: number;
+  /** Node placement in the KV pool (default `"shuffled"`, so no method can rely on DFS order). */
+  layout?: LayoutOrder;
+}
+
+/** A tree with its data, uploaded once and shared by every method. */
+export class Problem {
+  readonly ix: IndexedTree;
+  readonly layout: KvLayout;
+  readonly data: AttentionData;
+  readonly gpu: Gpu;
+  readonly buffers: GpuProblem;
+
+  private constructor(gpu: Gpu, ix: IndexedTree, layout: KvLayout, data: AttentionData) {
+    this.gpu = gpu;
+    this.ix = ix;
+    this.layout = layout;
+    this.data = data;
+    const label = (s: string) => `problem ${s}`;
+    this.buffers = {
+      q: gpu.buffer(label("q"), data.q),
+      k: gpu.buffer(label("k"), data.k),
+      v: gpu.buffer(label("v"), data.v),
+      out: gpu.buffer(label("out"), data.queries * data.shape.qHeads * data.shape.headDim * 4),
+    };
+  }
+
+  /** Validates the tree, generates its data and uploads it. */
+  static create(gpu: Gpu, tree: Tree | IndexedTree, options: ProblemOptions): Problem {
+    const ix = tree instanceof IndexedTree ? tree : new IndexedTree(tree);
+    if (options.dtype === "f16" && !gpu.hasF16) {
+      throw new GpuError(
+        `dtype f16 needs the WebGPU feature shader-f16, which this adapter (${gpu.info.description}) does not offer; use --dtype f32`,
+      );
+    }
+    if (ix.queryCount === 0) throw new GpuError("The tree has no queries: nothing to attend");
+    const layout = kvLayout(ix, options.layout ?? "shuffled", options.seed);
+    const { shape } = options;
+    const elem = options.dtype === "f16" ? 2 : 4;
+    gpu.checkBindingSize("k", layout.slots * shape.kvHeads * shape.headDim * elem);
+    gpu.checkBindingSize("q", ix.queryCount * shape.qHeads * shape.headDim * elem);
+    gpu.checkBindingSize("out", ix.queryCount * shape.qHeads * shape.headDim * 4);
+    const data = randomAttentionData(
+      shape,
+      options.dtype,
+      ix.queryCount,
+      layout.slots,
+      options.seed,
+    );
+    return new Problem(gpu, ix, layout, data);
+  }
+
+  /** Plans a method on this problem. */
+  plan<P extends Plan>(method: AttentionMethod<P>, options: Partial<MethodOptions> = {}): P {
+    return method.plan({
+      ix: this.ix,
+      layout: this.layout,
+      shape: this.data.shape,
+      dtype: this.data.dtype,
+      options: { ...DEFAULT_METHOD_OPTIONS, ...options },
+    });
+  }
+
+  /** Fills the output with the poison pattern (see `POISON_BITS`). */
+  poisonOutput(): void {
+    const n = this.buffers.out.size / 4;
+    this.gpu.device.queue.writeBuffer(this.buffers.out, 0, new Uint32Array(n).fill(POISON_BITS));
+  }
+
+  /** Reads the output back. */
+  async readOutput(): Promise<Float32Array> {
+    return new Float32Array(await this.gpu.read(this.buffers.out));
+  }
+
+  /** Frees the GPU buffers. */
+  destroy(): void {
+    for (const b of Object.values(this.buffers)) (b as GPUBuffer).destroy();
+  }
+}
+
+/** Result of {@linkcode runMethod}. */
+export interface MethodRun<P extends Plan> {
+  plan: P;
+  output: Float32Array;
+}
+
+/** Plans, prepares and runs `method` once on `problem` with a poisoned output, and reads it back. */
+export async function runMethod<P extends Plan>(
+  problem: Problem,
+  method: AttentionMethod<P>,
+  options: Partial<MethodOptions> = {},
+): Promise<MethodRun<P>> {
+  const gpu = problem.gpu;
+  const plan = problem.plan(method, options);
+  const prepared = await gpu.scoped(
+    `Preparing ${method.name}`,
+    () => method.prepare(gpu, plan, problem.buffers),
+  );
+  try {
+    problem.poisonOutput();
+    await gpu.scoped(`Running ${method.name}`, () => {
+      const enc = gpu.device.createCommandEncoder({ label: method.name });
+      const pass = enc.beginComputePass({ label: method.name });
+      prepared.encode(pass);
+      pass.end();
+      gpu.device.queue.submit([enc.finish()]);
+    });
+    const output = await problem.readOutput();
+    return { plan, output };
+  } finally {
+    prepared.destroy();
+  }
+}

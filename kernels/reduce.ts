@@ -1,0 +1,110 @@
+/**
+ * The tree-topology-aware global reduction shared by every split method (DeFT paper, section 3.5,
+ * stage 2): partial results `(o_g, lse_g)` of each query are gathered through a CSR list and merged
+ * with the log-sum-exp rule into the final output.
+ *
+ * Partial buffers, shared with the stage-1 kernels that write them (all f32):
+ * - `partialO`: `[partial][qHead][d]`, each partial already normalised (o_g = Σ p·v / Σ p);
+ * - `partialLse`: `[partial][qHead]`, lse_g = m_g + ln ℓ_g, or a value <= -3e38 for a row that saw
+ *   no key (it then contributes nothing).
+ *
+ * @module
+ */
+
+import type { ModelShape } from "../workloads/shapes.ts";
+import type { Gpu } from "./gpu.ts";
+import type { DispatchInfo } from "./method.ts";
+import reduceWgsl from "./wgsl/reduce.wgsl" with { type: "text" };
+
+/** Value stage-1 kernels write as lse for a row that saw no key. */
+export const EMPTY_LSE = -3.0e38;
+
+/** CSR lists of partial indices per query. */
+export interface ReductionLists {
+  /** `[queries + 1]`: entries of query q are `entries[offsets[q] .. offsets[q+1])`. */
+  offsets: Uint32Array;
+  /** Partial indices. */
+  entries: Uint32Array;
+}
+
+/** Builds CSR lists from the query of every partial (`partialQuery[p]` = query id of partial p). */
+export function reductionLists(queries: number, partialQuery: ArrayLike<number>): ReductionLists {
+  const offsets = new Uint32Array(queries + 1);
+  for (let p = 0; p < partialQuery.length; p++) offsets[partialQuery[p]! + 1]!++;
+  for (let q = 0; q < queries; q++) offsets[q + 1]! += offsets[q]!;
+  const fill = offsets.slice(0, queries);
+  const entries = new Uint32Array(partialQuery.length);
+  for (let p = 0; p < partialQuery.length; p++) entries[fill[partialQuery[p]!]!++] = p;
+  return { offsets, entries };
+}
+
+/** Bytes the reduction moves: partials read, CSR metadata read, output written. */
+export function reductionIo(
+  lists: ReductionLists,
+  shape: ModelShape,
+): { partialReadBytes: number; metadataBytes: number; outputBytes: number } {
+  const queries = lists.offsets.length - 1;
+  return {
+    partialReadBytes: lists.entries.length * shape.qHeads * (shape.headDim + 1) * 4,
+    metadataBytes: lists.offsets.byteLength + lists.entries.byteLength,
+    outputBytes: queries * shape.qHeads * shape.headDim * 4,
+  };
+}
+
+/** Workgroup grid for `rows` one-workgroup-per-row dispatches within the per-dimension limit. */
+export function rowGrid(rows: number, maxPerDim = 65535): [number, number, number] {
+  if (rows <= maxPerDim) return [Math.max(1, rows), 1, 1];
+  const y = Math.ceil(rows / maxPerDim);
+  return [Math.ceil(rows / y), y, 1];
+}
+
+/** The reduction's dispatch, for plan dispatch lists. */
+export function reductionDispatch(queries: number, shape: ModelShape): DispatchInfo {
+  return { kernel: "reduce", workgroups: rowGrid(queries * shape.qHeads), workgroupSize: 32 };
+}
+
+/** A prepared reduction, recorded after the stage-1 dispatches in the same pass. */
+export interface PreparedReduction {
+  encode(pass: GPUComputePassEncoder): void;
+  destroy(): void;
+}
+
+/** Uploads the CSR lists and binds the reduction to the partial and output buffers. */
+export async function prepareReduction(
+  gpu: Gpu,
+  lists: ReductionLists,
+  shape: ModelShape,
+  partialO: GPUBuffer,
+  partialLse: GPUBuffer,
+  out: GPUBuffer,
+): Promise<PreparedReduction> {
+  const pipeline = await gpu.pipeline("reduce", reduceWgsl, {
+    Q_HEADS: shape.qHeads,
+    HEAD_DIM: shape.headDim,
+  });
+  const offsets = gpu.buffer("reduce offsets", lists.offsets);
+  const entries = gpu.buffer("reduce entries", lists.entries);
+  const bindGroup = gpu.device.createBindGroup({
+    label: "reduce",
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [offsets, entries, partialO, partialLse, out].map((buffer, binding) => ({
+      binding,
+      resource: { buffer },
+    })),
+  });
+  const grid = rowGrid(
+    (lists.offsets.length - 1) * shape.qHeads,
+    gpu.limit("maxComputeWorkgroupsPerDimension"),
+  );
+  return {
+    encode(pass) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(...grid);
+    },
+    destroy() {
+      offsets.destroy();
+      entries.destroy();
+    },
+  };
+}

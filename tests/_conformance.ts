@@ -1,0 +1,185 @@
+/**
+ * The conformance suite every attention method runs (hono-style shared behavioural suite): each
+ * method against the float64 reference on random, non-zero data drawn fresh per test, over trees of
+ * every kind, GQA groups 1/4/8, head dims 64/128 and dtypes f16/f32.
+ */
+
+import { FewShotRun } from "../workloads/few_shot.ts";
+import { ReasoningRun } from "../workloads/reasoning.ts";
+import { SpeculativeRun } from "../workloads/speculative.ts";
+import type { Dtype, ModelShape } from "../workloads/shapes.ts";
+import type { Tree, TreeNode } from "../workloads/tree.ts";
+import { Gpu } from "../kernels/gpu.ts";
+import type { AttentionMethod, MethodOptions, Plan } from "../kernels/method.ts";
+import { Problem, runMethod } from "../kernels/problem.ts";
+import { compareOutput, referenceAttention } from "../kernels/reference.ts";
+
+/** Relative error bounds of the issue: f32 1e-4, f16 1e-2. */
+export const TOLERANCE: Record<Dtype, number> = { f32: 1e-4, f16: 1e-2 };
+
+/** A chain of `n` nodes of `tokens` tokens with one query on the last node. */
+export function chainTree(n: number, tokens: number): Tree {
+  const nodes: TreeNode[] = [];
+  for (let i = 0; i < n; i++) nodes.push({ id: i, parent: i === 0 ? null : i - 1, tokens });
+  return { nodes, queries: [{ node: n - 1 }] };
+}
+
+/** A root of `rootTokens` with `leaves` leaves of `leafTokens`, a query on every leaf. */
+export function starTree(rootTokens: number, leaves: number, leafTokens: number): Tree {
+  const nodes: TreeNode[] = [{ id: 0, parent: null, tokens: rootTokens }];
+  for (let i = 1; i <= leaves; i++) nodes.push({ id: i, parent: 0, tokens: leafTokens });
+  return { nodes, queries: nodes.slice(1).map((n) => ({ node: n.id })) };
+}
+
+/** A tree with queries on internal nodes too, node ids not in DFS order. */
+export function internalQueriesTree(): Tree {
+  return {
+    nodes: [
+      { id: 10, parent: null, tokens: 150 },
+      { id: 3, parent: 10, tokens: 40 },
+      { id: 7, parent: 10, tokens: 1 },
+      { id: 1, parent: 3, tokens: 90 },
+      { id: 2, parent: 3, tokens: 5 },
+      { id: 5, parent: 7, tokens: 33 },
+    ],
+    queries: [{ node: 3 }, { node: 1 }, { node: 2 }, { node: 7 }, { node: 5 }, { node: 10 }],
+  };
+}
+
+/** One case of the matrix. */
+export interface ConformanceCase {
+  name: string;
+  tree: () => Tree;
+  shape: ModelShape;
+  dtype: Dtype;
+  options?: Partial<MethodOptions>;
+}
+
+const shape = (qHeads: number, kvHeads: number, headDim: number): ModelShape => ({
+  name: `${qHeads}/${kvHeads}/${headDim}`,
+  qHeads,
+  kvHeads,
+  headDim,
+  layers: 1,
+});
+
+const GQA4 = shape(8, 2, 128);
+
+/** The matrix: trees x shapes x dtypes, kept small enough for the software adapter. */
+export function conformanceCases(): ConformanceCase[] {
+  const cases: ConformanceCase[] = [];
+  const both = (c: Omit<ConformanceCase, "dtype" | "name"> & { name: string }) => {
+    for (const dtype of ["f32", "f16"] as const) {
+      cases.push({ ...c, dtype, name: `${c.name} ${dtype}` });
+    }
+  };
+  both({
+    name: "few-shot (prompt 300, 12 branches, iteration 40)",
+    tree: () => new FewShotRun({ prompt: 300, branches: 12, generated: 60 }).snapshot(40),
+    shape: GQA4,
+  });
+  both({
+    name: "reasoning (ToT, depth 3, width 4)",
+    tree: () =>
+      new ReasoningRun({ prompt: 200, depth: 3, width: 4, thoughtMin: 20, thoughtMax: 70, seed: 3 })
+        .snapshot(75),
+    shape: GQA4,
+  });
+  both({
+    name: "speculative (prefix 250, Medusa tree of 32)",
+    tree: () =>
+      new SpeculativeRun({ prefix: 250, treeTokens: 32, steps: 4, seed: 1, topology: "medusa" })
+        .snapshot(2),
+    shape: GQA4,
+  });
+  both({ name: "single node", tree: () => chainTree(1, 77), shape: GQA4 });
+  both({ name: "long chain (40 nodes)", tree: () => chainTree(40, 37), shape: GQA4 });
+  both({ name: "star of 300 leaves", tree: () => starTree(130, 300, 3), shape: GQA4 });
+  both({
+    name: "20k-token node beside 1-token nodes",
+    tree: () => starTree(20000, 3, 1),
+    shape: shape(4, 1, 64),
+  });
+  both({
+    name: "blocks with more than 64 queries (speculative t=100)",
+    tree: () =>
+      new SpeculativeRun({ prefix: 60, treeTokens: 100, steps: 1, seed: 2, topology: "medusa" })
+        .snapshot(0),
+    shape: GQA4,
+  });
+  both({ name: "queries on internal nodes", tree: internalQueriesTree, shape: GQA4 });
+  both({
+    name: "GQA group 1 (MHA), head dim 64",
+    tree: () => new FewShotRun({ prompt: 180, branches: 5, generated: 9 }).snapshot(8),
+    shape: shape(4, 4, 64),
+  });
+  both({
+    name: "GQA group 8, head dim 128",
+    tree: () =>
+      new SpeculativeRun({ prefix: 140, treeTokens: 40, steps: 1, seed: 5, topology: "medusa" })
+        .snapshot(0),
+    shape: shape(8, 1, 128),
+  });
+  both({
+    name: "small blocks (block/chunk 32) over 40 queries",
+    tree: () => starTree(90, 40, 7),
+    shape: GQA4,
+    options: { blockSize: 32, chunkSize: 32 },
+  });
+  return cases;
+}
+
+let shared: Promise<Gpu> | null = null;
+
+/** One device per test process. */
+export function testGpu(): Promise<Gpu> {
+  shared ??= Gpu.open();
+  return shared;
+}
+
+/** Runs one case of a method and returns the error report and the plan. */
+export async function runCase(
+  method: AttentionMethod,
+  c: ConformanceCase,
+  seed: number,
+): Promise<{ maxRelError: number; unwritten: number; nonFinite: number; plan: Plan }> {
+  const gpu = await testGpu();
+  const problem = Problem.create(gpu, c.tree(), { shape: c.shape, dtype: c.dtype, seed });
+  try {
+    const { output, plan } = await runMethod(problem, method, c.options ?? {});
+    const expected = referenceAttention(problem.ix, problem.layout, problem.data);
+    const r = compareOutput(output, expected, c.shape, problem.ix.queryCount);
+    return { maxRelError: r.maxRelError, unwritten: r.unwritten, nonFinite: r.nonFinite, plan };
+  } finally {
+    problem.destroy();
+  }
+}
+
+/**
+ * Registers the whole matrix as Deno tests for `method`; each test draws fresh data (a new seed per
+ * run, printed on failure so it can be replayed with DEFT_TEST_SEED).
+ */
+export function conformanceSuite(method: AttentionMethod): void {
+  for (const c of conformanceCases()) {
+    Deno.test({
+      name: `${method.name} matches the float64 reference: ${c.name}`,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        const fixed = Deno.env.get("DEFT_TEST_SEED");
+        const seed = fixed ? Number(fixed) : (Math.random() * 2 ** 31) >>> 0;
+        const r = await runCase(method, c, seed);
+        const where = `(${method.name}, ${c.name}, seed ${seed})`;
+        if (r.unwritten > 0) throw new Error(`${r.unwritten} output elements unwritten ${where}`);
+        if (r.nonFinite > 0) throw new Error(`${r.nonFinite} output elements NaN/inf ${where}`);
+        if (!(r.maxRelError <= TOLERANCE[c.dtype])) {
+          throw new Error(
+            `max relative error ${r.maxRelError.toExponential(3)} exceeds ${
+              TOLERANCE[c.dtype]
+            } ${where}`,
+          );
+        }
+      },
+    });
+  }
+}

@@ -1,0 +1,292 @@
+/**
+ * The decoding tree: nodes that own contiguous KV segments, and queries (one decoding token each)
+ * attached to nodes. A query attends to every KV token of every node on the path from the root to
+ * its node, that node included (DeFT paper, section 1.1).
+ *
+ * @module
+ */
+
+/** One node of a decoding tree: a contiguous KV segment (a prompt, a thought, a generated span). */
+export interface TreeNode {
+  /** Unique non-negative integer id. */
+  readonly id: number;
+  /** Id of the parent node, or `null` for the root. */
+  readonly parent: number | null;
+  /** Number of KV tokens the node owns (a positive integer). */
+  readonly tokens: number;
+}
+
+/** One decoding query token, attached to a node. */
+export interface Query {
+  /** Id of the node the query sits on. */
+  readonly node: number;
+}
+
+/** A decoding tree snapshot: nodes plus the queries of one decoding iteration. */
+export interface Tree {
+  readonly nodes: readonly TreeNode[];
+  readonly queries: readonly Query[];
+}
+
+/** Sizes above these are rejected as absurd for one attention call. */
+export const TREE_LIMITS = {
+  maxNodes: 1_000_000,
+  maxTokensPerNode: 16_000_000,
+  maxTotalTokens: 64_000_000,
+  maxQueries: 65_536,
+} as const;
+
+/** A tree that breaks the model's rules; the message names the field and the node. */
+export class TreeError extends Error {
+  /** Creates the error with a message that names what is wrong. */
+  constructor(message: string) {
+    super(message);
+    this.name = "TreeError";
+  }
+}
+
+/**
+ * A validated tree with the index structures every consumer needs: node positions by id, parent and
+ * children by position, depth, DFS order, and per-query paths. Node positions follow `tree.nodes`.
+ */
+export class IndexedTree {
+  /** The tree this index was built from. */
+  readonly tree: Tree;
+  /** Position in `tree.nodes` of each node id. */
+  readonly indexOf: ReadonlyMap<number, number>;
+  /** Parent position of each node (-1 for the root). */
+  readonly parent: Int32Array;
+  /** Child positions of each node, in the order the nodes appear in `tree.nodes`. */
+  readonly children: readonly (readonly number[])[];
+  /** Position of the root node. */
+  readonly root: number;
+  /** Depth of each node in nodes (the root has depth 1). */
+  readonly depth: Int32Array;
+  /** Node positions in depth-first pre-order (children in `tree.nodes` order). */
+  readonly dfsOrder: Int32Array;
+  /** Tokens from the root to each node, that node included. */
+  readonly pathTokens: Float64Array;
+  /** Node position of each query. */
+  readonly queryNode: Int32Array;
+
+  /** Builds the index; throws {@linkcode TreeError} when the tree breaks a rule. */
+  constructor(tree: Tree) {
+    this.tree = tree;
+    const n = tree.nodes.length;
+    if (n === 0) throw new TreeError("Tree has no nodes: a tree needs exactly one root node");
+    if (n > TREE_LIMITS.maxNodes) {
+      throw new TreeError(`Tree has ${n} nodes, more than the limit of ${TREE_LIMITS.maxNodes}`);
+    }
+    const indexOf = new Map<number, number>();
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const node = tree.nodes[i]!;
+      if (!Number.isSafeInteger(node.id) || node.id < 0) {
+        throw new TreeError(`nodes[${i}].id must be a non-negative integer, got ${show(node.id)}`);
+      }
+      if (indexOf.has(node.id)) {
+        throw new TreeError(
+          `nodes[${i}].id ${node.id} is a duplicate: nodes[${indexOf.get(node.id)}] has it too`,
+        );
+      }
+      indexOf.set(node.id, i);
+      if (!Number.isSafeInteger(node.tokens) || node.tokens <= 0) {
+        throw new TreeError(
+          `nodes[${i}].tokens must be a positive integer, got ${
+            show(node.tokens)
+          } (node ${node.id})`,
+        );
+      }
+      if (node.tokens > TREE_LIMITS.maxTokensPerNode) {
+        throw new TreeError(
+          `nodes[${i}].tokens is ${node.tokens} (node ${node.id}), more than the limit of ${TREE_LIMITS.maxTokensPerNode}`,
+        );
+      }
+      total += node.tokens;
+    }
+    if (total > TREE_LIMITS.maxTotalTokens) {
+      throw new TreeError(
+        `Tree holds ${total} tokens, more than the limit of ${TREE_LIMITS.maxTotalTokens}`,
+      );
+    }
+    const parent = new Int32Array(n);
+    const children: number[][] = Array.from({ length: n }, () => []);
+    let root = -1;
+    for (let i = 0; i < n; i++) {
+      const node = tree.nodes[i]!;
+      if (node.parent === null) {
+        if (root >= 0) {
+          throw new TreeError(
+            `Tree has several roots: node ${
+              tree.nodes[root]!.id
+            } and node ${node.id} both have parent null`,
+          );
+        }
+        root = i;
+        parent[i] = -1;
+        continue;
+      }
+      if (!Number.isSafeInteger(node.parent)) {
+        throw new TreeError(
+          `nodes[${i}].parent must be a node id or null, got ${
+            show(node.parent)
+          } (node ${node.id})`,
+        );
+      }
+      const p = indexOf.get(node.parent);
+      if (p === undefined) {
+        throw new TreeError(
+          `nodes[${i}].parent ${node.parent} is an unknown node id (node ${node.id})`,
+        );
+      }
+      if (p === i) throw new TreeError(`nodes[${i}] (node ${node.id}) is its own parent`);
+      parent[i] = p;
+      children[p]!.push(i);
+    }
+    if (root < 0) {
+      throw new TreeError("Tree has no root: every node has a parent, so ids form a cycle");
+    }
+
+    // Iterative DFS from the root; nodes never reached lie on a cycle.
+    const depth = new Int32Array(n);
+    const dfsOrder = new Int32Array(n);
+    const pathTokens = new Float64Array(n);
+    let count = 0;
+    const stack: number[] = [root];
+    depth[root] = 1;
+    pathTokens[root] = tree.nodes[root]!.tokens;
+    while (stack.length > 0) {
+      const v = stack.pop()!;
+      dfsOrder[count++] = v;
+      const ch = children[v]!;
+      for (let c = ch.length - 1; c >= 0; c--) {
+        const u = ch[c]!;
+        depth[u] = depth[v]! + 1;
+        pathTokens[u] = pathTokens[v]! + tree.nodes[u]!.tokens;
+        stack.push(u);
+      }
+    }
+    if (count !== n) {
+      const seen = new Uint8Array(n);
+      for (let k = 0; k < count; k++) seen[dfsOrder[k]!] = 1;
+      const stray = tree.nodes[seen.indexOf(0)]!;
+      throw new TreeError(
+        `Tree has a cycle: node ${stray.id} cannot be reached from the root node ${
+          tree.nodes[root]!.id
+        }`,
+      );
+    }
+
+    if (tree.queries.length > TREE_LIMITS.maxQueries) {
+      throw new TreeError(
+        `Tree has ${tree.queries.length} queries, more than the limit of ${TREE_LIMITS.maxQueries}`,
+      );
+    }
+    const queryNode = new Int32Array(tree.queries.length);
+    for (let q = 0; q < tree.queries.length; q++) {
+      const id = tree.queries[q]!.node;
+      const v = indexOf.get(id);
+      if (v === undefined) {
+        throw new TreeError(`queries[${q}].node ${show(id)} is an unknown node id`);
+      }
+      queryNode[q] = v;
+    }
+
+    this.indexOf = indexOf;
+    this.parent = parent;
+    this.children = children;
+    this.root = root;
+    this.depth = depth;
+    this.dfsOrder = dfsOrder;
+    this.pathTokens = pathTokens;
+    this.queryNode = queryNode;
+  }
+
+  /** Number of nodes. */
+  get nodeCount(): number {
+    return this.tree.nodes.length;
+  }
+
+  /** Number of queries. */
+  get queryCount(): number {
+    return this.tree.queries.length;
+  }
+
+  /** Tokens owned by the node at position `v`. */
+  tokens(v: number): number {
+    return this.tree.nodes[v]!.tokens;
+  }
+
+  /** Node positions on the path from the root to query `q`'s node, root first. */
+  queryPath(q: number): number[] {
+    const path: number[] = [];
+    for (let v = this.queryNode[q]!; v >= 0; v = this.parent[v]!) path.push(v);
+    return path.reverse();
+  }
+
+  /**
+   * Queries that see each node: for node v, the sorted ids of queries whose path contains v
+   * (the queries on v and on every node below it).
+   */
+  queriesByNode(): number[][] {
+    const out: number[][] = Array.from({ length: this.nodeCount }, () => []);
+    for (let q = 0; q < this.queryCount; q++) {
+      for (let v = this.queryNode[q]!; v >= 0; v = this.parent[v]!) out[v]!.push(q);
+    }
+    return out;
+  }
+}
+
+/** Derived facts of one tree snapshot (DeFT paper, Table 11 notation). */
+export interface TreeFacts {
+  /** Number of nodes. */
+  nodes: number;
+  /** Nodes on the longest root-to-node path. */
+  depth: number;
+  /** N_tree: tokens in the tree. */
+  treeTokens: number;
+  /** Number of queries. */
+  queries: number;
+  /** Σ N_i: the sum over queries of the tokens on their root-to-node paths. */
+  pathTokens: number;
+  /** F_s = Σ N_i / N_tree (0 for a tree without queries). */
+  sharingFactor: number;
+  /** Number of nodes without children. */
+  leaves: number;
+}
+
+/** Computes {@linkcode TreeFacts} for a tree (or an existing index of it). */
+export function treeFacts(tree: Tree | IndexedTree): TreeFacts {
+  const ix = tree instanceof IndexedTree ? tree : new IndexedTree(tree);
+  let treeTokens = 0;
+  let depth = 0;
+  let leaves = 0;
+  for (let v = 0; v < ix.nodeCount; v++) {
+    treeTokens += ix.tokens(v);
+    depth = Math.max(depth, ix.depth[v]!);
+    if (ix.children[v]!.length === 0) leaves++;
+  }
+  let pathTokens = 0;
+  for (let q = 0; q < ix.queryCount; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
+  return {
+    nodes: ix.nodeCount,
+    depth,
+    treeTokens,
+    queries: ix.queryCount,
+    pathTokens,
+    sharingFactor: ix.queryCount === 0 ? 0 : pathTokens / treeTokens,
+    leaves,
+  };
+}
+
+/** Formats a value for an error message. */
+export function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (value === undefined) return "nothing";
+  try {
+    const s = JSON.stringify(value);
+    return s === undefined ? String(value) : s.length > 60 ? s.slice(0, 57) + "..." : s;
+  } catch {
+    return String(value);
+  }
+}
