@@ -1,0 +1,15 @@
+/**
+ * Commands beyond `gen` and `inspect`, in help order. Each entry builds one command
+ * (`cli/commands/<name>.ts`) writing through the given io.
+ *
+ * @module
+ */
+
+import type { Command } from "../deps/commander.ts";
+import type { CliIo } from "./io.ts";
+
+// deno-lint-ignore no-explicit-any
+type AnyCommand = Command<any, any, any>;
+
+/** Command factories, in the order `--help` lists them. */
+export const COMMANDS: ((io: CliIo) => AnyCommand)[] = [];

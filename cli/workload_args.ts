@@ -1,0 +1,161 @@
+/**
+ * Turning command-line workload arguments into decoding runs: a preset name (`few-shot-b20`), a
+ * generator kind with options (`few-shot --prompt 1000 --branches 8`), or a JSON file (a tree or a
+ * run document).
+ *
+ * @module
+ */
+
+import { Option } from "../deps/commander.ts";
+import { FewShotRun } from "../workloads/few_shot.ts";
+import { parseWorkloadDocument } from "../workloads/format.ts";
+import { LevelGridRun, parseGridSpec } from "../workloads/level_grid.ts";
+import { getPreset, PRESETS } from "../workloads/presets.ts";
+import { ReasoningRun } from "../workloads/reasoning.ts";
+import { type DecodingRun, StoredRun } from "../workloads/run.ts";
+import { SpeculativeRun, type TokenTreeTopology } from "../workloads/speculative.ts";
+import { TreeError } from "../workloads/tree.ts";
+import { UsageError } from "./errors.ts";
+
+/** Generator kinds accepted in place of a preset name. */
+export const GENERATOR_KINDS = ["few-shot", "reasoning", "speculative", "grid"] as const;
+
+/** Generator options, all optional; a kind uses the ones it needs. */
+export interface GeneratorOptions {
+  seed?: number;
+  scale?: number;
+  prompt?: number;
+  branches?: number;
+  generated?: number;
+  depth?: number;
+  width?: number;
+  thoughtMin?: number;
+  thoughtMax?: number;
+  prefix?: number;
+  treeTokens?: number;
+  steps?: number;
+  topology?: string;
+  levels?: string;
+}
+
+/** Parses a non-negative integer option value. */
+export function intArg(name: string): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
+      throw new UsageError(
+        `Option ${name} must be a non-negative integer, got ${JSON.stringify(value)}`,
+      );
+    }
+    return n;
+  };
+}
+
+/** Parses a number in (0, 1]. */
+export function scaleArg(value: string): number {
+  const n = Number(value);
+  if (!(n > 0 && n <= 1)) {
+    throw new UsageError(`Option --scale must be a number in (0, 1], got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+/** The generator options as commander options (added to gen, inspect, bench, run). */
+export function generatorOptions(): Option[] {
+  const int = (flags: string, desc: string) =>
+    new Option(flags, desc).argParser(intArg(flags.split(" ")[0]!));
+  return [
+    int("--prompt <tokens>", "few-shot/reasoning: prompt tokens"),
+    int("--branches <n>", "few-shot: branches"),
+    int("--generated <tokens>", "few-shot: tokens generated per branch"),
+    int("--depth <levels>", "reasoning: thought levels"),
+    int("--width <n>", "reasoning: thoughts per expansion"),
+    int("--thought-min <tokens>", "reasoning: shortest thought"),
+    int("--thought-max <tokens>", "reasoning: longest thought"),
+    int("--prefix <tokens>", "speculative: prefix tokens at the first step"),
+    int("--tree-tokens <n>", "speculative: tokens in the token tree"),
+    int("--steps <n>", "speculative: decoding steps"),
+    new Option("--topology <kind>", "speculative: token-tree topology").choices([
+      "medusa",
+      "flat",
+    ]),
+    new Option("--levels <spec>", "grid: levels as NODESxTOKENS,... e.g. 1x4000,50x200"),
+  ];
+}
+
+function need(v: number | undefined, name: string, kind: string): number {
+  if (v === undefined) throw new UsageError(`Workload ${kind} needs ${name}`);
+  return v;
+}
+
+/** Does `spec` look like a file path rather than a name? */
+function isPath(spec: string): boolean {
+  return spec.endsWith(".json") || spec.includes("/");
+}
+
+/**
+ * Resolves one workload argument into a run. Throws {@linkcode UsageError} (or `TreeError` for a
+ * malformed file) with a message naming the problem.
+ */
+export async function resolveWorkload(
+  spec: string,
+  o: GeneratorOptions = {},
+): Promise<DecodingRun> {
+  const seed = o.seed ?? 1;
+  try {
+    if (isPath(spec)) {
+      let text: string;
+      try {
+        text = await Deno.readTextFile(spec);
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) throw new UsageError(`File ${spec} does not exist`);
+        throw new UsageError(`Cannot read ${spec}: ${(e as Error).message}`);
+      }
+      try {
+        const name = spec.replace(/^.*\//, "").replace(/\.json$/, "");
+        return new StoredRun(parseWorkloadDocument(text, name));
+      } catch (e) {
+        if (e instanceof TreeError) throw new TreeError(`${spec}: ${e.message}`);
+        throw e;
+      }
+    }
+    if (PRESETS.has(spec)) return getPreset(spec).build(seed, o.scale ?? 1);
+    switch (spec) {
+      case "few-shot":
+        return new FewShotRun({
+          prompt: need(o.prompt, "--prompt", spec),
+          branches: need(o.branches, "--branches", spec),
+          generated: need(o.generated, "--generated", spec),
+        });
+      case "reasoning":
+        return new ReasoningRun({
+          prompt: need(o.prompt, "--prompt", spec),
+          depth: need(o.depth, "--depth", spec),
+          width: o.width ?? 10,
+          thoughtMin: need(o.thoughtMin, "--thought-min", spec),
+          thoughtMax: need(o.thoughtMax, "--thought-max", spec),
+          seed,
+        });
+      case "speculative":
+        return new SpeculativeRun({
+          prefix: need(o.prefix, "--prefix", spec),
+          treeTokens: need(o.treeTokens, "--tree-tokens", spec),
+          steps: o.steps ?? 1000,
+          seed,
+          topology: (o.topology ?? "medusa") as TokenTreeTopology,
+        });
+      case "grid": {
+        if (!o.levels) throw new UsageError("Workload grid needs --levels, e.g. 1x4000,50x200");
+        return new LevelGridRun(parseGridSpec(o.levels), `grid-${o.levels}`);
+      }
+    }
+    throw new UsageError(
+      `Unknown workload ${JSON.stringify(spec)}: give a preset (${
+        [...PRESETS.keys()].join(", ")
+      }), a generator (${GENERATOR_KINDS.join(", ")}) with its options, or a .json file`,
+    );
+  } catch (e) {
+    if (e instanceof RangeError) throw new UsageError(e.message);
+    throw e;
+  }
+}
