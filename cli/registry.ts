@@ -7,9 +7,12 @@
 
 import type { Command } from "../deps/commander.ts";
 import type { CliIo } from "./io.ts";
+import { runCommand } from "./commands/run.ts";
 
 // deno-lint-ignore no-explicit-any
 type AnyCommand = Command<any, any, any>;
 
 /** Command factories, in the order `--help` lists them. */
-export const COMMANDS: ((io: CliIo) => AnyCommand)[] = [];
+export const COMMANDS: ((io: CliIo) => AnyCommand)[] = [
+  runCommand,
+];

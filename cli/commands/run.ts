@@ -1,0 +1,229 @@
+/**
+ * `run`: runs one attention method (or all) once on one tree and prints the largest relative error
+ * against the float64 reference, with the plan's IO and FLOP counts.
+ *
+ * @module
+ */
+
+import { Command, Option } from "../../deps/commander.ts";
+import { Table } from "../../deps/cli_table.ts";
+import { Gpu, GpuError } from "../../kernels/gpu.ts";
+import { METHOD_NAMES, type Plan } from "../../kernels/method.ts";
+import { getMethod, METHODS } from "../../kernels/methods/mod.ts";
+import { Problem, runMethod } from "../../kernels/problem.ts";
+import { compareOutput, referenceAttention, type Row } from "../../kernels/reference.ts";
+import { Rng } from "../../workloads/rng.ts";
+import { resolveShape } from "../../workloads/shapes.ts";
+import { IndexedTree, treeFacts } from "../../workloads/tree.ts";
+import { ExitCode, UsageError } from "../errors.ts";
+import type { CliIo } from "../io.ts";
+import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
+
+/** Error bounds per dtype (the paper's kernels reach 0.4% in fp16). */
+export const TOLERANCE = { f32: 1e-4, f16: 1e-2 } as const;
+
+/** One method's outcome in `run`. */
+export interface RunOutcome {
+  method: string;
+  maxRelError: number | null;
+  tolerance: number;
+  unwritten: number;
+  nonFinite: number;
+  passed: boolean;
+  error: string | null;
+  plan: Pick<Plan, "counts" | "stats" | "dispatches"> | null;
+}
+
+/** Rows to check: every row when the reference is cheap, else a seeded sample. */
+function chooseRows(
+  queries: number,
+  qHeads: number,
+  pathTokens: number,
+  headDim: number,
+  limit: number,
+  seed: number,
+): Row[] | undefined {
+  if (pathTokens * qHeads * headDim <= 2e8 || queries * qHeads <= limit) return undefined;
+  const rng = new Rng(seed ^ 0x5eed);
+  const rows: Row[] = [];
+  for (let i = 0; i < limit; i++) {
+    rows.push({ query: rng.int(0, queries - 1), head: rng.int(0, qHeads - 1) });
+  }
+  return rows;
+}
+
+/** Builds the `run` command. */
+export function runCommand(io: CliIo) {
+  const cmd = new Command("run")
+    .description(
+      "Run one attention method (or all) once on one tree, and print the largest relative error against the float64 reference with the method's IO (paper and real accounting) and FLOP counts. Exits 1 when a method is wrong.",
+    )
+    .argument("<method>", `method name (${METHOD_NAMES.join(", ")}) or "all"`)
+    .argument("<workload>", "tree or run .json file, preset or generator")
+    .addOption(
+      new Option("--snapshot <i>", "iteration of a run to use (default: the last)").argParser(
+        intArg("--snapshot"),
+      ),
+    )
+    .addOption(new Option("--shape <shape>", "model shape: preset or Q/KV/D").default("llama3-8b"))
+    .addOption(
+      new Option("--dtype <dtype>", "storage dtype (default f16 when the adapter has shader-f16)")
+        .choices(["f16", "f32"] as const),
+    )
+    .addOption(
+      new Option("--seed <n>", "seed of Q/K/V and of generators").argParser(intArg("--seed"))
+        .default(1),
+    )
+    .addOption(new Option("--scale <s>", "shrink presets by s in (0, 1]").argParser(scaleArg))
+    .addOption(
+      new Option("--block-size <tokens>", "deft-flatten block size").argParser(
+        intArg("--block-size"),
+      ).default(128),
+    )
+    .addOption(
+      new Option("--chunk-size <tokens>", "deft-node-chunk chunk size").argParser(
+        intArg("--chunk-size"),
+      ).default(128),
+    )
+    .addOption(
+      new Option("--rows <n>", "rows (query, head) checked when the tree is large").argParser(
+        intArg("--rows"),
+      ).default(512),
+    )
+    .addOption(
+      new Option("--adapter <kind>", "adapter preference").choices(
+        ["high-performance", "low-power", "fallback"] as const,
+      ).default("high-performance"),
+    )
+    .option("--json", "print JSON");
+  for (const o of generatorOptions()) cmd.addOption(o);
+  return cmd.action(async (methodArg, workload, opts) => {
+    const methods = methodArg === "all" ? [...METHODS.values()] : [getMethod(methodArg)];
+    if (methods.length === 0) throw new UsageError("No methods are registered");
+    if (opts.blockSize < 1 || opts.chunkSize < 1) {
+      throw new UsageError("--block-size and --chunk-size must be at least 1");
+    }
+    const shape = resolveShape(opts.shape);
+    const run = await resolveWorkload(workload, opts);
+    const iteration = opts.snapshot ?? run.iterations - 1;
+    if (iteration >= run.iterations) {
+      throw new UsageError(
+        `--snapshot ${iteration} is outside the run: it has iterations 0 to ${run.iterations - 1}`,
+      );
+    }
+    const ix = new IndexedTree(run.snapshot(iteration));
+    const facts = treeFacts(ix);
+    const gpu = await Gpu.open(
+      opts.adapter === "fallback"
+        ? { forceFallbackAdapter: true }
+        : { powerPreference: opts.adapter },
+    );
+    try {
+      const dtype = opts.dtype ?? (gpu.hasF16 ? "f16" : "f32");
+      const problem = Problem.create(gpu, ix, { shape, dtype, seed: opts.seed });
+      const rows = chooseRows(
+        facts.queries,
+        shape.qHeads,
+        facts.pathTokens,
+        shape.headDim,
+        opts.rows,
+        opts.seed,
+      );
+      const expected = referenceAttention(problem.ix, problem.layout, problem.data, rows);
+      const outcomes: RunOutcome[] = [];
+      for (const method of methods) {
+        try {
+          const { output, plan } = await runMethod(problem, method, {
+            blockSize: opts.blockSize,
+            chunkSize: opts.chunkSize,
+          });
+          const r = compareOutput(output, expected, shape, facts.queries, rows);
+          outcomes.push({
+            method: method.name,
+            maxRelError: r.maxRelError,
+            tolerance: TOLERANCE[dtype],
+            unwritten: r.unwritten,
+            nonFinite: r.nonFinite,
+            passed: r.unwritten === 0 && r.nonFinite === 0 && r.maxRelError <= TOLERANCE[dtype],
+            error: null,
+            plan: { counts: plan.counts, stats: plan.stats, dispatches: plan.dispatches },
+          });
+        } catch (e) {
+          if (!(e instanceof GpuError)) throw e;
+          outcomes.push({
+            method: method.name,
+            maxRelError: null,
+            tolerance: TOLERANCE[dtype],
+            unwritten: 0,
+            nonFinite: 0,
+            passed: false,
+            error: e.message,
+            plan: null,
+          });
+        }
+      }
+      problem.destroy();
+      const header = {
+        workload: run.info.name,
+        iteration,
+        facts,
+        shape,
+        dtype,
+        adapter: gpu.info.description || gpu.info.vendor,
+        rowsChecked: rows ? rows.length : facts.queries * shape.qHeads,
+      };
+      if (opts.json) {
+        io.out(JSON.stringify({ ...header, outcomes }, null, 2) + "\n");
+      } else {
+        io.out(
+          `${header.workload} iteration ${iteration}: ${facts.nodes} nodes, N_tree ${facts.treeTokens}, ${facts.queries} queries, ΣN_i ${facts.pathTokens}; ${shape.name} ${shape.qHeads}/${shape.kvHeads}/${shape.headDim} ${dtype} on ${header.adapter}; ${header.rowsChecked} rows checked\n`,
+        );
+        const t = new Table({
+          head: [
+            "method",
+            "max rel error",
+            "ok",
+            "paper KV",
+            "paper mask",
+            "paper PA",
+            "real bytes",
+            "real KV",
+            "GFLOP",
+            "dispatches",
+          ],
+          style: { head: [], border: [] },
+        });
+        const mb = (x: number) => `${(x / 1e6).toFixed(2)} MB`;
+        for (const o of outcomes) {
+          const c = o.plan?.counts;
+          t.push([
+            o.method,
+            o.maxRelError === null ? `error: ${o.error}` : o.maxRelError.toExponential(2),
+            o.passed ? "yes" : "NO",
+            c ? mb(c.paper.kvBytes) : "",
+            c ? mb(c.paper.maskBytes) : "",
+            c ? mb(c.paper.partialBytes) : "",
+            c ? mb(c.real.totalBytes) : "",
+            c ? mb(c.real.kvBytes) : "",
+            c ? (c.flops / 1e9).toFixed(3) : "",
+            o.plan ? String(o.plan.dispatches.length) : "",
+          ]);
+        }
+        io.out(t.toString() + "\n");
+        io.out(
+          "IO per layer; paper accounting counts per query head (the paper's Table 12/17); real accounting counts the bytes the kernels load and store.\n",
+        );
+      }
+      if (outcomes.some((o) => !o.passed)) {
+        io.err(
+          `error: ${
+            outcomes.filter((o) => !o.passed).map((o) => o.method).join(", ")
+          } failed the check against the reference\n`,
+        );
+        throw new ExitCode(1);
+      }
+    } finally {
+      gpu.destroy();
+    }
+  });
+}

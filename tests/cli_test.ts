@@ -1,0 +1,130 @@
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { main } from "../cli/main.ts";
+import { captureIo } from "../cli/io.ts";
+import { parseRun, parseTree } from "../workloads/format.ts";
+
+async function cli(...args: string[]) {
+  const io = captureIo();
+  const code = await main(args, io);
+  return { code, out: io.stdout, err: io.stderr };
+}
+
+Deno.test("--help lists every command, and each command has generated help", async () => {
+  const top = await cli("--help");
+  assertEquals(top.code, 0);
+  for (const c of ["gen", "inspect"]) assertMatch(top.out, new RegExp(`\\n  ${c} `));
+  const gen = await cli("gen", "--help");
+  assertEquals(gen.code, 0);
+  assertMatch(gen.out, /Usage: deft-bench gen \[options\] <workload>/);
+  assertMatch(gen.out, /--snapshot <i>/);
+  const inspect = await cli("inspect", "--help");
+  assertMatch(inspect.out, /--shape <shape>/);
+});
+
+Deno.test("gen writes a deterministic run document or one snapshot", async () => {
+  const a = await cli("gen", "speculative-t32", "--scale", "0.01", "--sample", "3", "--seed", "4");
+  const b = await cli("gen", "speculative-t32", "--scale", "0.01", "--sample", "3", "--seed", "4");
+  assertEquals(a.code, 0);
+  assertEquals(a.out, b.out);
+  const doc = parseRun(a.out);
+  assertEquals(doc.snapshots.length, 3);
+  assertEquals(doc.snapshots.reduce((s, x) => s + x.weight, 0), doc.iterations);
+  const snap = await cli(
+    "gen",
+    "few-shot",
+    "--prompt",
+    "50",
+    "--branches",
+    "3",
+    "--generated",
+    "4",
+    "--snapshot",
+    "2",
+  );
+  assertEquals(snap.code, 0);
+  const tree = parseTree(snap.out);
+  assertEquals(tree.nodes.map((n) => n.tokens), [50, 3, 3, 3]);
+});
+
+Deno.test("gen -o writes atomically and refuses to overwrite without --force", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/sub/t.json`;
+  assertEquals((await cli("gen", "grid-4000-50x200", "-o", path)).code, 0);
+  const first = await Deno.readTextFile(path);
+  const again = await cli("gen", "grid-4000-50x200", "-o", path);
+  assertEquals(again.code, 2);
+  assertMatch(again.err, /already exists; pass --force/);
+  assertEquals(await Deno.readTextFile(path), first);
+  assertEquals((await cli("gen", "grid-4000-50x200", "-o", path, "--force")).code, 0);
+  const leftovers = [...Deno.readDirSync(`${dir}/sub`)].map((e) => e.name);
+  assertEquals(leftovers, ["t.json"]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("inspect prints facts, KV IO and the reduction; --json is machine-readable", async () => {
+  const t = await cli("inspect", "few-shot-b20");
+  assertEquals(t.code, 0);
+  assertMatch(t.out, /few-shot-b20/);
+  assertMatch(t.out, /17\.62 TB/);
+  assertMatch(t.out, /1\.68 TB/);
+  assertMatch(t.out, /90\.47 %/);
+  const j = await cli("inspect", "speculative-t256", "few-shot-b50", "--json");
+  const rows = JSON.parse(j.out).rows;
+  assertEquals(rows.length, 2);
+  assert(Math.abs(rows[0].kvIoReduction - 0.996) < 0.001);
+  assert(Math.abs(rows[1].kvIoReduction - 0.9333) < 0.0002);
+});
+
+Deno.test("inspect reads tree and run files", async () => {
+  const dir = await Deno.makeTempDir();
+  await cli("gen", "few-shot-b20", "--scale", "0.05", "-o", `${dir}/run.json`);
+  await cli("gen", "few-shot-b20", "--snapshot", "0", "-o", `${dir}/tree.json`);
+  const r = await cli("inspect", `${dir}/run.json`, `${dir}/tree.json`, "--json");
+  assertEquals(r.code, 0);
+  const rows = JSON.parse(r.out).rows;
+  assertEquals(rows[1].meanTreeTokens, 4020);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("bad input exits 2 with a message naming the problem, never a stack trace", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${dir}/bad.json`,
+    JSON.stringify({
+      format: "deft-bench/tree",
+      version: 1,
+      nodes: [{ id: 0, parent: null, tokens: 0 }],
+    }),
+  );
+  await Deno.writeTextFile(`${dir}/broken.json`, "{ nodes: ");
+  const cases: [string[], RegExp][] = [
+    [["inspect", "nope"], /Unknown workload "nope"/],
+    [["inspect", `${dir}/missing.json`], /does not exist/],
+    [
+      ["inspect", `${dir}/bad.json`],
+      /bad\.json: nodes\[0\]\.tokens must be a positive integer, got 0/,
+    ],
+    [["inspect", `${dir}/broken.json`], /broken\.json: Not valid JSON/],
+    [["inspect", "few-shot", "--prompt", "10"], /few-shot needs --branches/],
+    [["inspect", "few-shot-b20", "--shape", "32/5/128"], /multiple of kvHeads/],
+    [
+      ["gen", "few-shot-b20", "--snapshot", "400"],
+      /outside the run: few-shot-b20 has iterations 0 to 399/,
+    ],
+    [["gen", "few-shot-b20", "--scale", "2"], /--scale must be a number in \(0, 1\]/],
+    [["gen", "few-shot-b20", "--seed", "-3"], /unknown option|non-negative integer/],
+    [
+      ["gen", "few-shot", "--prompt", "0", "--branches", "1", "--generated", "1"],
+      /prompt must be an integer/,
+    ],
+    [["gen", "grid", "--levels", "3x10"], /exactly 1 node/],
+    [["frobnicate"], /unknown command/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await cli(...args);
+    assertEquals(r.code, 2, `${args.join(" ")}: ${r.err}`);
+    assertMatch(r.err, re);
+    assert(!/\n\s+at /.test(r.err), `stack trace printed for ${args.join(" ")}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
