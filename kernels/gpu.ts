@@ -29,6 +29,14 @@ export interface GpuInfo {
   limits: Record<string, number>;
 }
 
+/** What a pipeline was built from (see {@linkcode Gpu.onPipeline}). */
+export interface PipelineSource {
+  label: string;
+  code: string;
+  constants: Record<string, number>;
+  entryPoint: string;
+}
+
 /** Options for {@linkcode Gpu.open}. */
 export interface GpuOpenOptions {
   /** Adapter preference; "high-performance" first by default. */
@@ -72,6 +80,7 @@ export class Gpu {
   readonly #lostPromise: Promise<GPUDeviceLostInfo>;
   #uncaptured: string | null = null;
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  readonly #pipelineListeners = new Set<(source: PipelineSource) => void>();
 
   private constructor(adapter: GPUAdapter, device: GPUDevice) {
     this.adapter = adapter;
@@ -214,6 +223,7 @@ export class Gpu {
     constants: Record<string, number> = {},
     entryPoint = "main",
   ): Promise<GPUComputePipeline> {
+    for (const fn of this.#pipelineListeners) fn({ label, code, constants, entryPoint });
     const key = JSON.stringify([label, entryPoint, constants, code]);
     let p = this.#pipelines.get(key);
     if (!p) {
@@ -222,6 +232,15 @@ export class Gpu {
       p.catch(() => this.#pipelines.delete(key));
     }
     return p;
+  }
+
+  /**
+   * Calls `fn` with the source of every pipeline requested from now on (cached or not), until the
+   * returned function is called; `bench` hashes what a method's `prepare` asks for.
+   */
+  onPipeline(fn: (source: PipelineSource) => void): () => void {
+    this.#pipelineListeners.add(fn);
+    return () => this.#pipelineListeners.delete(fn);
   }
 
   async #compile(

@@ -129,6 +129,25 @@ export function conformanceCases(): ConformanceCase[] {
   return cases;
 }
 
+/**
+ * Appends one JSON line per case to the file named by DEFT_CONFORMANCE_LOG (if set), so a run on a
+ * real GPU can report the adapter and the largest error per method.
+ */
+async function logCase(method: string, c: ConformanceCase, seed: number, maxRelError: number) {
+  const path = Deno.env.get("DEFT_CONFORMANCE_LOG");
+  if (!path) return;
+  const gpu = await testGpu();
+  const line = JSON.stringify({
+    method,
+    case: c.name,
+    dtype: c.dtype,
+    seed,
+    maxRelError,
+    adapter: gpu.info.description || gpu.info.vendor,
+  });
+  await Deno.writeTextFile(path, line + "\n", { append: true });
+}
+
 let shared: Promise<Gpu> | null = null;
 
 /** One device per test process. */
@@ -169,6 +188,7 @@ export function conformanceSuite(method: AttentionMethod): void {
         const fixed = Deno.env.get("DEFT_TEST_SEED");
         const seed = fixed ? Number(fixed) : (Math.random() * 2 ** 31) >>> 0;
         const r = await runCase(method, c, seed);
+        await logCase(method.name, c, seed, r.maxRelError);
         const where = `(${method.name}, ${c.name}, seed ${seed})`;
         if (r.unwritten > 0) throw new Error(`${r.unwritten} output elements unwritten ${where}`);
         if (r.nonFinite > 0) throw new Error(`${r.nonFinite} output elements NaN/inf ${where}`);

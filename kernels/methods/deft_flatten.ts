@@ -1,0 +1,167 @@
+/**
+ * DeFT-Flatten, the paper's DeFT (DeFT paper, section 3.4): the tree KV is concatenated in DFS
+ * order, cut into equal blocks of `blockSize` tokens (the last one partial), and each block is
+ * grouped with the union of the queries that see any of its tokens. A KV-side bit mask (u32 words
+ * per token, bit i = the block's i-th query sees the token) restores the tree's causality. One
+ * workgroup per (block, row tile, KV head) runs the shared group-attention kernel, so a block is
+ * read once per KV head and row tile; a block keeps all its queries however many there are (no
+ * 32-query cap that would split it).
+ *
+ * Planning is O(nodes + queries + N_tree x mask words) on typed arrays: with queries ordered by the
+ * DFS position of their node, a node's queries and a block's query union are ranges, so a segment's
+ * mask is a run of set bits written once per word with `fill`.
+ *
+ * @module
+ */
+
+import type { KvLayout } from "../layout.ts";
+import { type AttentionMethod, paperIo } from "../method.ts";
+import type { IndexedTree } from "../../workloads/tree.ts";
+import {
+  type GroupPlan,
+  type GroupSet,
+  planGroupAttention,
+  positiveOption,
+  prepareGroupAttention,
+  queryRanges,
+  treeTokens,
+} from "../group_attention.ts";
+
+/** The flattened blocks of a tree, with their mask. */
+export interface FlattenBlocks {
+  /** One group per block, with the KV-side mask. */
+  readonly groups: GroupSet;
+  /** Node position of each segment (for tests and reports). */
+  readonly segNode: Int32Array;
+  /** Largest mask words per token of any block. */
+  readonly maxMaskWords: number;
+}
+
+/**
+ * Cuts the DFS-flattened tree KV into blocks of `blockSize` tokens and builds each block's query
+ * union and mask (`[word][token]` per block).
+ */
+export function flattenBlocks(ix: IndexedTree, layout: KvLayout, blockSize: number): FlattenBlocks {
+  positiveOption("blockSize", blockSize);
+  const { order, lo, hi } = queryRanges(ix);
+  const total = treeTokens(ix);
+  const count = Math.ceil(total / blockSize);
+  const maxSegs = ix.nodeCount + count;
+  const tokens = new Uint32Array(count);
+  const segOffset = new Uint32Array(count + 1);
+  const segTokenStart = new Uint32Array(maxSegs);
+  const segSlot = new Uint32Array(maxSegs);
+  const segNode = new Int32Array(maxSegs);
+  const qlo = new Uint32Array(count);
+  const qhi = new Uint32Array(count);
+  let seg = 0, g = 0, fill = 0;
+  for (const v of ix.dfsOrder) {
+    let slot = layout.slotStart[v]!;
+    let left = ix.tokens(v);
+    while (left > 0) {
+      const take = Math.min(left, blockSize - fill);
+      // lo is non-decreasing in DFS order, and consecutive DFS nodes have overlapping or adjacent
+      // query ranges, so the block's union is [lo of its first node, max hi).
+      if (fill === 0) {
+        qlo[g] = lo[v]!;
+        qhi[g] = hi[v]!;
+      } else if (hi[v]! > qhi[g]!) qhi[g] = hi[v]!;
+      segTokenStart[seg] = fill;
+      segSlot[seg] = slot;
+      segNode[seg++] = v;
+      fill += take;
+      slot += take;
+      left -= take;
+      if (fill === blockSize) {
+        tokens[g] = fill;
+        segOffset[++g] = seg;
+        fill = 0;
+      }
+    }
+  }
+  if (fill > 0) {
+    tokens[g] = fill;
+    segOffset[++g] = seg;
+  }
+
+  const queryOffset = new Uint32Array(count + 1);
+  const words = new Uint32Array(count);
+  const offset = new Uint32Array(count);
+  let maskTotal = 0, maxWords = 0;
+  for (let b = 0; b < count; b++) {
+    const nq = qhi[b]! - qlo[b]!;
+    queryOffset[b + 1] = queryOffset[b]! + nq;
+    const w = Math.ceil(nq / 32);
+    words[b] = w;
+    offset[b] = maskTotal;
+    maskTotal += w * tokens[b]!;
+    if (w > maxWords) maxWords = w;
+  }
+  const queries = new Uint32Array(queryOffset[count]!);
+  const mask = new Uint32Array(maskTotal);
+  for (let b = 0; b < count; b++) {
+    const q0 = qlo[b]!;
+    queries.set(order.subarray(q0, qhi[b]!), queryOffset[b]!);
+    const n = tokens[b]!;
+    const s1 = segOffset[b + 1]!;
+    for (let s = segOffset[b]!; s < s1; s++) {
+      const t0 = segTokenStart[s]!;
+      const t1 = s + 1 < s1 ? segTokenStart[s + 1]! : n;
+      const v = segNode[s]!;
+      // Bits [a, e) of the block's queries see this segment: one run of set bits per word.
+      const a = lo[v]! - q0;
+      const e = hi[v]! - q0;
+      for (let w = a >>> 5; w < (e + 31) >>> 5; w++) {
+        const from = Math.max(a, 32 * w) - 32 * w;
+        const to = Math.min(e, 32 * w + 32) - 32 * w;
+        const bits = ((to === 32 ? 0xffffffff : (1 << to) - 1) & ~((1 << from) - 1)) >>> 0;
+        const at = offset[b]! + w * n;
+        mask.fill(bits, at + t0, at + t1);
+      }
+    }
+  }
+  return {
+    groups: {
+      count,
+      tokens,
+      segOffset,
+      segTokenStart: segTokenStart.subarray(0, seg),
+      segSlot: segSlot.subarray(0, seg),
+      queryOffset,
+      queries,
+      maskWords: words,
+      maskOffset: offset,
+      mask,
+    },
+    segNode: segNode.subarray(0, seg),
+    maxMaskWords: maxWords,
+  };
+}
+
+/** A DeFT-Flatten plan. */
+export interface DeftFlattenPlan extends GroupPlan {
+  /** Tokens per block. */
+  readonly blockSize: number;
+}
+
+/** DeFT-Flatten (`deft-flatten`). */
+export const deftFlatten: AttentionMethod<DeftFlattenPlan> = {
+  name: "deft-flatten",
+  description:
+    "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
+  plan(input) {
+    const { ix, layout, shape, dtype, options } = input;
+    const blockSize = positiveOption("blockSize", options.blockSize);
+    const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize);
+    const n = treeTokens(ix);
+    const plan = planGroupAttention(
+      "deft-flatten",
+      input,
+      groups,
+      paperIo(shape, dtype, n, n, 0),
+      { blocks: groups.count, blockSize, maskWordsPerToken: maxMaskWords },
+    );
+    return { ...plan, blockSize };
+  },
+  prepare: prepareGroupAttention,
+};

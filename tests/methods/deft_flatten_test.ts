@@ -1,0 +1,264 @@
+import { ReasoningRun } from "../../workloads/reasoning.ts";
+import { SpeculativeRun } from "../../workloads/speculative.ts";
+import type { ModelShape } from "../../workloads/shapes.ts";
+import { IndexedTree, type Tree } from "../../workloads/tree.ts";
+import { attendedSlots, GROUP_ROWS } from "../../kernels/group_attention.ts";
+import { kvLayout } from "../../kernels/layout.ts";
+import {
+  DEFAULT_METHOD_OPTIONS,
+  type MethodOptions,
+  type PlanInput,
+} from "../../kernels/method.ts";
+import { deftFlatten, flattenBlocks } from "../../kernels/methods/deft_flatten.ts";
+import { getMethod } from "../../kernels/methods/mod.ts";
+import { querySlots } from "../../kernels/reference.ts";
+import {
+  type ConformanceCase,
+  conformanceSuite,
+  internalQueriesTree,
+  runCase,
+  starTree,
+  TOLERANCE,
+} from "../_conformance.ts";
+import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
+
+conformanceSuite(deftFlatten);
+
+const GQA4: ModelShape = { name: "8/2/128", qHeads: 8, kvHeads: 2, headDim: 128, layers: 1 };
+const LLAMA3_8B: ModelShape = {
+  name: "llama3-8b",
+  qHeads: 32,
+  kvHeads: 8,
+  headDim: 128,
+  layers: 32,
+};
+
+function input(tree: Tree, options: Partial<MethodOptions> = {}, shape = GQA4): PlanInput {
+  const ix = new IndexedTree(tree);
+  return {
+    ix,
+    layout: kvLayout(ix, "shuffled", 7),
+    shape,
+    dtype: "f16",
+    options: { ...DEFAULT_METHOD_OPTIONS, ...options },
+  };
+}
+
+const reasoning = () =>
+  new ReasoningRun({ prompt: 200, depth: 3, width: 4, thoughtMin: 20, thoughtMax: 70, seed: 3 })
+    .snapshot(75);
+const speculative = (prefix: number, t: number) =>
+  new SpeculativeRun({ prefix, treeTokens: t, steps: 1, seed: 2, topology: "medusa" }).snapshot(0);
+
+Deno.test("flattenBlocks() concatenates node KV in DFS order and cuts equal blocks", () => {
+  for (const tree of [internalQueriesTree(), reasoning(), speculative(60, 100)]) {
+    const { ix, layout } = input(tree);
+    const { groups, segNode } = flattenBlocks(ix, layout, 32);
+    const walk: number[] = [];
+    for (const v of segNode) if (walk.at(-1) !== v) walk.push(v);
+    assertEquals(walk, Array.from(ix.dfsOrder));
+    let total = 0;
+    for (let v = 0; v < ix.nodeCount; v++) total += ix.tokens(v);
+    assertStrictEquals(groups.count, Math.ceil(total / 32));
+    for (let g = 0; g < groups.count - 1; g++) assertStrictEquals(groups.tokens[g], 32);
+    assertStrictEquals(groups.tokens[groups.count - 1], total - 32 * (groups.count - 1));
+    // Pieces of one node follow each other in token order.
+    const next = new Map<number, number>();
+    for (let s = 0; s < segNode.length; s++) {
+      const v = segNode[s]!;
+      assertStrictEquals(groups.segSlot[s], next.get(v) ?? layout.slotStart[v]);
+      const g = groups.segOffset.findLastIndex((o, i) => i < groups.count && o <= s);
+      const end = s + 1 < groups.segOffset[g + 1]!
+        ? groups.segTokenStart[s + 1]!
+        : groups.tokens[g]!;
+      next.set(v, groups.segSlot[s]! + end - groups.segTokenStart[s]!);
+    }
+  }
+});
+
+Deno.test("flattenBlocks() puts every KV token in exactly one block", () => {
+  const { ix, layout } = input(reasoning());
+  const { groups } = flattenBlocks(ix, layout, 128);
+  const seen = new Map<number, number>();
+  for (let g = 0; g < groups.count; g++) {
+    const s1 = groups.segOffset[g + 1]!;
+    for (let s = groups.segOffset[g]!; s < s1; s++) {
+      const len = (s + 1 < s1 ? groups.segTokenStart[s + 1]! : groups.tokens[g]!) -
+        groups.segTokenStart[s]!;
+      for (let t = 0; t < len; t++) {
+        const slot = groups.segSlot[s]! + t;
+        seen.set(slot, (seen.get(slot) ?? 0) + 1);
+      }
+    }
+  }
+  let expected = 0;
+  for (let v = 0; v < ix.nodeCount; v++) {
+    for (let t = 0; t < ix.tokens(v); t++) {
+      assertStrictEquals(seen.get(layout.slotStart[v]! + t), 1);
+      expected++;
+    }
+  }
+  assertStrictEquals(seen.size, expected);
+});
+
+Deno.test("flattenBlocks() sets a mask bit iff the query's path contains the token's node", () => {
+  for (const [tree, block] of [[reasoning(), 128], [speculative(60, 100), 64]] as const) {
+    const { ix, layout } = input(tree);
+    const { groups, segNode } = flattenBlocks(ix, layout, block);
+    const paths = Array.from({ length: ix.queryCount }, (_, q) => new Set(ix.queryPath(q)));
+    for (let g = 0; g < groups.count; g++) {
+      const tokens = groups.tokens[g]!;
+      const q0 = groups.queryOffset[g]!;
+      const nq = groups.queryOffset[g + 1]! - q0;
+      assertStrictEquals(groups.maskWords[g], Math.ceil(nq / 32));
+      const s1 = groups.segOffset[g + 1]!;
+      for (let s = groups.segOffset[g]!; s < s1; s++) {
+        const t1 = s + 1 < s1 ? groups.segTokenStart[s + 1]! : tokens;
+        for (let t = groups.segTokenStart[s]!; t < t1; t++) {
+          for (let i = 0; i < 32 * groups.maskWords[g]!; i++) {
+            const word = groups.mask[groups.maskOffset[g]! + (i >>> 5) * tokens + t]!;
+            const bit = (word >>> (i & 31)) & 1;
+            const expected = i < nq && paths[groups.queries[q0 + i]!]!.has(segNode[s]!);
+            assertStrictEquals(bit, expected ? 1 : 0, `block ${g} token ${t} query bit ${i}`);
+          }
+        }
+      }
+    }
+  }
+});
+
+Deno.test("deft-flatten keeps more than 32 and more than 64 queries in one block", () => {
+  for (const t of [40, 100]) {
+    const p = deftFlatten.plan(input(speculative(60, t)));
+    let tokens = 60 + t;
+    assertStrictEquals(p.stats.blocks, Math.ceil(tokens / 128));
+    // The first block holds the prefix, seen by every query.
+    assertStrictEquals(p.groups.queryOffset[1]! - p.groups.queryOffset[0]!, t);
+    assertStrictEquals(p.groups.maskWords[0], Math.ceil(t / 32));
+    assertStrictEquals(p.stats.maskWordsPerToken, Math.ceil(t / 32));
+    // Row tiles of 64 rows (query x q-head of one KV head), each a work item.
+    assertStrictEquals(p.stats.maxQueriesPerGroup, t);
+    tokens = 0;
+    for (let i = 0; i < p.items.length; i += 2) if (p.items[i] === 0) tokens++;
+    assertStrictEquals(tokens, Math.ceil((t * 4) / GROUP_ROWS));
+  }
+});
+
+Deno.test("deft-flatten attends every query to exactly the KV of its path", () => {
+  for (
+    const tree of [internalQueriesTree(), reasoning(), speculative(60, 100), starTree(90, 40, 7)]
+  ) {
+    const inp = input(tree, { blockSize: 32 });
+    const p = deftFlatten.plan(inp);
+    for (let q = 0; q < inp.ix.queryCount; q++) {
+      const got = attendedSlots(p.groups, q).sort((a, b) => a - b);
+      const want = Array.from(querySlots(inp.ix, inp.layout, q)).sort((a, b) => a - b);
+      assertEquals(got, want, `query ${q}`);
+    }
+  }
+});
+
+Deno.test("deft-flatten paper IO equals the Table 12 formulas (2d N_tree KV, N_tree mask)", () => {
+  const inp = input(reasoning());
+  const p = deftFlatten.plan(inp);
+  let n = 0;
+  for (let v = 0; v < inp.ix.nodeCount; v++) n += inp.ix.tokens(v);
+  const perElement = GQA4.qHeads * 2;
+  assertStrictEquals(p.counts.paper.kvBytes, 2 * GQA4.headDim * n * perElement);
+  assertStrictEquals(p.counts.paper.maskBytes, n * perElement);
+  assertStrictEquals(p.counts.paper.partialBytes, 0);
+  assertStrictEquals(p.counts.paper.totalBytes, (2 * GQA4.headDim + 1) * n * perElement);
+});
+
+Deno.test("deft-flatten real IO loads a block's KV once per row tile and KV head", () => {
+  const inp = input(speculative(60, 100));
+  const p = deftFlatten.plan(inp);
+  let kv = 0, tokens = 0, total = 0;
+  for (let g = 0; g < p.groups.count; g++) {
+    const nq = p.groups.queryOffset[g + 1]! - p.groups.queryOffset[g]!;
+    const tiles = Math.ceil((nq * 4) / GROUP_ROWS);
+    kv += tiles * p.groups.tokens[g]! * 2 * GQA4.headDim * GQA4.kvHeads * 2;
+    tokens += tiles * p.groups.tokens[g]!;
+    total += p.groups.tokens[g]!;
+  }
+  assertStrictEquals(p.counts.real.kvBytes, kv);
+  assertStrictEquals(p.stats.kvLoadsPerToken, tokens / total);
+  assert(p.counts.real.maskBytes > 0);
+  assert(p.counts.flops >= p.counts.usefulFlops);
+  const r = p.counts.real;
+  assertStrictEquals(
+    r.totalBytes,
+    r.kvBytes + r.qBytes + r.maskBytes + r.metadataBytes + r.partialBytes + r.outputBytes,
+  );
+});
+
+Deno.test("deft-flatten folds grids over 65535 workgroups", () => {
+  const p = deftFlatten.plan(input(speculative(20000, 256), { blockSize: 16 }, LLAMA3_8B));
+  const [x, y, z] = p.dispatches[0]!.workgroups;
+  assert(p.stats.workgroups! > 65535);
+  assert(x <= 65535 && y <= 65535 && z === 1);
+  assert(x * y >= p.stats.workgroups!);
+});
+
+Deno.test("deft-flatten plans a 20k-token tree with 256 queries in under 1 ms", () => {
+  const inp = input(speculative(20000, 256), {}, LLAMA3_8B);
+  for (let i = 0; i < 50; i++) deftFlatten.plan(inp);
+  const times: number[] = [];
+  for (let i = 0; i < 31; i++) {
+    const t0 = performance.now();
+    deftFlatten.plan(inp);
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  assert(times[15]! < 1, `median planning time ${times[15]!.toFixed(3)} ms`);
+});
+
+Deno.test("deft-flatten rejects a blockSize that is not a positive integer", () => {
+  for (const blockSize of [0, -4, 1.5, NaN]) {
+    assertThrows(
+      () => deftFlatten.plan(input(starTree(10, 2, 1), { blockSize })),
+      RangeError,
+      /blockSize/,
+    );
+  }
+});
+
+Deno.test("deft-flatten is registered as deft-flatten", () => {
+  assertStrictEquals(getMethod("deft-flatten"), deftFlatten);
+});
+
+// Shapes the shared matrix does not cover: MHA with 130 queries in a block (row tiles spanning mask
+// words 0-1, 2-3 and 4), a GQA group of 3, head dims 36 (not a multiple of 32) and 256.
+const extra: ConformanceCase[] = [
+  {
+    name: "MHA, 130 queries in one block",
+    tree: () => starTree(100, 130, 2),
+    shape: { name: "4/4/64", qHeads: 4, kvHeads: 4, headDim: 64, layers: 1 },
+    dtype: "f32",
+  },
+  {
+    name: "GQA group 3, head dim 36",
+    tree: () => speculative(70, 40),
+    shape: { name: "6/2/36", qHeads: 6, kvHeads: 2, headDim: 36, layers: 1 },
+    dtype: "f32",
+  },
+  {
+    name: "head dim 256",
+    tree: () => starTree(150, 20, 9),
+    shape: { name: "4/2/256", qHeads: 4, kvHeads: 2, headDim: 256, layers: 1 },
+    dtype: "f16",
+  },
+];
+for (const c of extra) {
+  Deno.test({
+    name: `deft-flatten matches the float64 reference: ${c.name} ${c.dtype}`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const r = await runCase(deftFlatten, c, 11);
+      assertStrictEquals(r.unwritten, 0);
+      assertStrictEquals(r.nonFinite, 0);
+      assert(r.maxRelError <= TOLERANCE[c.dtype], `max relative error ${r.maxRelError}`);
+    },
+  });
+}

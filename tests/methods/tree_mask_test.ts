@@ -1,0 +1,224 @@
+import { FewShotRun } from "../../workloads/few_shot.ts";
+import { SpeculativeRun } from "../../workloads/speculative.ts";
+import type { Dtype, ModelShape } from "../../workloads/shapes.ts";
+import { IndexedTree, type Tree, treeFacts } from "../../workloads/tree.ts";
+import { GpuError } from "../../kernels/gpu.ts";
+import { kvLayout } from "../../kernels/layout.ts";
+import { DEFAULT_METHOD_OPTIONS, type MethodOptions } from "../../kernels/method.ts";
+import { getMethod } from "../../kernels/methods/mod.ts";
+import {
+  MAX_INTERMEDIATE_BYTES,
+  MIN_SPLIT_TOKENS,
+  pvTile,
+  qkTile,
+  sliceDepth,
+  specializeKernel,
+  TILE_STORAGE_BUDGET,
+  treeMask,
+  type TreeMaskPlan,
+  visiblePairs,
+} from "../../kernels/methods/tree_mask.ts";
+import { conformanceSuite, internalQueriesTree, starTree, testGpu } from "../_conformance.ts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStrictEquals,
+  assertThrows,
+} from "../_assert.ts";
+
+conformanceSuite(treeMask);
+
+const GQA4: ModelShape = { name: "8/2/128", qHeads: 8, kvHeads: 2, headDim: 128, layers: 1 };
+
+function plan(
+  tree: Tree,
+  shape: ModelShape = GQA4,
+  dtype: Dtype = "f16",
+  options: Partial<MethodOptions> = {},
+): TreeMaskPlan {
+  const ix = new IndexedTree(tree);
+  return treeMask.plan({
+    ix,
+    layout: kvLayout(ix, "shuffled", 7),
+    shape,
+    dtype,
+    options: { ...DEFAULT_METHOD_OPTIONS, ...options },
+  });
+}
+
+Deno.test("treeMask is registered as tree-mask", () => {
+  assertStrictEquals(getMethod("tree-mask"), treeMask);
+});
+
+Deno.test("treeMask.plan() builds a mask whose visible pairs sum to ΣN_i", () => {
+  for (
+    const tree of [
+      internalQueriesTree(),
+      starTree(50, 9, 4),
+      new FewShotRun({ prompt: 120, branches: 6, generated: 30 }).snapshot(11),
+      new SpeculativeRun({ prefix: 70, treeTokens: 32, steps: 2, seed: 4, topology: "medusa" })
+        .snapshot(1),
+    ]
+  ) {
+    for (const dtype of ["f16", "f32"] as const) {
+      const p = plan(tree, GQA4, dtype);
+      const facts = treeFacts(tree);
+      assertEquals(p.rowStride, Math.ceil(facts.treeTokens / 4) * 4);
+      assertEquals(p.maskBits.length, facts.queries * p.rowStride);
+      assertEquals(visiblePairs(p.maskBits), facts.pathTokens);
+      assertEquals(p.stats.pathTokens, facts.pathTokens);
+      // Every other entry is -inf in the storage dtype.
+      const negInf = dtype === "f16" ? 0xfc00 : 0xff800000;
+      assertEquals(
+        p.maskBits.filter((x) => x !== 0 && x !== negInf).length,
+        0,
+      );
+    }
+  }
+});
+
+Deno.test("treeMask.plan() gathers every tree token once, nodes in DFS order", () => {
+  const tree = internalQueriesTree();
+  const ix = new IndexedTree(tree);
+  const layout = kvLayout(ix, "shuffled", 3);
+  const p = treeMask.plan({
+    ix,
+    layout,
+    shape: GQA4,
+    dtype: "f32",
+    options: DEFAULT_METHOD_OPTIONS,
+  });
+  const expected: number[] = [];
+  for (const v of ix.dfsOrder) {
+    for (let t = 0; t < ix.tokens(v); t++) expected.push(layout.slotStart[v]! + t);
+  }
+  assertEquals([...p.tokenSlot], expected);
+  // Query on node 7 (1 token, DFS after the 10 -> 3 -> {1, 2} subtree) sees root + itself.
+  const q = tree.queries.findIndex((x) => x.node === 7);
+  const row = [...p.maskBits.subarray(q * p.rowStride, (q + 1) * p.rowStride)];
+  const visible = row.flatMap((x, j) => (x === 0 ? [j] : []));
+  const start7 = 150 + 40 + 90 + 5;
+  assertEquals(visible, [...Array.from({ length: 150 }, (_, j) => j), start7]);
+});
+
+Deno.test("treeMask.plan() reports the paper's Table 12 IO", () => {
+  const tree = new FewShotRun({ prompt: 400, branches: 20, generated: 40 }).snapshot(20);
+  const facts = treeFacts(tree);
+  for (const dtype of ["f16", "f32"] as const) {
+    const p = plan(tree, GQA4, dtype);
+    const b = (dtype === "f16" ? 2 : 4) * GQA4.qHeads;
+    const n = facts.treeTokens, ln = facts.queries, d = GQA4.headDim;
+    assertEquals(p.counts.paper.kvBytes, 2 * d * n * b);
+    assertEquals(p.counts.paper.maskBytes, ln * n * b);
+    assertEquals(p.counts.paper.partialBytes, 8 * ln * n * b);
+    assertEquals(p.counts.paper.totalBytes, (2 * d * n + 9 * ln * n) * b);
+    assertEquals(p.counts.usefulFlops, 4 * d * facts.pathTokens * GQA4.qHeads);
+    assertEquals(p.stats.intermediateElements, GQA4.qHeads * ln * Math.ceil(n / 4) * 4);
+    // Executed work covers at least the dense products, and the real IO at least the paper's PA IO.
+    assert(p.counts.flops >= 4 * d * GQA4.qHeads * ln * n);
+    assert(p.counts.real.logitsBytes >= p.counts.paper.partialBytes);
+    const r = p.counts.real;
+    assertEquals(
+      r.totalBytes,
+      r.kvBytes + r.qBytes + r.maskBytes + r.metadataBytes + r.partialBytes + r.logitsBytes +
+        r.outputBytes,
+    );
+  }
+});
+
+Deno.test("treeMask.plan() lists its unfused dispatches within the per-dimension limit", () => {
+  const short = plan(starTree(100, 30, 5));
+  assertEquals(short.dispatches.map((x) => x.kernel), [
+    "tree-mask qk",
+    "tree-mask scale",
+    "tree-mask add-mask",
+    "tree-mask softmax",
+    "tree-mask pv",
+  ]);
+  assertEquals(short.splits, 1);
+  // A long tree splits step 5 over its tokens and sums the partials.
+  const long = plan(starTree(32 * MIN_SPLIT_TOKENS, 2, 1), {
+    name: "4/1/64",
+    qHeads: 4,
+    kvHeads: 1,
+    headDim: 64,
+    layers: 1,
+  });
+  assert(long.splits > 1);
+  assert(long.splits * long.splitTokens >= long.treeTokens);
+  assert((long.splits - 1) * long.splitTokens < long.treeTokens);
+  assertEquals(long.dispatches.at(-1)!.kernel, "tree-mask split-sum");
+  assert(long.counts.real.partialBytes > 0);
+  // Many rows: the softmax grid (qHeads x queries rows) folds over 65535.
+  const wide = plan(starTree(4, 9000, 1), { ...GQA4, qHeads: 8, kvHeads: 8 }, "f16");
+  for (const d of wide.dispatches) {
+    for (const g of d.workgroups) assert(g >= 1 && g <= 65535, `${d.kernel} grid ${d.workgroups}`);
+  }
+  const softmax = wide.dispatches[3]!.workgroups;
+  assert(softmax[0] * softmax[1] >= 8 * 9000);
+});
+
+Deno.test("treeMask.plan() rejects intermediates no device can bind", () => {
+  const shape: ModelShape = { name: "256/1/128", qHeads: 256, kvHeads: 1, headDim: 128, layers: 1 };
+  assertThrows(
+    () => plan(starTree(600_000, 40, 1), shape, "f32"),
+    RangeError,
+    /maxStorageBufferBindingSize/,
+  );
+});
+
+Deno.test({
+  name: "treeMask.prepare() rejects a tree too large for maxStorageBufferBindingSize",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const gpu = await testGpu();
+    const limit = gpu.limit("maxStorageBufferBindingSize");
+    const shape: ModelShape = { name: "256/1/64", qHeads: 256, kvHeads: 1, headDim: 64, layers: 1 };
+    // qHeads x queries x N_tree x 4 bytes just over the device's limit (and under 4 GiB).
+    const queries = 64;
+    const tokens = Math.floor(limit / (256 * queries * 4)) + 1;
+    const tree = starTree(tokens, queries, 1);
+    if (256 * queries * (tokens + queries) * 4 > MAX_INTERMEDIATE_BYTES) {
+      // A device that binds 4 GiB: the planner already rejects what it cannot bind.
+      assertThrows(() => plan(tree, shape, "f32"), RangeError, /maxStorageBufferBindingSize/);
+      return;
+    }
+    const p = plan(tree, shape, "f32");
+    const dummy = gpu.buffer("dummy", 16);
+    try {
+      await assertRejects(
+        () => treeMask.prepare(gpu, p, { q: dummy, k: dummy, v: dummy, out: dummy }),
+        GpuError,
+        /maxStorageBufferBindingSize/,
+      );
+    } finally {
+      dummy.destroy();
+    }
+  },
+});
+
+Deno.test("qkTile() and pvTile() fit the workgroup-memory budget for every row count", () => {
+  for (const rows of [1, 4, 16, 17, 32, 33, 64, 65, 1000, 65536]) {
+    for (const tile of [qkTile(rows), pvTile(rows, 64), pvTile(rows, 128), pvTile(rows, 256)]) {
+      assert(tile.bk >= 4 && tile.bk % 4 === 0, `slice depth ${tile.bk}`);
+      assertEquals(tile.tx * tile.ty, 256);
+      assert(tile.tm === 4 || tile.tm === 8);
+    }
+    assert(sliceDepth(qkTile(rows), "qk", TILE_STORAGE_BUDGET) === qkTile(rows).bk);
+  }
+  // A device with 16 KiB still fits every tile, at a shallower depth.
+  assert(sliceDepth(qkTile(1000), "qk", 16384) >= 4);
+  assert(sliceDepth(pvTile(1000, 256), "pv", 16384) >= 4);
+});
+
+Deno.test("specializeKernel() rewrites the storage dtype and tile constants", () => {
+  const src = "alias ST = f32;\nconst TM: u32 = 4u;\nconst BK: u32 = 16u;\n";
+  assertEquals(
+    specializeKernel(src, "f16", { TM: 8, BK: 32 }),
+    "enable f16;\nalias ST = f16;\nconst TM: u32 = 8u;\nconst BK: u32 = 32u;\n",
+  );
+  assertEquals(specializeKernel(src, "f32"), src);
+  assertThrows(() => specializeKernel(src, "f32", { NOPE: 1 }), RangeError, /NOPE/);
+});
