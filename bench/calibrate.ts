@@ -1,0 +1,336 @@
+/**
+ * Device ceilings for the roofline: read bandwidth at several buffer sizes, vec4<f32> and
+ * vec4<f16> FMA throughput (8 independent chains per thread), and the GPU time of an empty dispatch
+ * and of each extra dispatch in a pass. Everything is timed with the same {@linkcode Timer} and
+ * measurement loop as the methods, and stored per adapter as JSON.
+ *
+ * @module
+ */
+
+import type { Gpu, GpuInfo } from "../kernels/gpu.ts";
+import { median } from "../results/stats.ts";
+import type { Calibration } from "../results/schema.ts";
+import { writeFileAtomic } from "../results/files.ts";
+import { measureInterleaved, type MeasureOptions } from "./measure.ts";
+import type { Timer } from "./timer.ts";
+
+const MiB = 1024 * 1024;
+
+/** Default read sizes: 16 MiB to 1 GiB (cut at the device's binding limit). */
+export const DEFAULT_READ_SIZES: readonly number[] = [16 * MiB, 64 * MiB, 256 * MiB, 1024 * MiB];
+
+/** Options of {@linkcode calibrate}. */
+export interface CalibrateOptions {
+  /** Buffer sizes (bytes) for read bandwidth; sizes above the binding limit are replaced by it. */
+  readSizes?: readonly number[];
+  /** GPU time one FMA sample aims for, ns (default 2 ms). */
+  fmaTargetNs?: number;
+  /** Most workgroups of 256 threads the FMA kernel uses (default 4096). */
+  fmaMaxWorkgroups?: number;
+  /** Empty dispatches in the multi-dispatch pass (default 64). */
+  dispatches?: number;
+  /** Measurement settings of every group (warm-up, budget, samples, CI target). */
+  measure?: Partial<MeasureOptions>;
+  /** Called before each step, for progress output. */
+  onStep?: (step: string) => void;
+}
+
+const DEFAULT_MEASURE: MeasureOptions = {
+  warmupMs: 100,
+  budgetMs: 500,
+  minSamples: 10,
+  maxSamples: 200,
+  targetRelativeCi: 0.01,
+};
+
+/** A stable file-name-safe key of an adapter: vendor, architecture and description. */
+export function adapterKey(
+  info: Pick<GpuInfo, "vendor" | "architecture" | "description" | "device">,
+): string {
+  const raw = [info.vendor, info.architecture, info.description || info.device].join("-");
+  const slug = raw.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "");
+  return slug || "unknown-adapter";
+}
+
+/** Default place of an adapter's calibration. */
+export function calibrationPath(info: GpuInfo, dir = "out/calibration"): string {
+  return `${dir.replace(/\/+$/, "")}/${adapterKey(info)}.json`;
+}
+
+/** Format tag of a stored calibration. */
+export const CALIBRATION_FORMAT = "deft-bench/calibration";
+
+/** A stored calibration file. */
+export interface CalibrationDocument {
+  format: typeof CALIBRATION_FORMAT;
+  version: 1;
+  adapter: GpuInfo;
+  timingMode: Timer["mode"];
+  calibration: Calibration;
+}
+
+/** Writes a calibration document atomically (refuses to overwrite unless `force`). */
+export async function saveCalibration(
+  path: string,
+  doc: CalibrationDocument,
+  { force = false } = {},
+): Promise<void> {
+  await writeFileAtomic(path, JSON.stringify(doc, null, 2) + "\n", { force });
+}
+
+/**
+ * Reads a calibration document; null when the file does not exist. Throws `SyntaxError` for a
+ * malformed file, and when it belongs to another adapter than `info` (if given).
+ */
+export async function loadCalibration(
+  path: string,
+  info?: GpuInfo,
+): Promise<CalibrationDocument | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+  const doc = JSON.parse(text) as CalibrationDocument;
+  const c = doc?.calibration;
+  if (
+    doc?.format !== CALIBRATION_FORMAT || doc.version !== 1 || !c ||
+    typeof c.peakReadBytesPerS !== "number" || typeof c.f32FlopsPerS !== "number"
+  ) {
+    throw new SyntaxError(`${path} is not a ${CALIBRATION_FORMAT} version 1 document`);
+  }
+  if (info && c.adapterKey !== adapterKey(info)) {
+    throw new SyntaxError(
+      `${path} was measured on ${c.adapterKey}, not on this adapter (${adapterKey(info)})`,
+    );
+  }
+  return doc;
+}
+
+const READ_WGSL = `
+@group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> sink: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) n: vec3u) {
+  let stride = n.x * 256u;
+  var acc = vec4<f32>(0.0);
+  for (var i = g.x; i < arrayLength(&src); i += stride) { acc += src[i]; }
+  let s = acc.x + acc.y + acc.z + acc.w;
+  // The buffer holds zeros: the store never happens, but the loads cannot be removed.
+  if (s == 1.2345e-7) { sink[g.x] = s; }
+}`;
+
+/** FLOPs per thread per loop iteration of the FMA kernel: 4 unrolled x 8 chains x 4 lanes x 2. */
+export const FMA_FLOPS_PER_ITERATION = 4 * 8 * 4 * 2;
+
+/** WGSL of the FMA kernel for a scalar type (`f32` or `f16`). */
+export function fmaWgsl(t: "f32" | "f16"): string {
+  const chains = Array.from({ length: 8 }, (_, i) => i);
+  const step = chains.map((i) => `a${i} = fma(a${i}, m, c);`).join(" ");
+  return `${t === "f16" ? "enable f16;\n" : ""}
+struct Params { iterations: u32 }
+@group(0) @binding(0) var<storage, read> params: Params;
+@group(0) @binding(1) var<storage, read_write> sink: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let x = ${t}(f32(g.x & 255u) * 1e-3);
+  ${chains.map((i) => `var a${i} = vec4<${t}>(x + ${t}(${i}.0 * 0.01));`).join("\n  ")}
+  let m = vec4<${t}>(${t}(0.999));
+  let c = vec4<${t}>(${t}(0.001));
+  for (var i = 0u; i < params.iterations; i++) {
+    ${step}
+    ${step}
+    ${step}
+    ${step}
+  }
+  let s = ${chains.map((i) => `a${i}`).join(" + ")};
+  sink[g.x] = f32(s.x + s.y + s.z + s.w);
+}`;
+}
+
+const EMPTY_WGSL = `@compute @workgroup_size(1) fn main() {}`;
+
+function opts(o: CalibrateOptions): MeasureOptions {
+  return { ...DEFAULT_MEASURE, ...o.measure };
+}
+
+/** Read bandwidth (bytes/s) at each size, interleaved. */
+export async function measureReadBandwidth(
+  gpu: Gpu,
+  timer: Timer,
+  sizes: readonly number[],
+  options: CalibrateOptions = {},
+): Promise<{ bytes: number; bytesPerS: number }[]> {
+  const limit = Math.min(gpu.limit("maxStorageBufferBindingSize"), gpu.limit("maxBufferSize"));
+  const clean = [...new Set(sizes.map((s) => Math.floor(Math.min(s, limit) / 16) * 16))]
+    .filter((s) => s >= 16)
+    .sort((a, b) => a - b);
+  const pipeline = await gpu.pipeline("calibrate read", READ_WGSL);
+  const sink = gpu.buffer("calibrate read sink", 8192 * 256 * 4);
+  const buffers: GPUBuffer[] = [];
+  try {
+    const cases = clean.map((bytes) => {
+      const src = gpu.device.createBuffer({
+        label: `calibrate read ${bytes}`,
+        size: bytes,
+        usage: GPUBufferUsage.STORAGE,
+      });
+      buffers.push(src);
+      const bindGroup = gpu.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [{ binding: 0, resource: { buffer: src } }, {
+          binding: 1,
+          resource: { buffer: sink },
+        }],
+      });
+      const workgroups = Math.min(8192, Math.ceil(bytes / 16 / 256));
+      return {
+        key: String(bytes),
+        encode(pass: GPUComputePassEncoder) {
+          pass.setPipeline(pipeline);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(workgroups);
+        },
+      };
+    });
+    const ms = await gpu.scoped(
+      "Measuring read bandwidth",
+      () => measureInterleaved(timer, cases, opts(options)),
+    );
+    return ms.map((m) => ({
+      bytes: Number(m.key),
+      bytesPerS: Number(m.key) / (median(m.samplesNs) * 1e-9),
+    }));
+  } finally {
+    for (const b of buffers) b.destroy();
+    sink.destroy();
+  }
+}
+
+/** FMA throughput (FLOP/s, an FMA counts 2) of vec4<f32> or vec4<f16>. */
+export async function measureFma(
+  gpu: Gpu,
+  timer: Timer,
+  type: "f32" | "f16",
+  options: CalibrateOptions = {},
+): Promise<number> {
+  const targetNs = options.fmaTargetNs ?? 2e6;
+  const maxWorkgroups = options.fmaMaxWorkgroups ?? 4096;
+  const pipeline = await gpu.pipeline(`calibrate fma ${type}`, fmaWgsl(type));
+  const params = gpu.buffer("calibrate fma params", new Uint32Array([16]));
+  const sink = gpu.buffer("calibrate fma sink", maxWorkgroups * 256 * 4);
+  try {
+    const bindGroup = gpu.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: params } }, {
+        binding: 1,
+        resource: { buffer: sink },
+      }],
+    });
+    let workgroups = Math.min(64, maxWorkgroups);
+    let iterations = 16;
+    const pass = () => ({
+      label: `fma ${type}`,
+      encode(p: GPUComputePassEncoder) {
+        p.setPipeline(pipeline);
+        p.setBindGroup(0, bindGroup);
+        p.dispatchWorkgroups(workgroups);
+      },
+    });
+    const probe = async (): Promise<number> => {
+      gpu.device.queue.writeBuffer(params, 0, new Uint32Array([iterations]));
+      const t = await timer.time([pass(), pass(), pass()]); // the first pays any shader JIT
+      const ok = t.slice(1).filter((x): x is number => x !== null && x > 0);
+      return ok.length > 0 ? Math.min(...ok) : 0;
+    };
+    // Size the grid first (to fill a large GPU), then the loop, to about targetNs per sample.
+    let t = await probe();
+    while (workgroups < maxWorkgroups && t < targetNs / 4) {
+      workgroups = Math.min(maxWorkgroups, workgroups * 4);
+      t = await probe();
+    }
+    const scale = t > 0 ? targetNs / t : 64;
+    iterations = Math.max(4, Math.min(1 << 16, Math.round(iterations * scale)));
+    gpu.device.queue.writeBuffer(params, 0, new Uint32Array([iterations]));
+    const [m] = await gpu.scoped(
+      `Measuring ${type} FMA throughput`,
+      () =>
+        measureInterleaved(timer, [{ key: `fma ${type}`, encode: pass().encode }], opts(options)),
+    );
+    const flops = workgroups * 256 * iterations * FMA_FLOPS_PER_ITERATION;
+    return flops / (median(m!.samplesNs) * 1e-9);
+  } finally {
+    params.destroy();
+    sink.destroy();
+  }
+}
+
+/** GPU time of a pass with one empty dispatch, and of each further empty dispatch. */
+export async function measureDispatch(
+  gpu: Gpu,
+  timer: Timer,
+  options: CalibrateOptions = {},
+): Promise<{ dispatchNs: number; extraDispatchNs: number }> {
+  const n = options.dispatches ?? 64;
+  const pipeline = await gpu.pipeline("calibrate empty", EMPTY_WGSL);
+  const encode = (count: number) => (pass: GPUComputePassEncoder) => {
+    pass.setPipeline(pipeline);
+    for (let i = 0; i < count; i++) pass.dispatchWorkgroups(1);
+  };
+  const o = opts(options);
+  const [one, many] = await gpu.scoped(
+    "Measuring dispatch overhead",
+    () =>
+      measureInterleaved(timer, [{ key: "1", encode: encode(1) }, {
+        key: String(n),
+        encode: encode(n),
+      }], { ...o, repetitions: timer.minSampleNs > 0 ? undefined : 1 }),
+  );
+  const t1 = median(one!.samplesNs);
+  const tn = median(many!.samplesNs);
+  return { dispatchNs: t1, extraDispatchNs: Math.max(0, (tn - t1) / (n - 1)) };
+}
+
+/** Measures every ceiling of the device. */
+export async function calibrate(
+  gpu: Gpu,
+  timer: Timer,
+  options: CalibrateOptions = {},
+): Promise<Calibration> {
+  const step = options.onStep ?? (() => {});
+  step("read bandwidth");
+  const readBandwidth = await measureReadBandwidth(
+    gpu,
+    timer,
+    options.readSizes ?? DEFAULT_READ_SIZES,
+    options,
+  );
+  step("f32 FMA throughput");
+  const f32FlopsPerS = await measureFma(gpu, timer, "f32", options);
+  let f16FlopsPerS: number | null = null;
+  if (gpu.hasF16) {
+    step("f16 FMA throughput");
+    f16FlopsPerS = await measureFma(gpu, timer, "f16", options);
+  }
+  step("dispatch overhead");
+  const { dispatchNs, extraDispatchNs } = await measureDispatch(gpu, timer, options);
+  return {
+    adapterKey: adapterKey(gpu.info),
+    measuredAt: new Date().toISOString(),
+    readBandwidth,
+    peakReadBytesPerS: Math.max(...readBandwidth.map((r) => r.bytesPerS)),
+    f32FlopsPerS,
+    f16FlopsPerS,
+    dispatchNs,
+    extraDispatchNs,
+  };
+}
+
+/** Settings of a quick calibration (used by `bench` when no stored one exists). */
+export const QUICK_CALIBRATION: CalibrateOptions = {
+  readSizes: [16 * MiB, 64 * MiB],
+  fmaTargetNs: 1e6,
+  measure: { warmupMs: 30, budgetMs: 150, minSamples: 5, maxSamples: 50, targetRelativeCi: 0.02 },
+};

@@ -1,0 +1,509 @@
+/**
+ * `bench`: the main job. Runs workloads x methods on a WebGPU device and writes one versioned
+ * results document (`results.json`) plus the HTML report next to it, then prints a summary table.
+ * Without workloads it runs the eleven paper presets with every registered method; on a software
+ * adapter without `--scale` it scales them down (and says so) so the job ends in minutes.
+ *
+ * @module
+ */
+
+import { Command, InvalidArgumentError, Option } from "../../deps/commander.ts";
+import { Table } from "../../deps/cli_table.ts";
+import {
+  calibrate,
+  calibrationPath,
+  loadCalibration,
+  QUICK_CALIBRATION,
+} from "../../bench/calibrate.ts";
+import { createProgress, formatNs } from "../../bench/progress.ts";
+import { type BenchWorkload, runBench } from "../../bench/run.ts";
+import { createTimer } from "../../bench/timer.ts";
+import { Gpu } from "../../kernels/gpu.ts";
+import {
+  type AttentionMethod,
+  DEFAULT_METHOD_OPTIONS,
+  METHOD_NAMES,
+  type MethodName,
+} from "../../kernels/method.ts";
+import { METHODS } from "../../kernels/methods/mod.ts";
+import { writeFileAtomic } from "../../results/files.ts";
+import { renderReport } from "../../results/report.ts";
+import type { Calibration, ResultsDocument } from "../../results/schema.ts";
+import { PAPER_PRESETS } from "../../workloads/presets.ts";
+import { resolveShape } from "../../workloads/shapes.ts";
+import { ExitCode, UsageError } from "../errors.ts";
+import type { CliIo } from "../io.ts";
+import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
+
+/** Defaults of `bench` on a real GPU. */
+export const BENCH_DEFAULTS = {
+  samples: 3,
+  budgetMs: 1000,
+  warmupMs: 200,
+  minSamples: 10,
+  maxSamples: 1000,
+  targetCi: 0.01,
+  verifyRows: 64,
+  minSampleUs: 2,
+} as const;
+
+/**
+ * Defaults on a software adapter when `--scale` is not given: presets at 5% of the paper's sizes,
+ * fewer snapshots and short budgets, so the default job ends in a few minutes on 2 CPU cores.
+ */
+export const SOFTWARE_DEFAULTS = {
+  scale: 0.05,
+  samples: 2,
+  budgetMs: 60,
+  warmupMs: 10,
+  minSamples: 5,
+  maxSamples: 40,
+  targetCi: 0.05,
+  verifyRows: 16,
+} as const;
+
+/** Is this adapter a CPU implementation (lavapipe, llvmpipe, SwiftShader, WARP)? */
+export function isSoftwareAdapter(
+  info: { isFallbackAdapter: boolean; description: string; vendor: string },
+): boolean {
+  return info.isFallbackAdapter ||
+    /llvmpipe|lavapipe|swiftshader|software|warp/i.test(`${info.description} ${info.vendor}`);
+}
+
+function positiveNumber(flag: string) {
+  return (v: string): number => {
+    const x = Number(v);
+    if (v.trim() === "" || !(x > 0) || !Number.isFinite(x)) {
+      throw new InvalidArgumentError(`${flag} must be a positive number, got "${v}"`);
+    }
+    return x;
+  };
+}
+
+function nonNegative(flag: string) {
+  return (v: string): number => {
+    const x = Number(v);
+    if (v.trim() === "" || !(x >= 0) || !Number.isFinite(x)) {
+      throw new InvalidArgumentError(`${flag} must be a non-negative number, got "${v}"`);
+    }
+    return x;
+  };
+}
+
+function fraction(flag: string) {
+  return (v: string): number => {
+    const x = Number(v);
+    if (v.trim() === "" || !(x > 0 && x < 1)) {
+      throw new InvalidArgumentError(`${flag} must be a number in (0, 1), got "${v}"`);
+    }
+    return x;
+  };
+}
+
+/** Parses `--methods a,b,c` against the registry. */
+export function parseMethods(
+  spec: string | undefined,
+  registry: ReadonlyMap<MethodName, AttentionMethod>,
+): AttentionMethod[] {
+  const known = METHOD_NAMES.filter((n) => registry.has(n));
+  if (known.length === 0) throw new UsageError("No attention methods are registered");
+  if (spec === undefined || spec === "all") return known.map((n) => registry.get(n)!);
+  const names = spec.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+  if (names.length === 0) throw new UsageError("--methods needs at least one method name");
+  const out: AttentionMethod[] = [];
+  for (const n of names) {
+    const m = registry.get(n as MethodName);
+    if (!m) {
+      const hint = (METHOD_NAMES as readonly string[]).includes(n) ? " (not implemented yet)" : "";
+      throw new UsageError(
+        `Unknown method ${JSON.stringify(n)}${hint}; available: ${known.join(", ")}`,
+      );
+    }
+    if (!out.includes(m)) out.push(m);
+  }
+  return out;
+}
+
+/** `out/20250102T030405Z/results.json`-style default output. */
+export function defaultOutput(date = new Date()): string {
+  const stamp = date.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  return `out/${stamp}/results.json`;
+}
+
+/** Turns `--output` (a directory or a .json file) into the results path. */
+export function resultsPath(output: string | undefined, date = new Date()): string {
+  if (output === undefined) return defaultOutput(date);
+  if (output.endsWith(".json")) return output;
+  return `${output.replace(/\/+$/, "")}/results.json`;
+}
+
+/** The HTML report path next to a results path. */
+export function htmlPath(results: string): string {
+  return results.replace(/\.json$/, "") + ".html";
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** The terminal summary: mean latency per iteration (and speedup vs sequence), whole-run totals. */
+export function summaryTables(doc: ResultsDocument): string {
+  const methods = doc.settings.methods;
+  const perIter = new Table({ head: ["workload", ...methods], style: { head: [], border: [] } });
+  const run = new Table({ head: ["workload", ...methods], style: { head: [], border: [] } });
+  for (const w of doc.workloads) {
+    const row1: string[] = [w.name];
+    const row2: string[] = [w.name];
+    for (const m of methods) {
+      const cases = w.snapshots.map((s) => s.cases.find((c) => c.method === m));
+      const t = w.totals.find((x) => x.method === m);
+      const bad = cases.find((c) => c && c.status !== "ok");
+      if (bad) {
+        row1.push(bad.status === "failed" ? "FAILED" : "error");
+        row2.push(bad.status === "failed" ? "FAILED" : "error");
+      } else if (!t || !t.complete) {
+        row1.push("-");
+        row2.push("-");
+      } else {
+        const sp = t.speedupVsSequence === null ? "" : ` ${t.speedupVsSequence.toFixed(2)}x`;
+        row1.push(`${formatNs(t.meanIterationNs)}${sp}`);
+        row2.push(`${(t.modelRunNs / 1e9).toFixed(3)} s`);
+      }
+    }
+    perIter.push(row1);
+    run.push(row2);
+  }
+  const s = doc.settings;
+  return [
+    `Attention latency per decoding iteration and layer (Σ weight x median / iterations; Nx = speedup over sequence in this run):`,
+    perIter.toString(),
+    `Estimated attention time over the whole decoding run, ${s.shape.layers} layers (the paper's Table 16 shape):`,
+    run.toString(),
+  ].join("\n") + "\n";
+}
+
+/** The arguments as given to the program (commander keeps them on the root command). */
+export function commandLine(cmd: { parent: unknown }): string[] {
+  let root = cmd as { parent: unknown; rawArgs?: string[] };
+  while (root.parent) root = root.parent as typeof root;
+  return root.rawArgs ? [...root.rawArgs] : [...Deno.args];
+}
+
+/** Every case: status, median with CI, samples, achieved rates and roofline fraction. */
+export function caseTable(doc: ResultsDocument): string {
+  const t = new Table({
+    head: [
+      "case",
+      "status",
+      "median",
+      "95% CI",
+      "samples",
+      "GB/s",
+      "GFLOP/s",
+      "roofline",
+      "bound",
+      "max rel err",
+    ],
+    style: { head: [], border: [] },
+  });
+  for (const w of doc.workloads) {
+    for (const s of w.snapshots) {
+      for (const c of s.cases) {
+        const tm = c.timing, r = c.roofline, v = c.verification;
+        t.push([
+          c.key,
+          c.status,
+          tm ? formatNs(tm.medianNs) : "",
+          tm ? `${formatNs(tm.ci95Ns[0])} - ${formatNs(tm.ci95Ns[1])}` : "",
+          tm ? String(tm.samplesNs.length) : "",
+          r ? (r.achievedBytesPerS / 1e9).toFixed(1) : "",
+          r ? (r.achievedFlopsPerS / 1e9).toFixed(1) : "",
+          r ? `${(r.fraction * 100).toFixed(1)}%` : "",
+          r ? r.bound : "",
+          v.checked ? v.maxRelError.toExponential(1) : "not checked",
+        ]);
+      }
+    }
+  }
+  return `Cases (roofline: max(IO time, FLOP time) at the calibrated ceilings / median):\n${t.toString()}\n`;
+}
+
+/** Options a test can inject. */
+export interface BenchCommandDeps {
+  methods?: ReadonlyMap<MethodName, AttentionMethod>;
+}
+
+/** Builds the `bench` command. */
+export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
+  const registry = deps.methods ?? METHODS;
+  const int = <F extends string>(flags: F, desc: string) =>
+    new Option(flags, desc).argParser(intArg(flags.split(" ")[0]!));
+  const cmd = new Command("bench")
+    .description(
+      "Benchmark attention methods on workloads (default: the eleven paper presets with every registered method) and write a versioned results document plus its HTML report. GPU time comes from timestamp queries around each method's pass (wall-clock batches when the adapter has none, said so in the output); every method is checked against the float64 reference first, and a wrong one is marked failed, not timed. On a software adapter without --scale the presets are scaled down. Exit 1 when a method failed or errored.",
+    )
+    .argument(
+      "[workloads...]",
+      "preset names, generator kinds or .json files (default: the paper presets)",
+    )
+    .option(
+      "--methods <list>",
+      "comma-separated methods, or all (default: every registered method)",
+    )
+    .addOption(
+      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").default("llama3-8b"),
+    )
+    .addOption(
+      new Option(
+        "--dtype <dtype>",
+        "storage dtype (default f16 when the adapter has shader-f16, else f32)",
+      )
+        .choices(["f16", "f32"] as const),
+    )
+    .addOption(
+      int(
+        "--block-size <tokens>",
+        `deft-flatten block size (default ${DEFAULT_METHOD_OPTIONS.blockSize})`,
+      ),
+    )
+    .addOption(
+      int(
+        "--chunk-size <tokens>",
+        `deft-node-chunk chunk size (default ${DEFAULT_METHOD_OPTIONS.chunkSize})`,
+      ),
+    )
+    .addOption(
+      int("--samples <k>", `iterations sampled per run (default ${BENCH_DEFAULTS.samples})`),
+    )
+    .addOption(
+      new Option("--seed <n>", "seed of generators and Q/K/V").argParser(intArg("--seed")).default(
+        1,
+      ),
+    )
+    .addOption(new Option("--scale <s>", "shrink presets by s in (0, 1]").argParser(scaleArg))
+    .addOption(
+      new Option("--budget-ms <ms>", `time budget per case (default ${BENCH_DEFAULTS.budgetMs})`)
+        .argParser(
+          positiveNumber("--budget-ms"),
+        ),
+    )
+    .addOption(
+      new Option("--warmup-ms <ms>", `warm-up per snapshot (default ${BENCH_DEFAULTS.warmupMs})`)
+        .argParser(
+          positiveNumber("--warmup-ms"),
+        ),
+    )
+    .addOption(
+      int("--min-samples <n>", `samples of the first round (default ${BENCH_DEFAULTS.minSamples})`),
+    )
+    .addOption(
+      int("--max-samples <n>", `most samples per case (default ${BENCH_DEFAULTS.maxSamples})`),
+    )
+    .addOption(
+      new Option(
+        "--target-ci <fraction>",
+        `stop when the 95% CI half-width is below this fraction of the median (default ${BENCH_DEFAULTS.targetCi})`,
+      ).argParser(fraction("--target-ci")),
+    )
+    .addOption(
+      int(
+        "--repetitions <n>",
+        "repetitions of a method per timed pass (default: 1, more when a call is short)",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--min-sample-us <us>",
+        `repeat a method inside its pass until one sample lasts this long (default ${BENCH_DEFAULTS.minSampleUs})`,
+      ).argParser(nonNegative("--min-sample-us")),
+    )
+    .option("--cold", "flush caches (write 128 MiB) before every sample")
+    .option("--no-verify", "skip the check against the reference")
+    .addOption(
+      int(
+        "--verify-rows <n>",
+        `(query, head) rows checked per case (default ${BENCH_DEFAULTS.verifyRows})`,
+      ),
+    )
+    .option(
+      "-o, --output <path>",
+      "results file (.json) or directory (default out/<time>/results.json)",
+    )
+    .option("--force", "overwrite existing output files")
+    .option("--calibration <file>", "calibration file (default out/calibration/<adapter>.json)")
+    .option("--no-calibrate", "no calibration and no roofline")
+    .addOption(
+      new Option("--adapter <kind>", "adapter preference").choices(
+        ["high-performance", "fallback"] as const,
+      ),
+    )
+    .option(
+      "--cases",
+      "also print every case: median, CI, achieved bandwidth and FLOP rate, roofline",
+    )
+    .option("--json", "print the results document on standard output, nothing else")
+    .option("--quiet", "no progress output");
+  for (const o of generatorOptions()) cmd.addOption(o);
+  return cmd.action(async (workloadArgs, opts, self) => {
+    // Check everything the user typed before touching the GPU.
+    const methods = parseMethods(opts.methods, registry);
+    const shape = resolveShape(opts.shape);
+    for (
+      const [flag, v] of [
+        ["--samples", opts.samples],
+        ["--min-samples", opts.minSamples],
+        [
+          "--block-size",
+          opts.blockSize,
+        ],
+        ["--chunk-size", opts.chunkSize],
+        ["--repetitions", opts.repetitions],
+        ["--verify-rows", opts.verifyRows],
+      ] as const
+    ) {
+      if (v !== undefined && v < 1) throw new UsageError(`${flag} must be at least 1`);
+    }
+    const specs = workloadArgs.length > 0 ? workloadArgs : [...PAPER_PRESETS];
+    for (const s of specs) await resolveWorkload(s, { ...opts, scale: opts.scale ?? 1 });
+    const startedAt = new Date();
+    const outPath = resultsPath(opts.output, startedAt);
+    const outHtml = htmlPath(outPath);
+    if (!opts.force) {
+      for (const p of [outPath, outHtml]) {
+        if (await exists(p)) {
+          throw new UsageError(`${p} already exists; pass --force to overwrite it`);
+        }
+      }
+    }
+    const quiet = Boolean(opts.json || opts.quiet);
+    const say = (s: string) => {
+      if (!quiet) io.err(`${s}\n`);
+    };
+
+    const gpu = await Gpu.open(opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {});
+    const timer = createTimer(gpu, {
+      minSampleNs: (opts.minSampleUs ?? BENCH_DEFAULTS.minSampleUs) * 1e3,
+    });
+    try {
+      const software = isSoftwareAdapter(gpu.info);
+      const scaled = software && opts.scale === undefined;
+      const d = scaled ? SOFTWARE_DEFAULTS : BENCH_DEFAULTS;
+      const scale = opts.scale ?? (scaled ? SOFTWARE_DEFAULTS.scale : 1);
+      const scaleReason = scaled
+        ? `software adapter (${
+          gpu.info.description || gpu.info.vendor
+        }): presets scaled to ${scale} of the paper's sizes, ${d.samples} snapshots per run and short budgets, so the job ends in minutes; pass --scale 1 for the paper's sizes`
+        : null;
+      if (scaleReason) say(`note: ${scaleReason}`);
+      const dtype = opts.dtype ?? (gpu.hasF16 ? "f16" : "f32");
+      if (!opts.dtype && !gpu.hasF16) say("note: the adapter has no shader-f16; using --dtype f32");
+      if (opts.dtype === "f16" && !gpu.hasF16) {
+        throw new UsageError(
+          `--dtype f16 needs shader-f16, which ${gpu.info.description} does not offer`,
+        );
+      }
+      const minSamples = opts.minSamples ?? d.minSamples;
+      const maxSamples = opts.maxSamples ?? Math.max(d.maxSamples, minSamples);
+      if (maxSamples < minSamples) {
+        throw new UsageError("--max-samples must be at least --min-samples");
+      }
+
+      const workloads: BenchWorkload[] = [];
+      for (const s of specs) workloads.push({ run: await resolveWorkload(s, { ...opts, scale }) });
+
+      let calibration: Calibration | null = null;
+      if (opts.calibrate !== false) {
+        const path = opts.calibration ?? calibrationPath(gpu.info);
+        const stored = await loadCalibration(path, gpu.info);
+        if (stored) {
+          calibration = stored.calibration;
+          say(`calibration: ${path} (measured ${calibration.measuredAt})`);
+        } else if (opts.calibration) {
+          throw new UsageError(`Calibration file ${path} does not exist`);
+        } else {
+          say(
+            `no calibration at ${path}: running a quick one (deft-bench calibrate measures a thorough one)`,
+          );
+          calibration = await calibrate(gpu, timer, {
+            ...QUICK_CALIBRATION,
+            ...(software
+              ? { readSizes: [4 << 20, 16 << 20], fmaTargetNs: 2e6, fmaMaxWorkgroups: 256 }
+              : {}),
+          });
+        }
+      }
+
+      const progress = createProgress(io, { silent: quiet });
+      const doc = await runBench(gpu, {
+        workloads,
+        methods,
+        shape,
+        dtype,
+        methodOptions: {
+          ...DEFAULT_METHOD_OPTIONS,
+          blockSize: opts.blockSize ?? DEFAULT_METHOD_OPTIONS.blockSize,
+          chunkSize: opts.chunkSize ?? DEFAULT_METHOD_OPTIONS.chunkSize,
+        },
+        samplesPerRun: opts.samples ?? d.samples,
+        seed: opts.seed,
+        scale,
+        scaleReason,
+        verify: opts.verify !== false,
+        verifyRows: opts.verifyRows ?? d.verifyRows,
+        timing: {
+          warmupMs: opts.warmupMs ?? d.warmupMs,
+          budgetMs: opts.budgetMs ?? d.budgetMs,
+          minSamples,
+          maxSamples,
+          targetRelativeCi: opts.targetCi ?? d.targetCi,
+          cold: Boolean(opts.cold),
+          interleaved: true,
+          repetitions: opts.repetitions,
+        },
+        calibration,
+        command: commandLine(self),
+      }, { timer, progress });
+
+      const json = JSON.stringify(doc, null, 1) + "\n";
+      await writeFileAtomic(outPath, json, { force: Boolean(opts.force) });
+      await writeFileAtomic(outHtml, renderReport([doc]), { force: Boolean(opts.force) });
+      if (opts.json) {
+        io.out(json);
+      } else {
+        io.out(summaryTables(doc));
+        if (opts.cases) io.out(caseTable(doc));
+        io.out(`results: ${outPath}\n`);
+        io.out(`report: ${outHtml}\n`);
+        if (doc.warnings.length > 0 && !opts.quiet) {
+          const byCode = new Map<string, number>();
+          for (const w of doc.warnings) byCode.set(w.code, (byCode.get(w.code) ?? 0) + 1);
+          io.out(
+            `warnings: ${
+              [...byCode].map(([c, n]) => `${c} x${n}`).join(", ")
+            } (details in the results)\n`,
+          );
+        }
+      }
+      const bad = doc.workloads.flatMap((w) => w.snapshots.flatMap((s) => s.cases)).filter((c) =>
+        c.status !== "ok"
+      );
+      if (bad.length > 0) {
+        io.err(
+          `error: ${bad.length} case(s) failed or errored: ${
+            bad.slice(0, 5).map((c) => c.key).join(", ")
+          }${bad.length > 5 ? ", ..." : ""}\n`,
+        );
+        throw new ExitCode(1);
+      }
+    } finally {
+      timer.destroy();
+      gpu.destroy();
+    }
+  });
+}

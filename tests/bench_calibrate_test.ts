@@ -1,0 +1,97 @@
+import {
+  adapterKey,
+  calibrate,
+  CALIBRATION_FORMAT,
+  calibrationPath,
+  fmaWgsl,
+  loadCalibration,
+  saveCalibration,
+} from "../bench/calibrate.ts";
+import { createTimer } from "../bench/timer.ts";
+import { Gpu, type GpuInfo } from "../kernels/gpu.ts";
+import { FileExistsError } from "../results/files.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+
+const info = (description: string): GpuInfo => ({
+  vendor: "NVIDIA",
+  architecture: "hopper",
+  device: "0x2330",
+  description,
+  isFallbackAdapter: false,
+  features: [],
+  limits: {},
+});
+
+Deno.test("adapterKey() is a file-name-safe slug of vendor, architecture and description", () => {
+  assertEquals(adapterKey(info("NVIDIA H100 80GB HBM3")), "nvidia-hopper-nvidia-h100-80gb-hbm3");
+  assertEquals(adapterKey({ ...info(""), vendor: "", architecture: "" }), "0x2330");
+  assertEquals(
+    adapterKey({ ...info(""), vendor: "", architecture: "", device: "" }),
+    "unknown-adapter",
+  );
+  assertEquals(calibrationPath(info("x"), "cal/"), "cal/nvidia-hopper-x.json");
+});
+
+Deno.test("fmaWgsl() has 8 chains, unrolled 4 times", () => {
+  const src = fmaWgsl("f16");
+  assert(src.startsWith("\nenable f16;") || src.startsWith("enable f16;"));
+  assertEquals(src.match(/a7 = fma/g)!.length, 4);
+  assertEquals(src.match(/= fma\(/g)!.length, 32);
+});
+
+Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes", async () => {
+  const gpu = await Gpu.open();
+  const timer = createTimer(gpu);
+  const steps: string[] = [];
+  try {
+    const c = await calibrate(gpu, timer, {
+      readSizes: [1 << 16, 1 << 20, 2 ** 40], // the last one is cut at the binding limit
+      fmaTargetNs: 2e5,
+      fmaMaxWorkgroups: 16,
+      dispatches: 8,
+      measure: { warmupMs: 5, budgetMs: 30, minSamples: 3, maxSamples: 20, targetRelativeCi: 0.1 },
+      onStep: (s) => steps.push(s),
+    });
+    assertEquals(c.adapterKey, adapterKey(gpu.info));
+    assertEquals(c.readBandwidth.map((r) => r.bytes), [
+      1 << 16,
+      1 << 20,
+      Math.min(gpu.limit("maxStorageBufferBindingSize"), gpu.limit("maxBufferSize")),
+    ]);
+    for (const r of c.readBandwidth) assert(r.bytesPerS > 0 && Number.isFinite(r.bytesPerS));
+    assertEquals(c.peakReadBytesPerS, Math.max(...c.readBandwidth.map((r) => r.bytesPerS)));
+    assert(c.f32FlopsPerS > 1e6, `f32 ${c.f32FlopsPerS}`);
+    if (gpu.hasF16) assert(c.f16FlopsPerS! > 1e6);
+    else assertEquals(c.f16FlopsPerS, null);
+    assert(c.dispatchNs > 0);
+    assert(c.extraDispatchNs >= 0);
+    assertEquals(steps[0], "read bandwidth");
+    assertEquals(steps.at(-1), "dispatch overhead");
+
+    const dir = await Deno.makeTempDir();
+    const path = calibrationPath(gpu.info, dir);
+    const doc = {
+      format: CALIBRATION_FORMAT,
+      version: 1,
+      adapter: gpu.info,
+      timingMode: timer.mode,
+      calibration: c,
+    } as const;
+    await saveCalibration(path, doc);
+    assertEquals(await loadCalibration(path, gpu.info), JSON.parse(JSON.stringify(doc)));
+    await assertRejects(() => saveCalibration(path, doc), FileExistsError);
+    await saveCalibration(path, doc, { force: true });
+    await assertRejects(
+      () => loadCalibration(path, info("other")),
+      SyntaxError,
+      /not on this adapter/,
+    );
+    assertEquals(await loadCalibration(`${dir}/none.json`), null);
+    await Deno.writeTextFile(`${dir}/bad.json`, `{"format":"x"}`);
+    await assertRejects(() => loadCalibration(`${dir}/bad.json`), SyntaxError);
+    await Deno.remove(dir, { recursive: true });
+  } finally {
+    timer.destroy();
+    gpu.destroy();
+  }
+});
