@@ -8,6 +8,11 @@
 import type { Command } from "../deps/commander.ts";
 import type { CliIo } from "./io.ts";
 import { runCommand } from "./commands/run.ts";
+import { compareCommand } from "./commands/compare.ts";
+import { benchCommand } from "./commands/bench.ts";
+import { calibrateCommand } from "./commands/calibrate.ts";
+import { reportCommand } from "./commands/report.ts";
+import { dashboardCommand } from "./commands/dashboard.ts";
 
 // deno-lint-ignore no-explicit-any
 type AnyCommand = Command<any, any, any>;
@@ -15,4 +20,9 @@ type AnyCommand = Command<any, any, any>;
 /** Command factories, in the order `--help` lists them. */
 export const COMMANDS: ((io: CliIo) => AnyCommand)[] = [
   runCommand,
+  benchCommand,
+  calibrateCommand,
+  reportCommand,
+  compareCommand,
+  dashboardCommand,
 ];

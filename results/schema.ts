@@ -58,7 +58,10 @@ export interface TimingSettings {
    * the wall clock (when it has not; coarse, said so in every report).
    */
   mode: "timestamp" | "wallclock-batched";
-  /** Dispatch repetitions of the method inside one timed pass (per-sample time is divided). */
+  /**
+   * Dispatch repetitions of the method inside one timed pass (per-sample time is divided); 0 when
+   * chosen per case (see `TimingStats.repetitions`).
+   */
   repetitionsPerSample: number;
   warmupMs: number;
   /** Time budget per case. */
@@ -124,6 +127,8 @@ export interface TimingStats {
   ci95Ns: [number, number];
   /** Tukey fences labels: counts of mild/severe low/high outliers (labelled, never dropped). */
   outliers: { lowSevere: number; lowMild: number; highMild: number; highSevere: number };
+  /** Repetitions of the method inside each timed pass (samples are per repetition); 1 if absent. */
+  repetitions?: number;
 }
 
 /** Where a case sits against the calibrated roofline. */

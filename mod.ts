@@ -1,0 +1,137 @@
+/**
+ * deft-bench: tree-structured LLM decoding attention on WebGPU. It implements DeFT (Decoding with
+ * Flash Tree-attention, arXiv 2404.00242) and the baselines the paper compares against as WGSL
+ * compute shaders, generates the paper's workloads as synthetic trees, checks every method against
+ * an exact float64 CPU reference, and measures latency and IO.
+ *
+ * The data flows one way: workload -> tree -> plan -> prepare/encode -> measurement -> results ->
+ * report.
+ *
+ * @example Run DeFT-Flatten on one few-shot tree and check it against the reference
+ * ```ts
+ * import {
+ *   compareOutput,
+ *   FewShotRun,
+ *   getMethod,
+ *   Gpu,
+ *   MODEL_SHAPES,
+ *   Problem,
+ *   referenceAttention,
+ *   runMethod,
+ * } from "./mod.ts";
+ *
+ * // Iteration 7 of a few-shot run: a 256-token prompt and 4 branches of 8 tokens.
+ * const tree = new FewShotRun({ prompt: 256, branches: 4, generated: 8 }).snapshot(7);
+ * const gpu = await Gpu.open();
+ * const problem = Problem.create(gpu, tree, {
+ *   shape: MODEL_SHAPES["llama3-8b"]!,
+ *   dtype: "f32",
+ *   seed: 1,
+ * });
+ * const { output, plan } = await runMethod(problem, getMethod("deft-flatten"));
+ * const expected = referenceAttention(problem.ix, problem.layout, problem.data);
+ * const error = compareOutput(output, expected, problem.data.shape, problem.ix.queryCount);
+ * console.log(error.maxRelError < 1e-4, plan.counts.paper.kvBytes, plan.counts.real.totalBytes);
+ * problem.destroy();
+ * gpu.destroy();
+ * ```
+ *
+ * @module
+ */
+
+// Workloads: the tree model, its JSON formats, generators and presets.
+export {
+  IndexedTree,
+  type Query,
+  show,
+  type Tree,
+  TREE_LIMITS,
+  TreeError,
+  type TreeFacts,
+  treeFacts,
+  type TreeNode,
+} from "./workloads/tree.ts";
+export {
+  FORMAT_VERSION,
+  parseRun,
+  parseTree,
+  parseWorkloadDocument,
+  RUN_FORMAT,
+  type RunDocument,
+  type RunSnapshot,
+  stringifyRun,
+  stringifyTree,
+  TREE_FORMAT,
+  type WorkloadInfo,
+} from "./workloads/format.ts";
+export {
+  checkShape,
+  type Dtype,
+  dtypeBytes,
+  groupSize,
+  MODEL_SHAPES,
+  type ModelShape,
+  resolveShape,
+} from "./workloads/shapes.ts";
+export {
+  DecodingRun,
+  type RunFacts,
+  runFacts,
+  sampleIterations,
+  type Snapshot,
+  StoredRun,
+} from "./workloads/run.ts";
+export { type FewShotParams, FewShotRun } from "./workloads/few_shot.ts";
+export { type ReasoningParams, ReasoningRun } from "./workloads/reasoning.ts";
+export {
+  depthHistogram,
+  medusaTokenTree,
+  type SpeculativeParams,
+  SpeculativeRun,
+} from "./workloads/speculative.ts";
+export {
+  type GridLevel,
+  LevelGridRun,
+  levelGridTree,
+  parseGridSpec,
+} from "./workloads/level_grid.ts";
+export { getPreset, PAPER_PRESETS, type Preset, PRESETS } from "./workloads/presets.ts";
+export { type KvIo, kvIo } from "./workloads/io.ts";
+export { Rng } from "./workloads/rng.ts";
+
+// Kernels: device, shared layout, reference, the method interface and the methods.
+export { Gpu, GpuError, type GpuInfo, type GpuOpenOptions } from "./kernels/gpu.ts";
+export {
+  type AttentionData,
+  type KvLayout,
+  kvLayout,
+  randomAttentionData,
+} from "./kernels/layout.ts";
+export {
+  compareOutput,
+  type ErrorReport,
+  POISON_BITS,
+  referenceAttention,
+  type Row,
+} from "./kernels/reference.ts";
+export {
+  type AttentionMethod,
+  DEFAULT_METHOD_OPTIONS,
+  type GpuProblem,
+  METHOD_NAMES,
+  type MethodName,
+  type MethodOptions,
+  type PaperIo,
+  type Plan,
+  type PlanCounts,
+  type PreparedMethod,
+  type RealIo,
+} from "./kernels/method.ts";
+export { getMethod, METHODS } from "./kernels/methods/mod.ts";
+export { type MethodRun, Problem, type ProblemOptions, runMethod } from "./kernels/problem.ts";
+
+// Results: the versioned results document and its readers.
+export * from "./results/schema.ts";
+export { parseResults } from "./results/document.ts";
+export { renderReport } from "./results/report.ts";
+export { compareRuns } from "./results/compare.ts";

@@ -1,0 +1,684 @@
+/**
+ * `compare BASE HEAD`: per case, the ratio of medians (head / base) with a bootstrap confidence
+ * interval and a Mann-Whitney U test on the raw samples, judged against a threshold (asv style: a
+ * change counts only when the ratio passes the threshold AND the test agrees). Deterministic
+ * metrics (IO bytes, FLOPs) are compared exactly. The comparison is computed as data first
+ * ({@linkcode compareRuns}), then formatted ({@linkcode formatMarkdown}); the JSON output is the
+ * data itself.
+ *
+ * @module
+ */
+
+import { Rng } from "../workloads/rng.ts";
+import { caseProblem, type CaseRef, caseRefs, formatNs, runLabel } from "./document.ts";
+import type { CaseResult, ResultsDocument } from "./schema.ts";
+import { mannWhitneyU, median, quantileSorted } from "./stats.ts";
+
+/** Format tag of the comparison JSON. */
+export const COMPARE_FORMAT = "deft-bench/compare";
+/** Version of the comparison JSON. */
+export const COMPARE_VERSION = 1;
+
+/** Options of {@linkcode compareRuns}. */
+export interface CompareOptions {
+  /**
+   * Relative change of the median that counts (0.05 = 5 %): a regression needs ratio > 1 + t, an
+   * improvement ratio < 1 / (1 + t) (symmetric on a log scale). Large values (0.5) suit noisy
+   * software adapters.
+   */
+  threshold?: number;
+  /** Significance level of the Mann-Whitney U test (default 0.01). */
+  alpha?: number;
+  /** Compare the cases both runs have and list the others instead of refusing (default false). */
+  commonOnly?: boolean;
+  /** Bootstrap resamples for the ratio's interval (default 1000). */
+  resamples?: number;
+}
+
+/** Defaults of {@linkcode CompareOptions}. */
+export const DEFAULT_COMPARE_OPTIONS = {
+  threshold: 0.05,
+  alpha: 0.01,
+  commonOnly: false,
+  resamples: 1000,
+} as const;
+
+/** The runs cannot be compared case by case; names what does not match. Exit code 2. */
+export class MismatchError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "MismatchError";
+  }
+}
+
+/** Outcome of one case, or of the whole comparison. */
+export type Verdict = "regression" | "improvement" | "noise";
+
+/** Latency comparison of a case whose two sides both have timings. */
+export interface LatencyComparison {
+  baseMedianNs: number;
+  headMedianNs: number;
+  /** headMedian / baseMedian: above 1 is slower. */
+  ratio: number;
+  /** 95 % percentile-bootstrap interval of the ratio of medians. */
+  ratioCi95: [number, number];
+  /** Mann-Whitney U test of head samples against base samples. */
+  u: number;
+  z: number;
+  p: number;
+  /** Both sides have enough samples for the test; otherwise the interval decides. */
+  enough: boolean;
+  baseSamples: number;
+  headSamples: number;
+  verdict: Verdict;
+}
+
+/** A deterministic metric that differs between the runs. */
+export interface MetricChange {
+  /** Field path inside the case, e.g. `counts.real.kvBytes`. */
+  field: string;
+  base: number;
+  head: number;
+}
+
+/** Comparison of one case. */
+export interface CaseComparison {
+  key: string;
+  workload: string;
+  iteration: number;
+  method: string;
+  verdict: Verdict;
+  /** Why the verdict is what it is, in words (empty for plain noise). */
+  reasons: string[];
+  /** Null when either side has no usable timing (failed, errored, unverified). */
+  latency: LatencyComparison | null;
+  /** Why the base case is unusable, or null. */
+  baseProblem: string | null;
+  /** Why the head case is unusable, or null (a regression). */
+  headProblem: string | null;
+  /** The kernels' source hash differs: the numbers compare edited kernels. */
+  sourceChanged: boolean;
+  baseSourceHash: string;
+  headSourceHash: string;
+  /** Deterministic metrics that differ (must match exactly). */
+  metricChanges: MetricChange[];
+}
+
+/** Geometric mean of the latency ratios of a group of cases. */
+export interface GeomeanRow {
+  /** `all` or a method name. */
+  group: string;
+  ratio: number;
+  cases: number;
+}
+
+/** One run's identity in a comparison. */
+export interface RunRef {
+  label: string;
+  commit: string | null;
+  dirty: boolean | null;
+  startedAt: string;
+  adapter: string;
+  timingMode: string;
+}
+
+/** The whole comparison: data only, formatted by {@linkcode formatMarkdown}. */
+export interface Comparison {
+  format: typeof COMPARE_FORMAT;
+  version: typeof COMPARE_VERSION;
+  base: RunRef;
+  head: RunRef;
+  threshold: number;
+  alpha: number;
+  cases: CaseComparison[];
+  /** Keys present in one run only (non-empty only with `commonOnly`). */
+  onlyInBase: string[];
+  onlyInHead: string[];
+  /** Settings that differ between the runs (`field: base -> head`). */
+  settingsDiffs: string[];
+  /** Remarks on the whole comparison (few samples, different adapters, ...). */
+  notes: string[];
+  summary: {
+    verdict: Verdict;
+    regressions: number;
+    improvements: number;
+    noise: number;
+    failedInHead: number;
+    sourceChanged: number;
+    metricChanged: number;
+    geomean: GeomeanRow[];
+  };
+}
+
+const IDENTITY_FACTS = ["nodes", "depth", "treeTokens", "queries", "pathTokens", "leaves"] as const;
+
+/** Deterministic metrics of a case as `[field, value]`, compared exactly. */
+function deterministicMetrics(c: CaseResult): [string, number][] {
+  const out: [string, number][] = [];
+  for (const [k, v] of Object.entries(c.counts.paper)) out.push([`counts.paper.${k}`, v]);
+  for (const [k, v] of Object.entries(c.counts.real)) out.push([`counts.real.${k}`, v]);
+  out.push(["counts.flops", c.counts.flops]);
+  return out;
+}
+
+function runRef(doc: ResultsDocument): RunRef {
+  const e = doc.environment;
+  return {
+    label: runLabel(doc),
+    commit: e.gitCommit,
+    dirty: e.gitDirty,
+    startedAt: e.startedAt,
+    adapter: adapterName(doc),
+    timingMode: doc.settings.timing.mode,
+  };
+}
+
+function adapterName(doc: ResultsDocument): string {
+  const a = doc.environment.adapter;
+  return a.description ||
+    [a.vendor, a.architecture, a.device].filter((s) => s !== "").join(" ") || "unknown adapter";
+}
+
+/** A 32-bit FNV-1a hash, to seed each case's bootstrap from its key (deterministic output). */
+function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+/** Median by quickselect on a scratch buffer (O(n) per bootstrap resample). */
+function selectMedian(buf: Float64Array): number {
+  const n = buf.length;
+  const kth = (k: number): number => {
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const pivot = buf[(lo + hi) >> 1]!;
+      let i = lo;
+      let j = hi;
+      while (i <= j) {
+        while (buf[i]! < pivot) i++;
+        while (buf[j]! > pivot) j--;
+        if (i <= j) {
+          const t = buf[i]!;
+          buf[i] = buf[j]!;
+          buf[j] = t;
+          i++;
+          j--;
+        }
+      }
+      if (k <= j) hi = j;
+      else if (k >= i) lo = i;
+      else return buf[k]!;
+    }
+    return buf[k]!;
+  };
+  if (n % 2 === 1) return kth((n - 1) >> 1);
+  const a = kth(n / 2 - 1);
+  // After selecting n/2-1, the upper half holds values >= a; its minimum is the other middle.
+  let b = Infinity;
+  for (let i = n / 2; i < n; i++) b = Math.min(b, buf[i]!);
+  return (a + b) / 2;
+}
+
+/**
+ * Percentile-bootstrap interval of median(head) / median(base): both samples are resampled
+ * independently with a generator seeded by `seed`.
+ */
+export function bootstrapRatioCi(
+  base: readonly number[],
+  head: readonly number[],
+  { resamples = 1000, confidence = 0.95, seed = 0 } = {},
+): [number, number] {
+  const rng = new Rng(seed);
+  const bb = new Float64Array(base.length);
+  const hb = new Float64Array(head.length);
+  const ratios = new Float64Array(resamples);
+  for (let r = 0; r < resamples; r++) {
+    for (let i = 0; i < bb.length; i++) bb[i] = base[Math.floor(rng.next() * base.length)]!;
+    for (let i = 0; i < hb.length; i++) hb[i] = head[Math.floor(rng.next() * head.length)]!;
+    ratios[r] = selectMedian(hb) / selectMedian(bb);
+  }
+  ratios.sort();
+  const a = (1 - confidence) / 2;
+  return [quantileSorted(ratios, a), quantileSorted(ratios, 1 - a)];
+}
+
+/** Fewest samples per side for a decision from the bootstrap interval alone. */
+const MIN_SAMPLES_FOR_CI = 3;
+
+function compareLatency(
+  key: string,
+  base: number[],
+  head: number[],
+  threshold: number,
+  alpha: number,
+  resamples: number,
+): LatencyComparison {
+  const baseMedianNs = median(base);
+  const headMedianNs = median(head);
+  const ratio = headMedianNs / baseMedianNs;
+  const ratioCi95 = bootstrapRatioCi(base, head, { resamples, seed: hash32(key) });
+  const mw = mannWhitneyU(head, base);
+  const up = 1 + threshold;
+  // Evidence of a real difference: the U test when both sides are large enough, else the
+  // bootstrap interval excluding 1 (and nothing at all below MIN_SAMPLES_FOR_CI samples).
+  const fewest = Math.min(base.length, head.length);
+  const slower = mw.enough
+    ? mw.p < alpha && mw.z > 0
+    : fewest >= MIN_SAMPLES_FOR_CI && ratioCi95[0] > 1;
+  const faster = mw.enough
+    ? mw.p < alpha && mw.z < 0
+    : fewest >= MIN_SAMPLES_FOR_CI && ratioCi95[1] < 1;
+  const verdict: Verdict = ratio > up && slower
+    ? "regression"
+    : ratio < 1 / up && faster
+    ? "improvement"
+    : "noise";
+  return {
+    baseMedianNs,
+    headMedianNs,
+    ratio,
+    ratioCi95,
+    u: mw.u,
+    z: mw.z,
+    p: mw.p,
+    enough: mw.enough,
+    baseSamples: base.length,
+    headSamples: head.length,
+    verdict,
+  };
+}
+
+function pct(ratio: number): string {
+  const d = (ratio - 1) * 100;
+  return `${d >= 0 ? "+" : ""}${d.toFixed(1)} %`;
+}
+
+function compareCase(
+  b: CaseRef,
+  h: CaseRef,
+  threshold: number,
+  alpha: number,
+  resamples: number,
+): CaseComparison {
+  const bc = b.case;
+  const hc = h.case;
+  const baseProblem = caseProblem(bc);
+  const headProblem = caseProblem(hc);
+  const reasons: string[] = [];
+  let regression = false;
+  let improvement = false;
+
+  const bm = new Map(deterministicMetrics(bc));
+  const metricChanges: MetricChange[] = [];
+  for (const [field, head] of deterministicMetrics(hc)) {
+    const base = bm.get(field);
+    if (base !== undefined && base !== head) metricChanges.push({ field, base, head });
+  }
+  const grew = metricChanges.filter((m) => m.head > m.base);
+  if (grew.length > 0) {
+    regression = true;
+    reasons.push(
+      `deterministic metrics grew: ${
+        grew.map((m) => `${m.field} ${m.base} → ${m.head}`).join(", ")
+      }`,
+    );
+  } else if (metricChanges.length > 0) {
+    improvement = true;
+    reasons.push(
+      `deterministic metrics shrank: ${
+        metricChanges.map((m) => `${m.field} ${m.base} → ${m.head}`).join(", ")
+      }`,
+    );
+  }
+
+  let latency: LatencyComparison | null = null;
+  if (headProblem !== null) {
+    regression = true;
+    reasons.push(`head ${headProblem}`);
+  } else if (baseProblem !== null) {
+    improvement = true;
+    reasons.push(`fixed: base ${baseProblem}`);
+  } else {
+    const base = bc.timing!.samplesNs;
+    const head = hc.timing!.samplesNs;
+    latency = compareLatency(b.key, base, head, threshold, alpha, resamples);
+    if (latency.verdict === "regression") {
+      regression = true;
+      reasons.push(`latency ${pct(latency.ratio)} (p = ${fmtP(latency.p)})`);
+    } else if (latency.verdict === "improvement") {
+      improvement = true;
+      reasons.push(`latency ${pct(latency.ratio)} (p = ${fmtP(latency.p)})`);
+    }
+    if (Math.min(base.length, head.length) < MIN_SAMPLES_FOR_CI) {
+      reasons.push(`too few samples to decide (${base.length} base, ${head.length} head)`);
+    }
+  }
+  const sourceChanged = bc.sourceHash !== hc.sourceHash;
+  if (sourceChanged) reasons.push(`kernel source changed (${bc.sourceHash} → ${hc.sourceHash})`);
+  return {
+    key: b.key,
+    workload: h.workload.name,
+    iteration: h.snapshot.iteration,
+    method: hc.method,
+    verdict: regression ? "regression" : improvement ? "improvement" : "noise",
+    reasons,
+    latency,
+    baseProblem,
+    headProblem,
+    sourceChanged,
+    baseSourceHash: bc.sourceHash,
+    headSourceHash: hc.sourceHash,
+    metricChanges,
+  };
+}
+
+/** Names up to `max` items and counts the rest. */
+function nameSome(items: readonly string[], max = 8): string {
+  const shown = items.slice(0, max).join(", ");
+  return items.length > max ? `${shown} and ${items.length - max} more` : shown;
+}
+
+function settingsDiffs(base: ResultsDocument, head: ResultsDocument): string[] {
+  const out: string[] = [];
+  const walk = (a: unknown, b: unknown, at: string) => {
+    if (
+      typeof a === "object" && a !== null && typeof b === "object" && b !== null &&
+      !Array.isArray(a) && !Array.isArray(b)
+    ) {
+      const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+      for (const k of keys) {
+        walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${at}.${k}`);
+      }
+    } else if (JSON.stringify(a) !== JSON.stringify(b)) {
+      out.push(`${at}: ${JSON.stringify(a)} → ${JSON.stringify(b)}`);
+    }
+  };
+  walk(base.settings, head.settings, "settings");
+  return out;
+}
+
+function geomean(rows: CaseComparison[], group: string): GeomeanRow | null {
+  const ratios = rows.flatMap((r) =>
+    r.latency && r.latency.ratio > 0 && Number.isFinite(r.latency.ratio) ? [r.latency.ratio] : []
+  );
+  if (ratios.length === 0) return null;
+  const logMean = ratios.reduce((s, r) => s + Math.log(r), 0) / ratios.length;
+  return { group, ratio: Math.exp(logMean), cases: ratios.length };
+}
+
+/**
+ * Compares HEAD against BASE case by case. Throws `RangeError` for a bad threshold or alpha and
+ * {@linkcode MismatchError} when the runs hold different cases (named; unless `commonOnly`), when a
+ * case's workload differs (its tree facts), or when the model shape or dtype differ.
+ */
+export function compareRuns(
+  base: ResultsDocument,
+  head: ResultsDocument,
+  options: CompareOptions = {},
+): Comparison {
+  const o = { ...DEFAULT_COMPARE_OPTIONS, ...options };
+  if (!Number.isFinite(o.threshold) || o.threshold < 0) {
+    throw new RangeError(`Threshold must be a non-negative number, got ${o.threshold}`);
+  }
+  if (!(o.alpha > 0 && o.alpha < 1)) {
+    throw new RangeError(`Alpha must be in (0, 1), got ${o.alpha}`);
+  }
+  const bs = base.settings;
+  const hs = head.settings;
+  const shapeOf = (s: typeof bs) =>
+    `${s.dtype} ${s.shape.qHeads}/${s.shape.kvHeads}/${s.shape.headDim}`;
+  if (shapeOf(bs) !== shapeOf(hs)) {
+    throw new MismatchError(
+      `The runs used different model shapes or dtypes (base ${shapeOf(bs)}, head ${
+        shapeOf(hs)
+      }), so no case compares`,
+    );
+  }
+  const baseRefs = caseRefs(base);
+  const headRefs = caseRefs(head);
+  const baseByKey = new Map(baseRefs.map((r) => [r.key, r]));
+  const headByKey = new Map(headRefs.map((r) => [r.key, r]));
+  const onlyInBase = baseRefs.filter((r) => !headByKey.has(r.key)).map((r) => r.key);
+  const onlyInHead = headRefs.filter((r) => !baseByKey.has(r.key)).map((r) => r.key);
+  if (!o.commonOnly && (onlyInBase.length > 0 || onlyInHead.length > 0)) {
+    const parts = [];
+    if (onlyInBase.length > 0) parts.push(`only in BASE: ${nameSome(onlyInBase)}`);
+    if (onlyInHead.length > 0) parts.push(`only in HEAD: ${nameSome(onlyInHead)}`);
+    throw new MismatchError(
+      `The runs hold different cases (${
+        parts.join("; ")
+      }); rerun with the same workloads and methods, or pass --common-only`,
+    );
+  }
+  const pairs = baseRefs.flatMap((b) => {
+    const h = headByKey.get(b.key);
+    return h ? [[b, h] as const] : [];
+  });
+  if (pairs.length === 0) throw new MismatchError("The runs have no case in common");
+
+  const differentWorkload: string[] = [];
+  for (const [b, h] of pairs) {
+    const diff: [string, number, number][] = IDENTITY_FACTS
+      .filter((f) => b.snapshot.facts[f] !== h.snapshot.facts[f])
+      .map((f) => [`facts.${f}`, b.snapshot.facts[f], h.snapshot.facts[f]]);
+    const [bu, hu] = [b.case.counts.usefulFlops, h.case.counts.usefulFlops];
+    if (bu !== hu) diff.push(["counts.usefulFlops", bu, hu]);
+    if (diff.length > 0) {
+      const [f, bv, hv] = diff[0]!;
+      differentWorkload.push(`${b.key} (${f} ${bv} vs ${hv})`);
+    }
+  }
+  if (differentWorkload.length > 0) {
+    throw new MismatchError(
+      `The same case keys hold different workloads (different --scale or --seed?): ${
+        nameSome(differentWorkload, 5)
+      }`,
+    );
+  }
+
+  const cases = pairs.map(([b, h]) => compareCase(b, h, o.threshold, o.alpha, o.resamples));
+  const notes: string[] = [];
+  const baseRef = runRef(base);
+  const headRef = runRef(head);
+  if (baseRef.adapter !== headRef.adapter) {
+    notes.push(
+      `Different adapters (base ${baseRef.adapter}, head ${headRef.adapter}): latency ratios compare machines, not code.`,
+    );
+  }
+  if (baseRef.timingMode !== headRef.timingMode) {
+    notes.push(
+      `Different timing modes (base ${baseRef.timingMode}, head ${headRef.timingMode}): latency ratios are not like for like.`,
+    );
+  }
+  for (const [doc, which] of [[base, "base"], [head, "head"]] as const) {
+    if (doc.environment.adapter.isFallbackAdapter) {
+      notes.push(
+        `The ${which} run used a fallback (software) adapter: latencies say little about GPUs.`,
+      );
+    }
+  }
+  const few = cases.filter((c) => c.latency && !c.latency.enough).length;
+  if (few > 0) {
+    notes.push(
+      `${few} case(s) have fewer than 8 samples on a side: decided by the bootstrap interval instead of the Mann-Whitney test.`,
+    );
+  }
+
+  const geo: GeomeanRow[] = [];
+  const all = geomean(cases, "all");
+  if (all) geo.push(all);
+  const methods = [...new Set(cases.map((c) => c.method))];
+  if (methods.length > 1) {
+    for (const m of methods) {
+      const g = geomean(cases.filter((c) => c.method === m), m);
+      if (g) geo.push(g);
+    }
+  }
+  const count = (v: Verdict) => cases.filter((c) => c.verdict === v).length;
+  const regressions = count("regression");
+  const improvements = count("improvement");
+  return {
+    format: COMPARE_FORMAT,
+    version: COMPARE_VERSION,
+    base: baseRef,
+    head: headRef,
+    threshold: o.threshold,
+    alpha: o.alpha,
+    cases,
+    onlyInBase,
+    onlyInHead,
+    settingsDiffs: settingsDiffs(base, head),
+    notes,
+    summary: {
+      verdict: regressions > 0 ? "regression" : improvements > 0 ? "improvement" : "noise",
+      regressions,
+      improvements,
+      noise: count("noise"),
+      failedInHead: cases.filter((c) => c.headProblem !== null).length,
+      sourceChanged: cases.filter((c) => c.sourceChanged).length,
+      metricChanged: cases.filter((c) => c.metricChanges.length > 0).length,
+      geomean: geo,
+    },
+  };
+}
+
+/** Exit code of a comparison: 1 when anything regressed, else 0. */
+export function compareExitCode(c: Comparison): number {
+  return c.summary.regressions > 0 ? 1 : 0;
+}
+
+/** Escapes text for a Markdown table cell (also safe where the summary renders HTML). */
+export function escapeMarkdown(s: string): string {
+  return s
+    .replace(/&/g, "&amp;")
+    .replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;")
+    .replace(/([\\`*_[\]|#~])/g, "\\$1")
+    .replace(/\r?\n/g, " ");
+}
+
+function fmtP(p: number): string {
+  return p >= 0.001 ? p.toFixed(3) : p.toExponential(1);
+}
+
+function fmtRatio(r: number): string {
+  return Number.isFinite(r) ? r.toFixed(3) : String(r);
+}
+
+const VERDICT_TEXT: Record<Verdict, string> = {
+  regression: "**regression**",
+  improvement: "improvement",
+  noise: "noise",
+};
+
+/** Formats a comparison as Markdown for a CI job summary (a headline, a table, then details). */
+export function formatMarkdown(c: Comparison): string {
+  const s = c.summary;
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  const L: string[] = [];
+  L.push(
+    `### deft-bench compare: ${plural(s.regressions, "regression")}, ${
+      plural(s.improvements, "improvement")
+    }, ${s.noise} unchanged`,
+  );
+  L.push("");
+  L.push(
+    `Base ${escapeMarkdown(c.base.label)} (${escapeMarkdown(c.base.adapter)}) → head ${
+      escapeMarkdown(c.head.label)
+    } (${
+      escapeMarkdown(c.head.adapter)
+    }). Ratio = head median / base median with a 95 % bootstrap interval; a change counts when the ratio is beyond ±${+(c
+      .threshold * 100).toFixed(2)} % (above ${(1 + c.threshold).toFixed(3)} or below ${
+      (1 / (1 + c.threshold)).toFixed(3)
+    }) and the Mann-Whitney U test gives p < ${c.alpha}. IO bytes and FLOPs must match exactly; a case that fails in head is a regression.`,
+  );
+  L.push("");
+  L.push("| case | base | head | ratio | 95 % CI | p | verdict |");
+  L.push("|:-----|-----:|-----:|------:|:-------:|--:|:--------|");
+  for (const k of c.cases) {
+    const name = `${escapeMarkdown(k.key)}${k.sourceChanged ? " †" : ""}${
+      k.metricChanges.length > 0 ? " ‡" : ""
+    }`;
+    const l = k.latency;
+    const verdict = k.headProblem !== null
+      ? `**regression** (head ${escapeMarkdown(k.headProblem.split(":")[0]!)})`
+      : k.baseProblem !== null
+      ? `improvement (fixed)`
+      : VERDICT_TEXT[k.verdict];
+    if (l) {
+      L.push(
+        `| ${name} | ${formatNs(l.baseMedianNs)} | ${formatNs(l.headMedianNs)} | ${
+          fmtRatio(l.ratio)
+        } | ${fmtRatio(l.ratioCi95[0])} – ${fmtRatio(l.ratioCi95[1])} | ${fmtP(l.p)}${
+          l.enough ? "" : "*"
+        } | ${verdict} |`,
+      );
+    } else {
+      const side = (p: string | null) => p === null ? "ok" : escapeMarkdown(p.split(":")[0]!);
+      L.push(
+        `| ${name} | ${side(k.baseProblem)} | ${side(k.headProblem)} | – | – | – | ${verdict} |`,
+      );
+    }
+  }
+  for (const g of s.geomean) {
+    const label = g.group === "all"
+      ? `**geometric mean** (${plural(g.cases, "case")})`
+      : `geometric mean, ${escapeMarkdown(g.group)} (${plural(g.cases, "case")})`;
+    L.push(`| ${label} | | | ${fmtRatio(g.ratio)} | | | |`);
+  }
+  L.push("");
+  const marks: string[] = [];
+  if (c.cases.some((k) => k.sourceChanged)) marks.push("† kernel source changed");
+  if (c.cases.some((k) => k.metricChanges.length > 0)) marks.push("‡ IO bytes or FLOPs changed");
+  if (c.cases.some((k) => k.latency && !k.latency.enough)) {
+    marks.push("\\* too few samples for the U test; the interval decided");
+  }
+  if (marks.length > 0) L.push(marks.join(" · "), "");
+
+  const flagged = c.cases.filter((k) => k.verdict !== "noise" || k.reasons.length > 0);
+  if (flagged.length > 0) {
+    L.push("#### Details", "");
+    for (const k of flagged) {
+      L.push(
+        `- ${escapeMarkdown(k.key)}: ${k.verdict}; ${escapeMarkdown(k.reasons.join("; "))}`,
+      );
+    }
+    L.push("");
+  }
+  const changed = c.cases.filter((k) => k.metricChanges.length > 0);
+  if (changed.length > 0) {
+    L.push("#### Deterministic metrics that differ", "");
+    L.push("| case | metric | base | head | change |");
+    L.push("|:-----|:-------|-----:|-----:|-------:|");
+    for (const k of changed) {
+      for (const m of k.metricChanges) {
+        L.push(
+          `| ${escapeMarkdown(k.key)} | ${m.field} | ${m.base} | ${m.head} | ${
+            m.base === 0 ? "new" : pct(m.head / m.base)
+          } |`,
+        );
+      }
+    }
+    L.push("");
+  }
+  if (c.onlyInBase.length > 0 || c.onlyInHead.length > 0) {
+    L.push("#### Cases not compared", "");
+    if (c.onlyInBase.length > 0) {
+      L.push(`- only in base: ${escapeMarkdown(nameSome(c.onlyInBase, 20))}`);
+    }
+    if (c.onlyInHead.length > 0) {
+      L.push(`- only in head: ${escapeMarkdown(nameSome(c.onlyInHead, 20))}`);
+    }
+    L.push("");
+  }
+  if (c.settingsDiffs.length > 0 || c.notes.length > 0) {
+    L.push("#### Notes", "");
+    for (const d of c.settingsDiffs) L.push(`- ${escapeMarkdown(d)}`);
+    for (const n of c.notes) L.push(`- ${escapeMarkdown(n)}`);
+    L.push("");
+  }
+  return L.join("\n");
+}

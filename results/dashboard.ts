@@ -1,0 +1,281 @@
+/**
+ * `dashboard RUN...`: a static site built only from results documents (asv style: a pure function
+ * of the results). `index.html` shows the history of every case over the runs (ordered by start
+ * time, then commit), the latest results with their change against the previous run, and links;
+ * `runs/<id>.html` is each run's report and `runs/<id>.json` its document; one shared
+ * `chart.umd.min.js` serves every page. {@linkcode writeSite} replaces the output folder atomically.
+ *
+ * @module
+ */
+
+import { caseProblem, caseRefs, formatNs, orderRuns, runLabel, runSlug } from "./document.ts";
+import { FileExistsError } from "./files.ts";
+import {
+  axis,
+  CHART_JS_SOURCE,
+  type ChartSpec,
+  escapeHtml as esc,
+  htmlPage,
+  methodColour,
+  orderMethods,
+  renderReport,
+  statusBadge,
+} from "./report.ts";
+import type { CaseResult, ResultsDocument } from "./schema.ts";
+
+/** One input run; `source` (its file name) is shown in the runs table. */
+export interface DashboardRun {
+  doc: ResultsDocument;
+  source?: string;
+}
+
+/** Options of {@linkcode buildDashboard}. */
+export interface DashboardOptions {
+  title?: string;
+}
+
+/** Site files by relative path (`index.html`, `chart.umd.min.js`, `runs/<id>.html`, ...). */
+export type SiteFiles = Map<string, string>;
+
+interface OrderedRun extends DashboardRun {
+  id: string;
+  label: string;
+}
+
+/** Unique file-name ids per run (a suffix separates runs with the same time and commit). */
+function assignIds(runs: DashboardRun[]): OrderedRun[] {
+  const seen = new Map<string, number>();
+  return orderRuns(runs).map((r) => {
+    const base = runSlug(r.doc);
+    const n = (seen.get(base) ?? 0) + 1;
+    seen.set(base, n);
+    return { ...r, id: n === 1 ? base : `${base}-${n}`, label: runLabel(r.doc) };
+  });
+}
+
+function historyCharts(runs: OrderedRun[]): { charts: ChartSpec[]; groups: string[] } {
+  // One chart per sampled iteration (workload@iteration): a line per method, a point per run.
+  const groups = new Map<string, Set<string>>();
+  const lookup = runs.map((r) => new Map(caseRefs(r.doc).map((c) => [c.key, c.case])));
+  for (const r of runs) {
+    for (const ref of caseRefs(r.doc)) {
+      const group = `${ref.workload.name}@${ref.snapshot.iteration}`;
+      const methods = groups.get(group) ?? new Set();
+      methods.add(ref.case.method);
+      groups.set(group, methods);
+    }
+  }
+  const labels = runs.map((r) => r.label);
+  const charts = [...groups].map(([group, methodSet], gi): ChartSpec => {
+    const datasets = orderMethods(methodSet).map((m) => {
+      const key = `${group}/${m}`;
+      const cases = lookup.map((l) => l.get(key) ?? null);
+      let prevHash: string | null = null;
+      const pointStyle = cases.map((c) => {
+        const changed = c !== null && prevHash !== null && c.sourceHash !== prevHash;
+        if (c) prevHash = c.sourceHash;
+        return changed ? "rectRot" : "circle";
+      });
+      return {
+        label: m,
+        borderColor: methodColour(m),
+        backgroundColor: methodColour(m),
+        data: cases.map((c) => (c && caseProblem(c) === null ? c.timing!.medianNs : null)),
+        deftStatus: cases.map((c) => (c === null ? "missing" : statusOf(c))),
+        pointStyle,
+        pointRadius: pointStyle.map((p) => (p === "rectRot" ? 6 : 3)),
+        spanGaps: false,
+      };
+    });
+    return {
+      id: `h${gi}`,
+      title: `History of ${group}`,
+      caption:
+        `Median latency of each method's case on ${group} in every run, oldest to newest; a gap with a red ✗ is a failed case, and a diamond marks a run whose kernel source hash differs from the previous one's.`,
+      config: {
+        type: "line",
+        data: { labels, datasets },
+        options: {
+          scales: {
+            x: axis("run (commit, start time)", "plain"),
+            y: axis("median latency (1 layer)", "ns", { type: "logarithmic" }),
+          },
+        },
+      },
+    };
+  });
+  return { charts, groups: [...groups.keys()] };
+}
+
+function statusOf(c: CaseResult): string {
+  if (c.status === "error") return "error";
+  return caseProblem(c) === null ? "ok" : "failed";
+}
+
+function runsTable(runs: OrderedRun[]): string {
+  const rows = [...runs].reverse().map((r) => {
+    const d = r.doc;
+    const cases = caseRefs(d);
+    const bad = cases.filter((c) => caseProblem(c.case) !== null).length;
+    const a = d.environment.adapter;
+    return `<tr><td><a href="runs/${esc(r.id)}.html">${esc(r.label)}</a></td><td>${
+      esc(a.description || [a.vendor, a.architecture].join(" "))
+    }${a.isFallbackAdapter ? ` <span class="badge warn">fallback</span>` : ""}</td><td>${
+      esc(d.settings.shape.name)
+    } ${esc(d.settings.dtype)}, scale ${esc(d.settings.scale)}, ${
+      esc(d.settings.timing.mode)
+    }</td><td class="num">${cases.length}</td><td class="num">${
+      bad ? `<span class="badge bad">${bad}</span>` : "0"
+    }</td><td class="num">${d.warnings.length}</td><td>${
+      r.source ? `<span class="mono">${esc(r.source)}</span> · ` : ""
+    }<a href="runs/${esc(r.id)}.json">json</a></td></tr>`;
+  });
+  return `<table><thead><tr><th>run (newest first)</th><th>adapter</th><th>settings</th><th>cases</th><th>failed</th><th>warnings</th><th>data</th></tr></thead><tbody>${
+    rows.join("")
+  }</tbody></table>`;
+}
+
+function latestTable(runs: OrderedRun[]): string {
+  const latest = runs[runs.length - 1]!;
+  const earlier = runs.slice(0, -1).reverse().map((r) => ({
+    r,
+    cases: new Map(caseRefs(r.doc).map((c) => [c.key, c.case])),
+  }));
+  const rows = caseRefs(latest.doc).map((ref) => {
+    const c = ref.case;
+    const problem = caseProblem(c);
+    // Change against the most recent earlier run where this case has a usable timing.
+    let change = "–"; // HTML
+    let sourceNote = "";
+    for (const e of earlier) {
+      const prev = e.cases.get(ref.key);
+      if (!prev || caseProblem(prev) !== null) continue;
+      if (problem === null) {
+        const ratio = c.timing!.medianNs / prev.timing!.medianNs;
+        change = `<span title="${esc(`against ${e.r.label}`)}">${ratio.toFixed(3)}×</span>`;
+      }
+      if (prev.sourceHash !== c.sourceHash) sourceNote = " (kernel source changed)";
+      break;
+    }
+    const t = problem === null ? c.timing! : null;
+    return `<tr${problem === null ? "" : ` class="bad"`}><td class="mono">${esc(ref.key)}</td><td>${
+      esc(c.method)
+    }</td><td>${
+      problem === null ? `<span class="badge ok">ok</span>` : `${statusBadge(c)} ${esc(problem)}`
+    }</td><td class="num">${t ? esc(formatNs(t.medianNs)) : "—"}</td><td class="num">${
+      t ? esc(`${formatNs(t.ci95Ns[0])} – ${formatNs(t.ci95Ns[1])}`) : "—"
+    }</td><td class="num">${change}${esc(sourceNote)}</td></tr>`;
+  });
+  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>median</th><th>95 % CI</th><th>change against the previous run with this case</th></tr></thead><tbody>${
+    rows.join("")
+  }</tbody></table></div>`;
+}
+
+function consistencyNotice(runs: OrderedRun[]): string {
+  const sig = (d: ResultsDocument) =>
+    `${
+      d.environment.adapter.description || d.environment.adapter.vendor
+    } / ${d.settings.shape.name} ${d.settings.dtype} / scale ${d.settings.scale} / ${d.settings.timing.mode}`;
+  const kinds = [...new Set(runs.map((r) => sig(r.doc)))];
+  if (kinds.length <= 1) return "";
+  return `<p class="notice">The runs differ in adapter, model shape, dtype, scale or timing mode (${
+    kinds.map(esc).join("; ")
+  }): history lines join them anyway, so read steps against the runs table.</p>`;
+}
+
+/**
+ * Builds the site's files from results documents (no I/O): the index, one report and one JSON
+ * copy per run, and the shared chart.js bundle. Throws `RangeError` for no runs.
+ */
+export function buildDashboard(inputs: DashboardRun[], options: DashboardOptions = {}): SiteFiles {
+  if (inputs.length === 0) throw new RangeError("A dashboard needs at least one results document");
+  const runs = assignIds(inputs);
+  const files: SiteFiles = new Map();
+  files.set("chart.umd.min.js", CHART_JS_SOURCE);
+  for (const r of runs) {
+    files.set(
+      `runs/${r.id}.html`,
+      renderReport([r.doc], {
+        chartJs: { src: "../chart.umd.min.js" },
+        backLink: { href: "../index.html", text: "dashboard" },
+      }),
+    );
+    files.set(`runs/${r.id}.json`, JSON.stringify(r.doc, null, 1) + "\n");
+  }
+  const latest = runs[runs.length - 1]!;
+  const { charts } = historyCharts(runs);
+  const title = options.title ?? "deft-bench dashboard";
+  const first = runs[0]!.doc.environment.startedAt;
+  const last = latest.doc.environment.startedAt;
+  const latestBad = caseRefs(latest.doc).filter((c) => caseProblem(c.case) !== null).length;
+  const figures = charts.map((c) =>
+    `<figure><h3>${esc(c.title)}</h3><div class="chart" style="height:260px"><canvas id="${
+      esc(c.id)
+    }" role="img" aria-label="${esc(c.caption)}"></canvas></div><figcaption>${
+      esc(c.caption)
+    }</figcaption></figure>`
+  );
+  const body = `<h1>${esc(title)}</h1>
+<p class="sub">${runs.length} run(s) from ${esc(first)} to ${
+    esc(last)
+  }, ordered by start time, then commit. Latencies are medians per layer; every run links to its full report.</p>
+${consistencyNotice(runs)}
+<p>Latest run: <a href="runs/${esc(latest.id)}.html">${esc(latest.label)}</a>${
+    latestBad
+      ? ` <span class="badge bad">${latestBad} case(s) failed or errored</span> (not drawn as measurements)`
+      : ""
+  }</p>
+<h2>History per case</h2>
+<div class="grid">${figures.join("")}</div>
+<h2>Latest results</h2>
+${latestTable(runs)}
+<h2>Runs</h2>
+${runsTable(runs)}`;
+  files.set("index.html", htmlPage(title, body, charts, { src: "chart.umd.min.js" }));
+  return files;
+}
+
+/**
+ * Writes a site into `dir` atomically: the files go to a temporary folder beside it, which then
+ * replaces `dir` by renames. An existing `dir` is replaced only with `force`
+ * ({@linkcode FileExistsError} otherwise).
+ */
+export async function writeSite(
+  dir: string,
+  files: SiteFiles,
+  { force = false }: { force?: boolean } = {},
+): Promise<void> {
+  const target = dir.replace(/\/+$/, "") || "/";
+  let exists = false;
+  try {
+    await Deno.lstat(target);
+    exists = true;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (exists && !force) throw new FileExistsError(target);
+  const suffix = `${Deno.pid}.${Math.random().toString(36).slice(2)}`;
+  const tmp = `${target}.${suffix}.tmp`;
+  const old = `${target}.${suffix}.old`;
+  try {
+    for (const [path, text] of files) {
+      if (path.split("/").some((p) => p === ".." || p === "")) {
+        throw new RangeError(`Unsafe site path ${JSON.stringify(path)}`);
+      }
+      const full = `${tmp}/${path}`;
+      await Deno.mkdir(full.slice(0, full.lastIndexOf("/")), { recursive: true });
+      await Deno.writeTextFile(full, text);
+    }
+    if (exists) await Deno.rename(target, old);
+    try {
+      await Deno.rename(tmp, target);
+    } catch (e) {
+      if (exists) await Deno.rename(old, target);
+      throw e;
+    }
+    if (exists) await Deno.remove(old, { recursive: true });
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+}
