@@ -122,28 +122,37 @@ export async function resolveWorkload(
     if (PRESETS.has(spec)) return getPreset(spec).build(seed, o.scale ?? 1);
     switch (spec) {
       case "few-shot":
-        return new FewShotRun({
-          prompt: need(o.prompt, "--prompt", spec),
-          branches: need(o.branches, "--branches", spec),
-          generated: need(o.generated, "--generated", spec),
-        });
+        return new FewShotRun(
+          {
+            prompt: need(o.prompt, "--prompt", spec),
+            branches: need(o.branches, "--branches", spec),
+            generated: need(o.generated, "--generated", spec),
+          },
+          `few-shot-p${o.prompt}-b${o.branches}-g${o.generated}`,
+        );
       case "reasoning":
-        return new ReasoningRun({
-          prompt: need(o.prompt, "--prompt", spec),
-          depth: need(o.depth, "--depth", spec),
-          width: o.width ?? 10,
-          thoughtMin: need(o.thoughtMin, "--thought-min", spec),
-          thoughtMax: need(o.thoughtMax, "--thought-max", spec),
-          seed,
-        });
+        return new ReasoningRun(
+          {
+            prompt: need(o.prompt, "--prompt", spec),
+            depth: need(o.depth, "--depth", spec),
+            width: o.width ?? 10,
+            thoughtMin: need(o.thoughtMin, "--thought-min", spec),
+            thoughtMax: need(o.thoughtMax, "--thought-max", spec),
+            seed,
+          },
+          `reasoning-p${o.prompt}-d${o.depth}-w${o.width ?? 10}-t${o.thoughtMin}-${o.thoughtMax}`,
+        );
       case "speculative":
-        return new SpeculativeRun({
-          prefix: need(o.prefix, "--prefix", spec),
-          treeTokens: need(o.treeTokens, "--tree-tokens", spec),
-          steps: o.steps ?? 1000,
-          seed,
-          topology: (o.topology ?? "medusa") as TokenTreeTopology,
-        });
+        return new SpeculativeRun(
+          {
+            prefix: need(o.prefix, "--prefix", spec),
+            treeTokens: need(o.treeTokens, "--tree-tokens", spec),
+            steps: o.steps ?? 1000,
+            seed,
+            topology: (o.topology ?? "medusa") as TokenTreeTopology,
+          },
+          `speculative-p${o.prefix}-t${o.treeTokens}${o.topology === "flat" ? "-flat" : ""}`,
+        );
       case "grid": {
         if (!o.levels) throw new UsageError("Workload grid needs --levels, e.g. 1x4000,50x200");
         return new LevelGridRun(parseGridSpec(o.levels), `grid-${o.levels}`);
@@ -158,4 +167,79 @@ export async function resolveWorkload(
     if (e instanceof RangeError) throw new UsageError(e.message);
     throw e;
   }
+}
+
+/** Generator options a sweep may vary, by their command-line name. */
+const SWEEPABLE: Readonly<Record<string, keyof GeneratorOptions>> = {
+  prompt: "prompt",
+  branches: "branches",
+  generated: "generated",
+  depth: "depth",
+  width: "width",
+  "thought-min": "thoughtMin",
+  "thought-max": "thoughtMax",
+  prefix: "prefix",
+  "tree-tokens": "treeTokens",
+  steps: "steps",
+};
+
+/** A parsed `--sweep PARAM=V1,V2,...`. */
+export interface Sweep {
+  /** The parameter as written on the command line (e.g. `prefix`). */
+  parameter: string;
+  key: keyof GeneratorOptions;
+  values: number[];
+}
+
+/** Parses `--sweep prefix=1000,4000,8000`; throws {@linkcode UsageError} naming the problem. */
+export function parseSweep(spec: string): Sweep {
+  const m = /^([a-z-]+)=([0-9, ]+)$/.exec(spec.trim());
+  if (!m) {
+    throw new UsageError(
+      `--sweep must look like PARAM=V1,V2,... (e.g. prefix=1000,4000), got ${JSON.stringify(spec)}`,
+    );
+  }
+  const key = SWEEPABLE[m[1]!];
+  if (!key) {
+    throw new UsageError(
+      `--sweep cannot vary ${JSON.stringify(m[1])}; it can vary ${
+        Object.keys(SWEEPABLE).join(", ")
+      }`,
+    );
+  }
+  const values = m[2]!.split(",").map((v) => v.trim()).filter((v) => v !== "").map(Number);
+  if (values.length === 0 || values.some((v) => !Number.isSafeInteger(v))) {
+    throw new UsageError(`--sweep values must be integers, got ${JSON.stringify(m[2])}`);
+  }
+  if (new Set(values).size !== values.length) {
+    throw new UsageError(`--sweep values must differ, got ${JSON.stringify(m[2])}`);
+  }
+  return { parameter: m[1]!, key, values };
+}
+
+/**
+ * The runs of a workload argument, one per sweep value (or just one without a sweep). A sweep
+ * varies a generator option, so it needs a generator kind, not a preset or a file.
+ */
+export async function resolveWorkloads(
+  spec: string,
+  o: GeneratorOptions,
+  sweep: Sweep | null,
+): Promise<{ run: DecodingRun; sweep: { parameter: string; value: number } | null }[]> {
+  if (!sweep) return [{ run: await resolveWorkload(spec, o), sweep: null }];
+  if (!(GENERATOR_KINDS as readonly string[]).includes(spec) || spec === "grid") {
+    throw new UsageError(
+      `--sweep varies a generator option, so ${
+        JSON.stringify(spec)
+      } must be few-shot, reasoning or speculative (with its options)`,
+    );
+  }
+  const out = [];
+  for (const value of sweep.values) {
+    out.push({
+      run: await resolveWorkload(spec, { ...o, [sweep.key]: value }),
+      sweep: { parameter: sweep.parameter, value },
+    });
+  }
+  return out;
 }

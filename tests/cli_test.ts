@@ -128,3 +128,32 @@ Deno.test("bad input exits 2 with a message naming the problem, never a stack tr
   }
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("--sweep expands a generator into one named workload per value", async () => {
+  const { parseSweep, resolveWorkloads } = await import("../cli/workload_args.ts");
+  const sweep = parseSweep("prefix=100, 400");
+  assertEquals(sweep, { parameter: "prefix", key: "prefix", values: [100, 400] });
+  const runs = await resolveWorkloads("speculative", { treeTokens: 8, steps: 2 }, sweep);
+  assertEquals(runs.map((r) => r.run.info.name), ["speculative-p100-t8", "speculative-p400-t8"]);
+  assertEquals(runs.map((r) => r.sweep), [
+    { parameter: "prefix", value: 100 },
+    { parameter: "prefix", value: 400 },
+  ]);
+  const bad: [string, RegExp][] = [
+    ["prefix", /must look like PARAM=V1,V2/],
+    ["colour=1,2", /cannot vary "colour"/],
+    ["prefix=1,1", /must differ/],
+  ];
+  for (const [spec, re] of bad) {
+    let message = "";
+    try {
+      parseSweep(spec);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assertMatch(message, re);
+  }
+  const preset = await cli("bench", "few-shot-b20", "--sweep", "prompt=1,2");
+  assertEquals(preset.code, 2);
+  assertMatch(preset.err, /must be few-shot, reasoning or speculative/);
+});

@@ -33,7 +33,13 @@ import { PAPER_PRESETS } from "../../workloads/presets.ts";
 import { resolveShape } from "../../workloads/shapes.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
-import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
+import {
+  generatorOptions,
+  intArg,
+  parseSweep,
+  resolveWorkloads,
+  scaleArg,
+} from "../workload_args.ts";
 
 /** Defaults of `bench` on a real GPU. */
 export const BENCH_DEFAULTS = {
@@ -347,6 +353,10 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       "--cases",
       "also print every case: median, CI, achieved bandwidth and FLOP rate, roofline",
     )
+    .option(
+      "--sweep <param=values>",
+      "run a generator once per value of one option, e.g. prefix=1000,4000,8000 (drawn as latency against it)",
+    )
     .option("--json", "print the results document on standard output, nothing else")
     .option("--quiet", "no progress output");
   for (const o of generatorOptions()) cmd.addOption(o);
@@ -370,7 +380,8 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       if (v !== undefined && v < 1) throw new UsageError(`${flag} must be at least 1`);
     }
     const specs = workloadArgs.length > 0 ? workloadArgs : [...PAPER_PRESETS];
-    for (const s of specs) await resolveWorkload(s, { ...opts, scale: opts.scale ?? 1 });
+    const sweep = opts.sweep === undefined ? null : parseSweep(opts.sweep);
+    for (const s of specs) await resolveWorkloads(s, { ...opts, scale: opts.scale ?? 1 }, sweep);
     const startedAt = new Date();
     const outPath = resultsPath(opts.output, startedAt);
     const outHtml = htmlPath(outPath);
@@ -415,7 +426,9 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       }
 
       const workloads: BenchWorkload[] = [];
-      for (const s of specs) workloads.push({ run: await resolveWorkload(s, { ...opts, scale }) });
+      for (const s of specs) {
+        workloads.push(...await resolveWorkloads(s, { ...opts, scale }, sweep));
+      }
 
       let calibration: Calibration | null = null;
       if (opts.calibrate !== false) {
