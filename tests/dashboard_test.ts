@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./_assert.ts";
 import { caseOf, failCase, makeRun, retotal } from "./_results_fixture.ts";
-import { launchBrowser, openAndCheck } from "./_browser.ts";
+import { launchBrowser, openAndCheck, SKIP_BROWSER } from "./_browser.ts";
 import { buildDashboard, writeSite } from "../results/dashboard.ts";
 import { CHART_JS_SOURCE } from "../results/report.ts";
 import { FileExistsError } from "../results/files.ts";
@@ -142,6 +142,7 @@ Deno.test("writeSite() replaces the folder atomically and only with force", asyn
 
 Deno.test({
   name: "dashboard CLI: folders of runs to a site that opens in headless Chromium without errors",
+  ignore: SKIP_BROWSER,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {

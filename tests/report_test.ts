@@ -1,7 +1,7 @@
 import { parseResults } from "../results/document.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import { caseOf, makeRun, showcaseRun } from "./_results_fixture.ts";
-import { launchBrowser, openAndCheck } from "./_browser.ts";
+import { launchBrowser, openAndCheck, SKIP_BROWSER } from "./_browser.ts";
 import {
   CHART_JS_CDN,
   escapeHtml,
@@ -215,6 +215,7 @@ Deno.test("report CLI: -o writes atomically and never overwrites without --force
 
 Deno.test({
   name: "report opens in headless Chromium: no console errors, every chart drawn",
+  ignore: SKIP_BROWSER,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -249,6 +250,7 @@ Deno.test({
 Deno.test({
   name:
     "the committed NVIDIA run renders in headless Chromium (docs/report.png, shown in the README)",
+  ignore: SKIP_BROWSER,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
