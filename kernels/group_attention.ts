@@ -7,19 +7,26 @@
  * FLOP counts) and a prepared GPU pass: the stage-1 dispatch plus the shared gather reduction.
  *
  * Work decomposition: the rows of a group are its (query, q-head) pairs for one GQA group, so one KV
- * head serves `qHeads / kvHeads` rows per query. Rows are cut into tiles of {@linkcode GROUP_ROWS};
- * one workgroup per (group, row tile, KV head) streams the group's KV once. A group with more rows
- * than one tile is therefore read once per row tile (from L2 after the first); the plan reports
- * this as `kvLoadsPerToken`. Tiles instead of a loop inside one workgroup keep every SM busy on
- * groups with many queries, and need no per-row state for more rows than fit in registers.
+ * head serves `qHeads / kvHeads` rows per query. Rows are cut into tiles of
+ * {@linkcode GroupKernelOptions.rows} (64 by default); one workgroup per (group, row tile, KV head)
+ * streams the group's KV once. A group with more rows than one tile is therefore read once per row
+ * tile (from L2 after the first); the plan reports this as `kvLoadsPerToken`. Tiles instead of a
+ * loop inside one workgroup keep every SM busy on groups with many queries.
  *
- * The kernel (`wgsl/group_attention.wgsl`): 128 threads; 32-key sub-tiles with an online softmax;
- * each thread holds 4 rows x 4 keys of scores and 4 rows x (d / 8) dims of output as named mat4x4
- * accumulators updated by outer-product fma from transposed f32 tiles in workgroup memory (f16 is
- * converted once when staged). A group with a mask carries as many u32 words per token as it has
- * queries / 32; a tile reads the (at most 2) words its rows need. Mesa's llvmpipe ends a shader
- * after 65535 loop iterations in all, so on that adapter `prepare` refuses groups long enough to
- * reach the limit instead of returning wrong numbers.
+ * The kernel (`wgsl/group_attention.wgsl`, tile constants chosen by {@linkcode groupKernel} at plan
+ * time and {@linkcode groupKernelConfig} at prepare time): by default 128 threads, 64-row tiles,
+ * 32-key sub-tiles with an online softmax; the row tile's Q stays in workgroup memory for the whole
+ * KV loop (as f16 when Q is stored as f16, converted at use); K and V are loaded into registers one
+ * stage ahead of the math (software pipelining) and staged transposed in f32; each thread holds 4
+ * rows x 4 keys of scores and 4 rows x (d / 8) dims of output as named mat4x4 accumulators updated
+ * by outer-product fma. Every token's pool slot is in the metadata, so no per-key segment search
+ * stands between a sub-tile and its loads. A group with a mask carries as many u32 words per token
+ * as it has queries / 32; a tile reads the (at most MAXW) words its rows need. Mesa's llvmpipe ends
+ * a shader after 65535 loop iterations in all, so on that adapter `prepare` refuses groups long
+ * enough to reach the limit instead of returning wrong numbers.
+ *
+ * Variants (threads, rows, keys, Q residency) are selectable through {@linkcode withGroupKernel},
+ * so that tools can time several on one device.
  *
  * @module
  */
@@ -28,6 +35,7 @@ import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
 import { type Gpu, GpuError } from "./gpu.ts";
 import {
+  type AttentionMethod,
   type DispatchInfo,
   type GpuProblem,
   type MethodName,
@@ -35,6 +43,7 @@ import {
   type Plan,
   type PlanInput,
   type PreparedMethod,
+  type RealIo,
   realIo,
 } from "./method.ts";
 import {
@@ -47,17 +56,14 @@ import {
 } from "./reduce.ts";
 import groupWgsl from "./wgsl/group_attention.wgsl" with { type: "text" };
 
-/** Rows (query x q-head pairs) per row tile: one workgroup's rows. */
+/** Rows (query x q-head pairs) per row tile of the default kernel: one workgroup's rows. */
 export const GROUP_ROWS = 64;
-/** Rows per warp; a warp whose 16 rows are all padding skips its math. */
-export const GROUP_WARP_ROWS = 16;
-/** Threads per workgroup. */
+/** Keys per KV sub-tile of the default kernel. */
+export const GROUP_KEYS = 32;
+/** Threads per workgroup of the default kernel. */
 export const GROUP_WORKGROUP_SIZE = 128;
 /** Mask word value meaning "no mask" in {@linkcode GroupSet.maskWords}. */
 const NO_MASK = 0;
-
-/** Keys per KV sub-tile streamed through workgroup memory. */
-export const GROUP_KEYS = 32;
 
 /**
  * Attention groups in CSR form. Partial results are numbered by position in `queries`: partial
@@ -84,16 +90,6 @@ export interface GroupSet {
   readonly maskOffset: Uint32Array;
   /** KV-side mask words of all masked groups. */
   readonly mask: Uint32Array;
-}
-
-/** A plan of a group-attention method: the groups, the work items and the reduction lists. */
-export interface GroupPlan extends Plan {
-  /** The groups the kernel runs. */
-  readonly groups: GroupSet;
-  /** `[item][2]`: group, first row of the row tile. */
-  readonly items: Uint32Array;
-  /** Partials of each query, for the reduction. */
-  readonly lists: ReductionLists;
 }
 
 /**
@@ -266,26 +262,277 @@ function elemBytes(dtype: Dtype): number {
 }
 
 /**
- * Plans the group attention of `groups`: work items, dispatches, real IO and FLOPs as the kernel
- * issues them, and the common stats (method-specific `stats` are merged in).
+ * Where the kernel keeps a row tile's Q: `"f16"`/`"f32"` in workgroup memory for the whole KV loop
+ * (f16 needs f16 storage), `"none"` re-staged for every sub-tile, `"auto"` resident in the storage
+ * dtype when that fits {@linkcode PLAN_STORAGE_BUDGET}, else re-staged.
  */
-export function planGroupAttention(
-  method: MethodName,
+export type QResidency = "auto" | "f16" | "f32" | "none";
+
+/** Tile choices of the group-attention kernel; every method uses {@linkcode DEFAULT_GROUP_KERNEL}. */
+export interface GroupKernelOptions {
+  /** Threads per workgroup: 64, 128 or 256. */
+  threads: number;
+  /**
+   * Rows per tile: `4 x threads / lanes` for 4, 8, 16 or 32 lanes per 4-row group (128 threads:
+   * 128, 64, 32 or 16 rows).
+   */
+  rows: number;
+  /** Keys per sub-tile: 4 or 8 keys per lane (`4 x lanes` or `8 x lanes`). */
+  keys: number;
+  /** Q residency. */
+  qResident: QResidency;
+}
+
+/**
+ * The default kernel: 256 threads (16 lanes per 4-row group), 64-row tiles, 64-key sub-tiles, Q
+ * re-staged per sub-tile. Chosen by `tools/perf_group.ts` on an NVIDIA H200 (f16 Llama-3-8B, five
+ * paper-like trees): 1.43x the first kernel in geometric mean, where keeping Q resident in
+ * workgroup memory (fewer workgroups per SM) was no faster than the first kernel.
+ */
+export const DEFAULT_GROUP_KERNEL: Readonly<GroupKernelOptions> = {
+  threads: 256,
+  rows: GROUP_ROWS,
+  keys: 64,
+  qResident: "none",
+};
+
+/**
+ * Workgroup memory a plan assumes when it decides Q residency (`"auto"`): what the software
+ * adapter grants, and less than any current GPU. The plan's IO counts hold on every device that
+ * offers at least this much; `prepare` picks the K chunk and V slice sizes for the real device.
+ */
+export const PLAN_STORAGE_BUDGET = 32768;
+
+/** The kernel a plan is made for: the tile geometry and where Q lives (fixed by the plan). */
+export interface GroupKernel {
+  /** Threads per workgroup. */
+  readonly threads: number;
+  /** Rows per tile. */
+  readonly rows: number;
+  /** Keys per sub-tile. */
+  readonly keys: number;
+  /** Type of the resident Q in workgroup memory, or null: Q re-staged for every sub-tile. */
+  readonly qType: Dtype | null;
+}
+
+/** A plan of a group-attention method: the groups, the work items and the reduction lists. */
+export interface GroupPlan extends Plan {
+  /** The groups the kernel runs. */
+  readonly groups: GroupSet;
+  /** `[item][2]`: group, first row of the row tile. */
+  readonly items: Uint32Array;
+  /** Partials of each query, for the reduction. */
+  readonly lists: ReductionLists;
+  /** The kernel the items and counts are for. */
+  readonly kernel: GroupKernel;
+}
+
+/** Lanes per 4-row group and the derived per-lane shapes of a geometry. */
+interface Geometry {
+  /** Lanes per row group. */
+  lanes: number;
+  /** Rows of one warp of 32 threads (a warp whose rows are all padding skips the math). */
+  rowsPerWarp: number;
+  /** Mask words one row tile can span. */
+  maskWords: number;
+}
+
+/** Largest number of 32-query mask words a tile of `rows` rows starting at a multiple of `rows` spans. */
+function tileMaskWords(rows: number, group: number): number {
+  let most = 1;
+  // floor(k rows / group) mod 32 repeats with a period dividing 32 x group.
+  for (let k = 0; k < 32 * group; k++) {
+    const a = Math.floor((k * rows) / group);
+    const b = Math.floor((k * rows + rows - 1) / group);
+    most = Math.max(most, Math.floor(b / 32) - Math.floor(a / 32) + 1);
+  }
+  return most;
+}
+
+/** Checks a geometry; throws `RangeError` naming the option that does not fit. */
+function geometry(shape: ModelShape, threads: number, rows: number, keys: number): Geometry {
+  if (![64, 128, 256].includes(threads)) {
+    throw new RangeError(`Group kernel threads must be 64, 128 or 256, got ${threads}`);
+  }
+  const lanes = (4 * threads) / rows;
+  if (![4, 8, 16, 32].includes(lanes)) {
+    throw new RangeError(
+      `Group kernel rows must be 4 x threads / lanes for 4, 8, 16 or 32 lanes per 4-row group (${threads} threads: ${
+        [4, 8, 16, 32].map((l) => (4 * threads) / l).join(", ")
+      }), got ${rows}`,
+    );
+  }
+  if (keys !== 4 * lanes && keys !== 8 * lanes) {
+    throw new RangeError(
+      `Group kernel keys must be ${4 * lanes} or ${
+        8 * lanes
+      } with ${threads} threads and ${rows} rows, got ${keys}`,
+    );
+  }
+  const dv = shape.headDim / 4;
+  if (Math.ceil(dv / lanes) > 8) {
+    throw new RangeError(
+      `Head dim ${shape.headDim} needs more than 8 vec4 of output per lane with ${threads} threads and ${rows} rows; use more threads or fewer rows`,
+    );
+  }
+  const maskWords = tileMaskWords(rows, shape.qHeads / shape.kvHeads);
+  if ((1 + maskWords) * keys > 2 * threads) {
+    throw new RangeError(
+      `Group kernel with ${threads} threads, ${rows} rows and ${keys} keys cannot load its key table`,
+    );
+  }
+  return { lanes, rowsPerWarp: 128 / lanes, maskWords };
+}
+
+/**
+ * The kernel a plan uses for `options` (missing fields from {@linkcode DEFAULT_GROUP_KERNEL}):
+ * checks the geometry (`RangeError`) and decides Q residency.
+ */
+export function groupKernel(
+  shape: ModelShape,
+  dtype: Dtype,
+  options: Partial<GroupKernelOptions> = {},
+): GroupKernel {
+  const o = { ...DEFAULT_GROUP_KERNEL, ...options };
+  geometry(shape, o.threads, o.rows, o.keys);
+  const base = { threads: o.threads, rows: o.rows, keys: o.keys };
+  switch (o.qResident) {
+    case "none":
+      return { ...base, qType: null };
+    case "f32":
+      return { ...base, qType: "f32" };
+    case "f16":
+      if (dtype !== "f16") {
+        throw new RangeError(`Group kernel qResident "f16" needs f16 storage, got ${dtype}`);
+      }
+      return { ...base, qType: "f16" };
+    case "auto": {
+      const k = { ...base, qType: dtype };
+      return fittingConfig(shape, dtype, k, PLAN_STORAGE_BUDGET) ? k : { ...base, qType: null };
+    }
+    default:
+      throw new RangeError(
+        `Group kernel qResident must be "auto", "f16", "f32" or "none", got ${
+          JSON.stringify(o.qResident)
+        }`,
+      );
+  }
+}
+
+/** One compiled kernel: the plan's kernel plus the staging sizes chosen for a device. */
+export interface GroupKernelConfig extends GroupKernel {
+  /** Model shape the kernel is compiled for. */
+  readonly shape: ModelShape;
+  /** Storage dtype of Q, K and V. */
+  readonly dtype: Dtype;
+  /** vec4 of the head dim per staged K (and non-resident Q) chunk. */
+  readonly chunkV: number;
+  /** Keys per staged V slice (a divisor of `keys`, a multiple of 4). */
+  readonly vKeys: number;
+  /** Mask words one row tile can span. */
+  readonly maskWords: number;
+}
+
+/** Sizes in vec4 of the Q and the shared K/V workgroup arrays. */
+function groupArrays(c: GroupKernelConfig): { q: number; kv: number } {
+  const dv = c.shape.headDim / 4;
+  const rg = c.rows / 4;
+  return {
+    q: c.qType ? c.shape.headDim * rg : 4 * c.chunkV * rg,
+    kv: Math.max(4 * c.chunkV * (c.keys / 4), c.vKeys * (dv + 1)),
+  };
+}
+
+/** Workgroup memory bytes of a configuration (mirrors the declarations in the WGSL). */
+export function groupWorkgroupBytes(c: GroupKernelConfig): number {
+  const { q, kv } = groupArrays(c);
+  const r16 = (b: number) => Math.ceil(b / 16) * 16;
+  return r16(q * (c.qType === "f16" ? 8 : 16)) + 16 * (kv + c.keys * (c.rows / 4) + c.threads) +
+    r16(8 * c.keys) + r16(8 * c.maskWords * c.keys) + r16(4 * c.rows);
+}
+
+/** True when every thread stages at most the registers the WGSL names (2 Q/K quads, 8 V vec4). */
+function stagingFits(c: GroupKernelConfig): boolean {
+  const dv = c.shape.headDim / 4;
+  const per = (n: number) => Math.ceil(n / c.threads);
+  return per((c.keys / 4) * c.chunkV) <= 2 &&
+    (c.qType !== null || per((c.rows / 4) * c.chunkV) <= 2) &&
+    per(c.vKeys * dv) <= 8;
+}
+
+/** The fewest-stage staging (K chunks + V slices) of `kernel` that fits `storage`, or null. */
+function fittingConfig(
+  shape: ModelShape,
+  dtype: Dtype,
+  kernel: GroupKernel,
+  storage: number,
+): GroupKernelConfig | null {
+  const { maskWords } = geometry(shape, kernel.threads, kernel.rows, kernel.keys);
+  const dv = shape.headDim / 4;
+  const chunks = [...new Set([dv, 32, 16, 8, 4, 2, 1].filter((c) => c <= dv))];
+  const slices = [1, 2, 4, 8].map((s) => kernel.keys / s).filter((v) => v >= 4 && v % 4 === 0);
+  let best: GroupKernelConfig | null = null;
+  let bestStages = Infinity;
+  for (const chunkV of chunks) {
+    for (const vKeys of slices) {
+      const c: GroupKernelConfig = { ...kernel, shape, dtype, chunkV, vKeys, maskWords };
+      if (!stagingFits(c) || groupWorkgroupBytes(c) > storage) continue;
+      const stages = Math.ceil(dv / chunkV) + kernel.keys / vKeys;
+      if (stages < bestStages) {
+        best = c;
+        bestStages = stages;
+      }
+    }
+  }
+  return best;
+}
+
+/**
+ * The configuration of `kernel` with the fewest barriers (fewest K chunks plus V slices) that fits
+ * the device's workgroup memory. When a resident Q does not fit (a device with less than
+ * {@linkcode PLAN_STORAGE_BUDGET}, or an explicit residency), Q is re-staged instead (the plan then
+ * undercounts Q loads). Throws {@linkcode GpuError} when nothing fits.
+ */
+export function groupKernelConfig(
+  shape: ModelShape,
+  dtype: Dtype,
+  kernel: GroupKernel,
+  workgroupStorage: number,
+): GroupKernelConfig {
+  const c = fittingConfig(shape, dtype, kernel, workgroupStorage) ??
+    (kernel.qType
+      ? fittingConfig(shape, dtype, { ...kernel, qType: null }, workgroupStorage)
+      : null);
+  if (c) return c;
+  throw new GpuError(
+    `Group attention with head dim ${shape.headDim}, ${kernel.threads} threads, ${kernel.rows} rows and ${kernel.keys} keys needs more workgroup memory than the device's maxComputeWorkgroupStorageSize of ${workgroupStorage}`,
+  );
+}
+
+/** Work items, dispatches, real IO, FLOPs and the common stats of `groups` on `kernel`. */
+function tileGroups(
   input: PlanInput,
   groups: GroupSet,
-  paper: PaperIo,
-  stats: Record<string, number>,
-): GroupPlan {
-  const { ix, shape, dtype, layout } = input;
+  kernel: GroupKernel,
+  lists: ReductionLists,
+): {
+  items: Uint32Array;
+  dispatches: DispatchInfo[];
+  real: RealIo;
+  flops: number;
+  stats: Record<string, number>;
+} {
+  const { ix, shape, dtype } = input;
   const d = shape.headDim;
   const gsize = shape.qHeads / shape.kvHeads;
-  const keys = GROUP_KEYS;
+  const { keys, rows: tileRows } = kernel;
+  const { rowsPerWarp } = geometry(shape, kernel.threads, tileRows, keys);
   const e = elemBytes(dtype);
 
   let itemCount = 0;
   for (let g = 0; g < groups.count; g++) {
     const nq = groups.queryOffset[g + 1]! - groups.queryOffset[g]!;
-    itemCount += Math.ceil((nq * gsize) / GROUP_ROWS);
+    itemCount += Math.ceil((nq * gsize) / tileRows);
   }
   const items = new Uint32Array(2 * itemCount);
   // Per KV head; multiplied by kvHeads at the end.
@@ -294,74 +541,58 @@ export function planGroupAttention(
   for (let g = 0; g < groups.count; g++) {
     const nq = groups.queryOffset[g + 1]! - groups.queryOffset[g]!;
     const tokens = groups.tokens[g]!;
-    const segs = groups.segOffset[g + 1]! - groups.segOffset[g]!;
     const tiles = Math.ceil(tokens / keys);
     const words = groups.maskWords[g]!;
-    const lookup = Math.ceil(Math.log2(Math.max(1, segs))) + 2;
     maxQueries = Math.max(maxQueries, nq);
     maxTokens = Math.max(maxTokens, tokens);
     const rows = nq * gsize;
-    for (let rs = 0; rs < rows; rs += GROUP_ROWS) {
+    for (let rs = 0; rs < rows; rs += tileRows) {
       items[it++] = g;
       items[it++] = rs;
-      const r = Math.min(GROUP_ROWS, rows - rs);
-      const rowsRun = Math.ceil(r / GROUP_WARP_ROWS) * GROUP_WARP_ROWS;
+      const r = Math.min(tileRows, rows - rs);
+      const rowsRun = Math.ceil(r / rowsPerWarp) * rowsPerWarp;
       itemTokens += tokens;
       kvElems += 2 * tokens * d;
-      qElems += tiles * r * d;
+      // A resident Q is loaded once per tile, a re-staged one once per sub-tile.
+      qElems += (kernel.qType ? 1 : tiles) * r * d;
       if (words > 0) {
         const w0 = Math.floor(Math.floor(rs / gsize) / 32);
         const w1 = Math.min(Math.floor(Math.floor((rs + r - 1) / gsize) / 32), words - 1);
         maskWordsLoaded += (w1 - w0 + 1) * tokens;
       }
-      // Header, item and group record; one query id per row; segment lookup per key.
-      metaWords += 16 + r + tokens * lookup;
+      // Item count, queries offset and the item record; one query id per row; one slot per key.
+      metaWords += 9 + r + tokens;
       // Scores over whole sub-tiles (padded keys included), PV over real keys rounded up to 4.
       flops += 2 * d * rowsRun * tiles * keys + 2 * d * rowsRun * Math.ceil(tokens / 4) * 4;
     }
   }
   const kvh = shape.kvHeads;
-  const lists = reductionLists(ix.queryCount, groups.queries);
   const red = reductionIo(lists, shape);
   const partials = groups.queries.length;
   const nTree = treeTokens(ix);
-  let pathTokens = 0;
-  for (let q = 0; q < ix.queryCount; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
-
   const workgroups = itemCount * kvh;
   const dispatches: DispatchInfo[] = [];
   if (workgroups > 0) {
     dispatches.push({
       kernel: "group-attention",
       workgroups: rowGrid(workgroups),
-      workgroupSize: GROUP_WORKGROUP_SIZE,
+      workgroupSize: kernel.threads,
     });
   }
   dispatches.push(reductionDispatch(ix.queryCount, shape));
   return {
-    method,
-    shape,
-    dtype,
-    queries: ix.queryCount,
-    slots: layout.slots,
-    dispatches,
-    groups,
     items,
-    lists,
-    counts: {
-      paper,
-      real: realIo({
-        kvBytes: kvElems * kvh * e,
-        qBytes: qElems * kvh * e,
-        maskBytes: maskWordsLoaded * kvh * 4,
-        metadataBytes: metaWords * kvh * 4 + red.metadataBytes,
-        partialBytes: partials * shape.qHeads * (d + 1) * 4 + red.partialReadBytes,
-        logitsBytes: 0,
-        outputBytes: red.outputBytes,
-      }),
-      flops: flops * kvh,
-      usefulFlops: 4 * d * pathTokens * shape.qHeads,
-    },
+    dispatches,
+    real: realIo({
+      kvBytes: kvElems * kvh * e,
+      qBytes: qElems * kvh * e,
+      maskBytes: maskWordsLoaded * kvh * 4,
+      metadataBytes: metaWords * kvh * 4 + red.metadataBytes,
+      partialBytes: partials * shape.qHeads * (d + 1) * 4 + red.partialReadBytes,
+      logitsBytes: 0,
+      outputBytes: red.outputBytes,
+    }),
+    flops: flops * kvh,
     stats: {
       groups: groups.count,
       rowTiles: itemCount,
@@ -370,90 +601,100 @@ export function planGroupAttention(
       segments: groups.segSlot.length,
       maxQueriesPerGroup: maxQueries,
       maxTokensPerGroup: maxTokens,
-      rowsPerTile: GROUP_ROWS,
+      threads: kernel.threads,
+      rowsPerTile: tileRows,
       keysPerSubTile: keys,
+      residentQBits: kernel.qType === "f16" ? 16 : kernel.qType === "f32" ? 32 : 0,
       kvLoadsPerToken: nTree > 0 ? itemTokens / nTree : 0,
-      ...stats,
     },
   };
 }
 
-/** Tile constants of one compiled kernel (none of them changes what the plan counts). */
-export interface GroupKernelConfig {
-  /** Model shape the kernel is compiled for. */
-  shape: ModelShape;
-  /** Storage dtype of Q, K and V. */
-  dtype: Dtype;
-  /** vec4 of the head dim per staged Q/K chunk. */
-  chunkV: number;
-  /** Keys per staged V slice (a divisor of {@linkcode GROUP_KEYS}). */
-  vKeys: number;
-}
-
-/** Sizes (in vec4) of the two big workgroup arrays of a configuration. */
-function groupArrays(c: Pick<GroupKernelConfig, "shape" | "chunkV" | "vKeys">): {
-  kv: number;
-  qp: number;
-} {
-  const dv = c.shape.headDim / 4;
+/**
+ * Plans the group attention of `groups`: work items, dispatches, real IO and FLOPs as the kernel
+ * issues them, and the common stats (method-specific `stats` are merged in). `kernel` picks a
+ * kernel variant (default {@linkcode DEFAULT_GROUP_KERNEL}).
+ */
+export function planGroupAttention(
+  method: MethodName,
+  input: PlanInput,
+  groups: GroupSet,
+  paper: PaperIo,
+  stats: Record<string, number>,
+  kernel: Partial<GroupKernelOptions> = {},
+): GroupPlan {
+  const { ix, shape, dtype, layout } = input;
+  const k = groupKernel(shape, dtype, kernel);
+  const lists = reductionLists(ix.queryCount, groups.queries);
+  const t = tileGroups(input, groups, k, lists);
+  let pathTokens = 0;
+  for (let q = 0; q < ix.queryCount; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
   return {
-    kv: Math.max(4 * c.chunkV * 8, c.vKeys * (dv + 1)),
-    qp: Math.max(4 * c.chunkV * 16, GROUP_KEYS * 16),
+    method,
+    shape,
+    dtype,
+    queries: ix.queryCount,
+    slots: layout.slots,
+    dispatches: t.dispatches,
+    groups,
+    items: t.items,
+    lists,
+    kernel: k,
+    counts: {
+      paper,
+      real: t.real,
+      flops: t.flops,
+      usefulFlops: 4 * shape.headDim * pathTokens * shape.qHeads,
+    },
+    stats: { ...t.stats, ...stats },
   };
 }
 
-/** Workgroup memory bytes of a configuration (mirrors the declarations in the WGSL). */
-export function groupWorkgroupBytes(
-  c: Pick<GroupKernelConfig, "shape" | "chunkV" | "vKeys">,
-): number {
-  const { kv, qp } = groupArrays(c);
-  // + red, m, alpha (176 vec4), slots, mask words and row offsets.
-  return 16 * (kv + qp + 176) + 4 * (2 * GROUP_KEYS + 4 * GROUP_KEYS + GROUP_ROWS);
+/**
+ * `method` (a group-attention method) with another kernel variant: same groups, re-tiled for
+ * `options` (missing fields from {@linkcode DEFAULT_GROUP_KERNEL}), with counts for that kernel.
+ */
+export function withGroupKernel<P extends GroupPlan>(
+  method: AttentionMethod<P>,
+  options: Partial<GroupKernelOptions>,
+): AttentionMethod<P> {
+  const o = { ...DEFAULT_GROUP_KERNEL, ...options };
+  return {
+    name: method.name,
+    description:
+      `${method.description} (kernel: ${o.threads} threads, ${o.rows} rows, ${o.keys} keys, Q ${o.qResident})`,
+    plan(input) {
+      const base = method.plan(input);
+      const kernel = groupKernel(input.shape, input.dtype, o);
+      const t = tileGroups(input, base.groups, kernel, base.lists);
+      return {
+        ...base,
+        kernel,
+        items: t.items,
+        dispatches: t.dispatches,
+        counts: { ...base.counts, real: t.real, flops: t.flops },
+        stats: { ...base.stats, ...t.stats },
+      };
+    },
+    prepare: method.prepare,
+  };
 }
 
 /**
- * The configuration with the fewest barriers (largest Q/K chunk, then largest V slice) that fits
- * the device's workgroup memory; throws {@linkcode GpuError} when none fits.
+ * Loop iterations one invocation of the kernel runs for a group of `tokens` tokens (an upper bound:
+ * every loop counted, including those a compiler may unroll, each with its exit test).
  */
-export function groupKernelConfig(
-  shape: ModelShape,
-  dtype: Dtype,
-  workgroupStorage: number,
-): GroupKernelConfig {
-  const dv = shape.headDim / 4;
-  let need = Infinity;
-  for (const vKeys of [32, 16, 8]) {
-    for (const c of [16, 8, 4]) {
-      const config = { shape, dtype, chunkV: Math.min(c, dv), vKeys };
-      const bytes = groupWorkgroupBytes(config);
-      if (bytes <= workgroupStorage) return config;
-      need = Math.min(need, bytes);
-    }
-  }
-  throw new GpuError(
-    `Group attention with head dim ${shape.headDim} needs ${need} bytes of workgroup memory, more than the device's maxComputeWorkgroupStorageSize of ${workgroupStorage}`,
-  );
-}
-
-/**
- * Loop iterations one invocation of the kernel runs for a group of `tokens` tokens in `segments`
- * segments (an upper bound: every loop counted, including those a compiler may unroll).
- */
-export function groupLoopIterations(
-  c: GroupKernelConfig,
-  tokens: number,
-  segments: number,
-): number {
+export function groupLoopIterations(c: GroupKernelConfig, tokens: number): number {
   const dv = c.shape.headDim / 4;
   const chunks = Math.ceil(dv / c.chunkV);
-  const slices = GROUP_KEYS / c.vKeys;
-  const wg = GROUP_WORKGROUP_SIZE;
-  // Per sub-tile: the segment search; per Q/K chunk the two staging loops and the score loop; per
-  // V slice the staging and PV loops; each loop also counts its exit test once.
-  const perTile = 3 + Math.ceil(Math.log2(Math.max(1, segments))) +
-    chunks * (4 + Math.ceil((16 * c.chunkV) / wg) + Math.ceil((8 * c.chunkV) / wg) + c.chunkV) +
-    slices * (3 + Math.ceil((c.vKeys * dv) / wg) + c.vKeys / 4);
-  return 8 + Math.ceil(tokens / GROUP_KEYS) * perTile;
+  const slices = c.keys / c.vKeys;
+  const lanes = (4 * c.threads) / c.rows;
+  // Per sub-tile: its own iteration, the chunk loop and a score loop per chunk, the row-maximum
+  // loop over the lanes, the slice loop and a PV loop per slice.
+  const perTile = 1 + (chunks + 1) + chunks * (c.chunkV + 1) + lanes + (slices + 1) +
+    slices * (c.vKeys / 4 + 1);
+  const prologue = c.qType ? Math.ceil(((c.rows / 4) * dv) / (4 * c.threads)) + 1 : 0;
+  return 8 + prologue + Math.ceil(tokens / c.keys) * perTile;
 }
 
 /**
@@ -465,55 +706,79 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 /** The WGSL source for a configuration (constants substituted into group_attention.wgsl). */
 export function groupAttentionSource(c: GroupKernelConfig): string {
   const { shape } = c;
-  const { kv, qp } = groupArrays(c);
+  const { q, kv } = groupArrays(c);
   const values: Record<string, string> = {
     HEAD_DIM: `${shape.headDim}u`,
     Q_HEADS: `${shape.qHeads}u`,
     KV_HEADS: `${shape.kvHeads}u`,
+    WG: `${c.threads}u`,
+    ROWS: `${c.rows}u`,
+    KEYS: `${c.keys}u`,
+    Q_RES: `${c.qType !== null}`,
     CHUNK_V: `${c.chunkV}u`,
     V_KEYS: `${c.vKeys}u`,
+    MAXW: `${c.maskWords}u`,
+    Q_SIZE: `${q}u`,
     KV_SIZE: `${kv}u`,
-    QP_SIZE: `${qp}u`,
     SCALE: `${1 / Math.sqrt(shape.headDim)}`,
   };
   let src = groupWgsl;
   for (const [name, value] of Object.entries(values)) {
-    const re = new RegExp(`^const ${name}: (u32|f32) = [^;]+;`, "m");
+    const re = new RegExp(`^const ${name}: (u32|f32|bool) = [^;]+;`, "m");
     if (!re.test(src)) throw new Error(`group_attention.wgsl lost its constant ${name}`);
     src = src.replace(re, `const ${name}: $1 = ${value};`);
   }
-  if (c.dtype === "f16") {
-    src = "enable f16;\n" + src.replace("alias elem4 = vec4<f32>;", "alias elem4 = vec4<f16>;");
-  }
+  const alias = (name: string, type: Dtype) => {
+    const re = new RegExp(`^alias ${name} = vec4<f32>;`, "m");
+    if (!re.test(src)) throw new Error(`group_attention.wgsl lost its alias ${name}`);
+    src = src.replace(re, `alias ${name} = vec4<${type}>;`);
+  };
+  alias("elem4", c.dtype);
+  alias("qelem4", c.qType ?? "f32");
+  if (c.dtype === "f16" || c.qType === "f16") src = "enable f16;\n" + src;
   return src;
 }
 
-/** Packs the groups and work items into the kernel's `meta` buffer (layout in the WGSL). */
+/**
+ * Packs the work items and groups into the kernel's `meta` buffer (layout in the WGSL): each item
+ * carries its group's record, so a workgroup finds everything one load away, and every group's
+ * segments are expanded into one pool slot per token.
+ */
 export function packGroupMeta(groups: GroupSet, items: Uint32Array): Uint32Array {
-  const header = 8;
-  const groupsOff = header;
-  const segsOff = groupsOff + 8 * groups.count;
-  const queriesOff = segsOff + 2 * groups.segSlot.length;
-  const itemsOff = queriesOff + groups.queries.length;
-  const maskOff = itemsOff + items.length;
+  const itemCount = items.length / 2;
+  const itemsOff = 8;
+  const slotsOff = itemsOff + 8 * itemCount;
+  const slotStart = new Uint32Array(groups.count + 1);
+  for (let g = 0; g < groups.count; g++) slotStart[g + 1] = slotStart[g]! + groups.tokens[g]!;
+  const queriesOff = slotsOff + slotStart[groups.count]!;
+  const maskOff = queriesOff + groups.queries.length;
   const meta = new Uint32Array(maskOff + groups.mask.length);
-  meta.set([groupsOff, segsOff, queriesOff, itemsOff, items.length / 2]);
-  for (let g = 0; g < groups.count; g++) {
-    const b = groupsOff + 8 * g;
-    meta[b] = groups.tokens[g]!;
-    meta[b + 1] = groups.segOffset[g]!;
-    meta[b + 2] = groups.segOffset[g + 1]!;
+  meta[0] = itemCount;
+  meta[1] = queriesOff;
+  for (let i = 0; i < itemCount; i++) {
+    const g = items[2 * i]!;
+    const b = itemsOff + 8 * i;
+    meta[b] = items[2 * i + 1]!;
+    meta[b + 1] = groups.tokens[g]!;
+    meta[b + 2] = slotsOff + slotStart[g]!;
     meta[b + 3] = groups.queryOffset[g]!;
     meta[b + 4] = groups.queryOffset[g + 1]! - groups.queryOffset[g]!;
     meta[b + 5] = groups.maskWords[g]!;
     meta[b + 6] = maskOff + groups.maskOffset[g]!;
+    meta[b + 7] = g;
   }
-  for (let s = 0; s < groups.segSlot.length; s++) {
-    meta[segsOff + 2 * s] = groups.segTokenStart[s]!;
-    meta[segsOff + 2 * s + 1] = groups.segSlot[s]!;
+  for (let g = 0; g < groups.count; g++) {
+    const tokens = groups.tokens[g]!;
+    const at = slotsOff + slotStart[g]!;
+    const s1 = groups.segOffset[g + 1]!;
+    for (let s = groups.segOffset[g]!; s < s1; s++) {
+      const t0 = groups.segTokenStart[s]!;
+      const t1 = s + 1 < s1 ? groups.segTokenStart[s + 1]! : tokens;
+      const slot = groups.segSlot[s]! - t0;
+      for (let t = t0; t < t1; t++) meta[at + t] = slot + t;
+    }
   }
   meta.set(groups.queries, queriesOff);
-  meta.set(items, itemsOff);
   meta.set(groups.mask, maskOff);
   return meta;
 }
@@ -523,8 +788,7 @@ function checkLoopLimit(plan: GroupPlan, config: GroupKernelConfig): void {
   const { groups } = plan;
   for (let g = 0; g < groups.count; g++) {
     if (groups.queryOffset[g + 1] === groups.queryOffset[g]) continue;
-    const segments = groups.segOffset[g + 1]! - groups.segOffset[g]!;
-    const n = groupLoopIterations(config, groups.tokens[g]!, segments);
+    const n = groupLoopIterations(config, groups.tokens[g]!);
     if (n > LLVMPIPE_LOOP_LIMIT) {
       throw new GpuError(
         `${plan.method}: a group of ${
@@ -542,7 +806,12 @@ export async function prepareGroupAttention(
   problem: GpuProblem,
 ): Promise<PreparedMethod> {
   const { shape, dtype } = plan;
-  const config = groupKernelConfig(shape, dtype, gpu.limit("maxComputeWorkgroupStorageSize"));
+  const config = groupKernelConfig(
+    shape,
+    dtype,
+    plan.kernel,
+    gpu.limit("maxComputeWorkgroupStorageSize"),
+  );
   if (gpu.info.description.includes("llvmpipe")) checkLoopLimit(plan, config);
   const label = `group-attention ${shape.qHeads}/${shape.kvHeads}/${shape.headDim} ${dtype}`;
   const pipeline = await gpu.pipeline(label, groupAttentionSource(config));

@@ -114,7 +114,7 @@ Deno.test("bench progress: plain lines per case when standard error is not a ter
     const io = await bench([...TINY, "--output", dir]);
     const lines = io.stderr.split("\n").filter((l) => l.startsWith("["));
     assertEquals(lines.length, 4); // 2 snapshots x 2 methods
-    assert(lines[0]!.startsWith("[1/4] few-shot@"));
+    assert(lines[0]!.startsWith("[1/4] few-shot-p24-b2-g3@"), lines[0]);
     assert(!io.stderr.includes("\r"));
   } finally {
     await Deno.remove(dir, { recursive: true });

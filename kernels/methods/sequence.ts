@@ -7,6 +7,14 @@
  * which the shared gather reduction (`reduce.ts`, paper section 3.5 stage 2) merges in the same
  * pass. When every query fits one chunk, the workgroups write the output directly instead.
  *
+ * The kernel (`wgsl/sequence.wgsl`) reads K and V straight from global memory into registers,
+ * with several lanes per key for the scores and one thread per (key group, dim quad) for P·V, and
+ * walks a chunk in blocks of keys (64 by default) with two barriers per block; see the kernel's
+ * header.
+ * Every geometry parameter is a field of {@linkcode SequenceVariant}, and
+ * {@linkcode sequenceVariant} builds the method for any variant (the registered `sequence` is the
+ * default one), so variants can be timed side by side.
+ *
  * Its KV IO is the paper's `2·d·ΣN_i` (Table 12), loaded once per KV head rather than once per
  * query head, so this is the strong GQA-aware form of the baseline every speedup is measured
  * against (the paper's accounting, which counts per query head, is reported alongside).
@@ -38,30 +46,70 @@ import {
 } from "../reduce.ts";
 import sequenceWgsl from "../wgsl/sequence.wgsl" with { type: "text" };
 
-/** Total workgroups aimed for when `options.targetWorkgroups` is 0 (a few waves of an H100). */
-export const DEFAULT_TARGET_WORKGROUPS = 4096;
-/** Fewest tokens per chunk, so partials stay small next to the chunk's KV. */
+/** Fewest tokens per chunk (chunks are also at least one block), so partials stay small. */
 export const MIN_CHUNK_TOKENS = 64;
-/** Most threads per workgroup: one per (query head, dim quad), so heads x head dim / 4 <= 256. */
+/** Most threads per workgroup (WebGPU's default `maxComputeInvocationsPerWorkgroup`). */
 export const MAX_SEQUENCE_WORKGROUP_SIZE = 256;
 /**
- * Most keys per tile (T). On an H200, 32-key tiles ran twice as fast as 64-key tiles in an
- * earlier version of this kernel (head dim 128, f16); smaller tiles only add barriers.
+ * Workgroup memory a workgroup may use by default: 32 KiB, which every desktop Vulkan/Metal/D3D12
+ * device grants (plans are device-free; `prepare` checks the real limit). Llama-3-8B f16 uses
+ * about 13 KiB (24 KiB with 256 threads and 128-key blocks).
  */
-const MAX_KEYS_PER_TILE = 32;
-/**
- * Workgroup memory a workgroup may use: at most 24 KiB keeps nine or more workgroups resident on
- * an H100 SM (llama3-8b f16 uses about 20 KiB). Plans are device-free (every desktop
- * Vulkan/Metal/D3D12 device grants at least 32 KiB); `prepare` checks the real limit.
- */
-export const SEQUENCE_STORAGE_BUDGET = 24576;
+export const SEQUENCE_STORAGE_BUDGET = 32768;
+/** Most Q vec4s a lane keeps in registers when `qPlacement` is `"auto"` (64 registers). */
+export const Q_REGISTER_VEC4S = 16;
 const MAX_PER_DIM = 65535;
 
-/** Kernel geometry, a function of the shape and dtype only (so pipelines are shared by trees). */
+/** Kernel variant: every tunable of the kernel and the chunking, selectable per method object. */
+export interface SequenceVariant {
+  /** Name in reports and perf tables. */
+  readonly name: string;
+  /** Threads per workgroup (a power of two, 64..256); halved only if nothing else fits. */
+  readonly threads: number;
+  /** Lanes per key in the score phase (a power of two); 0: min(8, head dim / 4 rounded up). */
+  readonly lanes: number;
+  /** Keys per block B, an upper bound (a power of two; lowered to fit the storage budget). */
+  readonly blockKeys: number;
+  /**
+   * Where a lane keeps its Q quads: registers, workgroup memory, or `"auto"` (registers when they
+   * take at most {@linkcode Q_REGISTER_VEC4S} vec4s).
+   */
+  readonly qPlacement: "auto" | "registers" | "workgroup";
+  /** Issue the block's V loads before the first barrier (more registers, overlaps the scores). */
+  readonly prefetchV: boolean;
+  /** Workgroups aimed for when `options.targetWorkgroups` is 0. */
+  readonly targetWorkgroups: number;
+  /** Most query heads per workgroup (more split the GQA group into head blocks). */
+  readonly maxHeadsPerWorkgroup: number;
+  /** Workgroup memory budget in bytes. */
+  readonly storageBudget: number;
+}
+
+/** The default variant (the registered `sequence` method). */
+export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
+  name: "default",
+  threads: 128,
+  lanes: 0,
+  blockKeys: 64,
+  qPlacement: "auto",
+  prefetchV: false,
+  targetWorkgroups: 1024,
+  maxHeadsPerWorkgroup: 8,
+  storageBudget: SEQUENCE_STORAGE_BUDGET,
+};
+
+/**
+ * Workgroups aimed for when `options.targetWorkgroups` is 0, for the default variant. 1024 was
+ * faster than 2048 on four of five paper-like trees in `tools/perf_sequence.ts` on an NVIDIA H200
+ * (f16 Llama-3-8B; e.g. few-shot b=20 122 us against 136 us), and lost by 1.4% on the fifth.
+ */
+export const DEFAULT_TARGET_WORKGROUPS = DEFAULT_SEQUENCE_VARIANT.targetWorkgroups;
+
+/** Kernel geometry, a function of the shape, dtype and variant (so pipelines are shared). */
 export interface SequenceTiling {
-  /** Threads per workgroup: query heads per workgroup x head dim / 4. */
+  /** Threads per workgroup. */
   readonly workgroupSize: number;
-  /** Keys per tile T (a power of two, at least 4). */
+  /** Keys per block B (a power of two, at least 4): chunks are whole blocks but the last. */
   readonly keysPerTile: number;
   /** Query heads per workgroup (a divisor of the GQA group). */
   readonly headsPerWorkgroup: number;
@@ -69,13 +117,27 @@ export interface SequenceTiling {
   readonly headBlocks: number;
   /** Workgroup memory the kernel declares. */
   readonly sharedBytes: number;
+  /** Lanes per key in the score phase (L). */
+  readonly lanes: number;
+  /** Dim quads per lane (ceil(head dim / 4 / L)). */
+  readonly quadsPerLane: number;
+  /** Keys per score pass (threads / L). */
+  readonly keysPerPass: number;
+  /** P·V key groups: min(floor(threads / (head dim / 4)), B). */
+  readonly keyGroups: number;
+  /** True when lanes keep their Q quads in registers. */
+  readonly qInRegisters: boolean;
+  /** True when V loads are issued before the first barrier of a block. */
+  readonly prefetchV: boolean;
 }
 
 /** The plan of `sequence`: per-query path segments, the chunks and the kernel geometry. */
 export interface SequencePlan extends Plan {
   readonly method: "sequence";
+  /** The variant the plan was made for. */
+  readonly variant: Readonly<SequenceVariant>;
   readonly tiling: SequenceTiling;
-  /** Target tokens per chunk (a multiple of the tile; chunks of a query are split evenly). */
+  /** Target tokens per chunk (a multiple of the block; chunks of a query are split evenly). */
   readonly chunkTokens: number;
   /** Per chunk `(query, first segment, begin, end)`, path positions of the query. */
   readonly chunkMeta: Uint32Array;
@@ -95,36 +157,93 @@ export interface SequencePlan extends Plan {
 }
 
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
+const isPow2 = (n: number) => Number.isSafeInteger(n) && n >= 1 && (n & (n - 1)) === 0;
+const pow2Ceil = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
-/** Largest divisor of `n` that is at most `max` (at least 1). */
-function largestDivisorAtMost(n: number, max: number): number {
-  for (let d = Math.min(n, max); d > 1; d--) if (n % d === 0) return d;
-  return 1;
+/** Divisors of `n` that are at most `max`, largest first. */
+function divisorsAtMost(n: number, max: number): number[] {
+  const out: number[] = [];
+  for (let d = Math.min(n, max); d >= 1; d--) if (n % d === 0) out.push(d);
+  return out;
 }
 
-function sharedBytes(d4: number, hb: number, t: number, vec4Bytes: number): number {
-  return t * (2 * d4 + 1) * vec4Bytes + // K tile (padded rows) and V tile, storage dtype
-    hb * d4 * 16 + // Q, f32
-    2 * hb * t * 4; // logits, probabilities
+/** Checks a variant; throws `RangeError` naming the bad field. */
+export function checkSequenceVariant(v: SequenceVariant): SequenceVariant {
+  const bad = (field: string, value: unknown, want: string) => {
+    throw new RangeError(`Sequence variant ${field} must be ${want}, got ${JSON.stringify(value)}`);
+  };
+  if (!isPow2(v.threads) || v.threads < 64 || v.threads > MAX_SEQUENCE_WORKGROUP_SIZE) {
+    bad("threads", v.threads, `a power of two in [64, ${MAX_SEQUENCE_WORKGROUP_SIZE}]`);
+  }
+  if (v.lanes !== 0 && (!isPow2(v.lanes) || v.lanes > v.threads)) {
+    bad("lanes", v.lanes, "0 or a power of two up to threads");
+  }
+  if (!isPow2(v.blockKeys) || v.blockKeys < 4) bad("blockKeys", v.blockKeys, "a power of two >= 4");
+  if (!["auto", "registers", "workgroup"].includes(v.qPlacement)) {
+    bad("qPlacement", v.qPlacement, `"auto", "registers" or "workgroup"`);
+  }
+  if (!Number.isSafeInteger(v.targetWorkgroups) || v.targetWorkgroups < 1) {
+    bad("targetWorkgroups", v.targetWorkgroups, "a positive integer");
+  }
+  if (!Number.isSafeInteger(v.maxHeadsPerWorkgroup) || v.maxHeadsPerWorkgroup < 1) {
+    bad("maxHeadsPerWorkgroup", v.maxHeadsPerWorkgroup, "a positive integer");
+  }
+  if (!Number.isSafeInteger(v.storageBudget) || v.storageBudget < 4096) {
+    bad("storageBudget", v.storageBudget, "an integer >= 4096");
+  }
+  return v;
 }
 
-/** The kernel geometry for a shape and dtype (largest tile that fits the budgets). */
-export function sequenceTiling(shape: ModelShape, dtype: Dtype): SequenceTiling {
-  const vec4Bytes = 4 * dtypeBytes(dtype);
+/** Workgroup memory of a geometry (the kernel's `wbuf`, `lg`, `pr`, `qs` and `mxu`). */
+function sharedBytes(d4: number, hb: number, lanes: number, b: number, kg: number): number {
+  const hb4 = ceilDiv(hb, 4);
+  const wbuf = Math.max(b * (lanes * hb4 + 1), Math.floor(kg / 2) * hb * d4 + b * hb4);
+  return 16 * (wbuf + 2 * b * hb4 + 4 * hb4 * d4 + lanes) + 4 * 4 * hb4;
+}
+
+/**
+ * The kernel geometry for a shape, dtype and variant: the most heads per workgroup, then the
+ * largest block, that fit the storage budget (threads are halved only if nothing fits).
+ */
+export function sequenceTiling(
+  shape: ModelShape,
+  _dtype: Dtype,
+  variant: SequenceVariant = DEFAULT_SEQUENCE_VARIANT,
+): SequenceTiling {
+  checkSequenceVariant(variant);
   const d4 = shape.headDim / 4;
   const group = groupSize(shape);
-  const hb = largestDivisorAtMost(group, Math.max(1, Math.floor(MAX_SEQUENCE_WORKGROUP_SIZE / d4)));
-  let t = MAX_KEYS_PER_TILE;
-  while (t > 4 && sharedBytes(d4, hb, t, vec4Bytes) > SEQUENCE_STORAGE_BUDGET) {
-    t /= 2;
+  for (let wg = variant.threads; wg >= 64; wg /= 2) {
+    if (d4 > wg) continue;
+    const lanes = Math.min(variant.lanes || Math.min(8, pow2Ceil(d4)), wg);
+    const qc = ceilDiv(d4, lanes);
+    const kpp = wg / lanes;
+    for (const hb of divisorsAtMost(group, variant.maxHeadsPerWorkgroup)) {
+      const qInRegisters = variant.qPlacement === "registers" ||
+        (variant.qPlacement === "auto" && hb * qc <= Q_REGISTER_VEC4S);
+      for (let b = Math.max(kpp, Math.min(variant.blockKeys, wg)); b >= Math.max(kpp, 4); b /= 2) {
+        const kg = Math.min(Math.floor(wg / d4), b);
+        const bytes = sharedBytes(d4, hb, lanes, b, kg);
+        if (bytes > variant.storageBudget) continue;
+        return {
+          workgroupSize: wg,
+          keysPerTile: b,
+          headsPerWorkgroup: hb,
+          headBlocks: group / hb,
+          sharedBytes: bytes,
+          lanes,
+          quadsPerLane: qc,
+          keysPerPass: kpp,
+          keyGroups: kg,
+          qInRegisters,
+          prefetchV: variant.prefetchV,
+        };
+      }
+    }
   }
-  return {
-    workgroupSize: hb * d4,
-    keysPerTile: t,
-    headsPerWorkgroup: hb,
-    headBlocks: group / hb,
-    sharedBytes: sharedBytes(d4, hb, t, vec4Bytes),
-  };
+  throw new RangeError(
+    `No sequence geometry for shape ${shape.name} fits ${variant.storageBudget} bytes of workgroup memory`,
+  );
 }
 
 /**
@@ -153,25 +272,102 @@ export function specializeWgsl(
   return out;
 }
 
-/** The kernel source for a shape, dtype and tiling. */
-export function sequenceShader(shape: ModelShape, dtype: Dtype, tiling: SequenceTiling): string {
-  return specializeWgsl(sequenceWgsl, dtype, {
-    D4: shape.headDim / 4,
+const UNROLL_RE = /^(\s*)for \(var (\w+) = 0u; \2 < (\w+); \2\+\+\) \{\s*\/\/ unroll\s*$/;
+
+/**
+ * Unrolls every loop written `for (var i = 0u; i < N; i++) { // unroll` (N a literal such as `4u`
+ * or a name in `consts`): the body is repeated N times, each copy in its own block that starts
+ * with `const i = <k>u;`, so indices built from `i` are constant expressions. Nested loops are
+ * unrolled too. The loop's closing brace must be alone on its line, and braces inside the body
+ * must balance line by line (no braces in comments). Throws `RangeError` for an unknown bound or
+ * an unclosed loop.
+ */
+export function unrollWgsl(src: string, consts: Readonly<Record<string, number>>): string {
+  let lines = src.split("\n");
+  for (;;) {
+    const at = lines.findIndex((l) => UNROLL_RE.test(l));
+    if (at < 0) return lines.join("\n");
+    const [, indent, name, bound] = UNROLL_RE.exec(lines[at]!)!;
+    const n = /^\d+u?$/.test(bound!) ? parseInt(bound!, 10) : consts[bound!];
+    if (n === undefined || !Number.isSafeInteger(n) || n < 0) {
+      throw new RangeError(`Cannot unroll a loop bounded by ${bound}: not a known constant`);
+    }
+    let depth = 1;
+    let close = at + 1;
+    for (; close < lines.length; close++) {
+      const code = lines[close]!.replace(/\/\/.*$/, "");
+      for (const ch of code) {
+        if (ch === "{") depth++;
+        else if (ch === "}") depth--;
+      }
+      if (depth === 0) break;
+    }
+    if (close >= lines.length || lines[close]!.trim() !== "}") {
+      throw new RangeError(`Unclosed unrolled loop at line ${at + 1}: ${lines[at]!.trim()}`);
+    }
+    const body = lines.slice(at + 1, close);
+    const copies: string[] = [];
+    for (let i = 0; i < n; i++) {
+      copies.push(`${indent}{ const ${name} = ${i}u;`, ...body, `${indent}}`);
+    }
+    lines = [...lines.slice(0, at), ...copies, ...lines.slice(close + 1)];
+  }
+}
+
+/** The kernel's constants for a shape and tiling (also the bounds of its unrolled loops). */
+export function sequenceConstants(
+  shape: ModelShape,
+  tiling: SequenceTiling,
+): Record<string, number> {
+  const d4 = shape.headDim / 4;
+  const hb = tiling.headsPerWorkgroup;
+  const hb4 = ceilDiv(hb, 4);
+  const b = tiling.keysPerTile;
+  const lanes = tiling.lanes;
+  const kg = tiling.keyGroups;
+  const merge = Math.floor(kg / 2) * hb * d4;
+  return {
+    D4: d4,
     KV_HEADS: shape.kvHeads,
     Q_HEADS: shape.qHeads,
     GROUP: groupSize(shape),
-    HB: tiling.headsPerWorkgroup,
+    HB: hb,
+    HB4: hb4,
     HEAD_BLOCKS: tiling.headBlocks,
-    T: tiling.keysPerTile,
+    WG: tiling.workgroupSize,
+    L: lanes,
+    QC: tiling.quadsPerLane,
+    KPP: tiling.keysPerPass,
+    B: b,
+    PASSES: b / tiling.keysPerPass,
+    KG: kg,
+    PVK: ceilDiv(b, kg),
+    Q_REGS: tiling.qInRegisters ? 1 : 0,
+    PREFETCH_V: tiling.prefetchV ? 1 : 0,
+    LANE_TAIL: d4 % lanes === 0 ? 0 : 1,
+    PV_TAIL: b % kg === 0 ? 0 : 1,
+    PV_IDLE: kg * d4 < tiling.workgroupSize ? 1 : 0,
+    PROW: lanes * hb4 + 1,
+    MERGE: merge,
+    WBUF: Math.max(b * (lanes * hb4 + 1), merge + b * hb4),
     SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
-  });
+  };
+}
+
+/** The kernel source for a shape, dtype and tiling (specialised and unrolled). */
+export function sequenceShader(shape: ModelShape, dtype: Dtype, tiling: SequenceTiling): string {
+  const consts = sequenceConstants(shape, tiling);
+  return unrollWgsl(specializeWgsl(sequenceWgsl, dtype, consts), consts);
 }
 
 /** Builds the plan: path segments, even chunks of every query's KV, counts. */
-export function planSequence(input: PlanInput): SequencePlan {
+export function planSequence(
+  input: PlanInput,
+  variant: SequenceVariant = DEFAULT_SEQUENCE_VARIANT,
+): SequencePlan {
   const { ix, layout, shape, dtype, options } = input;
   const { qHeads, kvHeads, headDim: d } = shape;
-  const tiling = sequenceTiling(shape, dtype);
+  const tiling = sequenceTiling(shape, dtype, variant);
   const T = tiling.keysPerTile;
   const hb = tiling.headsPerWorkgroup;
   const blocks = kvHeads * tiling.headBlocks;
@@ -202,10 +398,8 @@ export function planSequence(input: PlanInput): SequencePlan {
   }
 
   // Chunk size: enough chunks for the target workgroup count, at least MIN_CHUNK_TOKENS, whole
-  // tiles. Each query's KV is then split evenly (tile-aligned), so no chunk is a tiny leftover.
-  const target = options.targetWorkgroups > 0
-    ? options.targetWorkgroups
-    : DEFAULT_TARGET_WORKGROUPS;
+  // blocks. Each query's KV is then split evenly (block-aligned), so no chunk is a tiny leftover.
+  const target = options.targetWorkgroups > 0 ? options.targetWorkgroups : variant.targetWorkgroups;
   const chunkTokens = ceilDiv(
     Math.max(MIN_CHUNK_TOKENS, T, ceilDiv(sumN * blocks, target)),
     T,
@@ -249,7 +443,8 @@ export function planSequence(input: PlanInput): SequencePlan {
     : reductionLists(nq, chunkQueryUsed);
   const workgroups = used * blocks;
 
-  // Counts.
+  // Counts. Every K and V row of a chunk is loaded once per workgroup (keys past the chunk end
+  // are skipped); Q once per workgroup, into workgroup memory.
   const b = dtypeBytes(dtype);
   const rowBytes = qHeads * d * 4;
   const kvBytes = sumN * blocks * 2 * d * b;
@@ -263,7 +458,9 @@ export function planSequence(input: PlanInput): SequencePlan {
     metadataBytes += r.metadataBytes;
     partialBytes = used * qHeads * (d + 1) * 4 + r.partialReadBytes;
   }
-  const attentionFlops = 2 * d * hb * blocks * (paddedKeys + sumN);
+  // Scores: every lane runs all its quads (a lane past the head dim multiplies zeros); P·V: d.
+  const scoreDims = 4 * tiling.lanes * tiling.quadsPerLane;
+  const attentionFlops = 2 * (scoreDims + d) * hb * blocks * sumN;
   const reduceFlops = direct ? 0 : 2 * used * qHeads * d;
   const counts: PlanCounts = {
     paper: paperIo(shape, dtype, sumN, 0, 0),
@@ -300,12 +497,18 @@ export function planSequence(input: PlanInput): SequencePlan {
       headsPerWorkgroup: hb,
       headBlocks: tiling.headBlocks,
       workgroups,
+      workgroupSize: tiling.workgroupSize,
+      lanes: tiling.lanes,
+      keyGroups: tiling.keyGroups,
+      qInRegisters: tiling.qInRegisters ? 1 : 0,
+      prefetchV: tiling.prefetchV ? 1 : 0,
       partials: direct ? 0 : used,
       direct: direct ? 1 : 0,
       segments: segCount - nq,
       paddedKeys,
       sharedBytes: tiling.sharedBytes,
     },
+    variant,
     tiling,
     chunkTokens,
     chunkMeta,
@@ -330,6 +533,12 @@ async function prepareSequence(
   if (tiling.sharedBytes > storage) {
     throw new GpuError(
       `sequence needs ${tiling.sharedBytes} bytes of workgroup memory, more than this device's maxComputeWorkgroupStorageSize of ${storage}`,
+    );
+  }
+  const invocations = gpu.limit("maxComputeInvocationsPerWorkgroup");
+  if (tiling.workgroupSize > invocations) {
+    throw new GpuError(
+      `sequence needs ${tiling.workgroupSize} threads per workgroup, more than this device's maxComputeInvocationsPerWorkgroup of ${invocations}`,
     );
   }
   const pipeline = await gpu.pipeline("sequence", sequenceShader(shape, dtype, tiling));
@@ -380,11 +589,20 @@ async function prepareSequence(
   };
 }
 
-/** The `sequence` method (Flash-Decoding on paged KV). */
-export const sequence: AttentionMethod<SequencePlan> = {
-  name: "sequence",
-  description:
-    "Flash-Decoding on paged KV: each query's root-to-node KV split into chunks, GQA-aware, then a gather reduction",
-  plan: planSequence,
-  prepare: prepareSequence,
-};
+/** The `sequence` method of a variant (overrides on top of {@linkcode DEFAULT_SEQUENCE_VARIANT}). */
+export function sequenceVariant(
+  overrides: Partial<SequenceVariant> = {},
+): AttentionMethod<SequencePlan> & { readonly variant: Readonly<SequenceVariant> } {
+  const variant = checkSequenceVariant({ ...DEFAULT_SEQUENCE_VARIANT, ...overrides });
+  return {
+    name: "sequence",
+    description:
+      "Flash-Decoding on paged KV: each query's root-to-node KV split into chunks, GQA-aware, then a gather reduction",
+    variant,
+    plan: (input) => planSequence(input, variant),
+    prepare: prepareSequence,
+  };
+}
+
+/** The `sequence` method (Flash-Decoding on paged KV), default variant. */
+export const sequence: AttentionMethod<SequencePlan> = sequenceVariant();

@@ -2,7 +2,15 @@ import { ReasoningRun } from "../../workloads/reasoning.ts";
 import { SpeculativeRun } from "../../workloads/speculative.ts";
 import type { ModelShape } from "../../workloads/shapes.ts";
 import { IndexedTree, type Tree } from "../../workloads/tree.ts";
-import { attendedSlots, GROUP_ROWS } from "../../kernels/group_attention.ts";
+import {
+  attendedSlots,
+  GROUP_ROWS,
+  groupKernel,
+  groupKernelConfig,
+  type GroupKernelOptions,
+  withGroupKernel,
+} from "../../kernels/group_attention.ts";
+import { GpuError } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
 import {
   DEFAULT_METHOD_OPTIONS,
@@ -18,6 +26,7 @@ import {
   internalQueriesTree,
   runCase,
   starTree,
+  testGpu,
   TOLERANCE,
 } from "../_conformance.ts";
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
@@ -261,4 +270,141 @@ for (const c of extra) {
       assert(r.maxRelError <= TOLERANCE[c.dtype], `max relative error ${r.maxRelError}`);
     },
   });
+}
+
+Deno.test("withGroupKernel() re-tiles a plan: 128-row tiles read a 100-query block half as often", () => {
+  const inp = input(speculative(60, 100));
+  const base = deftFlatten.plan(inp);
+  const wide = withGroupKernel(deftFlatten, { threads: 256, rows: 128, qResident: "none" }).plan(
+    inp,
+  );
+  assertEquals(wide.groups.queries, base.groups.queries);
+  assertStrictEquals(wide.stats.blocks, base.stats.blocks);
+  assertStrictEquals(wide.stats.rowsPerTile, 128);
+  assertStrictEquals(wide.dispatches[0]!.workgroupSize, 256);
+  // The first block holds 100 queries x 4 heads = 400 rows: 7 tiles of 64, 4 of 128.
+  const tiles = (p: typeof base) => {
+    let n = 0;
+    for (let i = 0; i < p.items.length; i += 2) if (p.items[i] === 0) n++;
+    return n;
+  };
+  assertStrictEquals(tiles(base), 7);
+  assertStrictEquals(tiles(wide), 4);
+  assert(wide.counts.real.kvBytes < base.counts.real.kvBytes);
+  assertStrictEquals(wide.counts.usefulFlops, base.counts.usefulFlops);
+  assertStrictEquals(wide.counts.paper.totalBytes, base.counts.paper.totalBytes);
+});
+
+Deno.test("group kernel Q IO: a resident Q is loaded once per row tile, a re-staged one per sub-tile", () => {
+  const inp = input(starTree(300, 8, 4)); // one block of 128 tokens per 4 sub-tiles of 32 keys
+  const tile = { threads: 128, rows: 64, keys: 32 };
+  const resident = withGroupKernel(deftFlatten, { ...tile, qResident: "auto" }).plan(inp);
+  const staged = withGroupKernel(deftFlatten, { ...tile, qResident: "none" }).plan(inp);
+  assertStrictEquals(resident.kernel.qType, "f16");
+  assertStrictEquals(resident.stats.residentQBits, 16);
+  assertStrictEquals(staged.kernel.qType, null);
+  let once = 0, perTile = 0;
+  for (let g = 0; g < resident.groups.count; g++) {
+    const rows = 4 * (resident.groups.queryOffset[g + 1]! - resident.groups.queryOffset[g]!);
+    once += rows;
+    perTile += rows * Math.ceil(resident.groups.tokens[g]! / 32);
+  }
+  const perRow = GQA4.headDim * GQA4.kvHeads * 2;
+  assertStrictEquals(resident.counts.real.qBytes, once * perRow);
+  assertStrictEquals(staged.counts.real.qBytes, perTile * perRow);
+  assertStrictEquals(staged.counts.real.kvBytes, resident.counts.real.kvBytes);
+});
+
+Deno.test("groupKernel() decides Q residency for a 32 KiB budget and rejects impossible tiles", () => {
+  const auto = { threads: 128, rows: 64, keys: 32, qResident: "auto" } as const;
+  assertStrictEquals(groupKernel(GQA4, "f16").qType, null); // the default re-stages Q
+  assertStrictEquals(groupKernel(GQA4, "f16", auto).qType, "f16");
+  assertStrictEquals(groupKernel(GQA4, "f32", auto).qType, null); // 64 rows x 128 dims of f32 = 32 KiB
+  assertStrictEquals(groupKernel(GQA4, "f32", { qResident: "f32" }).qType, "f32");
+  assertThrows(() => groupKernel(GQA4, "f32", { qResident: "f16" }), RangeError, /f16 storage/);
+  assertThrows(() => groupKernel(GQA4, "f16", { threads: 96 }), RangeError, /threads/);
+  assertThrows(() => groupKernel(GQA4, "f16", { rows: 48 }), RangeError, /rows/);
+  assertThrows(() => groupKernel(GQA4, "f16", { keys: 48 }), RangeError, /keys/);
+  const d256 = { ...GQA4, headDim: 256 };
+  assertThrows(
+    () => groupKernel(d256, "f16", { threads: 64, keys: 32 }),
+    RangeError,
+    /Head dim 256/,
+  );
+  // On an H200 (48 KiB) the resident-Q kernel runs whole K and V sub-tiles: 4 barriers each.
+  const c = groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16", auto), 49152);
+  assertStrictEquals(c.chunkV, 32);
+  assertStrictEquals(c.vKeys, 32);
+  assertThrows(() => groupKernelConfig(LLAMA3_8B, "f16", c, 8192), GpuError, /workgroup memory/);
+});
+
+// Kernel variants (those tools/perf_group.ts times, and a 64-thread one whose whole K and V
+// sub-tiles fit the software adapter's 32 KiB at head dim 128) on cases that stress their edges:
+// row tiles spanning several mask words, GQA 3 and 16, head dims 36 and 256. A variant skips the
+// shapes its geometry or the device cannot hold.
+const VARIANTS: Partial<GroupKernelOptions>[] = [
+  { qResident: "f32" },
+  { qResident: "none" },
+  { keys: 64, qResident: "none" },
+  { threads: 256, rows: 128, qResident: "none" },
+  { threads: 64, rows: 64, keys: 16 },
+  { threads: 256, rows: 64, keys: 64 },
+];
+const variantCases: ConformanceCase[] = [
+  { name: "speculative t=100", tree: () => speculative(60, 100), shape: GQA4, dtype: "f16" },
+  {
+    name: "MHA, 130 queries in one block",
+    tree: () => starTree(100, 130, 2),
+    shape: { name: "4/4/64", qHeads: 4, kvHeads: 4, headDim: 64, layers: 1 },
+    dtype: "f32",
+  },
+  {
+    name: "GQA group 3, head dim 36",
+    tree: () => speculative(70, 40),
+    shape: { name: "6/2/36", qHeads: 6, kvHeads: 2, headDim: 36, layers: 1 },
+    dtype: "f32",
+  },
+  {
+    name: "GQA group 16",
+    tree: () => reasoning(),
+    shape: { name: "16/1/128", qHeads: 16, kvHeads: 1, headDim: 128, layers: 1 },
+    dtype: "f16",
+  },
+  {
+    name: "head dim 256",
+    tree: () => starTree(150, 20, 9),
+    shape: { name: "4/2/256", qHeads: 4, kvHeads: 2, headDim: 256, layers: 1 },
+    dtype: "f16",
+  },
+];
+for (const v of VARIANTS) {
+  const method = withGroupKernel(deftFlatten, v);
+  for (const c of variantCases) {
+    Deno.test({
+      name: `deft-flatten kernel ${JSON.stringify(v)} matches the float64 reference: ${c.name}`,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        let kernel;
+        try {
+          kernel = groupKernel(c.shape, c.dtype, v);
+        } catch (e) {
+          if (e instanceof RangeError) return; // geometry not available for this shape
+          throw e;
+        }
+        const gpu = await testGpu();
+        const storage = gpu.limit("maxComputeWorkgroupStorageSize");
+        try {
+          groupKernelConfig(c.shape, c.dtype, kernel, storage);
+        } catch (e) {
+          if (e instanceof GpuError) return; // does not fit this device
+          throw e;
+        }
+        const r = await runCase(method, c, 13);
+        assertStrictEquals(r.unwritten, 0);
+        assertStrictEquals(r.nonFinite, 0);
+        assert(r.maxRelError <= TOLERANCE[c.dtype], `max relative error ${r.maxRelError}`);
+      },
+    });
+  }
 }

@@ -121,7 +121,7 @@ Deno.test({
     const gpu = await testGpu();
     if (!gpu.info.description.includes("llvmpipe")) return; // hardware GPUs have no such limit
     const shape: ModelShape = { name: "4/1/128", qHeads: 4, kvHeads: 1, headDim: 128, layers: 1 };
-    const problem = Problem.create(gpu, chainTree(1, 40000), { shape, dtype: "f32", seed: 1 });
+    const problem = Problem.create(gpu, chainTree(1, 200000), { shape, dtype: "f32", seed: 1 });
     try {
       await assertRejects(() => runMethod(problem, deftNode), GpuError, /loop iterations/);
     } finally {

@@ -6,18 +6,27 @@ import {
   internalQueriesTree,
   runCase,
   starTree,
+  testGpu,
   TOLERANCE,
 } from "../_conformance.ts";
 import {
+  checkSequenceVariant,
+  DEFAULT_SEQUENCE_VARIANT,
+  DEFAULT_TARGET_WORKGROUPS,
   MIN_CHUNK_TOKENS,
   planSequence,
   sequence,
   SEQUENCE_STORAGE_BUDGET,
+  sequenceShader,
   sequenceTiling,
+  type SequenceVariant,
+  sequenceVariant,
+  unrollWgsl,
 } from "../../kernels/methods/sequence.ts";
 import { kvLayout } from "../../kernels/layout.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodOptions } from "../../kernels/method.ts";
-import { querySlots } from "../../kernels/reference.ts";
+import { Problem, runMethod } from "../../kernels/problem.ts";
+import { compareOutput, querySlots, referenceAttention } from "../../kernels/reference.ts";
 import { FewShotRun } from "../../workloads/few_shot.ts";
 import { ReasoningRun } from "../../workloads/reasoning.ts";
 import { type Dtype, MODEL_SHAPES, type ModelShape } from "../../workloads/shapes.ts";
@@ -121,7 +130,7 @@ Deno.test("planSequence() sizes chunks for the target number of workgroups", () 
     const T = p.tiling.keysPerTile;
     assertEquals(p.chunkTokens % T, 0);
     assert(p.chunkTokens >= MIN_CHUNK_TOKENS);
-    const goal = target || 4096;
+    const goal = target || DEFAULT_TARGET_WORKGROUPS;
     // At most one extra chunk per query from rounding up.
     assert(p.workgroups <= goal + facts.queries * s.kvHeads, `${p.workgroups} for ${goal}`);
     assert(p.workgroups >= goal / 2 || p.chunkTokens === Math.max(MIN_CHUNK_TOKENS, T));
@@ -137,13 +146,13 @@ Deno.test("planSequence() writes the output directly when every query has one ch
   assertEquals(p.stats.chunks, facts.queries);
   assertEquals(p.dispatches.map((d) => d.kernel), ["sequence"]);
   assertEquals(p.counts.real.partialBytes, facts.queries * GQA4.qHeads * 4);
-  const split = plan(starTree(100, 5, 3), GQA4, "f16", { targetWorkgroups: 1000 }).plan;
+  const split = plan(starTree(300, 5, 3), GQA4, "f16", { targetWorkgroups: 1000 }).plan;
   assert(!split.direct);
   assertEquals(split.dispatches.map((d) => d.kernel), ["sequence", "reduce"]);
 });
 
 Deno.test("planSequence() folds large grids within 65535 workgroups per dimension", () => {
-  const { plan: p } = plan(starTree(100, 3000, 50), MODEL_SHAPES["llama3-8b"]!, "f16", {
+  const { plan: p } = plan(starTree(300, 3000, 50), MODEL_SHAPES["llama3-8b"]!, "f16", {
     targetWorkgroups: 200_000,
   });
   assert(p.workgroups > 65535);
@@ -152,31 +161,150 @@ Deno.test("planSequence() folds large grids within 65535 workgroups per dimensio
   assert(x * y >= p.workgroups);
 });
 
+/** Variants that move every knob of the kernel (the perf script times some of them). */
+const VARIANTS: Partial<SequenceVariant>[] = [
+  {},
+  { threads: 256, blockKeys: 128 },
+  { threads: 64, blockKeys: 32 },
+  { lanes: 16, blockKeys: 64 },
+  { lanes: 4, qPlacement: "workgroup" },
+  { qPlacement: "registers", maxHeadsPerWorkgroup: 2 },
+  { prefetchV: true },
+  { blockKeys: 32, storageBudget: 16384 },
+];
+
 Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for every shape", () => {
-  for (const d of [4, 32, 64, 96, 128, 256]) {
-    for (const [qh, kvh] of [[4, 4], [8, 2], [8, 1], [6, 2], [32, 2], [64, 8], [32, 32]]) {
-      for (const dtype of ["f16", "f32"] as const) {
-        const t = sequenceTiling(shape(qh!, kvh!, d), dtype);
-        const group = qh! / kvh!;
-        const where = `${qh}/${kvh}/${d}`;
-        assert(t.sharedBytes <= SEQUENCE_STORAGE_BUDGET, where);
-        assert(t.keysPerTile >= 4 && (t.keysPerTile & (t.keysPerTile - 1)) === 0, where);
-        assertEquals(t.workgroupSize, t.headsPerWorkgroup * d / 4, where);
-        assert(t.workgroupSize <= 256, where);
-        assertEquals(t.headBlocks * t.headsPerWorkgroup, group, where);
+  for (const overrides of VARIANTS) {
+    const variant = { ...DEFAULT_SEQUENCE_VARIANT, ...overrides };
+    for (const d of [4, 8, 32, 36, 64, 96, 128, 256]) {
+      for (const [qh, kvh] of [[4, 4], [8, 2], [8, 1], [6, 2], [32, 2], [64, 8], [32, 32]]) {
+        for (const dtype of ["f16", "f32"] as const) {
+          const t = sequenceTiling(shape(qh!, kvh!, d), dtype, variant);
+          const group = qh! / kvh!;
+          const where = `${JSON.stringify(overrides)} ${qh}/${kvh}/${d}`;
+          const b = t.keysPerTile;
+          assert(t.sharedBytes <= variant.storageBudget, where);
+          assert(b >= 4 && (b & (b - 1)) === 0 && b <= t.workgroupSize, where);
+          assert(t.workgroupSize <= variant.threads && t.workgroupSize >= 64, where);
+          assertEquals(t.keysPerPass * t.lanes, t.workgroupSize, where);
+          assertEquals(b % t.keysPerPass, 0, where);
+          assertEquals(t.quadsPerLane, Math.ceil(d / 4 / t.lanes), where);
+          assert(t.keyGroups >= 1 && t.keyGroups * d / 4 <= t.workgroupSize, where);
+          assert(t.headsPerWorkgroup <= variant.maxHeadsPerWorkgroup, where);
+          assertEquals(t.headBlocks * t.headsPerWorkgroup, group, where);
+          if (variant.qPlacement !== "auto") {
+            assertEquals(t.qInRegisters, variant.qPlacement === "registers", where);
+          }
+        }
       }
     }
   }
   // The paper's shapes keep the whole GQA group in one workgroup (KV read once per KV head).
   for (const s of Object.values(MODEL_SHAPES)) {
-    assertEquals(sequenceTiling(s, "f16").headBlocks, 1);
-    assertEquals(sequenceTiling(s, "f16").keysPerTile, 32);
+    const t = sequenceTiling(s, "f16");
+    assertEquals(t.headBlocks, 1, s.name);
+    assert(t.keysPerTile >= 64, s.name);
+    assert(t.sharedBytes <= SEQUENCE_STORAGE_BUDGET, s.name);
+  }
+  const llama = sequenceTiling(MODEL_SHAPES["llama3-8b"]!, "f16");
+  assertEquals(
+    [llama.workgroupSize, llama.keysPerTile, llama.lanes, llama.keyGroups, llama.qInRegisters],
+    [128, 64, 8, 4, true],
+  );
+});
+
+Deno.test("checkSequenceVariant() rejects impossible variants", () => {
+  const bad: Partial<SequenceVariant>[] = [
+    { threads: 96 },
+    { threads: 512 },
+    { threads: 32 },
+    { lanes: 3 },
+    { blockKeys: 2 },
+    { blockKeys: 100 },
+    { targetWorkgroups: 0 },
+    { maxHeadsPerWorkgroup: 0 },
+    { storageBudget: 100 },
+    { qPlacement: "shared" as "auto" },
+  ];
+  for (const b of bad) {
+    let threw = false;
+    try {
+      checkSequenceVariant({ ...DEFAULT_SEQUENCE_VARIANT, ...b });
+    } catch (e) {
+      threw = e instanceof RangeError;
+    }
+    assert(threw, JSON.stringify(b));
+  }
+  assertEquals(sequenceVariant({ threads: 128 }).variant.threads, 128);
+  assertEquals(sequence.name, "sequence");
+});
+
+Deno.test("planSequence() uses the variant's target and reports its geometry", () => {
+  const tree = new FewShotRun({ prompt: 4000, branches: 50, generated: 400 }).snapshot(200);
+  const s = MODEL_SHAPES["llama3-8b"]!;
+  const ix = new IndexedTree(tree);
+  const input = {
+    ix,
+    layout: kvLayout(ix, "shuffled", 1),
+    shape: s,
+    dtype: "f16" as const,
+    options: DEFAULT_METHOD_OPTIONS,
+  };
+  const small = sequenceVariant({ targetWorkgroups: 400, threads: 256 }).plan(input);
+  const big = sequenceVariant({ targetWorkgroups: 4000 }).plan(input);
+  assert(small.workgroups < big.workgroups);
+  assertEquals(small.stats.workgroupSize, 256);
+  assertEquals(small.variant.threads, 256);
+  assertEquals(big.dispatches[0]!.workgroupSize, 128);
+  // Padded work is never executed: the kernel skips keys past the chunk end.
+  assertEquals(
+    big.counts.flops - 2 * big.lists.entries.length * s.qHeads * s.headDim,
+    4 * s.headDim * s.qHeads * treeFacts(ix).pathTokens,
+  );
+});
+
+Deno.test("unrollWgsl() repeats marked loops with constant indices, nested too", () => {
+  const src = [
+    "fn f() {",
+    "  for (var i = 0u; i < N; i++) { // unroll",
+    "    for (var j = 0u; j < 2u; j++) { // unroll",
+    "      x[i * 2u + j] = 1.0;",
+    "    }",
+    "  }",
+    "  for (var k = 0u; k < N; k++) {",
+    "  }",
+    "}",
+  ].join("\n");
+  const out = unrollWgsl(src, { N: 3 });
+  assertEquals(out.match(/x\[i \* 2u \+ j\] = 1\.0;/g)?.length, 6);
+  assertEquals(out.match(/const i = \d+u;/g), ["const i = 0u;", "const i = 1u;", "const i = 2u;"]);
+  assert(!out.includes("// unroll"));
+  assert(out.includes("for (var k = 0u; k < N; k++) {"), "unmarked loops stay");
+  let threw = false;
+  try {
+    unrollWgsl("for (var i = 0u; i < M; i++) { // unroll\n}", {});
+  } catch (e) {
+    threw = e instanceof RangeError;
+  }
+  assert(threw);
+});
+
+Deno.test("sequenceShader() leaves no marked loop and no unspecialised constant", () => {
+  for (const overrides of VARIANTS) {
+    const variant = { ...DEFAULT_SEQUENCE_VARIANT, ...overrides };
+    for (const s of [MODEL_SHAPES["llama3-8b"]!, shape(6, 2, 36), shape(16, 2, 256)]) {
+      const src = sequenceShader(s, "f16", sequenceTiling(s, "f16", variant));
+      assert(!/\{\s*\/\/ unroll\s*$/m.test(src));
+      assert(src.startsWith("enable f16;"));
+      assert(src.includes(`const D4: u32 = ${s.headDim / 4}u;`));
+    }
   }
 });
 
 // Geometry corners the shared matrix does not reach: one chunk per query (direct output), GQA
-// groups that are not a power of two or fill 256 threads, two head blocks per KV head (head dim
-// 256, group 8), chunks of many tiles, and a tiny head dim (4 threads, 16 keys per logit thread).
+// groups that are not a power of two, two head blocks per KV head (group 16), head dim 256 with
+// group 8 (Q in workgroup memory, two P·V key groups), chunks of many blocks, and a tiny head dim
+// (2 lanes per key, 64 P·V key groups of one key each).
 const corners: ConformanceCase[] = [];
 for (const dtype of ["f32", "f16"] as const) {
   corners.push(
@@ -200,7 +328,7 @@ for (const dtype of ["f32", "f16"] as const) {
       dtype,
     },
     {
-      name: `head dim 256, two head blocks, chunks of many tiles ${dtype}`,
+      name: `head dim 256, GQA group 8, chunks of many blocks ${dtype}`,
       tree: () => starTree(700, 3, 45),
       shape: shape(16, 2, 256),
       dtype,
@@ -225,4 +353,102 @@ for (const c of corners) {
       assert(r.maxRelError <= TOLERANCE[c.dtype], `max relative error ${r.maxRelError}`);
     },
   });
+}
+
+// Every knob of the kernel on trees with split and direct chunks, blocks crossing node boundaries
+// and partial last blocks, for head dims that L divides and does not, and head blocks.
+for (const overrides of VARIANTS.slice(1)) {
+  const cases: ConformanceCase[] = [];
+  for (const dtype of ["f32", "f16"] as const) {
+    cases.push({
+      name: `speculative (prefix 250, Medusa tree of 32) ${dtype}`,
+      tree: () =>
+        new SpeculativeRun({ prefix: 250, treeTokens: 32, steps: 4, seed: 1, topology: "medusa" })
+          .snapshot(2),
+      shape: GQA4,
+      dtype,
+    });
+  }
+  cases.push(
+    {
+      name: "reasoning, GQA group 8, direct output f32",
+      tree: () =>
+        new ReasoningRun({
+          prompt: 200,
+          depth: 3,
+          width: 4,
+          thoughtMin: 20,
+          thoughtMax: 70,
+          seed: 3,
+        })
+          .snapshot(75),
+      shape: shape(8, 1, 128),
+      dtype: "f32",
+      options: { targetWorkgroups: 1 },
+    },
+    {
+      name: "head dim 36, GQA group 3 f16",
+      tree: () => starTree(150, 4, 30),
+      shape: shape(6, 2, 36),
+      dtype: "f16",
+    },
+  );
+  for (const c of cases) {
+    Deno.test({
+      name: `sequence ${JSON.stringify(overrides)} matches the float64 reference: ${c.name}`,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        const r = await runCase(sequenceVariant(overrides), c, 777);
+        assertEquals([r.unwritten, r.nonFinite], [0, 0]);
+        assert(r.maxRelError <= TOLERANCE[c.dtype], `max relative error ${r.maxRelError}`);
+      },
+    });
+  }
+}
+
+// Logits that keep growing along the path move the running maximum by more than the kernel's
+// threshold in later blocks (its rarely taken rescaling path), and push early keys to underflow.
+for (
+  const overrides of [{}, { prefetchV: true }, { threads: 128, qPlacement: "workgroup" as const }]
+) {
+  for (const dtype of ["f32", "f16"] as const) {
+    Deno.test({
+      name: `sequence ${
+        JSON.stringify(overrides)
+      } rescales when late logits grow past the running max ${dtype}`,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        const gpu = await testGpu();
+        const s = shape(8, 2, 64);
+        const problem = Problem.create(gpu, starTree(1500, 3, 40), { shape: s, dtype, seed: 99 });
+        try {
+          // Scale K by 1 + 14 * (path position / N) (every node: root first in the pool or not).
+          const { ix, layout, data } = problem;
+          const hd = s.kvHeads * s.headDim;
+          for (let qi = 0; qi < ix.queryCount; qi++) {
+            const slots = querySlots(ix, layout, qi);
+            slots.forEach((slot, pos) => {
+              if (qi > 0 && pos < 1500) return; // the shared root, once
+              const f = 1 + (14 * pos) / slots.length;
+              for (let e = 0; e < hd; e++) data.k[slot * hd + e] = data.k[slot * hd + e]! * f;
+            });
+          }
+          gpu.device.queue.writeBuffer(problem.buffers.k, 0, data.k as Float32Array<ArrayBuffer>);
+          for (const targetWorkgroups of [1, 0]) {
+            const { output } = await runMethod(problem, sequenceVariant(overrides), {
+              targetWorkgroups,
+            });
+            const expected = referenceAttention(ix, layout, data);
+            const r = compareOutput(output, expected, s, ix.queryCount);
+            assertEquals([r.unwritten, r.nonFinite], [0, 0]);
+            assert(r.maxRelError <= TOLERANCE[dtype], `max relative error ${r.maxRelError}`);
+          }
+        } finally {
+          problem.destroy();
+        }
+      },
+    });
+  }
 }
