@@ -254,7 +254,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const source = new URL("../results/data/nvidia-h200-first-look/results.json", import.meta.url);
+    const source = new URL("../results/data/nvidia-h200/results.json", import.meta.url);
     const doc = parseResults(await Deno.readTextFile(source), source.pathname);
     const dir = await Deno.makeTempDir();
     const path = `${dir}/report.html`;
