@@ -58,10 +58,6 @@ import groupWgsl from "./wgsl/group_attention.wgsl" with { type: "text" };
 
 /** Rows (query x q-head pairs) per row tile of the default kernel: one workgroup's rows. */
 export const GROUP_ROWS = 64;
-/** Keys per KV sub-tile of the default kernel. */
-export const GROUP_KEYS = 32;
-/** Threads per workgroup of the default kernel. */
-export const GROUP_WORKGROUP_SIZE = 128;
 /** Mask word value meaning "no mask" in {@linkcode GroupSet.maskWords}. */
 const NO_MASK = 0;
 

@@ -80,7 +80,8 @@ export interface ConformanceCase {
   options?: Partial<MethodOptions>;
 }
 
-const shape = (qHeads: number, kvHeads: number, headDim: number): ModelShape => ({
+/** A one-layer test shape named `Q/KV/D`. */
+export const shape = (qHeads: number, kvHeads: number, headDim: number): ModelShape => ({
   name: `${qHeads}/${kvHeads}/${headDim}`,
   qHeads,
   kvHeads,
@@ -88,7 +89,8 @@ const shape = (qHeads: number, kvHeads: number, headDim: number): ModelShape => 
   layers: 1,
 });
 
-const GQA4 = shape(8, 2, 128);
+/** The shape most cases use: GQA group 4, head dim 128. */
+export const GQA4: ModelShape = shape(8, 2, 128);
 
 /** The matrix: trees x shapes x dtypes, kept small enough for the software adapter. */
 export function conformanceCases(): ConformanceCase[] {

@@ -1,7 +1,6 @@
 import { FewShotRun } from "../../workloads/few_shot.ts";
 import { ReasoningRun } from "../../workloads/reasoning.ts";
 import { SpeculativeRun } from "../../workloads/speculative.ts";
-import type { ModelShape } from "../../workloads/shapes.ts";
 import { IndexedTree, type Tree } from "../../workloads/tree.ts";
 import { attendedSlots } from "../../kernels/group_attention.ts";
 import { kvLayout } from "../../kernels/layout.ts";
@@ -13,12 +12,16 @@ import {
 import { cascade, cascadeGroups } from "../../kernels/methods/cascade.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
 import { querySlots } from "../../kernels/reference.ts";
-import { chainTree, conformanceSuite, internalQueriesTree, starTree } from "../_conformance.ts";
+import {
+  chainTree,
+  conformanceSuite,
+  GQA4,
+  internalQueriesTree,
+  starTree,
+} from "../_conformance.ts";
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
 
 conformanceSuite(cascade);
-
-const GQA4: ModelShape = { name: "8/2/128", qHeads: 8, kvHeads: 2, headDim: 128, layers: 1 };
 
 function input(tree: Tree, options: Partial<MethodOptions> = {}): PlanInput {
   const ix = new IndexedTree(tree);

@@ -23,6 +23,7 @@ import { querySlots } from "../../kernels/reference.ts";
 import {
   type ConformanceCase,
   conformanceSuite,
+  GQA4,
   internalQueriesTree,
   runCase,
   starTree,
@@ -33,7 +34,6 @@ import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_asse
 
 conformanceSuite(deftFlatten);
 
-const GQA4: ModelShape = { name: "8/2/128", qHeads: 8, kvHeads: 2, headDim: 128, layers: 1 };
 const LLAMA3_8B: ModelShape = {
   name: "llama3-8b",
   qHeads: 32,

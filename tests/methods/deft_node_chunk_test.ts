@@ -1,5 +1,4 @@
 import { ReasoningRun } from "../../workloads/reasoning.ts";
-import type { ModelShape } from "../../workloads/shapes.ts";
 import { IndexedTree, type Tree } from "../../workloads/tree.ts";
 import { attendedSlots } from "../../kernels/group_attention.ts";
 import { kvLayout } from "../../kernels/layout.ts";
@@ -11,12 +10,10 @@ import {
 import { deftNodeChunk } from "../../kernels/methods/deft_node_chunk.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
 import { querySlots } from "../../kernels/reference.ts";
-import { conformanceSuite, internalQueriesTree, starTree } from "../_conformance.ts";
+import { conformanceSuite, GQA4, internalQueriesTree, starTree } from "../_conformance.ts";
 import { assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
 
 conformanceSuite(deftNodeChunk);
-
-const GQA4: ModelShape = { name: "8/2/128", qHeads: 8, kvHeads: 2, headDim: 128, layers: 1 };
 
 function input(tree: Tree, options: Partial<MethodOptions> = {}): PlanInput {
   const ix = new IndexedTree(tree);

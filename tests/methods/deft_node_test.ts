@@ -13,6 +13,7 @@ import { Problem, runMethod } from "../../kernels/problem.ts";
 import {
   chainTree,
   conformanceSuite,
+  GQA4,
   internalQueriesTree,
   starTree,
   testGpu,
@@ -20,8 +21,6 @@ import {
 import { assertEquals, assertRejects, assertStrictEquals } from "../_assert.ts";
 
 conformanceSuite(deftNode);
-
-const GQA4: ModelShape = { name: "8/2/128", qHeads: 8, kvHeads: 2, headDim: 128, layers: 1 };
 
 function input(tree: Tree): PlanInput {
   const ix = new IndexedTree(tree);

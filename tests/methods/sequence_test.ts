@@ -3,8 +3,10 @@ import {
   chainTree,
   type ConformanceCase,
   conformanceSuite,
+  GQA4,
   internalQueriesTree,
   runCase,
+  shape,
   starTree,
   testGpu,
   TOLERANCE,
@@ -34,15 +36,6 @@ import { SpeculativeRun } from "../../workloads/speculative.ts";
 import { IndexedTree, type Tree, treeFacts } from "../../workloads/tree.ts";
 
 conformanceSuite(sequence);
-
-const shape = (qHeads: number, kvHeads: number, headDim: number): ModelShape => ({
-  name: `${qHeads}/${kvHeads}/${headDim}`,
-  qHeads,
-  kvHeads,
-  headDim,
-  layers: 1,
-});
-const GQA4 = shape(8, 2, 128);
 
 function plan(
   tree: Tree,

@@ -18,7 +18,7 @@ import {
   type TreeMaskPlan,
   visiblePairs,
 } from "../../kernels/methods/tree_mask.ts";
-import { conformanceSuite, internalQueriesTree, starTree, testGpu } from "../_conformance.ts";
+import { conformanceSuite, GQA4, internalQueriesTree, starTree, testGpu } from "../_conformance.ts";
 import {
   assert,
   assertEquals,
@@ -28,8 +28,6 @@ import {
 } from "../_assert.ts";
 
 conformanceSuite(treeMask);
-
-const GQA4: ModelShape = { name: "8/2/128", qHeads: 8, kvHeads: 2, headDim: 128, layers: 1 };
 
 function plan(
   tree: Tree,
