@@ -20,6 +20,7 @@ import type {
   PlanCounts,
   PreparedMethod,
 } from "../kernels/method.ts";
+import { zeroPlanCounts } from "../kernels/method.ts";
 import { Problem } from "../kernels/problem.ts";
 import { compareOutput, referenceAttention, type Row } from "../kernels/reference.ts";
 import {
@@ -101,25 +102,6 @@ export interface BenchHooks {
   now?: () => number;
   /** Read git and nvidia-smi (default true). */
   probeHost?: boolean;
-}
-
-/** Plan counts of a case that never got a plan. */
-function zeroCounts(): PlanCounts {
-  return {
-    paper: { kvBytes: 0, maskBytes: 0, partialBytes: 0, totalBytes: 0 },
-    real: {
-      kvBytes: 0,
-      qBytes: 0,
-      maskBytes: 0,
-      metadataBytes: 0,
-      partialBytes: 0,
-      logitsBytes: 0,
-      outputBytes: 0,
-      totalBytes: 0,
-    },
-    flops: 0,
-    usefulFlops: 0,
-  };
 }
 
 function unverified(tolerance: number): Verification {
@@ -552,7 +534,7 @@ async function runSnapshot(
     sourceHash: "",
     status: "ok",
     message: null,
-    counts: zeroCounts(),
+    counts: zeroPlanCounts(),
     stats: {},
     dispatches: 0,
     prepareMs: 0,

@@ -150,6 +150,33 @@ export interface AttentionMethod<P extends Plan = Plan> {
   prepare(gpu: Gpu, plan: P, problem: GpuProblem): Promise<PreparedMethod>;
 }
 
+/** Plan counts that are all zero (a case that never got a plan), with `overrides` applied. */
+export function zeroPlanCounts(
+  overrides: {
+    paper?: Partial<PaperIo>;
+    real?: Partial<RealIo>;
+    flops?: number;
+    usefulFlops?: number;
+  } = {},
+): PlanCounts {
+  return {
+    paper: { kvBytes: 0, maskBytes: 0, partialBytes: 0, totalBytes: 0, ...overrides.paper },
+    real: {
+      kvBytes: 0,
+      qBytes: 0,
+      maskBytes: 0,
+      metadataBytes: 0,
+      partialBytes: 0,
+      logitsBytes: 0,
+      outputBytes: 0,
+      totalBytes: 0,
+      ...overrides.real,
+    },
+    flops: overrides.flops ?? 0,
+    usefulFlops: overrides.usefulFlops ?? 0,
+  };
+}
+
 /** Sums the fields of a {@linkcode RealIo} into `totalBytes`. */
 export function realIo(io: Omit<RealIo, "totalBytes">): RealIo {
   return {

@@ -1,5 +1,6 @@
 import { createProgress, describeCase, formatDuration, formatNs } from "../bench/progress.ts";
 import { captureIo } from "../cli/io.ts";
+import { zeroPlanCounts } from "../kernels/method.ts";
 import type { CaseResult } from "../results/schema.ts";
 import { assert, assertEquals } from "./_assert.ts";
 
@@ -10,21 +11,7 @@ function okCase(key: string, medianNs: number): CaseResult {
     sourceHash: "0",
     status: "ok",
     message: null,
-    counts: {
-      paper: { kvBytes: 0, maskBytes: 0, partialBytes: 0, totalBytes: 0 },
-      real: {
-        kvBytes: 0,
-        qBytes: 0,
-        maskBytes: 0,
-        metadataBytes: 0,
-        partialBytes: 0,
-        logitsBytes: 0,
-        outputBytes: 0,
-        totalBytes: 0,
-      },
-      flops: 0,
-      usefulFlops: 0,
-    },
+    counts: zeroPlanCounts(),
     stats: {},
     dispatches: 1,
     prepareMs: 0,

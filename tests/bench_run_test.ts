@@ -10,7 +10,7 @@ import {
 } from "../bench/run.ts";
 import { FakeClock, FakeTimer, TimestampTimer, WallClockTimer } from "../bench/timer.ts";
 import { Gpu } from "../kernels/gpu.ts";
-import { DEFAULT_METHOD_OPTIONS, type MethodName } from "../kernels/method.ts";
+import { DEFAULT_METHOD_OPTIONS, type MethodName, zeroPlanCounts } from "../kernels/method.ts";
 import { parseResults } from "../results/document.ts";
 import type { Calibration, CaseResult, SnapshotResult } from "../results/schema.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
@@ -227,21 +227,7 @@ Deno.test("verificationRows() samples distinct seeded rows, or all of them", () 
 });
 
 Deno.test("roofline() picks the larger of IO and FLOP time", () => {
-  const counts = {
-    paper: { kvBytes: 0, maskBytes: 0, partialBytes: 0, totalBytes: 0 },
-    real: {
-      kvBytes: 0,
-      qBytes: 0,
-      maskBytes: 0,
-      metadataBytes: 0,
-      partialBytes: 0,
-      logitsBytes: 0,
-      outputBytes: 0,
-      totalBytes: 1e6,
-    },
-    flops: 1e6,
-    usefulFlops: 1e6,
-  };
+  const counts = zeroPlanCounts({ real: { totalBytes: 1e6 }, flops: 1e6, usefulFlops: 1e6 });
   const r = roofline(counts, 1e6, "f32", CALIBRATION)!; // 1 ms
   assertEquals(r.ioTimeNs, 1e5); // 1e6 B at 1e10 B/s
   assertEquals(r.flopTimeNs, 1e4); // 1e6 FLOP at 1e11 FLOP/s
@@ -260,21 +246,7 @@ Deno.test("methodTotals() marks incomplete methods and leaves their speedup null
     sourceHash: "",
     status: median === null ? "error" : "ok",
     message: null,
-    counts: {
-      paper: { kvBytes: 1, maskBytes: 0, partialBytes: 0, totalBytes: 1 },
-      real: {
-        kvBytes: 0,
-        qBytes: 0,
-        maskBytes: 0,
-        metadataBytes: 0,
-        partialBytes: 0,
-        logitsBytes: 0,
-        outputBytes: 0,
-        totalBytes: 10,
-      },
-      flops: 0,
-      usefulFlops: 0,
-    },
+    counts: zeroPlanCounts({ paper: { kvBytes: 1, totalBytes: 1 }, real: { totalBytes: 10 } }),
     stats: {},
     dispatches: 1,
     prepareMs: 0,
