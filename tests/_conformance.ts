@@ -202,32 +202,40 @@ export async function runCase(
 }
 
 /**
- * Registers the whole matrix as Deno tests for `method`; each test draws fresh data (a new seed per
- * run, printed on failure so it can be replayed with DEFT_TEST_SEED).
+ * Runs one case on fresh data (a new seed per run, or DEFT_TEST_SEED to replay one) and throws
+ * unless every output element is written, finite, and within the dtype's error bound.
  */
-export function conformanceSuite(method: AttentionMethod): void {
-  for (const c of conformanceCases()) {
+export async function expectConformant(method: AttentionMethod, c: ConformanceCase): Promise<void> {
+  const fixed = Deno.env.get("DEFT_TEST_SEED");
+  const seed = fixed ? Number(fixed) : (Math.random() * 2 ** 31) >>> 0;
+  const r = await runCase(method, c, seed);
+  await logCase(method.name, c, seed, r.maxRelError);
+  const where = `(${method.name}, ${c.name}, seed ${seed})`;
+  if (r.unwritten > 0) throw new Error(`${r.unwritten} output elements unwritten ${where}`);
+  if (r.nonFinite > 0) throw new Error(`${r.nonFinite} output elements NaN/inf ${where}`);
+  if (!(r.maxRelError <= TOLERANCE[c.dtype])) {
+    throw new Error(
+      `max relative error ${r.maxRelError.toExponential(3)} exceeds ${TOLERANCE[c.dtype]} ${where}`,
+    );
+  }
+}
+
+/**
+ * Registers `cases` (the whole matrix by default) as Deno tests of `method`, named after `label`;
+ * f16 cases are ignored on adapters without shader-f16 (see {@linkcode skipDtype}).
+ */
+export function conformanceSuite(
+  method: AttentionMethod,
+  cases: ConformanceCase[] = conformanceCases(),
+  label: string = method.name,
+): void {
+  for (const c of cases) {
     Deno.test({
-      name: `${method.name} matches the float64 reference: ${c.name}`,
+      name: `${label} matches the float64 reference: ${c.name}`,
       ignore: skipDtype(c.dtype),
       sanitizeResources: false,
       sanitizeOps: false,
-      fn: async () => {
-        const fixed = Deno.env.get("DEFT_TEST_SEED");
-        const seed = fixed ? Number(fixed) : (Math.random() * 2 ** 31) >>> 0;
-        const r = await runCase(method, c, seed);
-        await logCase(method.name, c, seed, r.maxRelError);
-        const where = `(${method.name}, ${c.name}, seed ${seed})`;
-        if (r.unwritten > 0) throw new Error(`${r.unwritten} output elements unwritten ${where}`);
-        if (r.nonFinite > 0) throw new Error(`${r.nonFinite} output elements NaN/inf ${where}`);
-        if (!(r.maxRelError <= TOLERANCE[c.dtype])) {
-          throw new Error(
-            `max relative error ${r.maxRelError.toExponential(3)} exceeds ${
-              TOLERANCE[c.dtype]
-            } ${where}`,
-          );
-        }
-      },
+      fn: () => expectConformant(method, c),
     });
   }
 }

@@ -23,12 +23,12 @@ import { querySlots } from "../../kernels/reference.ts";
 import {
   type ConformanceCase,
   conformanceSuite,
+  expectConformant,
   GQA4,
   internalQueriesTree,
-  runCase,
+  skipDtype,
   starTree,
   testGpu,
-  TOLERANCE,
 } from "../_conformance.ts";
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
 
@@ -258,19 +258,7 @@ const extra: ConformanceCase[] = [
     dtype: "f16",
   },
 ];
-for (const c of extra) {
-  Deno.test({
-    name: `deft-flatten matches the float64 reference: ${c.name} ${c.dtype}`,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    fn: async () => {
-      const r = await runCase(deftFlatten, c, 11);
-      assertStrictEquals(r.unwritten, 0);
-      assertStrictEquals(r.nonFinite, 0);
-      assert(r.maxRelError <= TOLERANCE[c.dtype], `max relative error ${r.maxRelError}`);
-    },
-  });
-}
+conformanceSuite(deftFlatten, extra.map((c) => ({ ...c, name: `${c.name} ${c.dtype}` })));
 
 Deno.test("withGroupKernel() re-tiles a plan: 128-row tiles read a 100-query block half as often", () => {
   const inp = input(speculative(60, 100));
@@ -382,6 +370,7 @@ for (const v of VARIANTS) {
   for (const c of variantCases) {
     Deno.test({
       name: `deft-flatten kernel ${JSON.stringify(v)} matches the float64 reference: ${c.name}`,
+      ignore: skipDtype(c.dtype),
       sanitizeResources: false,
       sanitizeOps: false,
       fn: async () => {
@@ -400,10 +389,7 @@ for (const v of VARIANTS) {
           if (e instanceof GpuError) return; // does not fit this device
           throw e;
         }
-        const r = await runCase(method, c, 13);
-        assertStrictEquals(r.unwritten, 0);
-        assertStrictEquals(r.nonFinite, 0);
-        assert(r.maxRelError <= TOLERANCE[c.dtype], `max relative error ${r.maxRelError}`);
+        await expectConformant(method, c);
       },
     });
   }

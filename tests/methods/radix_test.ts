@@ -5,10 +5,8 @@ import {
   conformanceSuite,
   GQA4,
   internalQueriesTree,
-  runCase,
   shape,
   starTree,
-  TOLERANCE,
 } from "../_conformance.ts";
 import { planRadix, radix, RADIX_LOGIT_TILE } from "../../kernels/methods/radix.ts";
 import { kvLayout } from "../../kernels/layout.ts";
@@ -122,15 +120,4 @@ for (const dtype of ["f32", "f16"] as const) {
     },
   );
 }
-for (const c of corners) {
-  Deno.test({
-    name: `radix matches the float64 reference: ${c.name}`,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    fn: async () => {
-      const r = await runCase(radix, c, 4242);
-      assertEquals([r.unwritten, r.nonFinite], [0, 0]);
-      assert(r.maxRelError <= TOLERANCE[c.dtype], `max relative error ${r.maxRelError}`);
-    },
-  });
-}
+conformanceSuite(radix, corners);
