@@ -4,8 +4,17 @@
  * error handling that turns validation errors, shader compile errors and device loss into
  * {@linkcode GpuError}s with a clear message (never a hang, never silent wrong numbers).
  *
+ * Two WebGPU runtimes are reachable from Deno ({@linkcode RuntimeName}):
+ * - `deno`: Deno's built-in WebGPU (wgpu). FMA units only; subgroups are accepted by
+ *   `requestDevice` on Vulkan adapters even though `adapter.features` does not list them.
+ * - `dawn`: Chromium's WebGPU, loaded lazily from the Node-API addon of the npm package `webgpu`
+ *   (from `DAWN_NODE`, an explicit path, or the pinned package). It exposes subgroups and, with
+ *   `allow_unsafe_apis`, the experimental subgroup-matrix feature (tensor cores on NVIDIA).
+ *
  * @module
  */
+
+import { createRequire } from "node:module";
 
 /** A GPU failure the user should read: no adapter, compile or validation error, lost device, limit. */
 export class GpuError extends Error {
@@ -14,6 +23,47 @@ export class GpuError extends Error {
     super(message);
     this.name = "GpuError";
   }
+}
+
+/** The WebGPU implementations deft-bench can run on. */
+export const RUNTIME_NAMES = ["deno", "dawn"] as const;
+
+/** A WebGPU implementation: Deno's built-in one, or Dawn through its Node-API addon. */
+export type RuntimeName = (typeof RUNTIME_NAMES)[number];
+
+/** The pinned npm package that carries Dawn's Node-API addon. */
+export const DAWN_PACKAGE = "webgpu@0.6.2";
+
+/**
+ * Dawn's `create()` options: `allow_unsafe_apis` lists the experimental subgroup-matrix feature,
+ * `vulkan_enable_f16_on_nvidia` lets NVIDIA offer `shader-f16` (and with it every f16 matrix
+ * configuration), `use_vulkan_memory_model` is what those kernels compile against, and timestamps
+ * are not quantised.
+ */
+export const DAWN_FLAGS: readonly string[] = [
+  "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,use_vulkan_memory_model",
+  "disable-dawn-features=timestamp_quantization",
+  "backend=vulkan",
+];
+
+/** Which runtime a device came from, its version and how it was started; part of every result. */
+export interface RuntimeInfo {
+  name: RuntimeName;
+  /** `deno 2.9.6` or `dawn (npm webgpu@0.6.2)`. */
+  version: string;
+  /** Flags the runtime was created with (Dawn's `create()` options; empty for Deno). */
+  flags: string[];
+  /** Where the Dawn addon was loaded from (a path or the npm specifier). */
+  source?: string;
+}
+
+/** One subgroup-matrix configuration the adapter supports (`left x right -> result`, M x N x K). */
+export interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
 }
 
 /** What the adapter is and what the device was granted. */
@@ -27,6 +77,11 @@ export interface GpuInfo {
   features: string[];
   /** Limits granted to the device (the adapter's best values for those we ask for). */
   limits: Record<string, number>;
+  /** Subgroup sizes the adapter may use (0 when unknown). */
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
+  /** Subgroup-matrix configurations usable on the device (empty without the feature). */
+  subgroupMatrixConfigs: SubgroupMatrixConfig[];
 }
 
 /** What a pipeline was built from (see {@linkcode Gpu.onPipeline}). */
@@ -43,6 +98,10 @@ export interface GpuOpenOptions {
   powerPreference?: GPUPowerPreference;
   /** Take the fallback (software) adapter even when a hardware one exists. */
   forceFallbackAdapter?: boolean;
+  /** The WebGPU implementation (default `deno`). */
+  runtime?: RuntimeName;
+  /** Dawn only: path of `dawn.node` (default: `DAWN_NODE`, else the pinned npm package). */
+  dawnNode?: string;
 }
 
 /** Limits we raise to the adapter's maximum, because trees need large buffers and tiles. */
@@ -67,6 +126,64 @@ const RECORDED_LIMITS = [
 const INSTALL_HINT =
   "Install a GPU driver with Vulkan support, or Mesa's software adapter (Debian/Ubuntu: apt-get install -y mesa-vulkan-drivers)";
 
+/** The experimental feature behind subgroup matrices (Dawn's name). */
+const SUBGROUP_MATRIX_FEATURE = "chromium-experimental-subgroup-matrix";
+
+/** A loaded Dawn: its `create()` and where it came from. */
+interface DawnModule {
+  create(flags: string[]): GPU;
+  source: string;
+}
+
+const dawnModules = new Map<string, Promise<DawnModule>>();
+
+/**
+ * Loads Dawn's addon once per source: `path`, else `DAWN_NODE`, else the pinned npm package (only
+ * then is the package fetched; it is no static dependency). Throws {@linkcode GpuError} with what
+ * to do when it cannot be loaded.
+ */
+function loadDawn(path?: string): Promise<DawnModule> {
+  const file = path ?? Deno.env.get("DAWN_NODE") ?? "";
+  let p = dawnModules.get(file);
+  if (!p) {
+    p = (async (): Promise<DawnModule> => {
+      try {
+        if (file) {
+          const m = createRequire(import.meta.url)(file) as { create: DawnModule["create"] };
+          if (typeof m.create !== "function") throw new Error("it exports no create()");
+          return { create: m.create, source: file };
+        }
+        const spec = `npm:${DAWN_PACKAGE}`;
+        const m = await import(spec) as { create: DawnModule["create"] };
+        return { create: m.create, source: spec };
+      } catch (e) {
+        throw new GpuError(
+          `Cannot load Dawn (runtime dawn) from ${file || `npm:${DAWN_PACKAGE}`}: ${
+            (e as Error).message?.split("\n")[0]
+          }. Give the path of dawn.node (from the npm package ${DAWN_PACKAGE}, dist/linux-x64/dawn.node) with --dawn-node or DAWN_NODE, or use --runtime deno`,
+        );
+      }
+    })();
+    dawnModules.set(file, p);
+    p.catch(() => dawnModules.delete(file));
+  }
+  return p;
+}
+
+/** The subgroup-matrix configurations an adapter advertises (Dawn's `adapter.info`). */
+function matrixConfigs(info: GPUAdapterInfo): SubgroupMatrixConfig[] {
+  const raw = (info as { subgroupMatrixConfigs?: Iterable<Record<string, unknown>> })
+    .subgroupMatrixConfigs;
+  if (!raw) return [];
+  return [...raw].map((c) => ({
+    componentType: String(c.componentType),
+    resultComponentType: String(c.resultComponentType),
+    M: Number(c.M),
+    N: Number(c.N),
+    K: Number(c.K),
+  }));
+}
+
 /** An open WebGPU device with the project's helpers. */
 export class Gpu {
   readonly adapter: GPUAdapter;
@@ -76,18 +193,31 @@ export class Gpu {
   readonly hasF16: boolean;
   /** True when `timestamp-query` was granted. */
   readonly hasTimestamps: boolean;
+  /** True when subgroup built-ins may be used (see {@linkcode Gpu.wgslEnables}). */
+  readonly hasSubgroups: boolean;
+  /** The runtime the device came from. */
+  readonly runtime: RuntimeInfo;
   #lost: GPUDeviceLostInfo | null = null;
   readonly #lostPromise: Promise<GPUDeviceLostInfo>;
   #uncaptured: string | null = null;
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   readonly #pipelineListeners = new Set<(source: PipelineSource) => void>();
 
-  private constructor(adapter: GPUAdapter, device: GPUDevice) {
+  private constructor(
+    adapter: GPUAdapter,
+    device: GPUDevice,
+    runtime: RuntimeInfo,
+    subgroups: boolean,
+  ) {
     this.adapter = adapter;
     this.device = device;
+    this.runtime = runtime;
     const features = [...device.features].sort();
+    // Deno grants subgroups without listing them; record what was granted.
+    if (subgroups && !features.includes("subgroups")) features.push("subgroups");
     this.hasF16 = device.features.has("shader-f16");
     this.hasTimestamps = device.features.has("timestamp-query");
+    this.hasSubgroups = subgroups;
     const limits: Record<string, number> = {};
     for (const k of RECORDED_LIMITS) limits[k] = Number(device.limits[k]);
     const ai = adapter.info;
@@ -99,15 +229,65 @@ export class Gpu {
       isFallbackAdapter: Boolean((ai as { isFallbackAdapter?: boolean }).isFallbackAdapter),
       features,
       limits,
+      subgroupMinSize: Number((ai as { subgroupMinSize?: number }).subgroupMinSize ?? 0),
+      subgroupMaxSize: Number((ai as { subgroupMaxSize?: number }).subgroupMaxSize ?? 0),
+      subgroupMatrixConfigs: device.features.has(SUBGROUP_MATRIX_FEATURE as GPUFeatureName)
+        ? matrixConfigs(ai)
+        : [],
     };
     this.#lostPromise = device.lost.then((info) => {
       this.#lost = info;
       return info;
     });
-    device.addEventListener("uncapturederror", (ev) => {
+    const onError = (ev: Event) => {
       const e = (ev as GPUUncapturedErrorEvent).error;
       this.#uncaptured ??= e.message;
-    });
+    };
+    if (typeof device.addEventListener === "function") {
+      device.addEventListener("uncapturederror", onError);
+    } else {
+      (device as unknown as { onuncapturederror: unknown }).onuncapturederror = onError;
+    }
+  }
+
+  /**
+   * The `enable` directives a shader using `wanted` needs on this runtime: Dawn requires
+   * `enable subgroups;`, Deno (naga) rejects it and enables subgroup built-ins with the feature.
+   * Throws {@linkcode GpuError} naming the feature the device lacks.
+   */
+  wgslEnables(wanted: { f16?: boolean; subgroups?: boolean; subgroupMatrix?: boolean }): string {
+    const lines: string[] = [];
+    if (wanted.f16) {
+      if (!this.hasF16) throw new GpuError(`${this.#name()} has no shader-f16`);
+      lines.push("enable f16;");
+    }
+    if (wanted.subgroups || wanted.subgroupMatrix) {
+      if (!this.hasSubgroups) throw new GpuError(`${this.#name()} has no subgroups`);
+      if (this.runtime.name === "dawn") lines.push("enable subgroups;");
+    }
+    if (wanted.subgroupMatrix) {
+      if (this.info.subgroupMatrixConfigs.length === 0) {
+        throw new GpuError(
+          `${this.#name()} has no subgroup matrices (runtime ${this.runtime.name}; they need --runtime dawn on an adapter with cooperative matrices)`,
+        );
+      }
+      lines.push("enable chromium_experimental_subgroup_matrix;");
+    }
+    return lines.length ? lines.join("\n") + "\n" : "";
+  }
+
+  /** The f16 x f16 -> f32 subgroup-matrix configuration with the largest tile, if any. */
+  matrixConfig(): SubgroupMatrixConfig | null {
+    let best: SubgroupMatrixConfig | null = null;
+    for (const c of this.info.subgroupMatrixConfigs) {
+      if (c.componentType !== "f16" || c.resultComponentType !== "f32") continue;
+      if (!best || c.M * c.N * c.K > best.M * best.N * best.K) best = c;
+    }
+    return best;
+  }
+
+  #name(): string {
+    return `The adapter (${this.info.description || this.info.vendor || "unknown"})`;
   }
 
   /**
@@ -116,39 +296,81 @@ export class Gpu {
    * with installation advice when no adapter exists.
    */
   static async open(options: GpuOpenOptions = {}): Promise<Gpu> {
-    if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
-      throw new GpuError(`This runtime has no WebGPU (navigator.gpu is missing). ${INSTALL_HINT}`);
-    }
-    let adapter: GPUAdapter | null = null;
-    try {
-      adapter = await navigator.gpu.requestAdapter({
-        powerPreference: options.powerPreference ?? "high-performance",
-        forceFallbackAdapter: options.forceFallbackAdapter ?? false,
-      });
-      if (!adapter && !options.powerPreference) {
-        adapter = await navigator.gpu.requestAdapter();
+    const runtime = options.runtime ?? "deno";
+    let gpu: GPU;
+    let info: RuntimeInfo;
+    if (runtime === "dawn") {
+      const dawn = await loadDawn(options.dawnNode);
+      try {
+        gpu = dawn.create([...DAWN_FLAGS]);
+      } catch (e) {
+        throw new GpuError(`Dawn refused to start: ${(e as Error).message}`);
       }
-    } catch (e) {
-      throw new GpuError(
-        `Requesting a WebGPU adapter failed: ${(e as Error).message}. ${INSTALL_HINT}`,
-      );
+      info = {
+        name: "dawn",
+        version: `dawn (npm ${DAWN_PACKAGE})`,
+        flags: [...DAWN_FLAGS],
+        source: dawn.source,
+      };
+    } else {
+      if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
+        throw new GpuError(
+          `This runtime has no WebGPU (navigator.gpu is missing). ${INSTALL_HINT}`,
+        );
+      }
+      gpu = navigator.gpu;
+      info = { name: "deno", version: `deno ${Deno.version.deno}`, flags: [] };
     }
-    if (!adapter) throw new GpuError(`No WebGPU adapter found. ${INSTALL_HINT}`);
-    const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
-    const requiredFeatures = wanted.filter((f) => adapter!.features.has(f));
+    const getAdapter = async (): Promise<GPUAdapter> => {
+      let adapter: GPUAdapter | null = null;
+      try {
+        adapter = await gpu.requestAdapter({
+          powerPreference: options.powerPreference ?? "high-performance",
+          forceFallbackAdapter: options.forceFallbackAdapter ?? false,
+        });
+        if (!adapter && !options.powerPreference) adapter = await gpu.requestAdapter();
+      } catch (e) {
+        throw new GpuError(
+          `Requesting a WebGPU adapter (runtime ${runtime}) failed: ${
+            (e as Error).message
+          }. ${INSTALL_HINT}`,
+        );
+      }
+      if (!adapter) {
+        throw new GpuError(`No WebGPU adapter found (runtime ${runtime}). ${INSTALL_HINT}`);
+      }
+      return adapter;
+    };
+    let adapter = await getAdapter();
+    const wanted: string[] = ["shader-f16", "timestamp-query", "subgroups"];
+    if (runtime === "dawn") wanted.push(SUBGROUP_MATRIX_FEATURE);
+    const listed = wanted.filter((f) => adapter.features.has(f as GPUFeatureName));
     const requiredLimits: Record<string, number> = {};
     for (const k of RAISED_LIMITS) requiredLimits[k] = Number(adapter.limits[k]);
-    let device: GPUDevice;
-    try {
-      device = await adapter.requestDevice({
-        requiredFeatures,
+    const request = (a: GPUAdapter, features: string[]) =>
+      a.requestDevice({
+        requiredFeatures: features as GPUFeatureName[],
         requiredLimits,
         label: "deft-bench",
       });
-    } catch (e) {
-      throw new GpuError(`Requesting a WebGPU device failed: ${(e as Error).message}`);
+    // Deno's Vulkan adapters accept subgroups without listing them: ask, and fall back without.
+    const tries = runtime === "deno" && !listed.includes("subgroups")
+      ? [[...listed, "subgroups"], listed]
+      : [listed];
+    let device: GPUDevice | null = null;
+    let error: unknown = null;
+    for (const [i, features] of tries.entries()) {
+      try {
+        if (i > 0) adapter = await getAdapter();
+        device = await request(adapter, features!);
+        return new Gpu(adapter, device, info, features!.includes("subgroups"));
+      } catch (e) {
+        error = e;
+      }
     }
-    return new Gpu(adapter, device);
+    throw new GpuError(
+      `Requesting a WebGPU device (runtime ${runtime}) failed: ${(error as Error)?.message}`,
+    );
   }
 
   /** Granted limit by name. */
