@@ -9,7 +9,7 @@
 
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
-import type { Gpu } from "./gpu.ts";
+import type { Gpu, RuntimeName, SubgroupMatrixConfig } from "./gpu.ts";
 import type { KvLayout } from "./layout.ts";
 
 /** Names of the methods, as used on the command line and in results. */
@@ -37,6 +37,44 @@ export interface MethodOptions {
    * (0: derive from the device, e.g. a few waves of the GPU).
    */
   targetWorkgroups: number;
+  /**
+   * Kernel family: `mma` uses subgroup matrices (tensor cores; f16 storage on a device with an
+   * f16 x f16 -> f32 configuration), `fma` the plain FMA kernels, `auto` the fastest the device
+   * offers. Methods without an `mma` kernel ignore it.
+   */
+  kernel: KernelChoice;
+}
+
+/** Kernel families (see {@linkcode MethodOptions.kernel}). */
+export const KERNEL_CHOICES = ["auto", "fma", "mma"] as const;
+
+/** A kernel family. */
+export type KernelChoice = (typeof KERNEL_CHOICES)[number];
+
+/** What a planner may assume about the device it plans for. */
+export interface KernelCaps {
+  /** The runtime the device comes from. */
+  runtime: RuntimeName;
+  /** The f16 x f16 -> f32 subgroup-matrix configuration to use, or null. */
+  matrix: SubgroupMatrixConfig | null;
+  /** Subgroup built-ins available. */
+  subgroups: boolean;
+  /** Subgroup size when the adapter has one fixed size, else 0. */
+  subgroupSize: number;
+  /** Granted maxComputeWorkgroupStorageSize. */
+  workgroupStorage: number;
+}
+
+/** The {@linkcode KernelCaps} of an open device. */
+export function kernelCaps(gpu: Gpu): KernelCaps {
+  const { subgroupMinSize: lo, subgroupMaxSize: hi } = gpu.info;
+  return {
+    runtime: gpu.runtime.name,
+    matrix: gpu.matrixConfig(),
+    subgroups: gpu.hasSubgroups,
+    subgroupSize: lo > 0 && lo === hi ? lo : 0,
+    workgroupStorage: gpu.limit("maxComputeWorkgroupStorageSize"),
+  };
 }
 
 /** Defaults of {@linkcode MethodOptions}. */
@@ -44,6 +82,7 @@ export const DEFAULT_METHOD_OPTIONS: Readonly<MethodOptions> = {
   blockSize: 128,
   chunkSize: 128,
   targetWorkgroups: 0,
+  kernel: "auto",
 };
 
 /** Everything a planner reads. */
@@ -53,6 +92,8 @@ export interface PlanInput {
   readonly shape: ModelShape;
   readonly dtype: Dtype;
   readonly options: MethodOptions;
+  /** The device the plan is for; absent: a device with FMA kernels only. */
+  readonly caps?: KernelCaps;
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
   type GpuProblem,
+  kernelCaps,
   type MethodOptions,
   type Plan,
 } from "./method.ts";
@@ -90,6 +91,7 @@ export class Problem {
       shape: this.data.shape,
       dtype: this.data.dtype,
       options: { ...DEFAULT_METHOD_OPTIONS, ...options },
+      caps: kernelCaps(this.gpu),
     });
   }
 
