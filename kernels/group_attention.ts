@@ -58,7 +58,6 @@ import groupWgsl from "./wgsl/group_attention.wgsl" with { type: "text" };
 import {
   type MmaKernel,
   mmaKernel,
-  type MmaKernelOptions,
   mmaLoopIterations,
   mmaPipeline,
   mmaVariantName,
