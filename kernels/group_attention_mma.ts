@@ -154,8 +154,8 @@ function halfArray(shape: ModelShape, k: MmaKernel): { size: number; pOffset: nu
 export function mmaWorkgroupBytes(shape: ModelShape, k: MmaKernel, maskWords: number): number {
   const { size } = halfArray(shape, k);
   const ss = k.keys + 4;
-  return 2 * size + 4 * k.rows * ss + 4 * k.keys + 4 * maskWords * k.keys + 4 * k.rows +
-    4 * k.rows + 4;
+  return 2 * size + 4 * k.rows * ss + 4 * k.keys + 4 * Math.max(1, maskWords) * k.keys +
+    4 * k.rows + 4 * k.rows + 16;
 }
 
 /** Everything {@linkcode mmaSource} needs. */
@@ -195,6 +195,12 @@ export function mmaSource(o: MmaSourceOptions): string {
   const ss = k.keys + 4;
   const { size: hSize, pOffset } = halfArray(shape, k);
   const lanes = k.subgroupSize / M;
+  const words = [k.rows * ss, k.keys, Math.max(1, o.maskWords) * k.keys, k.rows];
+  if (hSize % 8 !== 0 || words.some((w) => w % 4 !== 0)) {
+    throw new Error(
+      `mma kernel ${mmaVariantName(k)}: a workgroup array is not a multiple of 16 bytes`,
+    );
+  }
   const left = `subgroup_matrix_left<f16, ${K}, ${M}>`;
   const right = `subgroup_matrix_right<f16, ${N}, ${K}>`;
   const result = `subgroup_matrix_result<f32, ${N}, ${M}>`;
@@ -241,6 +247,10 @@ const NEG: f32 = -3.0e38;
 
 // Q staging [R][DS] before the loop; then K [KT][DS] at 0, V [KT][DS] at KT * DS, and P [R][PS]
 // at P_OFF (over K once the scores are done, when it fits).
+// Every workgroup variable is a whole number of 16-byte units: NVIDIA's driver packs them in
+// some order, and a fragment load from an f16 array that does not start on 16 bytes reads from
+// the aligned address below it (seen on an H200: every fragment one element early, because of a
+// lone u32 flag; tools/debug_mma.ts).
 var<workgroup> h_sh: array<f16, ${hSize}>;
 // S [R][SS]; the slow rescale and the output pass one fragment column through it.
 var<workgroup> f_sh: array<f32, ${k.rows * ss}>;
@@ -248,7 +258,7 @@ var<workgroup> slot_sh: array<i32, KT>;
 var<workgroup> mask_sh: array<u32, ${Math.max(1, o.maskWords) * k.keys}>;
 var<workgroup> rowq_sh: array<u32, R>;
 var<workgroup> alpha_sh: array<f32, R>;
-var<workgroup> flag_sh: u32;
+var<workgroup> flag_sh: array<u32, 4>;  // [0]: some row's maximum moved in this sub-tile
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -329,7 +339,7 @@ ${
       if (w < nw && t < tokens) { x = md[mask_off + (w0 + w) * tokens + t]; }
       mask_sh[e] = x;
     }
-    if (lid == 0u) { flag_sh = 0u; }
+    if (lid == 0u) { flag_sh[0] = 0u; }
     workgroupBarrier();
     // K and V rows of the sub-tile (zeros past the group, so that P = 0 meets V = 0).
     for (var e = lid; e < KT * DV; e += WG) {
@@ -391,7 +401,7 @@ ${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 <<
       } else if (mx > m_run + THRESHOLD) {
         alpha = exp(m_run - mx);
         m_run = mx;
-        flag_sh = 1u;
+        flag_sh[0] = 1u;
       }
     }
     var ls = 0.0;
@@ -406,7 +416,7 @@ ${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`
     l_run = l_run * alpha + ls;
     if (part == 0u) { alpha_sh[row] = alpha; }
     // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
-    if (workgroupUniformLoad(&flag_sh) != 0u) {
+    if (workgroupUniformLoad(&flag_sh[0]) != 0u) {
 ${
     lines(dn, (n) =>
       [
