@@ -17,7 +17,6 @@ import type {
   MethodName,
   MethodOptions,
   Plan,
-  PlanCounts,
   PreparedMethod,
 } from "../kernels/method.ts";
 import { zeroPlanCounts } from "../kernels/method.ts";
@@ -31,7 +30,6 @@ import {
   RESULTS_FORMAT,
   RESULTS_VERSION,
   type ResultsDocument,
-  type Roofline,
   type Settings,
   type SnapshotResult,
   type TimingSettings,
@@ -39,6 +37,7 @@ import {
   type Warning,
   type WorkloadResult,
 } from "../results/schema.ts";
+import { roofline } from "../results/roofline.ts";
 import { summarize } from "../results/stats.ts";
 import { Rng } from "../workloads/rng.ts";
 import { type DecodingRun, runFacts, type Snapshot } from "../workloads/run.ts";
@@ -151,26 +150,8 @@ export function verificationRows(
   return [...chosen].sort((a, b) => a - b).map(pick);
 }
 
-/** Roofline of a case from its counts, median and the device ceilings. */
-export function roofline(
-  counts: PlanCounts,
-  medianNs: number,
-  dtype: Dtype,
-  c: Calibration | null,
-): Roofline | null {
-  if (!c || !(medianNs > 0) || !(c.peakReadBytesPerS > 0) || !(c.f32FlopsPerS > 0)) return null;
-  const flopsPerS = dtype === "f16" ? (c.f16FlopsPerS ?? c.f32FlopsPerS) : c.f32FlopsPerS;
-  const ioTimeNs = (counts.real.totalBytes / c.peakReadBytesPerS) * 1e9;
-  const flopTimeNs = (counts.flops / flopsPerS) * 1e9;
-  return {
-    achievedBytesPerS: counts.real.totalBytes / (medianNs * 1e-9),
-    achievedFlopsPerS: counts.flops / (medianNs * 1e-9),
-    ioTimeNs,
-    flopTimeNs,
-    fraction: Math.max(ioTimeNs, flopTimeNs) / medianNs,
-    bound: ioTimeNs >= flopTimeNs ? "memory" : "compute",
-  };
-}
+/** The roofline of a case (see `results/roofline.ts`). */
+export { roofline };
 
 /** Per-method totals over a workload (Σ weight x median, whole model, speedup vs sequence). */
 export function methodTotals(
@@ -502,6 +483,15 @@ function caseWarnings(
   if (c.status !== "ok" || !tm) return;
   if (tm.samplesNs.length < Math.min(t.minSamples, 5)) {
     warn("few-samples", `${c.key}: only ${tm.samplesNs.length} samples`, c.key);
+  }
+  if (c.roofline && c.roofline.fraction > 1) {
+    warn(
+      "roof-exceeded",
+      `${c.key}: measured faster than its ${c.roofline.bound} floor (${
+        (c.roofline.fraction * 100).toFixed(0)
+      }% of that roof): the byte count or the calibration is wrong for this case`,
+      c.key,
+    );
   }
   const rel = (tm.ci95Ns[1] - tm.ci95Ns[0]) / 2 / tm.medianNs;
   if (rel > t.targetRelativeCi) {

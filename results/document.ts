@@ -14,6 +14,7 @@ import {
   type SnapshotResult,
   type WorkloadResult,
 } from "./schema.ts";
+import { upgradeRooflines } from "./roofline.ts";
 
 /**
  * A results document that breaks the format; the message names the file and the field. A
@@ -205,6 +206,14 @@ function checkCalibration(c: Checker, v: unknown): void {
     c.num(o, k, at);
   }
   c.numOrNull(o, "f16FlopsPerS", at);
+  if (o.l2ReadBandwidth !== undefined) {
+    c.arr(o.l2ReadBandwidth, `${at}.l2ReadBandwidth`).forEach((r, i) => {
+      const ro = c.obj(r, `${at}.l2ReadBandwidth[${i}]`);
+      c.num(ro, "bytes", `${at}.l2ReadBandwidth[${i}]`);
+      c.num(ro, "bytesPerS", `${at}.l2ReadBandwidth[${i}]`);
+    });
+  }
+  if (o.l2ReadBytesPerS !== undefined) c.numOrNull(o, "l2ReadBytesPerS", at);
 }
 
 function checkCase(c: Checker, v: unknown, at: string): string {
@@ -220,6 +229,7 @@ function checkCase(c: Checker, v: unknown, at: string): string {
   c.nums(counts, "real", `${at}.counts`, REAL_IO_FIELDS);
   c.num(counts, "flops", `${at}.counts`);
   c.num(counts, "usefulFlops", `${at}.counts`);
+  if (counts.dramBytes !== undefined) c.num(counts, "dramBytes", `${at}.counts`);
   const stats = c.obj(o.stats, `${at}.stats`);
   for (const k of Object.keys(stats)) c.num(stats, k, `${at}.stats`);
   for (const k of ["dispatches", "prepareMs", "planMs"]) c.num(o, k, at);
@@ -240,7 +250,9 @@ function checkCase(c: Checker, v: unknown, at: string): string {
     for (
       const k of ["achievedBytesPerS", "achievedFlopsPerS", "ioTimeNs", "flopTimeNs", "fraction"]
     ) c.num(r, k, ra);
-    c.oneOf(r, "bound", ra, ["memory", "compute"]);
+    c.oneOf(r, "bound", ra, ["dram", "l2", "compute", "memory"]);
+    for (const k of ["dramBytes", "dramTimeNs"]) if (r[k] !== undefined) c.num(r, k, ra);
+    if (r.l2TimeNs !== undefined) c.numOrNull(r, "l2TimeNs", ra);
   }
   const va = `${at}.verification`;
   const ver = c.obj(o.verification, va);
@@ -344,7 +356,9 @@ export function parseResults(text: string, path: string): ResultsDocument {
     c.str(wo, "message", `warnings[${i}]`);
     c.strOrNull(wo, "key", `warnings[${i}]`);
   });
-  return doc as ResultsDocument;
+  const parsed = doc as ResultsDocument;
+  upgradeRooflines(parsed);
+  return parsed;
 }
 
 /** Reads and parses a results file (see {@linkcode parseResults}). */

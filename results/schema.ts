@@ -10,6 +10,12 @@
  *
  * Units are in the field names: `Ns` nanoseconds, `Bytes`, `Flops`, `PerS` per second.
  *
+ * Fields added after version 1 was first written are optional on read (`?` below:
+ * `l2ReadBytesPerS` of the calibration, the DRAM/L2 fields of a roofline) and version stays 1. A
+ * document written before the DRAM/L2 roofline model is upgraded on read (`results/roofline.ts`):
+ * `counts.dramBytes` estimated from the snapshot's facts, rooflines recomputed, and a
+ * `roofline-recomputed` warning added.
+ *
  * @module
  */
 
@@ -103,8 +109,15 @@ export interface Calibration {
   measuredAt: string;
   /** Read bandwidth by buffer size. */
   readBandwidth: { bytes: number; bytesPerS: number }[];
-  /** Best read bandwidth over the sizes. */
+  /** Best read bandwidth over the sizes: the DRAM roof. */
   peakReadBytesPerS: number;
+  /**
+   * Read bandwidth of working sets well inside L2 (a few MiB), each read many times in one
+   * dispatch with every workgroup moving to other lines each round (absent in older calibrations).
+   */
+  l2ReadBandwidth?: { bytes: number; bytesPerS: number }[];
+  /** Best of `l2ReadBandwidth`: the L2 roof (null or absent: not measured). */
+  l2ReadBytesPerS?: number | null;
   /** FMA throughput, vec4<f32>, FLOP/s (an FMA counts 2). */
   f32FlopsPerS: number;
   /** FMA throughput, vec4<f16>, FLOP/s, or null without shader-f16. */
@@ -131,19 +144,34 @@ export interface TimingStats {
   repetitions?: number;
 }
 
-/** Where a case sits against the calibrated roofline. */
+/**
+ * Where a case sits against the calibrated ceilings (`results/roofline.ts`). Three floors, each a
+ * lower bound of its GPU time: DRAM (`counts.dramBytes`, the bytes that must cross DRAM once, at
+ * the DRAM read bandwidth), L2 (all real bytes, re-reads included, at the L2 read bandwidth) and
+ * compute (executed FLOPs at the FMA peak). No case can beat a floor whose byte count and ceiling
+ * are right, so the fraction is at most 1; a case above 1 carries a `roof-exceeded` warning.
+ */
 export interface Roofline {
+  /** `dram-l2-compute` (older documents are recomputed on read). */
+  model?: string;
   /** Real bytes / median time. */
   achievedBytesPerS: number;
   /** Executed FLOPs / median time. */
   achievedFlopsPerS: number;
-  /** Real bytes at peak bandwidth. */
+  /** The bytes counted against DRAM (`counts.dramBytes`). */
+  dramBytes?: number;
+  /** dramBytes at the DRAM read bandwidth. */
+  dramTimeNs?: number;
+  /** Real bytes at the L2 read bandwidth; null when the calibration has no L2 roof. */
+  l2TimeNs?: number | null;
+  /** max(dramTime, l2Time): the memory floor. */
   ioTimeNs: number;
   /** Executed FLOPs at the dtype's FMA peak. */
   flopTimeNs: number;
-  /** max(ioTime, flopTime) / median: 1 means at the roofline. */
+  /** max(dramTime, l2Time, flopTime) / median: 1 means on the roof that binds. */
   fraction: number;
-  bound: "memory" | "compute";
+  /** The floor that binds (`memory`: the pre-L2 model, real bytes at DRAM bandwidth). */
+  bound: "dram" | "l2" | "compute" | "memory";
 }
 
 /** Outcome of checking a case's output against the float64 reference. */

@@ -158,8 +158,10 @@ Deno.test("runBench() with a fake timer: totals are Σ weight x median, speedups
     assertEquals(c.verification.checked, false);
     assertEquals(c.timing!.medianNs, 1000);
     assertEquals(c.timing!.samplesNs.length, 3); // no noise: stable after the first round
-    // 1e10 B/s peak: real bytes / peak vs flops / 1e11.
-    assertEquals(c.roofline!.ioTimeNs, (c.counts.real.totalBytes / 1e10) * 1e9);
+    // 1e10 B/s DRAM peak, no L2 roof: the bytes that must cross DRAM / peak vs flops / 1e11.
+    assertEquals(c.roofline!.dramTimeNs, (c.counts.dramBytes / 1e10) * 1e9);
+    assertEquals(c.roofline!.l2TimeNs, null);
+    assertEquals(c.roofline!.ioTimeNs, c.roofline!.dramTimeNs);
   }
   assertEquals(doc.environment.gitCommit, null);
   assertEquals(doc.environment.nvidiaSmi, null);
@@ -226,14 +228,21 @@ Deno.test("verificationRows() samples distinct seeded rows, or all of them", () 
   assert(some.every((r) => r.query < 100 && r.head < 32));
 });
 
-Deno.test("roofline() picks the larger of IO and FLOP time", () => {
-  const counts = zeroPlanCounts({ real: { totalBytes: 1e6 }, flops: 1e6, usefulFlops: 1e6 });
+Deno.test("roofline() picks the largest of the DRAM, L2 and FLOP floors", () => {
+  const counts = zeroPlanCounts({
+    real: { totalBytes: 4e6 },
+    dramBytes: 1e6,
+    flops: 1e6,
+    usefulFlops: 1e6,
+  });
   const r = roofline(counts, 1e6, "f32", CALIBRATION)!; // 1 ms
-  assertEquals(r.ioTimeNs, 1e5); // 1e6 B at 1e10 B/s
+  assertEquals(r.dramTimeNs, 1e5); // 1e6 B at 1e10 B/s
+  assertEquals(r.l2TimeNs, null); // no L2 roof in this calibration
+  assertEquals(r.ioTimeNs, 1e5);
   assertEquals(r.flopTimeNs, 1e4); // 1e6 FLOP at 1e11 FLOP/s
-  assertEquals(r.bound, "memory");
+  assertEquals(r.bound, "dram");
   assertEquals(r.fraction, 0.1);
-  assertEquals(r.achievedBytesPerS, 1e9);
+  assertEquals(r.achievedBytesPerS, 4e9); // all real bytes moved
   assertEquals(roofline(counts, 1e6, "f16", CALIBRATION)!.flopTimeNs, 5e3);
   assertEquals(roofline(counts, 1e6, "f32", null), null);
   assertEquals(roofline(counts, 0, "f32", CALIBRATION), null);

@@ -237,7 +237,7 @@ export function caseTable(doc: ResultsDocument): string {
       }
     }
   }
-  return `Cases (roofline: max(IO time, FLOP time) at the calibrated ceilings / median):\n${t.toString()}\n`;
+  return `Cases (roofline: the largest of DRAM time (bytes that must cross DRAM), L2 time (all bytes moved) and FLOP time at the calibrated ceilings / median):\n${t.toString()}\n`;
 }
 
 /** Options a test can inject. */
