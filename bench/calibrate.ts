@@ -1,9 +1,10 @@
 /**
  * Device ceilings for the roofline: DRAM read bandwidth at several buffer sizes, L2 read bandwidth
  * (a working set of a few MiB read many times in one dispatch), vec4<f32> and vec4<f16> FMA
- * throughput (8 independent chains per thread), and the GPU time of an empty dispatch and of each
- * extra dispatch in a pass. Everything is timed with the same {@linkcode Timer} and measurement
- * loop as the methods, and stored per adapter as JSON.
+ * throughput (8 independent chains per thread), the GPU time of an empty dispatch and of each
+ * extra dispatch in a pass, and the working speed of the clock reference kernel. Everything is
+ * timed with the same {@linkcode Timer} and measurement loop as the methods, at the working clock
+ * (spin-up and lead of `clock.ts`), and stored per adapter as JSON.
  *
  * @module
  */
@@ -12,6 +13,7 @@ import type { Gpu, GpuInfo } from "../kernels/gpu.ts";
 import { median } from "../results/stats.ts";
 import type { Calibration } from "../results/schema.ts";
 import { writeFileAtomic } from "../results/files.ts";
+import { calibrateReference, createClockGuard } from "./clock.ts";
 import { type MeasureCase, measureInterleaved, type MeasureOptions } from "./measure.ts";
 import type { Timer } from "./timer.ts";
 
@@ -428,50 +430,63 @@ export async function measureDispatch(
   return { dispatchNs: t1, extraDispatchNs: Math.max(0, (tn - t1) / (n - 1)) };
 }
 
-/** Measures every ceiling of the device. */
+/**
+ * Measures every ceiling of the device. The clock reference is calibrated first (after a spin-up
+ * to the working clock); every later group of measurements spins up again and opens each batch
+ * with the reference's lead, so no ceiling is taken at an idle clock.
+ */
 export async function calibrate(
   gpu: Gpu,
   timer: Timer,
   options: CalibrateOptions = {},
 ): Promise<Calibration> {
   const step = options.onStep ?? (() => {});
-  step("read bandwidth");
-  const readBandwidth = await measureReadBandwidth(
-    gpu,
-    timer,
-    options.readSizes ?? DEFAULT_READ_SIZES,
-    options,
-  );
-  step("L2 read bandwidth");
-  const l2ReadBandwidth = await measureL2Bandwidth(
-    gpu,
-    timer,
-    options.l2Sizes ?? DEFAULT_L2_SIZES,
-    options,
-  );
-  step("f32 FMA throughput");
-  const f32FlopsPerS = await measureFma(gpu, timer, "f32", options);
-  let f16FlopsPerS: number | null = null;
-  if (gpu.hasF16) {
-    step("f16 FMA throughput");
-    f16FlopsPerS = await measureFma(gpu, timer, "f16", options);
+  step("clock reference");
+  const reference = await calibrateReference(gpu, timer);
+  const clock = await createClockGuard(gpu, timer, { calibrated: reference });
+  try {
+    const o: CalibrateOptions = { ...options, measure: { ...options.measure, clock } };
+    step("read bandwidth");
+    const readBandwidth = await measureReadBandwidth(
+      gpu,
+      timer,
+      options.readSizes ?? DEFAULT_READ_SIZES,
+      o,
+    );
+    step("L2 read bandwidth");
+    const l2ReadBandwidth = await measureL2Bandwidth(
+      gpu,
+      timer,
+      options.l2Sizes ?? DEFAULT_L2_SIZES,
+      o,
+    );
+    step("f32 FMA throughput");
+    const f32FlopsPerS = await measureFma(gpu, timer, "f32", o);
+    let f16FlopsPerS: number | null = null;
+    if (gpu.hasF16) {
+      step("f16 FMA throughput");
+      f16FlopsPerS = await measureFma(gpu, timer, "f16", o);
+    }
+    step("dispatch overhead");
+    const { dispatchNs, extraDispatchNs } = await measureDispatch(gpu, timer, o);
+    return {
+      adapterKey: adapterKey(gpu.info),
+      measuredAt: new Date().toISOString(),
+      readBandwidth,
+      peakReadBytesPerS: Math.max(...readBandwidth.map((r) => r.bytesPerS)),
+      l2ReadBandwidth,
+      l2ReadBytesPerS: l2ReadBandwidth.length > 0
+        ? Math.max(...l2ReadBandwidth.map((r) => r.bytesPerS))
+        : null,
+      f32FlopsPerS,
+      f16FlopsPerS,
+      dispatchNs,
+      extraDispatchNs,
+      reference,
+    };
+  } finally {
+    clock.destroy();
   }
-  step("dispatch overhead");
-  const { dispatchNs, extraDispatchNs } = await measureDispatch(gpu, timer, options);
-  return {
-    adapterKey: adapterKey(gpu.info),
-    measuredAt: new Date().toISOString(),
-    readBandwidth,
-    peakReadBytesPerS: Math.max(...readBandwidth.map((r) => r.bytesPerS)),
-    l2ReadBandwidth,
-    l2ReadBytesPerS: l2ReadBandwidth.length > 0
-      ? Math.max(...l2ReadBandwidth.map((r) => r.bytesPerS))
-      : null,
-    f32FlopsPerS,
-    f16FlopsPerS,
-    dispatchNs,
-    extraDispatchNs,
-  };
 }
 
 /** Settings of a quick calibration (used by `bench` when no stored one exists). */

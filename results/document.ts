@@ -159,6 +159,32 @@ function checkEnvironment(c: Checker, v: unknown): void {
     c.obj(n.after, `${at}.nvidiaSmi.after`);
   }
   c.numOrNull(e, "tickRatio", at);
+  if (e.clock !== undefined && e.clock !== null) checkRunClock(c, e.clock, `${at}.clock`);
+}
+
+function checkRunClock(c: Checker, v: unknown, at: string): void {
+  const o = c.obj(v, at);
+  c.str(c.obj(o.reference, `${at}.reference`), "kernel", `${at}.reference`);
+  c.nums(o, "reference", at, ["workgroups", "iterations", "repetitions"]);
+  for (
+    const k of ["workingNs", "lowClockFraction", "spinUps", "stableSpinUps", "spinUpMs", "leadNs"]
+  ) c.num(o, k, at);
+  c.num(o, "lowClockCases", at);
+  c.oneOf(o, "workingSource", at, ["calibration", "run"]);
+  if (o.smi !== null) {
+    const so = c.obj(o.smi, `${at}.smi`);
+    c.num(so, "readings", `${at}.smi`);
+    c.numOrNull(so, "workingSmMHz", `${at}.smi`);
+    c.numOrNull(so, "maxSmMHz", `${at}.smi`);
+  }
+}
+
+function checkCaseClock(c: Checker, v: unknown, at: string): void {
+  const o = c.obj(v, at);
+  for (const k of ["fraction", "minFraction", "lowSamples"]) c.num(o, k, at);
+  c.numOrNull(o, "smMHz", at);
+  c.numOrNull(o, "smFraction", at);
+  c.bool(o, "lowClock", at);
 }
 
 function checkSettings(c: Checker, v: unknown): void {
@@ -214,6 +240,13 @@ function checkCalibration(c: Checker, v: unknown): void {
     });
   }
   if (o.l2ReadBytesPerS !== undefined) c.numOrNull(o, "l2ReadBytesPerS", at);
+  if (o.reference !== undefined && o.reference !== null) {
+    const ra = `${at}.reference`;
+    const ro = c.obj(o.reference, ra);
+    c.str(ro, "kernel", ra);
+    c.oneOf(ro, "timingMode", ra, ["timestamp", "wallclock-batched"]);
+    for (const k of ["workgroups", "iterations", "repetitions", "nsPerDispatch"]) c.num(ro, k, ra);
+  }
 }
 
 function checkCase(c: Checker, v: unknown, at: string): string {
@@ -254,6 +287,7 @@ function checkCase(c: Checker, v: unknown, at: string): string {
     for (const k of ["dramBytes", "dramTimeNs"]) if (r[k] !== undefined) c.num(r, k, ra);
     if (r.l2TimeNs !== undefined) c.numOrNull(r, "l2TimeNs", ra);
   }
+  if (o.clock !== undefined && o.clock !== null) checkCaseClock(c, o.clock, `${at}.clock`);
   const va = `${at}.verification`;
   const ver = c.obj(o.verification, va);
   c.bool(ver, "checked", va);

@@ -853,6 +853,7 @@ function environmentTable(doc: ResultsDocument): string {
         ? "not checked"
         : `${esc(e.tickRatio.toFixed(4))} (GPU time / wall time)`,
     ],
+    ["clock check", clockText(e.clock ?? null)],
   ];
   const limits = Object.entries(a.limits);
   let extra = "";
@@ -874,6 +875,26 @@ function environmentTable(doc: ResultsDocument): string {
     }</details>`;
   }
   return kvTable(rows) + extra;
+}
+
+function clockText(k: ResultsDocument["environment"]["clock"] | null): string {
+  if (!k) return `not checked <span class="badge warn">no clock guard</span>`;
+  const smi = k.smi
+    ? `; nvidia-smi: ${esc(k.smi.readings)} readings, working SM clock ${
+      k.smi.workingSmMHz === null ? "–" : `${esc(k.smi.workingSmMHz)} MHz`
+    } of ${k.smi.maxSmMHz === null ? "–" : `${esc(k.smi.maxSmMHz)} MHz`}`
+    : "";
+  return `reference ${esc(formatNs(k.workingNs))} per dispatch at the working clock (${
+    esc(k.workingSource === "calibration" ? "calibrated" : "best of this run")
+  }); ${esc(k.stableSpinUps)}/${esc(k.spinUps)} spin-ups stable (${
+    esc((k.spinUpMs / 1000).toFixed(1))
+  } s); lead ${esc(formatNs(k.leadNs))}${smi}; ${
+    k.lowClockCases > 0
+      ? `<span class="badge bad">${esc(k.lowClockCases)} case(s) below ${
+        esc(k.lowClockFraction * 100)
+      } % of the working speed</span>`
+      : `no case below ${esc(k.lowClockFraction * 100)} % of the working speed`
+  }`;
 }
 
 function settingsTable(doc: ResultsDocument): string {
@@ -947,6 +968,14 @@ function calibrationTable(doc: ResultsDocument): string {
         : "not measured (older calibration): no L2 roof",
     ],
     [
+      "clock reference",
+      c.reference
+        ? `${esc(formatNs(c.reference.nsPerDispatch))} per dispatch (${esc(c.reference.kernel)}, ${
+          esc(c.reference.workgroups)
+        } workgroups × ${esc(c.reference.iterations)} iterations, ${esc(c.reference.timingMode)})`
+        : "not calibrated",
+    ],
+    [
       "f32 / f16 FMA peak",
       `${esc(formatSi(c.f32FlopsPerS, "FLOP/s"))} / ${
         c.f16FlopsPerS === null ? "n/a" : esc(formatSi(c.f16FlopsPerS, "FLOP/s"))
@@ -1001,15 +1030,21 @@ function caseTable(doc: ResultsDocument): string {
         c.roofline.fraction > 1 ? ` <span class="badge bad">exceeds roof: model wrong</span>` : ""
       }`
       : "–";
+    const k = c.clock;
+    const clock = !t || !k
+      ? "–"
+      : `${k.lowClock ? `<span class="badge bad">low clock</span> ` : ""}${
+        esc((k.fraction * 100).toFixed(0))
+      } %${k.smMHz !== null ? ` · ${esc(k.smMHz.toFixed(0))} MHz` : ""}`;
     return `<tr${problem === null ? "" : ` class="bad"`}><td class="mono">${esc(r.key)}</td><td>${
       esc(c.method)
     }</td><td>${
       statusBadge(c)
-    }</td>${cells}<td class="num">${roof}</td><td>${ver}</td><td class="mono">${
+    }</td>${cells}<td class="num">${roof}</td><td class="num">${clock}</td><td>${ver}</td><td class="mono">${
       esc(c.sourceHash.slice(0, 12))
     }</td></tr>`;
   });
-  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>median</th><th>95 % CI of median</th><th>MAD</th><th>samples</th><th>roofline (binding floor)</th><th>verification (max rel. error / tolerance)</th><th>source</th></tr></thead><tbody>${
+  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>median</th><th>95 % CI of median</th><th>MAD</th><th>samples</th><th>roofline (binding floor)</th><th>clock (reference speed / working speed)</th><th>verification (max rel. error / tolerance)</th><th>source</th></tr></thead><tbody>${
     rows.join("")
   }</tbody></table></div>`;
 }
@@ -1073,6 +1108,18 @@ function notices(doc: ResultsDocument): string {
   if (doc.settings.timing.mode !== "timestamp") {
     out.push(
       `<p class="notice">Timings are wall-clock batches (no timestamp queries): coarse.</p>`,
+    );
+  }
+  const slow = caseRefs(doc).filter((r) => r.case.clock?.lowClock === true);
+  if (slow.length) {
+    out.push(
+      `<p class="notice bad"><b>${slow.length} case(s) were measured below ${
+        esc((doc.environment.clock?.lowClockFraction ?? 0.9) * 100)
+      } % of the adapter's working clock</b> (the clock reference ran slower beside them): their latencies are not comparable, and <code>compare</code> does not judge them. ${
+        slow.slice(0, 6).map((r) =>
+          `<code>${esc(r.key)}</code> (${esc(((r.case.clock?.fraction ?? 0) * 100).toFixed(0))} %)`
+        ).join(", ")
+      }${slow.length > 6 ? ` and ${slow.length - 6} more` : ""}.</p>`,
     );
   }
   const bad = caseRefs(doc).filter((r) => caseProblem(r.case) !== null);

@@ -7,6 +7,7 @@ import {
   loadCalibration,
   saveCalibration,
 } from "../bench/calibrate.ts";
+import { REFERENCE_KERNEL } from "../bench/clock.ts";
 import { createTimer } from "../bench/timer.ts";
 import { Gpu, type GpuInfo } from "../kernels/gpu.ts";
 import { FileExistsError } from "../results/files.ts";
@@ -70,7 +71,10 @@ Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes"
     assertEquals(c.l2ReadBandwidth!.map((r) => r.bytes), [1 << 18, 1 << 20]);
     for (const r of c.l2ReadBandwidth!) assert(r.bytesPerS > 0 && Number.isFinite(r.bytesPerS));
     assertEquals(c.l2ReadBytesPerS, Math.max(...c.l2ReadBandwidth!.map((r) => r.bytesPerS)));
-    assertEquals(steps.slice(0, 2), ["read bandwidth", "L2 read bandwidth"]);
+    assertEquals(c.reference!.kernel, REFERENCE_KERNEL);
+    assertEquals(c.reference!.timingMode, timer.mode);
+    assert(c.reference!.nsPerDispatch > 0 && c.reference!.iterations >= 16);
+    assertEquals(steps.slice(0, 3), ["clock reference", "read bandwidth", "L2 read bandwidth"]);
     assertEquals(steps.at(-1), "dispatch overhead");
 
     const dir = await Deno.makeTempDir();

@@ -129,6 +129,16 @@ Deno.test("runBench() on the real adapter: ok, failed and error cases, a valid d
     assertEquals(doc.environment.command, ["bench", "test"]);
     assert(doc.environment.deno.length > 0);
     if (g.hasTimestamps) assert(doc.environment.tickRatio! > 0.5 && doc.environment.tickRatio! < 2);
+    // The clock guard ran beside the cases: a working speed, a spin-up per snapshot, and a clock
+    // for every timed case.
+    const k = doc.environment.clock!;
+    assert(k.workingNs > 0 && k.spinUps === 2, JSON.stringify(k));
+    for (const s of w.snapshots) {
+      for (const c of s.cases) {
+        if (c.timing) assert(c.clock!.fraction > 0 && c.clock!.minFraction <= c.clock!.fraction);
+        else assertEquals(c.clock, undefined);
+      }
+    }
   } finally {
     timer.destroy();
   }
@@ -138,7 +148,7 @@ Deno.test("runBench() with a fake timer: totals are Σ weight x median, speedups
   const g = await gpu();
   const clock = new FakeClock();
   const ns: Record<string, number> = { sequence: 3000, "deft-flatten": 1000 };
-  const timer = new FakeTimer({ sample: (label) => ns[label.split("/")[1]!]!, clock });
+  const timer = new FakeTimer({ sample: (label) => ns[label.split("/")[1]!] ?? 500, clock });
   const reg = fakeRegistry();
   const doc = await runBench(
     g,
@@ -162,6 +172,9 @@ Deno.test("runBench() with a fake timer: totals are Σ weight x median, speedups
     assertEquals(c.roofline!.dramTimeNs, (c.counts.dramBytes / 1e10) * 1e9);
     assertEquals(c.roofline!.l2TimeNs, null);
     assertEquals(c.roofline!.ioTimeNs, c.roofline!.dramTimeNs);
+    // The fake reference kernel ran at one speed throughout: every case at its working clock.
+    assertEquals(c.clock!.fraction, 1);
+    assertEquals(c.clock!.lowClock, false);
   }
   assertEquals(doc.environment.gitCommit, null);
   assertEquals(doc.environment.nvidiaSmi, null);
@@ -187,7 +200,9 @@ Deno.test("runBench() with the wall-clock fallback says so and records repetitio
   for (const c of doc.workloads[0]!.snapshots[0]!.cases) {
     assertEquals(c.status, "ok");
     assert(c.timing!.repetitions! > 1, `repetitions ${c.timing!.repetitions}`);
+    assert(c.clock!.fraction > 0);
   }
+  assertEquals(doc.environment.clock!.leadNs, 0); // no lead without timestamps
   parseResults(JSON.stringify(doc), "x.json");
 });
 
