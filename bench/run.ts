@@ -6,7 +6,8 @@
  * float64 reference on a seeded sample of (query, head) rows, and the methods that passed are
  * timed interleaved. A method whose output is wrong is `failed` (never timed, never reported as
  * fast); one that throws is `error` with the message, and the run goes on. GPU buffers are freed
- * after every snapshot, so large trees do not pile up.
+ * after every snapshot, so large trees do not pile up. A clock guard (`clock.ts`) keeps the GPU at
+ * its working clock while timing and flags every case measured below 90% of it (`lowClock`).
  *
  * @module
  */
@@ -17,7 +18,6 @@ import type {
   MethodName,
   MethodOptions,
   Plan,
-  PlanCounts,
   PreparedMethod,
 } from "../kernels/method.ts";
 import { zeroPlanCounts } from "../kernels/method.ts";
@@ -25,13 +25,14 @@ import { Problem } from "../kernels/problem.ts";
 import { compareOutput, referenceAttention, type Row } from "../kernels/reference.ts";
 import {
   type Calibration,
+  type CaseClock,
   type CaseResult,
   type Environment,
   type MethodTotal,
   RESULTS_FORMAT,
   RESULTS_VERSION,
   type ResultsDocument,
-  type Roofline,
+  type RunClock,
   type Settings,
   type SnapshotResult,
   type TimingSettings,
@@ -39,7 +40,8 @@ import {
   type Warning,
   type WorkloadResult,
 } from "../results/schema.ts";
-import { summarize } from "../results/stats.ts";
+import { roofline } from "../results/roofline.ts";
+import { median, summarize } from "../results/stats.ts";
 import { Rng } from "../workloads/rng.ts";
 import { type DecodingRun, runFacts, type Snapshot } from "../workloads/run.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
@@ -50,6 +52,13 @@ import {
   type MeasureCase,
   measureInterleaved,
 } from "./measure.ts";
+import {
+  type ClockGuard,
+  createClockGuard,
+  LOW_CLOCK_FRACTION,
+  REFERENCE_KERNEL,
+  SmiSampler,
+} from "./clock.ts";
 import { type ProgressReporter, silentProgress } from "./progress.ts";
 import { busyPass, checkTicks, type Timer } from "./timer.ts";
 
@@ -93,6 +102,8 @@ export interface BenchConfig {
   tickCheck?: boolean;
   /** Bytes of the cold-mode flush buffer (default 128 MiB). */
   flushBytes?: number;
+  /** Keep and check the GPU clock with a reference kernel (default true; see `clock.ts`). */
+  clockGuard?: boolean;
 }
 
 /** Injection points (tests pass a fake timer and clock). */
@@ -102,6 +113,17 @@ export interface BenchHooks {
   now?: () => number;
   /** Read git and nvidia-smi (default true). */
   probeHost?: boolean;
+  /** SM clock readings during the run (default: `nvidia-smi` when probing the host finds it). */
+  smi?: SmiSampler | null;
+}
+
+/** Clock facts gathered while measuring, turned into case and run clocks at the end. */
+interface ClockRecord {
+  guard: ClockGuard | null;
+  /** Reference time bracketing each sample of each case. */
+  refs: Map<string, (number | null)[]>;
+  /** When each case's group was measured, ms on the run's clock. */
+  windows: Map<string, [number, number]>;
 }
 
 function unverified(tolerance: number): Verification {
@@ -151,26 +173,8 @@ export function verificationRows(
   return [...chosen].sort((a, b) => a - b).map(pick);
 }
 
-/** Roofline of a case from its counts, median and the device ceilings. */
-export function roofline(
-  counts: PlanCounts,
-  medianNs: number,
-  dtype: Dtype,
-  c: Calibration | null,
-): Roofline | null {
-  if (!c || !(medianNs > 0) || !(c.peakReadBytesPerS > 0) || !(c.f32FlopsPerS > 0)) return null;
-  const flopsPerS = dtype === "f16" ? (c.f16FlopsPerS ?? c.f32FlopsPerS) : c.f32FlopsPerS;
-  const ioTimeNs = (counts.real.totalBytes / c.peakReadBytesPerS) * 1e9;
-  const flopTimeNs = (counts.flops / flopsPerS) * 1e9;
-  return {
-    achievedBytesPerS: counts.real.totalBytes / (medianNs * 1e-9),
-    achievedFlopsPerS: counts.flops / (medianNs * 1e-9),
-    ioTimeNs,
-    flopTimeNs,
-    fraction: Math.max(ioTimeNs, flopTimeNs) / medianNs,
-    bound: ioTimeNs >= flopTimeNs ? "memory" : "compute",
-  };
-}
+/** The roofline of a case (see `results/roofline.ts`). */
+export { roofline };
 
 /** Per-method totals over a workload (Σ weight x median, whole model, speedup vs sequence). */
 export function methodTotals(
@@ -351,6 +355,18 @@ export async function runBench(
   const flush = config.timing.cold
     ? await createFlushPass(gpu, { bytes: config.flushBytes })
     : undefined;
+  const clocks: ClockRecord = {
+    guard: config.clockGuard === false
+      ? null
+      : await createClockGuard(gpu, timer, { calibrated: config.calibration?.reference, now }),
+    refs: new Map(),
+    windows: new Map(),
+  };
+  const smi = hooks.smi !== undefined
+    ? hooks.smi
+    : probeHost && smiBefore
+    ? SmiSampler.start({ now })
+    : null;
 
   const plans = config.workloads.map((w) => ({ w, snaps: w.run.sample(config.samplesPerRun) }));
   progress.start(plans.reduce((n, p) => n + p.snaps.length * config.methods.length, 0));
@@ -371,6 +387,7 @@ export async function runBench(
           flush,
           tolerance,
           now,
+          clocks,
         );
         for (const c of cases) {
           progress.caseDone(c);
@@ -410,8 +427,11 @@ export async function runBench(
     }
   } finally {
     flush?.destroy();
+    clocks.guard?.destroy();
+    await smi?.stop();
     progress.finish();
   }
+  const runClock = clocks.guard ? applyClocks(workloads, clocks, clocks.guard, smi, warn) : null;
 
   for (const w of workloads) {
     for (const s of w.snapshots) {
@@ -454,6 +474,7 @@ export async function runBench(
     command: config.command,
     nvidiaSmi: smiBefore ? { before: smiBefore, after: smiAfter ?? {} } : null,
     tickRatio,
+    clock: runClock,
   };
   const t = config.timing;
   const settings: Settings = {
@@ -503,6 +524,15 @@ function caseWarnings(
   if (tm.samplesNs.length < Math.min(t.minSamples, 5)) {
     warn("few-samples", `${c.key}: only ${tm.samplesNs.length} samples`, c.key);
   }
+  if (c.roofline && c.roofline.fraction > 1) {
+    warn(
+      "roof-exceeded",
+      `${c.key}: measured faster than its ${c.roofline.bound} floor (${
+        (c.roofline.fraction * 100).toFixed(0)
+      }% of that roof): the byte count or the calibration is wrong for this case`,
+      c.key,
+    );
+  }
   const rel = (tm.ci95Ns[1] - tm.ci95Ns[0]) / 2 / tm.medianNs;
   if (rel > t.targetRelativeCi) {
     warn(
@@ -525,6 +555,7 @@ async function runSnapshot(
   flush: Awaited<ReturnType<typeof createFlushPass>> | undefined,
   tolerance: number,
   now: () => number,
+  clocks: ClockRecord,
 ): Promise<CaseResult[]> {
   const keyOf = (m: AttentionMethod) => `${workload}@${snap.iteration}/${m.name}`;
   const results = new Map<MethodName, CaseResult>();
@@ -644,7 +675,7 @@ async function runSnapshot(
       key: keyOf(p.method),
       encode: (pass) => p.prepared.encode(pass),
     }));
-    const measured = await measureCases(hooks.timer, cases, config, flush, now);
+    const measured = await measureCases(hooks.timer, cases, config, flush, now, clocks);
     for (const p of timed) {
       const c = results.get(p.method.name)!;
       const m = measured.get(c.key)!;
@@ -657,6 +688,7 @@ async function runSnapshot(
         continue;
       }
       c.timing = { ...summarize(m.samplesNs, { seed: config.seed }), repetitions: m.repetitions };
+      clocks.refs.set(c.key, m.referenceNs);
       c.roofline = roofline(c.counts, c.timing.medianNs, config.dtype, config.calibration);
     }
   } finally {
@@ -677,6 +709,7 @@ async function measureCases(
   config: BenchConfig,
   flush: Awaited<ReturnType<typeof createFlushPass>> | undefined,
   now: () => number,
+  clocks: ClockRecord,
 ): Promise<Map<string, CaseMeasurement | Error>> {
   const t = config.timing;
   const options = {
@@ -690,11 +723,13 @@ async function measureCases(
     flush,
     now,
     seed: config.seed,
+    clock: clocks.guard ?? undefined,
   };
   const out = new Map<string, CaseMeasurement | Error>();
   if (cases.length === 0) return out;
   const groups = t.interleaved ? [cases] : cases.map((c) => [c]);
   for (const group of groups) {
+    const t0 = now();
     try {
       for (const m of await measureInterleaved(timer, group, options)) out.set(m.key, m);
     } catch (e) {
@@ -714,6 +749,101 @@ async function measureCases(
         }
       }
     }
+    const t1 = now();
+    for (const c of group) clocks.windows.set(c.key, [t0, t1]);
   }
   return out;
+}
+
+/**
+ * Gives every timed case its clock (reference fraction against the final working speed, and the
+ * nvidia-smi SM clock of its window), warns `low-clock` for each case below
+ * {@linkcode LOW_CLOCK_FRACTION}, and returns the run's clock summary.
+ */
+function applyClocks(
+  workloads: readonly WorkloadResult[],
+  clocks: ClockRecord,
+  guard: ClockGuard,
+  smi: SmiSampler | null,
+  warn: (code: string, message: string, key: string | null) => void,
+): RunClock | null {
+  const working = guard.workingNs;
+  const source = guard.workingSource;
+  if (working === null || source === null) return null;
+  // The working SM clock: the highest reading while cases were measured.
+  let workingSm: number | null = null;
+  let maxSm: number | null = null;
+  let readings = 0;
+  if (smi) {
+    for (const [t0, t1] of clocks.windows.values()) {
+      for (const r of smi.window(t0, t1)) workingSm = Math.max(workingSm ?? 0, r.smMHz);
+    }
+    for (const r of smi.readings) if (r.maxSmMHz !== null) maxSm = Math.max(maxSm ?? 0, r.maxSmMHz);
+    readings = smi.readings.length;
+  }
+  let low = 0;
+  for (const w of workloads) {
+    for (const s of w.snapshots) {
+      for (const c of s.cases) {
+        const refs = (clocks.refs.get(c.key) ?? []).filter((v): v is number => v !== null);
+        if (!c.timing || refs.length === 0) continue;
+        const fractions = refs.map((v) => working / v);
+        const win = clocks.windows.get(c.key);
+        const sm = smi && win ? smi.window(win[0], win[1]).map((r) => r.smMHz) : [];
+        const smMHz = sm.length > 0 ? median(sm) : null;
+        const smFraction = smMHz !== null && workingSm ? smMHz / workingSm : null;
+        const fraction = working / median(refs);
+        const cc: CaseClock = {
+          fraction,
+          minFraction: Math.min(...fractions),
+          lowSamples: fractions.filter((f) => f < LOW_CLOCK_FRACTION).length,
+          smMHz,
+          smFraction,
+          lowClock: fraction < LOW_CLOCK_FRACTION ||
+            (smFraction !== null && smFraction < LOW_CLOCK_FRACTION),
+        };
+        c.clock = cc;
+        if (cc.lowClock) {
+          low++;
+          const by = fraction < LOW_CLOCK_FRACTION
+            ? `the clock reference ran at ${(fraction * 100).toFixed(0)}%`
+            : `nvidia-smi read the SM clock at ${(smFraction! * 100).toFixed(0)}%`;
+          warn(
+            "low-clock",
+            `${c.key}: measured below ${
+              LOW_CLOCK_FRACTION * 100
+            }% of the adapter's working speed (${by}); its latency is not comparable`,
+            c.key,
+          );
+        }
+      }
+    }
+  }
+  const spins = guard.spinUps;
+  if (workingSm !== null && maxSm !== null && workingSm < 0.75 * maxSm) {
+    warn(
+      "throttled",
+      `the highest SM clock read while measuring was ${workingSm} MHz, ${
+        (workingSm / maxSm * 100).toFixed(0)
+      }% of the maximum ${maxSm} MHz (nvidia-smi)`,
+      null,
+    );
+  }
+  return {
+    reference: {
+      kernel: REFERENCE_KERNEL,
+      workgroups: guard.size.workgroups,
+      iterations: guard.size.iterations,
+      repetitions: guard.size.repetitions,
+    },
+    workingNs: working,
+    workingSource: source,
+    lowClockFraction: LOW_CLOCK_FRACTION,
+    spinUps: spins.length,
+    stableSpinUps: spins.filter((x) => x.stable).length,
+    spinUpMs: spins.reduce((a, x) => a + x.ms, 0),
+    leadNs: guard.perRound ? guard.leadNs : 0,
+    lowClockCases: low,
+    smi: smi ? { readings, workingSmMHz: workingSm, maxSmMHz: maxSm } : null,
+  };
 }

@@ -14,6 +14,7 @@ import {
   type SnapshotResult,
   type WorkloadResult,
 } from "./schema.ts";
+import { upgradeRooflines } from "./roofline.ts";
 
 /**
  * A results document that breaks the format; the message names the file and the field. A
@@ -158,6 +159,32 @@ function checkEnvironment(c: Checker, v: unknown): void {
     c.obj(n.after, `${at}.nvidiaSmi.after`);
   }
   c.numOrNull(e, "tickRatio", at);
+  if (e.clock !== undefined && e.clock !== null) checkRunClock(c, e.clock, `${at}.clock`);
+}
+
+function checkRunClock(c: Checker, v: unknown, at: string): void {
+  const o = c.obj(v, at);
+  c.str(c.obj(o.reference, `${at}.reference`), "kernel", `${at}.reference`);
+  c.nums(o, "reference", at, ["workgroups", "iterations", "repetitions"]);
+  for (
+    const k of ["workingNs", "lowClockFraction", "spinUps", "stableSpinUps", "spinUpMs", "leadNs"]
+  ) c.num(o, k, at);
+  c.num(o, "lowClockCases", at);
+  c.oneOf(o, "workingSource", at, ["calibration", "run"]);
+  if (o.smi !== null) {
+    const so = c.obj(o.smi, `${at}.smi`);
+    c.num(so, "readings", `${at}.smi`);
+    c.numOrNull(so, "workingSmMHz", `${at}.smi`);
+    c.numOrNull(so, "maxSmMHz", `${at}.smi`);
+  }
+}
+
+function checkCaseClock(c: Checker, v: unknown, at: string): void {
+  const o = c.obj(v, at);
+  for (const k of ["fraction", "minFraction", "lowSamples"]) c.num(o, k, at);
+  c.numOrNull(o, "smMHz", at);
+  c.numOrNull(o, "smFraction", at);
+  c.bool(o, "lowClock", at);
 }
 
 function checkSettings(c: Checker, v: unknown): void {
@@ -205,6 +232,21 @@ function checkCalibration(c: Checker, v: unknown): void {
     c.num(o, k, at);
   }
   c.numOrNull(o, "f16FlopsPerS", at);
+  if (o.l2ReadBandwidth !== undefined) {
+    c.arr(o.l2ReadBandwidth, `${at}.l2ReadBandwidth`).forEach((r, i) => {
+      const ro = c.obj(r, `${at}.l2ReadBandwidth[${i}]`);
+      c.num(ro, "bytes", `${at}.l2ReadBandwidth[${i}]`);
+      c.num(ro, "bytesPerS", `${at}.l2ReadBandwidth[${i}]`);
+    });
+  }
+  if (o.l2ReadBytesPerS !== undefined) c.numOrNull(o, "l2ReadBytesPerS", at);
+  if (o.reference !== undefined && o.reference !== null) {
+    const ra = `${at}.reference`;
+    const ro = c.obj(o.reference, ra);
+    c.str(ro, "kernel", ra);
+    c.oneOf(ro, "timingMode", ra, ["timestamp", "wallclock-batched"]);
+    for (const k of ["workgroups", "iterations", "repetitions", "nsPerDispatch"]) c.num(ro, k, ra);
+  }
 }
 
 function checkCase(c: Checker, v: unknown, at: string): string {
@@ -220,6 +262,7 @@ function checkCase(c: Checker, v: unknown, at: string): string {
   c.nums(counts, "real", `${at}.counts`, REAL_IO_FIELDS);
   c.num(counts, "flops", `${at}.counts`);
   c.num(counts, "usefulFlops", `${at}.counts`);
+  if (counts.dramBytes !== undefined) c.num(counts, "dramBytes", `${at}.counts`);
   const stats = c.obj(o.stats, `${at}.stats`);
   for (const k of Object.keys(stats)) c.num(stats, k, `${at}.stats`);
   for (const k of ["dispatches", "prepareMs", "planMs"]) c.num(o, k, at);
@@ -240,8 +283,11 @@ function checkCase(c: Checker, v: unknown, at: string): string {
     for (
       const k of ["achievedBytesPerS", "achievedFlopsPerS", "ioTimeNs", "flopTimeNs", "fraction"]
     ) c.num(r, k, ra);
-    c.oneOf(r, "bound", ra, ["memory", "compute"]);
+    c.oneOf(r, "bound", ra, ["dram", "l2", "compute", "memory"]);
+    for (const k of ["dramBytes", "dramTimeNs"]) if (r[k] !== undefined) c.num(r, k, ra);
+    if (r.l2TimeNs !== undefined) c.numOrNull(r, "l2TimeNs", ra);
   }
+  if (o.clock !== undefined && o.clock !== null) checkCaseClock(c, o.clock, `${at}.clock`);
   const va = `${at}.verification`;
   const ver = c.obj(o.verification, va);
   c.bool(ver, "checked", va);
@@ -344,7 +390,9 @@ export function parseResults(text: string, path: string): ResultsDocument {
     c.str(wo, "message", `warnings[${i}]`);
     c.strOrNull(wo, "key", `warnings[${i}]`);
   });
-  return doc as ResultsDocument;
+  const parsed = doc as ResultsDocument;
+  upgradeRooflines(parsed);
+  return parsed;
 }
 
 /** Reads and parses a results file (see {@linkcode parseResults}). */

@@ -17,6 +17,7 @@ import chartJsPackage from "../node_modules/chart.js/package.json" with { type: 
 import { METHOD_NAMES } from "../kernels/method.ts";
 import { IndexedTree, type Tree } from "../workloads/tree.ts";
 import { caseProblem, caseRefs, formatBytes, formatNs, formatSi, runLabel } from "./document.ts";
+import { boundName, cacheBytesPerS } from "./roofline.ts";
 import type { CaseResult, ResultsDocument, WorkloadResult } from "./schema.ts";
 
 /** The bundled chart.js version (inlined, or fetched from the CDN with `--cdn`). */
@@ -420,6 +421,8 @@ function logGrid(lo: number, hi: number, n: number): number[] {
 
 function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
   const byMethod = new Map<string, { x: number; y: number; deftLabel: string }[]>();
+  // The same cases at their DRAM intensity (FLOPs per byte that must cross DRAM).
+  const dram: { x: number; y: number; deftLabel: string }[] = [];
   for (const r of caseRefs(doc)) {
     const c = r.case;
     if (caseProblem(c) !== null || c.counts.real.totalBytes <= 0 || c.counts.flops <= 0) continue;
@@ -428,10 +431,13 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
     const list = byMethod.get(c.method) ?? [];
     list.push({ x: c.counts.flops / c.counts.real.totalBytes, y, deftLabel: r.key });
     byMethod.set(c.method, list);
+    if (c.counts.dramBytes > 0) {
+      dram.push({ x: c.counts.flops / c.counts.dramBytes, y, deftLabel: `${r.key} (DRAM bytes)` });
+    }
   }
   if (byMethod.size === 0) return null;
   const points = [...byMethod.values()].flat();
-  const xs = points.map((p) => p.x);
+  const xs = [...points, ...dram].map((p) => p.x);
   const datasets: Record<string, unknown>[] = orderMethods(byMethod.keys()).map((m) => ({
     label: m,
     type: "scatter",
@@ -447,26 +453,45 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
       ? cal.f16FlopsPerS
       : cal.f32FlopsPerS;
     const bw = cal.peakReadBytesPerS;
+    const l2 = cacheBytesPerS(cal);
     const lo = Math.min(...xs, peakFlops / bw) / 4;
     const hi = Math.max(...xs, peakFlops / bw) * 4;
-    datasets.push({
-      label: `roofline (${formatSi(bw, "B/s")}, ${formatSi(peakFlops, "FLOP/s")})`,
-      type: "line",
-      data: logGrid(lo, hi, 64).map((x) => ({ x, y: Math.min(peakFlops, x * bw) })),
-      borderColor: "#333",
-      backgroundColor: "#333",
-      borderDash: [5, 3],
-      borderWidth: 1.5,
-      pointRadius: 0,
-      fill: false,
-    });
-    ceiling = " under the calibrated roofline of this adapter (peak read bandwidth and FMA peak)";
+    if (dram.length > 0) {
+      datasets.push({
+        label: "cases at DRAM intensity (hollow)",
+        type: "scatter",
+        data: dram,
+        backgroundColor: "rgba(0,0,0,0)",
+        borderColor: "#777",
+        pointRadius: 3,
+      });
+    }
+    const roof = (label: string, rate: number, colour: string, dash: number[]) =>
+      datasets.push({
+        label,
+        type: "line",
+        data: logGrid(lo, hi, 64).map((x) => ({ x, y: Math.min(peakFlops, x * rate) })),
+        borderColor: colour,
+        backgroundColor: colour,
+        borderDash: dash,
+        borderWidth: 1.5,
+        pointRadius: 0,
+        fill: false,
+      });
+    roof(`DRAM roof (${formatSi(bw, "B/s")}, ${formatSi(peakFlops, "FLOP/s")})`, bw, "#333", [
+      5,
+      3,
+    ]);
+    if (l2 !== null) roof(`L2 roof (${formatSi(l2, "B/s")})`, l2, "#888", [2, 2]);
+    ceiling = ` under the calibrated roofs of this adapter: FMA peak, ${
+      l2 !== null ? "L2 read bandwidth (for all bytes moved) and " : ""
+    }DRAM read bandwidth (for the bytes that must cross DRAM, the hollow points at their DRAM intensity)`;
   }
   return {
     id,
     title: "Roofline position",
     caption:
-      `Achieved FLOP/s of every successful case against its arithmetic intensity (executed FLOPs per byte really moved)${ceiling}${
+      `Achieved FLOP/s of every successful case against its arithmetic intensity (executed FLOPs per byte really moved, filled points)${ceiling}${
         cal ? "" : " (no calibration in this run, so no ceiling is drawn)"
       }; points close to the line use the hardware well.`,
     config: {
@@ -828,6 +853,7 @@ function environmentTable(doc: ResultsDocument): string {
         ? "not checked"
         : `${esc(e.tickRatio.toFixed(4))} (GPU time / wall time)`,
     ],
+    ["clock check", clockText(e.clock ?? null)],
   ];
   const limits = Object.entries(a.limits);
   let extra = "";
@@ -849,6 +875,26 @@ function environmentTable(doc: ResultsDocument): string {
     }</details>`;
   }
   return kvTable(rows) + extra;
+}
+
+function clockText(k: ResultsDocument["environment"]["clock"] | null): string {
+  if (!k) return `not checked <span class="badge warn">no clock guard</span>`;
+  const smi = k.smi
+    ? `; nvidia-smi: ${esc(k.smi.readings)} readings, working SM clock ${
+      k.smi.workingSmMHz === null ? "–" : `${esc(k.smi.workingSmMHz)} MHz`
+    } of ${k.smi.maxSmMHz === null ? "–" : `${esc(k.smi.maxSmMHz)} MHz`}`
+    : "";
+  return `reference ${esc(formatNs(k.workingNs))} per dispatch at the working clock (${
+    esc(k.workingSource === "calibration" ? "calibrated" : "best of this run")
+  }); ${esc(k.stableSpinUps)}/${esc(k.spinUps)} spin-ups stable (${
+    esc((k.spinUpMs / 1000).toFixed(1))
+  } s); lead ${esc(formatNs(k.leadNs))}${smi}; ${
+    k.lowClockCases > 0
+      ? `<span class="badge bad">${esc(k.lowClockCases)} case(s) below ${
+        esc(k.lowClockFraction * 100)
+      } % of the working speed</span>`
+      : `no case below ${esc(k.lowClockFraction * 100)} % of the working speed`
+  }`;
 }
 
 function settingsTable(doc: ResultsDocument): string {
@@ -908,7 +954,27 @@ function calibrationTable(doc: ResultsDocument): string {
   return kvTable([
     ["adapter", esc(c.adapterKey)],
     ["measured", esc(c.measuredAt)],
-    ["peak read bandwidth", esc(formatSi(c.peakReadBytesPerS, "B/s"))],
+    ["DRAM read bandwidth (peak)", esc(formatSi(c.peakReadBytesPerS, "B/s"))],
+    [
+      "L2 read bandwidth",
+      typeof c.l2ReadBytesPerS === "number"
+        ? `${esc(formatSi(c.l2ReadBytesPerS, "B/s"))}${
+          c.l2ReadBandwidth?.length
+            ? ` (working sets ${
+              c.l2ReadBandwidth.map((x) => esc(formatBytes(x.bytes))).join(", ")
+            })`
+            : ""
+        }`
+        : "not measured (older calibration): no L2 roof",
+    ],
+    [
+      "clock reference",
+      c.reference
+        ? `${esc(formatNs(c.reference.nsPerDispatch))} per dispatch (${esc(c.reference.kernel)}, ${
+          esc(c.reference.workgroups)
+        } workgroups × ${esc(c.reference.iterations)} iterations, ${esc(c.reference.timingMode)})`
+        : "not calibrated",
+    ],
     [
       "f32 / f16 FMA peak",
       `${esc(formatSi(c.f32FlopsPerS, "FLOP/s"))} / ${
@@ -960,15 +1026,25 @@ function caseTable(doc: ResultsDocument): string {
       ].map((s) => `<td class="num">${esc(s)}</td>`).join("")
       : `<td class="num" colspan="4">— ${esc(problem ?? "")}</td>`;
     const roof = t && c.roofline
-      ? `${(c.roofline.fraction * 100).toFixed(1)} % (${c.roofline.bound})`
+      ? `${(c.roofline.fraction * 100).toFixed(1)} % (${esc(boundName(c.roofline.bound))})${
+        c.roofline.fraction > 1 ? ` <span class="badge bad">exceeds roof: model wrong</span>` : ""
+      }`
       : "–";
+    const k = c.clock;
+    const clock = !t || !k
+      ? "–"
+      : `${k.lowClock ? `<span class="badge bad">low clock</span> ` : ""}${
+        esc((k.fraction * 100).toFixed(0))
+      } %${k.smMHz !== null ? ` · ${esc(k.smMHz.toFixed(0))} MHz` : ""}`;
     return `<tr${problem === null ? "" : ` class="bad"`}><td class="mono">${esc(r.key)}</td><td>${
       esc(c.method)
-    }</td><td>${statusBadge(c)}</td>${cells}<td class="num">${
-      esc(roof)
-    }</td><td>${ver}</td><td class="mono">${esc(c.sourceHash.slice(0, 12))}</td></tr>`;
+    }</td><td>${
+      statusBadge(c)
+    }</td>${cells}<td class="num">${roof}</td><td class="num">${clock}</td><td>${ver}</td><td class="mono">${
+      esc(c.sourceHash.slice(0, 12))
+    }</td></tr>`;
   });
-  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>median</th><th>95 % CI of median</th><th>MAD</th><th>samples</th><th>roofline</th><th>verification (max rel. error / tolerance)</th><th>source</th></tr></thead><tbody>${
+  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>median</th><th>95 % CI of median</th><th>MAD</th><th>samples</th><th>roofline (binding floor)</th><th>clock (reference speed / working speed)</th><th>verification (max rel. error / tolerance)</th><th>source</th></tr></thead><tbody>${
     rows.join("")
   }</tbody></table></div>`;
 }
@@ -1032,6 +1108,18 @@ function notices(doc: ResultsDocument): string {
   if (doc.settings.timing.mode !== "timestamp") {
     out.push(
       `<p class="notice">Timings are wall-clock batches (no timestamp queries): coarse.</p>`,
+    );
+  }
+  const slow = caseRefs(doc).filter((r) => r.case.clock?.lowClock === true);
+  if (slow.length) {
+    out.push(
+      `<p class="notice bad"><b>${slow.length} case(s) were measured below ${
+        esc((doc.environment.clock?.lowClockFraction ?? 0.9) * 100)
+      } % of the adapter's working clock</b> (the clock reference ran slower beside them): their latencies are not comparable, and <code>compare</code> does not judge them. ${
+        slow.slice(0, 6).map((r) =>
+          `<code>${esc(r.key)}</code> (${esc(((r.case.clock?.fraction ?? 0) * 100).toFixed(0))} %)`
+        ).join(", ")
+      }${slow.length > 6 ? ` and ${slow.length - 6} more` : ""}.</p>`,
     );
   }
   const bad = caseRefs(doc).filter((r) => caseProblem(r.case) !== null);

@@ -5,7 +5,9 @@
  */
 
 import { METHOD_NAMES, type MethodName, type PaperIo, type RealIo } from "../kernels/method.ts";
+import { estimateDramBytes, roofline } from "../results/roofline.ts";
 import {
+  type Calibration,
   type CaseResult,
   type MethodTotal,
   RESULTS_FORMAT,
@@ -112,7 +114,8 @@ function countsFor(method: MethodName, f: TreeFacts, blockSize: number) {
   const flops = method === "tree-mask"
     ? 4 * d * f.queries * f.treeTokens * SHAPE.qHeads
     : usefulFlops;
-  return { paper, real, flops, usefulFlops };
+  const dramBytes = estimateDramBytes(f, SHAPE, "f16");
+  return { paper, real, dramBytes, flops, usefulFlops };
 }
 
 function normal(rng: Rng): number {
@@ -124,6 +127,20 @@ function normal(rng: Rng): number {
 export function drawSamples(rng: Rng, medianNs: number, n: number, noise: number): number[] {
   return Array.from({ length: n }, () => medianNs * Math.exp(noise * normal(rng)));
 }
+
+/** The fixture's calibration: DRAM at PEAK_BW, L2 at 2.5x that, FMA at PEAK_FLOPS. */
+const CALIBRATION: Calibration = {
+  adapterKey: "nvidia/hopper/NVIDIA H100 80GB HBM3",
+  measuredAt: "2025-01-02T03:00:00.000Z",
+  readBandwidth: [{ bytes: 1 << 20, bytesPerS: 30e9 }, { bytes: 1 << 28, bytesPerS: PEAK_BW }],
+  peakReadBytesPerS: PEAK_BW,
+  l2ReadBandwidth: [{ bytes: 4 << 20, bytesPerS: 2.5 * PEAK_BW }],
+  l2ReadBytesPerS: 2.5 * PEAK_BW,
+  f32FlopsPerS: PEAK_FLOPS / 2,
+  f16FlopsPerS: PEAK_FLOPS,
+  dispatchNs: 3000,
+  extraDispatchNs: 800,
+};
 
 /** A valid results document; every field is filled, raw samples included. */
 export function makeRun(o: FixtureOptions = {}): ResultsDocument {
@@ -157,8 +174,6 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
         const counts = countsFor(method, facts, blockSize);
         const med = latency(method, facts, counts);
         const timing = summarize(drawSamples(rng, med, samples, noise), { seed: 7 });
-        const ioTimeNs = counts.real.totalBytes / PEAK_BW * 1e9;
-        const flopTimeNs = counts.flops / PEAK_FLOPS * 1e9;
         return {
           key: `${name}@${s.iteration}/${method}`,
           method,
@@ -173,14 +188,12 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
           prepareMs: 3,
           planMs: 0.2,
           timing,
-          roofline: {
-            achievedBytesPerS: counts.real.totalBytes / timing.medianNs * 1e9,
-            achievedFlopsPerS: counts.flops / timing.medianNs * 1e9,
-            ioTimeNs,
-            flopTimeNs,
-            fraction: Math.max(ioTimeNs, flopTimeNs) / timing.medianNs,
-            bound: ioTimeNs >= flopTimeNs ? "memory" : "compute",
-          },
+          roofline: roofline(
+            counts,
+            timing.medianNs,
+            "f16",
+            o.calibration === false ? null : CALIBRATION,
+          ),
           verification: {
             checked: true,
             rows: 8,
@@ -256,16 +269,7 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
         interleaved: true,
       },
     },
-    calibration: o.calibration === false ? null : {
-      adapterKey: "nvidia/hopper/NVIDIA H100 80GB HBM3",
-      measuredAt: "2025-01-02T03:00:00.000Z",
-      readBandwidth: [{ bytes: 1 << 20, bytesPerS: 30e9 }, { bytes: 1 << 28, bytesPerS: PEAK_BW }],
-      peakReadBytesPerS: PEAK_BW,
-      f32FlopsPerS: PEAK_FLOPS / 2,
-      f16FlopsPerS: PEAK_FLOPS,
-      dispatchNs: 3000,
-      extraDispatchNs: 800,
-    },
+    calibration: o.calibration === false ? null : structuredClone(CALIBRATION),
     workloads,
     warnings: [],
   };

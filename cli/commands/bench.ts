@@ -214,6 +214,7 @@ export function caseTable(doc: ResultsDocument): string {
       "GFLOP/s",
       "roofline",
       "bound",
+      "clock",
       "max rel err",
     ],
     style: { head: [], border: [] },
@@ -232,12 +233,13 @@ export function caseTable(doc: ResultsDocument): string {
           r ? (r.achievedFlopsPerS / 1e9).toFixed(1) : "",
           r ? `${(r.fraction * 100).toFixed(1)}%` : "",
           r ? r.bound : "",
+          c.clock ? `${(c.clock.fraction * 100).toFixed(0)}%${c.clock.lowClock ? " LOW" : ""}` : "",
           v.checked ? v.maxRelError.toExponential(1) : "not checked",
         ]);
       }
     }
   }
-  return `Cases (roofline: max(IO time, FLOP time) at the calibrated ceilings / median):\n${t.toString()}\n`;
+  return `Cases (roofline: the largest of DRAM time (bytes that must cross DRAM), L2 time (all bytes moved) and FLOP time at the calibrated ceilings / median; clock: reference kernel speed / working speed, LOW below 90%):\n${t.toString()}\n`;
 }
 
 /** Options a test can inject. */

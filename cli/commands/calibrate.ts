@@ -44,7 +44,7 @@ function gb(x: number): string {
 export function calibrateCommand(io: CliIo) {
   return new Command("calibrate")
     .description(
-      "Measure the device's ceilings for the roofline: read bandwidth at several buffer sizes, vec4<f32> and vec4<f16> FMA throughput, and the GPU time of an empty dispatch and of each extra dispatch; store them per adapter (default out/calibration/<adapter>.json), where bench reads them.",
+      "Measure the device's ceilings for the roofline: read bandwidth at several buffer sizes (DRAM), read bandwidth of a few-MiB working set read repeatedly (L2), vec4<f32> and vec4<f16> FMA throughput, the GPU time of an empty dispatch and of each extra dispatch, and the working speed of the clock reference kernel; store them per adapter (default out/calibration/<adapter>.json), where bench reads them.",
     )
     .option("-o, --output <file>", "calibration file (default out/calibration/<adapter>.json)")
     .option("--force", "overwrite an existing calibration")
@@ -101,7 +101,13 @@ export function calibrateCommand(io: CliIo) {
         for (const r of c.readBandwidth) {
           t.push([`read ${(r.bytes / MiB).toFixed(0)} MiB`, `${gb(r.bytesPerS)} GB/s`]);
         }
-        t.push(["peak read", `${gb(c.peakReadBytesPerS)} GB/s`]);
+        t.push(["peak read (DRAM roof)", `${gb(c.peakReadBytesPerS)} GB/s`]);
+        for (const r of c.l2ReadBandwidth ?? []) {
+          t.push([`L2 read ${(r.bytes / MiB).toFixed(0)} MiB`, `${gb(r.bytesPerS)} GB/s`]);
+        }
+        if (typeof c.l2ReadBytesPerS === "number") {
+          t.push(["L2 read (L2 roof)", `${gb(c.l2ReadBytesPerS)} GB/s`]);
+        }
         t.push(["vec4<f32> FMA", `${(c.f32FlopsPerS / 1e12).toFixed(2)} TFLOP/s`]);
         t.push([
           "vec4<f16> FMA",
@@ -111,6 +117,9 @@ export function calibrateCommand(io: CliIo) {
         ]);
         t.push(["empty dispatch (pass)", formatNs(c.dispatchNs)]);
         t.push(["each extra dispatch", formatNs(c.extraDispatchNs)]);
+        if (c.reference) {
+          t.push(["clock reference (per dispatch)", formatNs(c.reference.nsPerDispatch)]);
+        }
         io.out(
           `${gpu.info.description || gpu.info.vendor} (${c.adapterKey}), timing: ${timer.mode}\n`,
         );
