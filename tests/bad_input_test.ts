@@ -513,11 +513,11 @@ async function slowBench(out: string, cases: number) {
     "--shape",
     "4/2/16/2",
     "--samples",
-    "8",
+    "20",
     "--budget-ms",
-    "400",
+    "500",
     "--max-samples",
-    "100000",
+    "10000000",
     "--target-ci",
     "0.00001",
     "--no-calibrate",
@@ -558,7 +558,7 @@ Deno.test("#5 Ctrl-C in bench writes the finished cases marked partial and says 
     const partial = doc.partial;
     if (!partial) throw new Error("not marked partial");
     assert(partial.completedCases >= 2, JSON.stringify(partial));
-    assertEquals(partial.plannedCases, 16);
+    assertEquals(partial.plannedCases, 40);
     assert((await Deno.readTextFile(`${out}/results.html`)).includes("Partial run"));
     assertEquals([...Deno.readDirSync(out)].map((e) => e.name).sort(), [
       "results.html",
