@@ -202,13 +202,24 @@ export class Gpu {
   #uncaptured: string | null = null;
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   readonly #pipelineListeners = new Set<(source: PipelineSource) => void>();
+  /**
+   * Dawn resolves its promises from its own threads, which Deno's event loop does not count as
+   * pending work: without a live timer, `await`ing a Dawn promise with nothing else pending ends
+   * the process (and Dawn's threads then crash at exit). One idle interval per open Dawn device
+   * keeps the loop alive; {@linkcode Gpu.destroy} clears it.
+   */
+  #keepAlive: ReturnType<typeof setInterval> | null = null;
+  /** The runtime's `GPU` object: Dawn's instance must outlive its devices (else they crash). */
+  readonly #instance: GPU;
 
   private constructor(
     adapter: GPUAdapter,
     device: GPUDevice,
     runtime: RuntimeInfo,
     subgroups: boolean,
+    instance: GPU,
   ) {
+    this.#instance = instance;
     this.adapter = adapter;
     this.device = device;
     this.runtime = runtime;
@@ -218,6 +229,7 @@ export class Gpu {
     this.hasF16 = device.features.has("shader-f16");
     this.hasTimestamps = device.features.has("timestamp-query");
     this.hasSubgroups = subgroups;
+    if (runtime.name === "dawn") this.#keepAlive = setInterval(() => {}, 1000);
     const limits: Record<string, number> = {};
     for (const k of RECORDED_LIMITS) limits[k] = Number(device.limits[k]);
     const ai = adapter.info;
@@ -321,65 +333,71 @@ export class Gpu {
       gpu = navigator.gpu;
       info = { name: "deno", version: `deno ${Deno.version.deno}`, flags: [] };
     }
-    const getAdapter = async (): Promise<GPUAdapter> => {
-      let adapter: GPUAdapter | null = null;
-      try {
-        adapter = await gpu.requestAdapter({
-          powerPreference: options.powerPreference ?? "high-performance",
-          forceFallbackAdapter: options.forceFallbackAdapter ?? false,
-        });
-        if (!adapter && !options.powerPreference) adapter = await gpu.requestAdapter();
-      } catch (e) {
-        throw new GpuError(
-          `Requesting a WebGPU adapter (runtime ${runtime}) failed: ${
-            (e as Error).message
-          }. ${INSTALL_HINT}`,
-        );
-      }
-      if (!adapter) {
-        // Deno reads DENO_WEBGPU_BACKEND: a backend the machine lacks hides every adapter.
-        let backend: string | undefined;
+    // See #keepAlive: Dawn's promises need a live timer while they are pending.
+    const hold = runtime === "dawn" ? setInterval(() => {}, 1000) : null;
+    try {
+      const getAdapter = async (): Promise<GPUAdapter> => {
+        let adapter: GPUAdapter | null = null;
         try {
-          backend = runtime === "deno" ? Deno.env.get("DENO_WEBGPU_BACKEND") : undefined;
-        } catch { /* no permission to read the environment */ }
-        throw new GpuError(
-          backend
-            ? `No WebGPU adapter found with DENO_WEBGPU_BACKEND=${backend}: the variable may be hiding an adapter; unset it, or name a backend this machine has (e.g. vulkan or gl)`
-            : `No WebGPU adapter found (runtime ${runtime}). ${INSTALL_HINT}`,
-        );
+          adapter = await gpu.requestAdapter({
+            powerPreference: options.powerPreference ?? "high-performance",
+            forceFallbackAdapter: options.forceFallbackAdapter ?? false,
+          });
+          if (!adapter && !options.powerPreference) adapter = await gpu.requestAdapter();
+        } catch (e) {
+          throw new GpuError(
+            `Requesting a WebGPU adapter (runtime ${runtime}) failed: ${
+              (e as Error).message
+            }. ${INSTALL_HINT}`,
+          );
+        }
+        if (!adapter) {
+          // Deno reads DENO_WEBGPU_BACKEND: a backend the machine lacks hides every adapter.
+          let backend: string | undefined;
+          try {
+            backend = runtime === "deno" ? Deno.env.get("DENO_WEBGPU_BACKEND") : undefined;
+          } catch { /* no permission to read the environment */ }
+          throw new GpuError(
+            backend
+              ? `No WebGPU adapter found with DENO_WEBGPU_BACKEND=${backend}: the variable may be hiding an adapter; unset it, or name a backend this machine has (e.g. vulkan or gl)`
+              : `No WebGPU adapter found (runtime ${runtime}). ${INSTALL_HINT}`,
+          );
+        }
+        return adapter;
+      };
+      let adapter = await getAdapter();
+      const wanted: string[] = ["shader-f16", "timestamp-query", "subgroups"];
+      if (runtime === "dawn") wanted.push(SUBGROUP_MATRIX_FEATURE);
+      const listed = wanted.filter((f) => adapter.features.has(f as GPUFeatureName));
+      const requiredLimits: Record<string, number> = {};
+      for (const k of RAISED_LIMITS) requiredLimits[k] = Number(adapter.limits[k]);
+      const request = (a: GPUAdapter, features: string[]) =>
+        a.requestDevice({
+          requiredFeatures: features as GPUFeatureName[],
+          requiredLimits,
+          label: "deft-bench",
+        });
+      // Deno's Vulkan adapters accept subgroups without listing them: ask, and fall back without.
+      const tries = runtime === "deno" && !listed.includes("subgroups")
+        ? [[...listed, "subgroups"], listed]
+        : [listed];
+      let device: GPUDevice | null = null;
+      let error: unknown = null;
+      for (const [i, features] of tries.entries()) {
+        try {
+          if (i > 0) adapter = await getAdapter();
+          device = await request(adapter, features!);
+          return new Gpu(adapter, device, info, features!.includes("subgroups"), gpu);
+        } catch (e) {
+          error = e;
+        }
       }
-      return adapter;
-    };
-    let adapter = await getAdapter();
-    const wanted: string[] = ["shader-f16", "timestamp-query", "subgroups"];
-    if (runtime === "dawn") wanted.push(SUBGROUP_MATRIX_FEATURE);
-    const listed = wanted.filter((f) => adapter.features.has(f as GPUFeatureName));
-    const requiredLimits: Record<string, number> = {};
-    for (const k of RAISED_LIMITS) requiredLimits[k] = Number(adapter.limits[k]);
-    const request = (a: GPUAdapter, features: string[]) =>
-      a.requestDevice({
-        requiredFeatures: features as GPUFeatureName[],
-        requiredLimits,
-        label: "deft-bench",
-      });
-    // Deno's Vulkan adapters accept subgroups without listing them: ask, and fall back without.
-    const tries = runtime === "deno" && !listed.includes("subgroups")
-      ? [[...listed, "subgroups"], listed]
-      : [listed];
-    let device: GPUDevice | null = null;
-    let error: unknown = null;
-    for (const [i, features] of tries.entries()) {
-      try {
-        if (i > 0) adapter = await getAdapter();
-        device = await request(adapter, features!);
-        return new Gpu(adapter, device, info, features!.includes("subgroups"));
-      } catch (e) {
-        error = e;
-      }
+      throw new GpuError(
+        `Requesting a WebGPU device (runtime ${runtime}) failed: ${(error as Error)?.message}`,
+      );
+    } finally {
+      if (hold !== null) clearInterval(hold);
     }
-    throw new GpuError(
-      `Requesting a WebGPU device (runtime ${runtime}) failed: ${(error as Error)?.message}`,
-    );
   }
 
   /** Granted limit by name. */
@@ -568,6 +586,8 @@ export class Gpu {
   /** Releases the device. */
   destroy(): void {
     this.device.destroy();
+    if (this.#keepAlive !== null) clearInterval(this.#keepAlive);
+    this.#keepAlive = null;
   }
 }
 

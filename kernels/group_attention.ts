@@ -55,6 +55,13 @@ import {
   rowGrid,
 } from "./reduce.ts";
 import groupWgsl from "./wgsl/group_attention.wgsl" with { type: "text" };
+import {
+  type MmaKernel,
+  mmaKernel,
+  mmaLoopIterations,
+  mmaPipeline,
+  mmaVariantName,
+} from "./group_attention_mma.ts";
 
 /** Rows (query x q-head pairs) per row tile of the default kernel: one workgroup's rows. */
 export const GROUP_ROWS = 64;
@@ -319,8 +326,10 @@ export interface GroupPlan extends Plan {
   readonly items: Uint32Array;
   /** Partials of each query, for the reduction. */
   readonly lists: ReductionLists;
-  /** The kernel the items and counts are for. */
+  /** The FMA kernel the items and counts are for (when {@linkcode GroupPlan.mma} is null). */
   readonly kernel: GroupKernel;
+  /** The matrix kernel the items and counts are for, or null: the FMA kernel. */
+  readonly mma: MmaKernel | null;
 }
 
 /** Lanes per 4-row group and the derived per-lane shapes of a geometry. */
@@ -509,7 +518,7 @@ export function groupKernelConfig(
 function tileGroups(
   input: PlanInput,
   groups: GroupSet,
-  kernel: GroupKernel,
+  kernel: GroupKernel | MmaKernel,
   lists: ReductionLists,
 ): {
   items: Uint32Array;
@@ -522,7 +531,12 @@ function tileGroups(
   const d = shape.headDim;
   const gsize = shape.qHeads / shape.kvHeads;
   const { keys, rows: tileRows } = kernel;
-  const { rowsPerWarp } = geometry(shape, kernel.threads, tileRows, keys);
+  const mma = "config" in kernel ? kernel : null;
+  const fma = "qType" in kernel ? kernel : null;
+  // Rows the math runs over: whole warps (FMA) or whole row blocks of M rows (matrix units).
+  const rowsPerWarp = mma
+    ? mma.config.M
+    : geometry(shape, kernel.threads, tileRows, keys).rowsPerWarp;
   const e = elemBytes(dtype);
 
   let itemCount = 0;
@@ -549,8 +563,9 @@ function tileGroups(
       const rowsRun = Math.ceil(r / rowsPerWarp) * rowsPerWarp;
       itemTokens += tokens;
       kvElems += 2 * tokens * d;
-      // A resident Q is loaded once per tile, a re-staged one once per sub-tile.
-      qElems += (kernel.qType ? 1 : tiles) * r * d;
+      // A resident Q (and the matrix kernel's) is loaded once per tile, a re-staged one once per
+      // sub-tile.
+      qElems += (!fma || fma.qType ? 1 : tiles) * r * d;
       if (words > 0) {
         const w0 = Math.floor(Math.floor(rs / gsize) / 32);
         const w1 = Math.min(Math.floor(Math.floor((rs + r - 1) / gsize) / 32), words - 1);
@@ -558,8 +573,10 @@ function tileGroups(
       }
       // Item count, queries offset and the item record; one query id per row; one slot per key.
       metaWords += 9 + r + tokens;
-      // Scores over whole sub-tiles (padded keys included), PV over real keys rounded up to 4.
-      flops += 2 * d * rowsRun * tiles * keys + 2 * d * rowsRun * Math.ceil(tokens / 4) * 4;
+      // Scores over whole sub-tiles (padded keys included); PV over real keys rounded up to 4
+      // (FMA) or over whole sub-tiles (matrix units).
+      flops += 2 * d * rowsRun * tiles * keys +
+        2 * d * rowsRun * (mma ? tiles * keys : Math.ceil(tokens / 4) * 4);
     }
   }
   const kvh = shape.kvHeads;
@@ -600,7 +617,8 @@ function tileGroups(
       threads: kernel.threads,
       rowsPerTile: tileRows,
       keysPerSubTile: keys,
-      residentQBits: kernel.qType === "f16" ? 16 : kernel.qType === "f32" ? 32 : 0,
+      residentQBits: mma || fma?.qType === "f16" ? 16 : fma?.qType === "f32" ? 32 : 0,
+      matrixUnits: mma ? 1 : 0,
       kvLoadsPerToken: nTree > 0 ? itemTokens / nTree : 0,
     },
   };
@@ -621,8 +639,9 @@ export function planGroupAttention(
 ): GroupPlan {
   const { ix, shape, dtype, layout } = input;
   const k = groupKernel(shape, dtype, kernel);
+  const mma = useMatrixUnits(input) ? mmaKernel(shape, dtype, input.caps, input.options.mma) : null;
   const lists = reductionLists(ix.queryCount, groups.queries);
-  const t = tileGroups(input, groups, k, lists);
+  const t = tileGroups(input, groups, mma ?? k, lists);
   let pathTokens = 0;
   for (let q = 0; q < ix.queryCount; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
   return {
@@ -636,6 +655,8 @@ export function planGroupAttention(
     items: t.items,
     lists,
     kernel: k,
+    mma,
+    kernelVariant: mma ? mmaVariantName(mma) : fmaVariantName(k),
     counts: {
       paper,
       real: t.real,
@@ -644,6 +665,28 @@ export function planGroupAttention(
     },
     stats: { ...t.stats, ...stats },
   };
+}
+
+/** A name for results and tools: `fma-t256-r64-k64-q-none`. */
+export function fmaVariantName(k: GroupKernel): string {
+  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${k.qType ?? "none"}`;
+}
+
+/**
+ * Whether a plan runs on matrix units: `kernel: "mma"` demands them (a `RangeError` from
+ * {@linkcode mmaKernel} says why it cannot), `"auto"` takes them when the device has an f16
+ * configuration and the storage is f16, `"fma"` never.
+ */
+function useMatrixUnits(input: PlanInput): boolean {
+  switch (input.options.kernel) {
+    case "mma":
+      return true;
+    case "fma":
+      return false;
+    default:
+      return input.dtype === "f16" && Boolean(input.caps?.matrix) &&
+        (input.caps?.subgroupSize ?? 0) > 0;
+  }
 }
 
 /**
@@ -666,6 +709,8 @@ export function withGroupKernel<P extends GroupPlan>(
       return {
         ...base,
         kernel,
+        mma: null,
+        kernelVariant: fmaVariantName(kernel),
         items: t.items,
         dispatches: t.dispatches,
         counts: { ...base.counts, real: t.real, flops: t.flops },
@@ -780,11 +825,11 @@ export function packGroupMeta(groups: GroupSet, items: Uint32Array): Uint32Array
 }
 
 /** Throws {@linkcode GpuError} when a group is too long for llvmpipe's loop limit. */
-function checkLoopLimit(plan: GroupPlan, config: GroupKernelConfig): void {
+function checkLoopLimit(plan: GroupPlan, iterations: (tokens: number) => number): void {
   const { groups } = plan;
   for (let g = 0; g < groups.count; g++) {
     if (groups.queryOffset[g + 1] === groups.queryOffset[g]) continue;
-    const n = groupLoopIterations(config, groups.tokens[g]!);
+    const n = iterations(groups.tokens[g]!);
     if (n > LLVMPIPE_LOOP_LIMIT) {
       throw new GpuError(
         `${plan.method}: a group of ${
@@ -802,15 +847,26 @@ export async function prepareGroupAttention(
   problem: GpuProblem,
 ): Promise<PreparedMethod> {
   const { shape, dtype } = plan;
-  const config = groupKernelConfig(
-    shape,
-    dtype,
-    plan.kernel,
-    gpu.limit("maxComputeWorkgroupStorageSize"),
-  );
-  if (gpu.info.description.includes("llvmpipe")) checkLoopLimit(plan, config);
   const label = `group-attention ${shape.qHeads}/${shape.kvHeads}/${shape.headDim} ${dtype}`;
-  const pipeline = await gpu.pipeline(label, groupAttentionSource(config));
+  let pipeline: GPUComputePipeline;
+  if (plan.mma) {
+    const maskWords = tileMaskWords(plan.mma.rows, shape.qHeads / shape.kvHeads);
+    if (gpu.info.description.includes("llvmpipe")) {
+      checkLoopLimit(plan, (t) => mmaLoopIterations(shape, plan.mma!, maskWords, t));
+    }
+    pipeline = await mmaPipeline(gpu, shape, plan.mma, maskWords);
+  } else {
+    const config = groupKernelConfig(
+      shape,
+      dtype,
+      plan.kernel,
+      gpu.limit("maxComputeWorkgroupStorageSize"),
+    );
+    if (gpu.info.description.includes("llvmpipe")) {
+      checkLoopLimit(plan, (t) => groupLoopIterations(config, t));
+    }
+    pipeline = await gpu.pipeline(label, groupAttentionSource(config));
+  }
   const partials = plan.groups.queries.length;
   const meta = gpu.buffer(`${plan.method} meta`, packGroupMeta(plan.groups, plan.items));
   const partialO = gpu.buffer(

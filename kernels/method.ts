@@ -10,6 +10,7 @@
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
 import type { Gpu, RuntimeName, SubgroupMatrixConfig } from "./gpu.ts";
+import type { MmaKernelOptions } from "./group_attention_mma.ts";
 import type { KvLayout } from "./layout.ts";
 
 /** Names of the methods, as used on the command line and in results. */
@@ -43,6 +44,8 @@ export interface MethodOptions {
    * offers. Methods without an `mma` kernel ignore it.
    */
   kernel: KernelChoice;
+  /** Tile of the matrix kernel of the group-attention methods (default 64 rows, 32 keys). */
+  mma?: Partial<MmaKernelOptions>;
 }
 
 /** Kernel families (see {@linkcode MethodOptions.kernel}). */
@@ -158,6 +161,8 @@ export interface Plan {
   readonly counts: PlanCounts;
   /** Method-specific facts (groups, blocks, mask words per token, ...). */
   readonly stats: Readonly<Record<string, number>>;
+  /** The kernel variant the plan runs, e.g. `mma-16x16x16-r64-k32` (absent: the method's only one). */
+  readonly kernelVariant?: string;
 }
 
 /** The problem's GPU buffers, shared by every method (layout in `layout.ts`). */

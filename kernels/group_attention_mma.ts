@@ -1,0 +1,495 @@
+/**
+ * Group attention on matrix units (tensor cores): the stage-1 kernel of DeFT (paper, section 3.5)
+ * with both products, S = Q K^T and O += P V, as f16 x f16 -> f32 subgroup-matrix
+ * multiply-accumulates (WGSL `chromium_experimental_subgroup_matrix`, Dawn only). It runs the same
+ * groups, work items, metadata and reduction as the FMA kernel of `group_attention.ts`; only the
+ * math inside a work item differs.
+ *
+ * One workgroup per (group, row tile, KV head), as in the FMA kernel. The tile's R rows are cut into
+ * row blocks of M rows (M x N x K is the adapter's configuration: 16 x 16 x 16 on NVIDIA, 8 x 8 x 8
+ * on Mesa's lavapipe), one subgroup per row block, so R = M x subgroups and the workgroup has
+ * `subgroups x subgroup size` invocations. Each subgroup keeps its rows' Q (D / K left fragments)
+ * and output (D / N result fragments) in registers for the whole KV loop; a subgroup whose rows are
+ * all padding skips the math. Per sub-tile of KT keys:
+ *
+ * 1. slots and mask words of the KT keys, then K and V rows, are staged in workgroup memory (f16,
+ *    rows padded to D + 8 halves);
+ * 2. S = Q K^T: KT / N result fragments per subgroup, K^T loaded column-major from the K rows;
+ *    S goes to workgroup memory (f32);
+ * 3. the invocations of each row (SG / M lanes) scale, mask and reduce their row with subgroup
+ *    shuffles, and write P = exp(S - m) as f16 over the staged K;
+ * 4. O += P V: KT / K left fragments of P against V row-major.
+ *
+ * Softmax rescaling is lazy (as in FlashAttention 4): a row's reference maximum m only moves when
+ * a sub-tile's maximum exceeds it by more than {@linkcode RESCALE_THRESHOLD} (so P <= e^8, far from
+ * f16's range); only then does the workgroup take the slow path that passes the output fragments
+ * through workgroup memory to scale their rows. After the first sub-tile this almost never
+ * happens, so the output stays in registers. The result is exact softmax attention: P, l and O all
+ * use the same reference maximum.
+ *
+ * The WGSL is generated here (a typed template) because the fragment code is unrolled into named
+ * values, which keeps the fragments in registers on every compiler.
+ *
+ * @module
+ */
+
+import type { Dtype, ModelShape } from "../workloads/shapes.ts";
+import type { Gpu, SubgroupMatrixConfig } from "./gpu.ts";
+import { GpuError } from "./gpu.ts";
+import type { KernelCaps } from "./method.ts";
+
+/** A row's reference maximum moves only when a sub-tile's maximum exceeds it by this (natural log). */
+export const RESCALE_THRESHOLD = 8;
+
+/** Tile choices of the matrix kernel. */
+export interface MmaKernelOptions {
+  /** Rows per tile: a multiple of the configuration's M (one subgroup per M rows). */
+  rows: number;
+  /** Keys per sub-tile: a multiple of the configuration's N and K. */
+  keys: number;
+}
+
+/** Default tile: 64 rows (4 subgroups of 32 on NVIDIA), 32-key sub-tiles. */
+export const DEFAULT_MMA_KERNEL: Readonly<MmaKernelOptions> = { rows: 64, keys: 32 };
+
+/** The matrix kernel a plan is made for. */
+export interface MmaKernel {
+  /** f16 x f16 -> f32 configuration. */
+  readonly config: SubgroupMatrixConfig;
+  /** Subgroup size the kernel is compiled for. */
+  readonly subgroupSize: number;
+  /** Rows per tile. */
+  readonly rows: number;
+  /** Keys per sub-tile. */
+  readonly keys: number;
+  /** Invocations per workgroup. */
+  readonly threads: number;
+}
+
+/** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
+const ROW_PAD = 8;
+
+/** A name for results and tools: `mma-16x16x16-r64-k32`. */
+export function mmaVariantName(k: MmaKernel): string {
+  const { M, N, K } = k.config;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}`;
+}
+
+/**
+ * The matrix kernel for `caps` and `options`, or a `RangeError` naming what does not fit (no
+ * matrix configuration, f32 storage, a tile that is not a multiple of the fragments, workgroup
+ * memory).
+ */
+export function mmaKernel(
+  shape: ModelShape,
+  dtype: Dtype,
+  caps: KernelCaps | undefined,
+  options: Partial<MmaKernelOptions> = {},
+): MmaKernel {
+  const o = { ...DEFAULT_MMA_KERNEL, ...options };
+  const config = caps?.matrix;
+  if (!caps || !config) {
+    throw new RangeError(
+      "Kernel mma needs a device with f16 subgroup matrices (--runtime dawn on a GPU with matrix units, or Mesa lavapipe >= 25.2)",
+    );
+  }
+  if (dtype !== "f16") throw new RangeError(`Kernel mma needs f16 storage, got ${dtype}`);
+  const { M, N, K } = config;
+  const sg = caps.subgroupSize;
+  if (sg <= 0 || sg % M !== 0) {
+    throw new RangeError(
+      `Kernel mma needs a fixed subgroup size that is a multiple of M = ${M}, got ${
+        sg || "a varying size"
+      }`,
+    );
+  }
+  const d = shape.headDim;
+  if (d % K !== 0 || d % N !== 0) {
+    throw new RangeError(
+      `Kernel mma needs a head dim that is a multiple of ${N} and ${K}, got ${d}`,
+    );
+  }
+  if (!Number.isSafeInteger(o.rows) || o.rows < M || o.rows % M !== 0) {
+    throw new RangeError(`Kernel mma rows must be a positive multiple of M = ${M}, got ${o.rows}`);
+  }
+  const step = Math.max(N, K);
+  if (!Number.isSafeInteger(o.keys) || o.keys < step || o.keys % step !== 0) {
+    throw new RangeError(`Kernel mma keys must be a positive multiple of ${step}, got ${o.keys}`);
+  }
+  const lanes = sg / M; // invocations per row in the softmax
+  if (o.keys % lanes !== 0 || (N / lanes) % 4 !== 0) {
+    throw new RangeError(
+      `Kernel mma with subgroup size ${sg} and M = ${M} needs keys and N divisible into ${lanes} lanes of whole vec4`,
+    );
+  }
+  const k: MmaKernel = {
+    config,
+    subgroupSize: sg,
+    rows: o.rows,
+    keys: o.keys,
+    threads: (o.rows / M) * sg,
+  };
+  const bytes = mmaWorkgroupBytes(shape, k, 2);
+  if (bytes > caps.workgroupStorage) {
+    throw new RangeError(
+      `Kernel mma with ${o.rows} rows and ${o.keys} keys needs ${bytes} bytes of workgroup memory, more than the device's ${caps.workgroupStorage}`,
+    );
+  }
+  return k;
+}
+
+/** Halves of the f16 workgroup array: max(Q staging, K + V (+ P when it does not fit over K)). */
+function halfArray(shape: ModelShape, k: MmaKernel): { size: number; pOffset: number } {
+  const ds = shape.headDim + ROW_PAD;
+  const ps = k.keys + ROW_PAD;
+  const kv = 2 * k.keys * ds;
+  const pOverK = k.rows * ps <= k.keys * ds;
+  return {
+    size: Math.max(k.rows * ds, pOverK ? kv : kv + k.rows * ps),
+    pOffset: pOverK ? 0 : kv,
+  };
+}
+
+/** Workgroup memory of the kernel in bytes (mirrors the declarations of {@linkcode mmaSource}). */
+export function mmaWorkgroupBytes(shape: ModelShape, k: MmaKernel, maskWords: number): number {
+  const { size } = halfArray(shape, k);
+  const ss = k.keys + 4;
+  return 2 * size + 4 * k.rows * ss + 4 * k.keys + 4 * maskWords * k.keys + 4 * k.rows +
+    4 * k.rows + 4;
+}
+
+/** Everything {@linkcode mmaSource} needs. */
+export interface MmaSourceOptions {
+  shape: ModelShape;
+  kernel: MmaKernel;
+  /** Mask words one row tile can span. */
+  maskWords: number;
+  /** `enable` directives of the runtime (see `Gpu.wgslEnables`). */
+  enables: string;
+}
+
+/** Loop iterations one invocation runs for a group of `tokens` tokens (llvmpipe's loop limit). */
+export function mmaLoopIterations(
+  shape: ModelShape,
+  k: MmaKernel,
+  maskWords: number,
+  tokens: number,
+): number {
+  const dv = shape.headDim / 4;
+  const lanes = k.subgroupSize / k.config.M;
+  const per = (n: number) => Math.ceil(n / k.threads) + 1;
+  const tile = per(maskWords * k.keys) + per(k.keys * dv) + 2 * (k.keys / lanes + 1) +
+    2 * Math.log2(lanes) + 2 + (k.config.N / lanes / 4 + 1);
+  const rescale = (shape.headDim / k.config.N) * per(k.rows * k.config.N);
+  const output = (shape.headDim / k.config.N) * (k.config.N / lanes / 4 + 1);
+  return 8 + per(k.rows * dv) + Math.ceil(tokens / k.keys) * (tile + rescale) + output;
+}
+
+/** The WGSL of the matrix kernel (bindings and metadata as the FMA kernel's). */
+export function mmaSource(o: MmaSourceOptions): string {
+  const { shape, kernel: k } = o;
+  const { M, N, K } = k.config;
+  const d = shape.headDim;
+  const ds = d + ROW_PAD;
+  const ps = k.keys + ROW_PAD;
+  const ss = k.keys + 4;
+  const { size: hSize, pOffset } = halfArray(shape, k);
+  const lanes = k.subgroupSize / M;
+  const left = `subgroup_matrix_left<f16, ${K}, ${M}>`;
+  const right = `subgroup_matrix_right<f16, ${N}, ${K}>`;
+  const result = `subgroup_matrix_result<f32, ${N}, ${M}>`;
+  const dk = d / K; // Q fragments per row block
+  const dn = d / N; // output fragments per row block
+  const kn = k.keys / N; // score fragments per sub-tile
+  const kk = k.keys / K; // P fragments per sub-tile
+  const lines = (n: number, f: (i: number) => string) =>
+    Array.from({ length: n }, (_, i) => f(i)).join("\n");
+
+  return `${o.enables}enable chromium_disable_uniformity_analysis;
+// Generated by kernels/group_attention_mma.ts (see there): ${mmaVariantName(k)}, head dim ${d},
+// ${shape.qHeads} q-heads / ${shape.kvHeads} KV heads.
+
+const D: u32 = ${d}u;
+const DV: u32 = ${d / 4}u;
+const Q_HEADS: u32 = ${shape.qHeads}u;
+const KV_HEADS: u32 = ${shape.kvHeads}u;
+const GROUP: u32 = ${shape.qHeads / shape.kvHeads}u;
+const M: u32 = ${M}u;
+const SG: u32 = ${k.subgroupSize}u;
+const WG: u32 = ${k.threads}u;
+const R: u32 = ${k.rows}u;
+const KT: u32 = ${k.keys}u;
+const DS: u32 = ${ds}u;   // halves per staged Q/K/V row
+const PS: u32 = ${ps}u;   // halves per P row
+const SS: u32 = ${ss}u;   // floats per S row
+const P_OFF: u32 = ${pOffset}u;
+const LANES: u32 = ${lanes}u;  // invocations per row in the softmax
+const KPL: u32 = ${k.keys / lanes}u;  // keys per invocation
+const NPL: u32 = ${N / lanes}u;  // output columns per invocation and fragment
+const MAXW: u32 = ${o.maskWords}u;
+const SCALE: f32 = ${1 / Math.sqrt(d)};
+const THRESHOLD: f32 = ${RESCALE_THRESHOLD}.0;
+const NO_ROW: u32 = 0xffffffffu;
+const NEG: f32 = -3.0e38;
+
+@group(0) @binding(0) var<storage, read> q_in: array<vec4<f16>>;   // [query][qHead][d]
+@group(0) @binding(1) var<storage, read> k_in: array<vec4<f16>>;   // [slot][kvHead][d]
+@group(0) @binding(2) var<storage, read> v_in: array<vec4<f16>>;   // [slot][kvHead][d]
+@group(0) @binding(3) var<storage, read> md: array<u32>;
+@group(0) @binding(4) var<storage, read_write> partial_o: array<vec4<f32>>; // [partial][qHead][d]
+@group(0) @binding(5) var<storage, read_write> partial_lse: array<f32>;     // [partial][qHead]
+
+// Q staging [R][DS] before the loop; then K [KT][DS] at 0, V [KT][DS] at KT * DS, and P [R][PS]
+// at P_OFF (over K once the scores are done, when it fits).
+var<workgroup> h_sh: array<f16, ${hSize}>;
+// S [R][SS]; the slow rescale and the output pass one fragment column through it.
+var<workgroup> f_sh: array<f32, ${k.rows * ss}>;
+var<workgroup> slot_sh: array<i32, KT>;
+var<workgroup> mask_sh: array<u32, ${Math.max(1, o.maskWords) * k.keys}>;
+var<workgroup> rowq_sh: array<u32, R>;
+var<workgroup> alpha_sh: array<f32, R>;
+var<workgroup> flag_sh: u32;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let flat = wg.x + wg.y * nwg.x;
+  let item_count = md[0];
+  if (flat >= item_count * KV_HEADS) { return; }
+  // KV head major: the row tiles of one (group, KV head) run side by side and share the KV in L2.
+  let kvh = flat / item_count;
+  let ib = 8u + 8u * (flat % item_count);
+  let row_start = md[ib];
+  let tokens = md[ib + 1u];
+  let slot_off = md[ib + 2u];
+  let q_begin = md[ib + 3u];
+  let q_count = md[ib + 4u];
+  let mask_words = md[ib + 5u];
+  let mask_off = md[ib + 6u];
+  let rows = min(R, q_count * GROUP - row_start);
+  let masked = mask_words != 0u;
+  let w0 = row_start / GROUP / 32u;
+  var nw = 0u;
+  if (masked) { nw = min((row_start + rows - 1u) / GROUP / 32u, mask_words - 1u) - w0 + 1u; }
+
+  let sgi = lid / SG;             // subgroup (row block) of this invocation
+  let busy = sgi * M < rows;      // the row block has a real row
+  let row = lid / LANES;          // softmax row of this invocation
+  let part = lid % LANES;
+  let lq = (row_start + row) / GROUP;
+  let mw = min(lq / 32u - w0, MAXW - 1u);
+  let mb = lq % 32u;
+
+  if (lid < R) {
+    var base = NO_ROW;
+    if (lid < rows) {
+      let r = row_start + lid;
+      let query = md[md[1] + q_begin + r / GROUP];
+      base = (query * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
+    }
+    rowq_sh[lid] = base;
+  }
+  workgroupBarrier();
+  for (var e = lid; e < R * DV; e += WG) {
+    let r = e / DV;
+    let b = rowq_sh[r];
+    var x = vec4<f16>();
+    if (b != NO_ROW) { x = q_in[b + e % DV]; }
+    let at = r * DS + 4u * (e % DV);
+    h_sh[at] = x.x;
+    h_sh[at + 1u] = x.y;
+    h_sh[at + 2u] = x.z;
+    h_sh[at + 3u] = x.w;
+  }
+  workgroupBarrier();
+${lines(dk, (i) => `  var q${i} = ${left}();`)}
+${lines(dn, (i) => `  var o${i} = ${result}();`)}
+  if (busy) {
+${
+    lines(dk, (i) =>
+      `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, sgi * M * DS + ${i * K}u, DS);`)
+  }
+  }
+  var m_run = NEG;  // reference maximum of this invocation's row
+  var l_run = 0.0;  // sum of P of the row, at m_run
+  let tiles = (tokens + KT - 1u) / KT;
+  for (var kt = 0u; kt < tiles; kt++) {
+    // The keys: pool slots (-1 past the group) and mask words.
+    workgroupBarrier();
+    if (lid < KT) {
+      let t = kt * KT + lid;
+      var s = -1;
+      if (t < tokens) { s = i32(md[slot_off + t]); }
+      slot_sh[lid] = s;
+    }
+    for (var e = lid; e < MAXW * KT; e += WG) {
+      let w = e / KT;
+      let t = kt * KT + e % KT;
+      var x = 0u;
+      if (w < nw && t < tokens) { x = md[mask_off + (w0 + w) * tokens + t]; }
+      mask_sh[e] = x;
+    }
+    if (lid == 0u) { flag_sh = 0u; }
+    workgroupBarrier();
+    // K and V rows of the sub-tile (zeros past the group, so that P = 0 meets V = 0).
+    for (var e = lid; e < KT * DV; e += WG) {
+      let key = e / DV;
+      let s = slot_sh[key];
+      var kx = vec4<f16>();
+      var vx = vec4<f16>();
+      if (s >= 0) {
+        let at = (u32(s) * KV_HEADS + kvh) * DV + e % DV;
+        kx = k_in[at];
+        vx = v_in[at];
+      }
+      let a = key * DS + 4u * (e % DV);
+      h_sh[a] = kx.x;
+      h_sh[a + 1u] = kx.y;
+      h_sh[a + 2u] = kx.z;
+      h_sh[a + 3u] = kx.w;
+      let b = a + KT * DS;
+      h_sh[b] = vx.x;
+      h_sh[b + 1u] = vx.y;
+      h_sh[b + 2u] = vx.z;
+      h_sh[b + 3u] = vx.w;
+    }
+    workgroupBarrier();
+    // S = Q K^T for this row block.
+    if (busy) {
+${
+    lines(kn, (j) =>
+      [
+        `      var s${j} = ${result}();`,
+        lines(
+          dk,
+          (i) =>
+            `      s${j} = subgroupMatrixMultiplyAccumulate(q${i}, subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
+              j * N * ds + i * K
+            }u, DS), s${j});`,
+        ),
+        `      subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS + ${j * N}u, s${j}, SS);`,
+      ].join("\n"))
+  }
+    }
+    workgroupBarrier();
+    // Softmax of row \`row\` over keys part * KPL ..: scale, mask, maximum, P = exp(S - m) in f16.
+    var mx = NEG;
+    for (var i = 0u; i < KPL; i++) {
+      let key = part * KPL + i;
+      let at = row * SS + key;
+      var ok = slot_sh[key] >= 0;
+      if (masked) { ok = ok && ((mask_sh[mw * KT + key] >> mb) & 1u) != 0u; }
+      let sv = select(NEG, f_sh[at] * SCALE, ok);
+      f_sh[at] = sv;
+      mx = max(mx, sv);
+    }
+${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 << i}u));`)}
+    var alpha = 1.0;
+    if (mx > NEG) {
+      if (m_run <= NEG) {
+        m_run = mx;  // the row's first visible keys: its O and l are still zero
+      } else if (mx > m_run + THRESHOLD) {
+        alpha = exp(m_run - mx);
+        m_run = mx;
+        flag_sh = 1u;
+      }
+    }
+    var ls = 0.0;
+    for (var i = 0u; i < KPL; i++) {
+      let key = part * KPL + i;
+      let sv = f_sh[row * SS + key];
+      let p = f16(select(0.0, exp(sv - m_run), sv > NEG));
+      h_sh[P_OFF + row * PS + key] = p;
+      ls += f32(p);
+    }
+${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`)}
+    l_run = l_run * alpha + ls;
+    if (part == 0u) { alpha_sh[row] = alpha; }
+    // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
+    if (workgroupUniformLoad(&flag_sh) != 0u) {
+${
+    lines(dn, (n) =>
+      [
+        `      if (busy) { subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS, o${n}, SS); }`,
+        `      workgroupBarrier();`,
+        `      for (var e = lid; e < R * ${N}u; e += WG) {`,
+        `        let r = e / ${N}u;`,
+        `        f_sh[r * SS + e % ${N}u] *= alpha_sh[r];`,
+        `      }`,
+        `      workgroupBarrier();`,
+        `      if (busy) { o${n} = subgroupMatrixLoad<${result}, row_major>(&f_sh, sgi * M * SS, SS); }`,
+        `      workgroupBarrier();`,
+      ].join("\n"))
+  }
+    }
+    workgroupBarrier();
+    // O += P V.
+    if (busy) {
+${
+    lines(
+      kk,
+      (j) =>
+        `      let p${j} = subgroupMatrixLoad<${left}, row_major>(&h_sh, P_OFF + sgi * M * PS + ${
+          j * K
+        }u, PS);`,
+    )
+  }
+${
+    lines(dn, (n) =>
+      lines(
+        kk,
+        (j) =>
+          `      o${n} = subgroupMatrixMultiplyAccumulate(p${j}, subgroupMatrixLoad<${right}, row_major>(&h_sh, ${
+            k.keys * ds + j * K * ds + n * N
+          }u, DS), o${n});`,
+      ))
+  }
+    }
+  }
+
+  // Normalised partials and their lse, one fragment column at a time; a row that saw no key
+  // writes o = 0 and lse = NEG (EMPTY_LSE).
+  let r = row_start + row;
+  let out_row = (q_begin + r / GROUP) * Q_HEADS + kvh * GROUP + r % GROUP;
+  let inv = select(0.0, 1.0 / l_run, l_run > 0.0);
+${
+    lines(dn, (n) =>
+      [
+        `  workgroupBarrier();`,
+        `  if (busy) { subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS, o${n}, SS); }`,
+        `  workgroupBarrier();`,
+        `  if (row < rows) {`,
+        `    for (var i = 0u; i < NPL; i += 4u) {`,
+        `      let c = part * NPL + i;`,
+        `      let b = row * SS + c;`,
+        `      partial_o[(out_row * D + ${n * N}u + c) / 4u] =`,
+        `        vec4<f32>(f_sh[b], f_sh[b + 1u], f_sh[b + 2u], f_sh[b + 3u]) * inv;`,
+        `    }`,
+        `  }`,
+      ].join("\n"))
+  }
+  if (row < rows && part == 0u) {
+    partial_lse[out_row] = select(NEG, m_run + log(l_run), l_run > 0.0);
+  }
+}
+`;
+}
+
+/** The pipeline of the matrix kernel for `gpu`. */
+export function mmaPipeline(
+  gpu: Gpu,
+  shape: ModelShape,
+  kernel: MmaKernel,
+  maskWords: number,
+): Promise<GPUComputePipeline> {
+  if (gpu.info.subgroupMinSize !== kernel.subgroupSize) {
+    throw new GpuError(
+      `The mma kernel was planned for subgroups of ${kernel.subgroupSize}, but this device uses ${gpu.info.subgroupMinSize}`,
+    );
+  }
+  const enables = gpu.wgslEnables({ f16: true, subgroups: true, subgroupMatrix: true });
+  return gpu.pipeline(
+    `group-attention ${mmaVariantName(kernel)} ${shape.qHeads}/${shape.kvHeads}/${shape.headDim}`,
+    mmaSource({ shape, kernel, maskWords, enables }),
+  );
+}

@@ -1,0 +1,422 @@
+/**
+ * Times kernel variants on both WebGPU runtimes in one process, so that every ratio (Dawn vs Deno,
+ * matrix units vs FMA, DeFT vs Flash-Decoding) comes from one run: the trees of the tensor-core
+ * issue (the paper's Table 14 tree, few-shot b=50, speculative t=64, the 4000+50x200 grid, an
+ * unshared batch of 32 x 4096 tokens), Llama-3-8B shape, f16, one layer. Every variant is first
+ * run once on a poisoned output and 32 sampled rows are checked against the float64 reference (a
+ * wrong variant is reported and never timed); then the variants of a tree on a runtime are timed
+ * interleaved with pass timestamps, cold (a 128 MiB cache-flush pass before every sample) unless
+ * `--hot`, and the median is reported with useful TFLOP/s and the matrix-unit peak share.
+ *
+ *     deno run -A tools/perf_runtimes.ts [--small] [--hot] [--samples 30] [--runtimes deno,dawn]
+ *       [--trees a,b] [--variants a,b] [--peak]
+ *
+ * `--small` uses tiny trees (software adapters). `--peak` measures the register-resident
+ * subgroup-matrix peak on Dawn first. Writes `${OUT:-out}/perf_runtimes.json`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { createTimer, type PassSpec } from "../bench/timer.ts";
+import { createFlushPass } from "../bench/measure.ts";
+import { Gpu, type RuntimeName } from "../kernels/gpu.ts";
+import type { MethodOptions, Plan, PreparedMethod } from "../kernels/method.ts";
+import { getMethod } from "../kernels/methods/mod.ts";
+import { Problem } from "../kernels/problem.ts";
+import { compareOutput, referenceAttention, type Row } from "../kernels/reference.ts";
+import { median } from "../results/stats.ts";
+import { FewShotRun } from "../workloads/few_shot.ts";
+import { MODEL_SHAPES } from "../workloads/shapes.ts";
+import { SpeculativeRun } from "../workloads/speculative.ts";
+import type { Tree, TreeNode } from "../workloads/tree.ts";
+import type { MethodName } from "../kernels/method.ts";
+
+/** One timed variant: a method with options. */
+interface Variant {
+  label: string;
+  method: MethodName;
+  options: Partial<MethodOptions>;
+  /** Runtimes it runs on (default both). */
+  runtimes?: RuntimeName[];
+}
+
+const VARIANTS: Variant[] = [
+  { label: "sequence", method: "sequence", options: {} },
+  { label: "tree-mask", method: "tree-mask", options: {} },
+  { label: "flatten-fma-b128", method: "deft-flatten", options: { kernel: "fma", blockSize: 128 } },
+  { label: "flatten-fma-b256", method: "deft-flatten", options: { kernel: "fma", blockSize: 256 } },
+  ...[128, 256, 512].map((b): Variant => ({
+    label: `flatten-mma-b${b}`,
+    method: "deft-flatten",
+    options: { kernel: "mma", blockSize: b },
+    runtimes: ["dawn"],
+  })),
+  {
+    label: "flatten-mma-b256-r32",
+    method: "deft-flatten",
+    options: { kernel: "mma", blockSize: 256, mma: { rows: 32, keys: 32 } },
+    runtimes: ["dawn"],
+  },
+  {
+    label: "flatten-mma-b256-r128",
+    method: "deft-flatten",
+    options: { kernel: "mma", blockSize: 256, mma: { rows: 128, keys: 32 } },
+    runtimes: ["dawn"],
+  },
+  {
+    label: "flatten-mma-b256-k64",
+    method: "deft-flatten",
+    options: { kernel: "mma", blockSize: 256, mma: { rows: 32, keys: 64 } },
+    runtimes: ["dawn"],
+  },
+  { label: "cascade-mma", method: "cascade", options: { kernel: "mma" }, runtimes: ["dawn"] },
+  {
+    label: "node-chunk-mma",
+    method: "deft-node-chunk",
+    options: { kernel: "mma" },
+    runtimes: ["dawn"],
+  },
+];
+
+function star(rootTokens: number, leaves: number, leafTokens: number): Tree {
+  const nodes: TreeNode[] = [{ id: 0, parent: null, tokens: rootTokens }];
+  for (let i = 1; i <= leaves; i++) nodes.push({ id: i, parent: 0, tokens: leafTokens });
+  return { nodes, queries: nodes.slice(1).map((n) => ({ node: n.id })) };
+}
+
+function grid(prompt: number, branches: number, tokens: number): Tree {
+  return star(prompt, branches, tokens);
+}
+
+function trees(small: boolean): [string, Tree][] {
+  const spec = (prefix: number, t: number) =>
+    new SpeculativeRun({ prefix, treeTokens: t, steps: 1, seed: 1, topology: "medusa" })
+      .snapshot(0);
+  const few = (prompt: number, b: number, generated: number, i: number) =>
+    new FewShotRun({ prompt, branches: b, generated }).snapshot(i);
+  if (small) {
+    return [
+      ["table14-small (300 + 16 x 1)", star(300, 16, 1)],
+      ["few-shot b=6, prompt 200", few(200, 6, 20, 10)],
+      ["speculative t=16, prefix 200", spec(200, 16)],
+      ["unshared 4 x 300", star(1, 4, 300)],
+    ];
+  }
+  return [
+    ["table14 (4000 + 64 x 1)", star(4000, 64, 1)],
+    ["few-shot b=50, iteration 200", few(4000, 50, 400, 200)],
+    ["few-shot b=20, iteration 200", few(4000, 20, 400, 200)],
+    ["speculative t=64, prefix 4000", spec(4000, 64)],
+    ["speculative t=256, prefix 3400", spec(3400, 256)],
+    ["grid 4000 + 50 x 200", grid(4000, 50, 200)],
+    ["unshared 1 + 32 x 4096", star(1, 32, 4096)],
+  ];
+}
+
+function sampleRows(queries: number, qHeads: number): Row[] {
+  return Array.from({ length: 32 }, (_, i) => ({
+    query: Math.floor((i * queries) / 32) % queries,
+    head: (i * 11 + 3) % qHeads,
+  }));
+}
+
+interface Result {
+  runtime: RuntimeName;
+  label: string;
+  variant: string | null;
+  status: "ok" | "error" | "wrong";
+  message: string | null;
+  medianUs: number | null;
+  minUs: number | null;
+  samples: number;
+  maxRelError: number | null;
+  usefulTflops: number | null;
+  realBytes: number;
+  stats: Record<string, number>;
+}
+
+/** Register-resident f16 -> f32 subgroup-matrix peak (TFLOP/s), as the probe measures it. */
+async function matrixPeak(gpu: Gpu): Promise<number | null> {
+  const c = gpu.matrixConfig();
+  if (!c) return null;
+  const { M, N, K } = c;
+  const L = `subgroup_matrix_left<f16, ${K}, ${M}>`;
+  const Rt = `subgroup_matrix_right<f16, ${N}, ${K}>`;
+  const C = `subgroup_matrix_result<f32, ${N}, ${M}>`;
+  const iters = 2048, groups = 8192, sg = gpu.info.subgroupMinSize || 32;
+  const acc = Array.from({ length: 8 }, (_, i) => `c${i}`);
+  const code = `${gpu.wgslEnables({ f16: true, subgroupMatrix: true })}
+@group(0) @binding(0) var<storage, read> A: array<f16>;
+@group(0) @binding(1) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(${sg}) fn main(@builtin(workgroup_id) wg: vec3u) {
+  let a0 = subgroupMatrixLoad<${L}, row_major>(&A, 0u, ${K}u);
+  let a1 = subgroupMatrixLoad<${L}, row_major>(&A, ${M * K}u, ${K}u);
+${
+    [0, 1, 2, 3].map((j) =>
+      `  let b${j} = subgroupMatrixLoad<${Rt}, row_major>(&A, ${j * K * N}u, ${N}u);`
+    ).join("\n")
+  }
+${acc.map((x) => `  var ${x} = ${C}();`).join("\n")}
+  for (var i = 0u; i < ${iters}u; i++) {
+${
+    acc.map((x, i) => `    ${x} = subgroupMatrixMultiplyAccumulate(a${i >> 2}, b${i & 3}, ${x});`)
+      .join("\n")
+  }
+  }
+${
+    acc.map((x, i) =>
+      `  subgroupMatrixStore<row_major>(&C, wg.x * ${8 * M * N}u + ${i * M * N}u, ${x}, ${N}u);`
+    ).join("\n")
+  }
+}`;
+  const pipeline = await gpu.pipeline("matrix peak", code);
+  const a = gpu.buffer("peak A", new Uint16Array(4 * 256 * 4).fill(0x3c00));
+  const out = gpu.buffer("peak C", groups * 8 * M * N * 4);
+  const bg = gpu.device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [{ binding: 0, resource: { buffer: a } }, { binding: 1, resource: { buffer: out } }],
+  });
+  const timer = createTimer(gpu);
+  const pass: PassSpec = {
+    label: "matrix peak",
+    encode(p) {
+      p.setPipeline(pipeline);
+      p.setBindGroup(0, bg);
+      p.dispatchWorkgroups(groups);
+    },
+  };
+  const ns = (await timer.time([pass, pass, pass, pass, pass, pass])).filter((x): x is number =>
+    x !== null
+  );
+  timer.destroy();
+  a.destroy();
+  out.destroy();
+  const flops = 2 * M * N * K * 8 * iters * groups;
+  return ns.length ? flops / median(ns.slice(1)) / 1e3 : null;
+}
+
+async function runRuntime(
+  runtime: RuntimeName,
+  opts: { small: boolean; hot: boolean; samples: number; warmup: number; peak: boolean },
+  want: { trees?: string[]; variants?: string[] },
+): Promise<Record<string, unknown>> {
+  const gpu = await Gpu.open({ runtime });
+  const info = {
+    runtime: gpu.runtime,
+    adapter: gpu.info.description || gpu.info.vendor,
+    subgroups: gpu.hasSubgroups,
+    subgroupSize: [gpu.info.subgroupMinSize, gpu.info.subgroupMaxSize],
+    matrix: gpu.matrixConfig(),
+    timestamps: gpu.hasTimestamps,
+  };
+  console.log(`\n=== runtime ${runtime}: ${JSON.stringify(info)}`);
+  const peakTflops = opts.peak
+    ? await matrixPeak(gpu).catch((e) => {
+      console.log(`  matrix peak failed: ${(e as Error).message}`);
+      return null;
+    })
+    : null;
+  if (peakTflops) console.log(`  subgroup-matrix peak: ${peakTflops.toFixed(1)} TFLOP/s`);
+  const shape = MODEL_SHAPES["llama3-8b"]!;
+  const dtype = "f16" as const;
+  const timer = createTimer(gpu);
+  const flush = opts.hot ? undefined : await createFlushPass(gpu, {});
+  const out: Record<string, unknown>[] = [];
+  for (const [treeName, tree] of trees(opts.small)) {
+    if (want.trees && !want.trees.some((w) => treeName.startsWith(w))) continue;
+    const problem = Problem.create(gpu, tree, { shape, dtype, seed: 1 });
+    const ix = problem.ix;
+    const rows = sampleRows(ix.queryCount, shape.qHeads);
+    const expected = referenceAttention(ix, problem.layout, problem.data, rows);
+    const results: Result[] = [];
+    const live: { result: Result; prepared: PreparedMethod; times: number[] }[] = [];
+    try {
+      for (const v of VARIANTS) {
+        if (v.runtimes && !v.runtimes.includes(runtime)) continue;
+        if (want.variants && !want.variants.some((w) => v.label.startsWith(w))) continue;
+        const result: Result = {
+          runtime,
+          label: v.label,
+          variant: null,
+          status: "ok",
+          message: null,
+          medianUs: null,
+          minUs: null,
+          samples: 0,
+          maxRelError: null,
+          usefulTflops: null,
+          realBytes: 0,
+          stats: {},
+        };
+        results.push(result);
+        let prepared: PreparedMethod | null = null;
+        try {
+          const method = getMethod(v.method);
+          const plan: Plan = problem.plan(method, v.options);
+          result.variant = plan.kernelVariant ?? null;
+          result.realBytes = plan.counts.real.totalBytes;
+          result.stats = {
+            ...plan.stats,
+            flops: plan.counts.flops,
+            usefulFlops: plan.counts.usefulFlops,
+          };
+          const p = await gpu.scoped(
+            `Preparing ${v.label}`,
+            () => method.prepare(gpu, plan, problem.buffers),
+          );
+          prepared = p;
+          problem.poisonOutput();
+          await gpu.scoped(`Running ${v.label}`, () => {
+            const enc = gpu.device.createCommandEncoder({ label: v.label });
+            const pass = enc.beginComputePass({ label: v.label });
+            p.encode(pass);
+            pass.end();
+            gpu.device.queue.submit([enc.finish()]);
+          });
+          const output = await problem.readOutput();
+          const r = compareOutput(output, expected, shape, ix.queryCount, rows);
+          result.maxRelError = r.maxRelError;
+          if (r.unwritten > 0 || r.nonFinite > 0 || !(r.maxRelError <= 1e-2)) {
+            result.status = "wrong";
+            result.message =
+              `max rel error ${r.maxRelError}, unwritten ${r.unwritten}, non-finite ${r.nonFinite}`;
+            p.destroy();
+            prepared = null;
+            console.log(`  ${v.label}: WRONG ${result.message}`);
+            continue;
+          }
+          live.push({ result, prepared: p, times: [] });
+        } catch (err) {
+          result.status = "error";
+          result.message = (err as Error).message;
+          prepared?.destroy();
+          console.log(`  ${v.label}: ${result.message}`);
+        }
+      }
+      const passes: PassSpec[] = [];
+      const owner: number[] = [];
+      for (let round = 0; round < opts.warmup + opts.samples; round++) {
+        live.forEach((l, i) => {
+          if (flush) {
+            passes.push({ label: flush.label, encode: flush.encode, timed: false });
+            owner.push(-1);
+          }
+          passes.push({
+            label: l.result.label,
+            encode: l.prepared.encode,
+            timed: round >= opts.warmup,
+          });
+          owner.push(i);
+        });
+      }
+      if (live.length > 0) {
+        const ns = await timer.time(passes);
+        ns.forEach((x, k) => {
+          if (x !== null && owner[k]! >= 0) live[owner[k]!]!.times.push(x);
+        });
+      }
+      for (const l of live) {
+        const r = l.result;
+        r.samples = l.times.length;
+        if (r.samples > 0) {
+          r.medianUs = median(l.times) / 1e3;
+          r.minUs = Math.min(...l.times) / 1e3;
+          r.usefulTflops = (r.stats.usefulFlops ?? 0) / (r.medianUs * 1e-6) / 1e12;
+        }
+      }
+    } finally {
+      for (const l of live) l.prepared.destroy();
+      problem.destroy();
+    }
+    console.log(`\n${runtime} | ${treeName}: ${ix.nodeCount} nodes, ${ix.queryCount} queries`);
+    printTable(results, peakTflops);
+    out.push({ tree: treeName, nodes: ix.nodeCount, queries: ix.queryCount, results });
+  }
+  flush?.destroy();
+  timer.destroy();
+  gpu.destroy();
+  return { ...info, peakTflops, timing: timer.mode, trees: out };
+}
+
+function printTable(results: Result[], peak: number | null) {
+  const seq = results.find((r) => r.label === "sequence")?.medianUs ?? null;
+  const f = (x: number | null, d = 1) => (x === null ? "-" : x.toFixed(d));
+  for (const r of results) {
+    const cells = [
+      r.label.padEnd(24),
+      (r.status === "ok" ? f(r.medianUs) : r.status.toUpperCase()).padStart(9),
+      (r.medianUs && seq ? f(seq / r.medianUs, 2) + "x" : "-").padStart(7),
+      f(r.usefulTflops, 1).padStart(7),
+      (peak && r.usefulTflops ? f((100 * r.usefulTflops) / peak, 1) + "%" : "-").padStart(7),
+      (r.maxRelError === null ? "-" : r.maxRelError.toExponential(1)).padStart(8),
+      String(r.stats.workgroups ?? "-").padStart(6),
+      r.variant ?? "",
+    ];
+    console.log("  " + cells.join(" "));
+  }
+}
+
+async function main() {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      small: { type: "boolean", default: false },
+      hot: { type: "boolean", default: false },
+      peak: { type: "boolean", default: false },
+      samples: { type: "string", default: "30" },
+      warmup: { type: "string", default: "3" },
+      runtimes: { type: "string", default: "deno,dawn" },
+      trees: { type: "string" },
+      variants: { type: "string" },
+    },
+  });
+  const t0 = performance.now();
+  const pick = (list: string | undefined) => list?.split(",").map((s) => s.trim());
+  const opts = {
+    small: values.small!,
+    hot: values.hot!,
+    peak: values.peak!,
+    samples: Math.max(1, Number(values.samples)),
+    warmup: Math.max(0, Number(values.warmup)),
+  };
+  const runs: Record<string, unknown>[] = [];
+  for (const rt of pick(values.runtimes)!) {
+    try {
+      runs.push(
+        await runRuntime(rt as RuntimeName, opts, {
+          trees: pick(values.trees),
+          variants: pick(values.variants),
+        }),
+      );
+    } catch (e) {
+      console.log(`runtime ${rt} failed: ${(e as Error).message}`);
+      runs.push({ runtime: rt, error: (e as Error).message });
+    }
+  }
+  const dir = Deno.env.get("OUT") ?? "out";
+  await Deno.mkdir(dir, { recursive: true });
+  const path = `${dir}/perf_runtimes.json`;
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify(
+      {
+        format: "deft-bench/perf-runtimes",
+        date: new Date().toISOString(),
+        shape: "llama3-8b",
+        dtype: "f16",
+        cache: opts.hot ? "hot" : "cold (128 MiB flush before every sample)",
+        ...opts,
+        elapsedS: (performance.now() - t0) / 1e3,
+        runs,
+      },
+      null,
+      1,
+    ) + "\n",
+  );
+  console.log(`\nWrote ${path} in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+  // Dawn's objects keep the process alive.
+  Deno.exit(0);
+}
+
+if (import.meta.main) await main();
