@@ -12,6 +12,7 @@
 import type { Gpu, GpuInfo } from "../kernels/gpu.ts";
 import { median } from "../results/stats.ts";
 import type { Calibration } from "../results/schema.ts";
+import { ResultsError, validateCalibration } from "../results/document.ts";
 import { writeFileAtomic } from "../results/files.ts";
 import { calibrateReference, createClockGuard } from "./clock.ts";
 import { type MeasureCase, measureInterleaved, type MeasureOptions } from "./measure.ts";
@@ -89,8 +90,28 @@ export async function saveCalibration(
 }
 
 /**
- * Reads a calibration document; null when the file does not exist. Throws `SyntaxError` for a
- * malformed file, and when it belongs to another adapter than `info` (if given).
+ * Parses and validates a calibration document with the same rules as the calibration inside a
+ * results document (every ceiling positive and finite). Throws `SyntaxError` naming `path` and the
+ * field.
+ */
+export function parseCalibrationDocument(text: string, path: string): CalibrationDocument {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new ResultsError(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+  const d = doc as Partial<CalibrationDocument> | null;
+  if (typeof d !== "object" || d === null || d.format !== CALIBRATION_FORMAT || d.version !== 1) {
+    throw new ResultsError(`${path} is not a ${CALIBRATION_FORMAT} version 1 document`);
+  }
+  validateCalibration(d.calibration, path);
+  return d as CalibrationDocument;
+}
+
+/**
+ * Reads a calibration document; null when the file does not exist. Throws `SyntaxError` naming
+ * the file for a malformed one, and when it belongs to another adapter than `info` (if given).
  */
 export async function loadCalibration(
   path: string,
@@ -103,14 +124,8 @@ export async function loadCalibration(
     if (e instanceof Deno.errors.NotFound) return null;
     throw e;
   }
-  const doc = JSON.parse(text) as CalibrationDocument;
-  const c = doc?.calibration;
-  if (
-    doc?.format !== CALIBRATION_FORMAT || doc.version !== 1 || !c ||
-    typeof c.peakReadBytesPerS !== "number" || typeof c.f32FlopsPerS !== "number"
-  ) {
-    throw new SyntaxError(`${path} is not a ${CALIBRATION_FORMAT} version 1 document`);
-  }
+  const doc = parseCalibrationDocument(text, path);
+  const c = doc.calibration;
   if (info && c.adapterKey !== adapterKey(info)) {
     throw new SyntaxError(
       `${path} was measured on ${c.adapterKey}, not on this adapter (${adapterKey(info)})`,

@@ -115,6 +115,11 @@ export interface BenchHooks {
   probeHost?: boolean;
   /** SM clock readings during the run (default: `nvidia-smi` when probing the host finds it). */
   smi?: SmiSampler | null;
+  /**
+   * Stops the run early (Ctrl-C): the snapshot in progress is abandoned and the document holds
+   * the snapshots finished so far, with `partial` saying why (the signal's reason).
+   */
+  signal?: AbortSignal;
 }
 
 /** Clock facts gathered while measuring, turned into case and run clocks at the end. */
@@ -312,6 +317,16 @@ export async function runBench(
     if (key === null && code !== "scaled") progress.note(`warning: ${message}`);
   };
   const tolerance = VERIFY_TOLERANCE[config.dtype];
+  // Case keys are workload@iteration/method: two workloads with one name would collide.
+  const names = new Set<string>();
+  for (const w of config.workloads) {
+    if (names.has(w.run.info.name)) {
+      throw new RangeError(
+        `Two workloads are named ${JSON.stringify(w.run.info.name)}: case keys must be unique`,
+      );
+    }
+    names.add(w.run.info.name);
+  }
 
   const [git, smiBefore, cpu] = probeHost
     ? await Promise.all([gitState(), nvidiaSmi(), cpuModel()])
@@ -369,16 +384,31 @@ export async function runBench(
     : null;
 
   const plans = config.workloads.map((w) => ({ w, snaps: w.run.sample(config.samplesPerRun) }));
-  progress.start(plans.reduce((n, p) => n + p.snaps.length * config.methods.length, 0));
+  const plannedCases = plans.reduce((n, p) => n + p.snaps.length * config.methods.length, 0);
+  progress.start(plannedCases);
+
+  // Resolves when the run is asked to stop, so a snapshot in progress is not waited for.
+  const signal = hooks.signal;
+  const stop = signal
+    ? new Promise<"stop">((resolve) => {
+      if (signal.aborted) resolve("stop");
+      else signal.addEventListener("abort", () => resolve("stop"), { once: true });
+    })
+    : null;
+  let interrupted = false;
+  let completedCases = 0;
 
   const workloads: WorkloadResult[] = [];
   try {
     for (const { w, snaps } of plans) {
+      if (interrupted) break;
       const run = w.run;
       const snapshots: SnapshotResult[] = [];
       for (const snap of snaps) {
+        if (signal?.aborted) interrupted = true;
+        if (interrupted) break;
         progress.current(`${run.info.name}@${snap.iteration}`);
-        const cases = await runSnapshot(
+        const work = runSnapshot(
           gpu,
           config,
           hooks,
@@ -389,6 +419,14 @@ export async function runBench(
           now,
           clocks,
         );
+        const cases = stop ? await Promise.race([work, stop]) : await work;
+        if (cases === "stop") {
+          // Abandoned: it fails once the device is destroyed; nobody waits for it.
+          work.catch(() => {});
+          interrupted = true;
+          break;
+        }
+        completedCases += cases.length;
         for (const c of cases) {
           progress.caseDone(c);
           if (c.status === "error") warn("case-error", `${c.key}: ${c.message}`, c.key);
@@ -403,7 +441,21 @@ export async function runBench(
           cases,
         });
       }
+      if (snapshots.length === 0) continue; // interrupted before its first snapshot ended
       const f = runFacts(run);
+      const totals = methodTotals(
+        config.methods.map((m) => m.name),
+        snapshots,
+        run.iterations,
+        config.shape,
+      );
+      // An interrupted workload's totals miss snapshots: not an estimate of the whole run.
+      if (snapshots.length < snaps.length) {
+        for (const t of totals) {
+          t.complete = false;
+          t.speedupVsSequence = null;
+        }
+      }
       workloads.push({
         name: run.info.name,
         kind: run.info.kind,
@@ -416,12 +468,7 @@ export async function runBench(
           kvIoReduction: f.kvIoReduction,
         },
         snapshots,
-        totals: methodTotals(
-          config.methods.map((m) => m.name),
-          snapshots,
-          run.iterations,
-          config.shape,
-        ),
+        totals,
         sweep: w.sweep ?? null,
       });
     }
@@ -503,7 +550,7 @@ export async function runBench(
       interleaved: t.interleaved,
     },
   };
-  return {
+  const doc: ResultsDocument = {
     format: RESULTS_FORMAT,
     version: RESULTS_VERSION,
     environment,
@@ -512,6 +559,19 @@ export async function runBench(
     workloads,
     warnings,
   };
+  if (interrupted) {
+    const reason = signal?.reason;
+    doc.partial = {
+      reason: `interrupted${typeof reason === "string" ? ` by ${reason}` : ""}`,
+      completedCases,
+      plannedCases,
+    };
+    warn(
+      "partial",
+      `the run was ${doc.partial.reason} and holds ${completedCases} of ${plannedCases} planned cases`,
+    );
+  }
+  return doc;
 }
 
 function caseWarnings(
@@ -683,12 +743,24 @@ async function runSnapshot(
         errorOut(c, m);
         continue;
       }
-      if (m.samplesNs.length === 0) {
+      // A sample of 0 ns or less (a wall-clock batch under the submit floor) is no latency:
+      // results readers refuse it, so it is dropped here and counted.
+      const samples = m.samplesNs.filter((x) => x > 0 && Number.isFinite(x));
+      if (samples.length < m.samplesNs.length) {
+        hooks.progress?.note(
+          `${c.key}: dropped ${m.samplesNs.length - samples.length} non-positive sample(s)`,
+        );
+      }
+      if (samples.length === 0) {
         errorOut(c, new GpuError("every sample was discarded (non-positive timestamp deltas)"));
         continue;
       }
-      c.timing = { ...summarize(m.samplesNs, { seed: config.seed }), repetitions: m.repetitions };
-      clocks.refs.set(c.key, m.referenceNs);
+      c.timing = { ...summarize(samples, { seed: config.seed }), repetitions: m.repetitions };
+      // Reference points stay aligned with the kept samples.
+      clocks.refs.set(
+        c.key,
+        m.referenceNs.filter((_, i) => m.samplesNs[i]! > 0 && Number.isFinite(m.samplesNs[i]!)),
+      );
       c.roofline = roofline(c.counts, c.timing.medianNs, config.dtype, config.calibration);
     }
   } finally {

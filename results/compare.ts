@@ -484,10 +484,11 @@ export function compareRuns(
     const parts = [];
     if (onlyInBase.length > 0) parts.push(`only in BASE: ${nameSome(onlyInBase)}`);
     if (onlyInHead.length > 0) parts.push(`only in HEAD: ${nameSome(onlyInHead)}`);
+    const partial = [base.partial ? "BASE" : "", head.partial ? "HEAD" : ""].filter((w) => w);
     throw new MismatchError(
-      `The runs hold different cases (${
-        parts.join("; ")
-      }); rerun with the same workloads and methods, or pass --common-only`,
+      `The runs hold different cases (${parts.join("; ")})${
+        partial.length ? ` because ${partial.join(" and ")} is a partial (interrupted) run` : ""
+      }; rerun with the same workloads and methods, or pass --common-only`,
     );
   }
   const pairs = baseRefs.flatMap((b) => {
@@ -531,6 +532,11 @@ export function compareRuns(
     );
   }
   for (const [doc, which] of [[base, "base"], [head, "head"]] as const) {
+    if (doc.partial) {
+      notes.push(
+        `The ${which} run is partial (${doc.partial.reason}: ${doc.partial.completedCases} of ${doc.partial.plannedCases} planned cases); only the cases it finished are compared.`,
+      );
+    }
     if (doc.environment.adapter.isFallbackAdapter) {
       notes.push(
         `The ${which} run used a fallback (software) adapter: latencies say little about GPUs.`,

@@ -7,6 +7,7 @@
  */
 
 import {
+  type Calibration,
   type CaseResult,
   RESULTS_FORMAT,
   RESULTS_VERSION,
@@ -33,6 +34,10 @@ type Obj = Record<string, unknown>;
 /** Short rendering of a bad value for a message. */
 function show(value: unknown): string {
   if (value === undefined) return "nothing";
+  // JSON has no Infinity: a number like 1e400 reads as one. JSON.stringify would say null.
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return Number.isNaN(value) ? "NaN" : `${value} (a number too large to represent)`;
+  }
   try {
     const s = JSON.stringify(value);
     if (s === undefined) return String(value);
@@ -70,6 +75,17 @@ class Checker {
   num(o: Obj, k: string, at: string): number {
     const v = o[k];
     if (typeof v !== "number" || !Number.isFinite(v)) this.fail(`${at}.${k}`, "a finite number", v);
+    return v;
+  }
+  /** A finite number above 0 (timings, rates: a zero or negative one is a broken measurement). */
+  positive(o: Obj, k: string, at: string): number {
+    const v = this.num(o, k, at);
+    if (!(v > 0)) this.fail(`${at}.${k}`, "a positive number", v);
+    return v;
+  }
+  nonNegative(o: Obj, k: string, at: string): number {
+    const v = this.num(o, k, at);
+    if (!(v >= 0)) this.fail(`${at}.${k}`, "a non-negative number", v);
     return v;
   }
   numOrNull(o: Obj, k: string, at: string): number | null {
@@ -217,36 +233,62 @@ function checkSettings(c: Checker, v: unknown): void {
   c.bool(t, "interleaved", `${at}.timing`);
 }
 
-function checkCalibration(c: Checker, v: unknown): void {
+function checkCalibration(c: Checker, v: unknown, at = "calibration"): void {
   if (v === null) return;
-  const at = "calibration";
   const o = c.obj(v, at);
   c.str(o, "adapterKey", at);
   c.str(o, "measuredAt", at);
-  c.arr(o.readBandwidth, `${at}.readBandwidth`).forEach((r, i) => {
+  const rb = c.arr(o.readBandwidth, `${at}.readBandwidth`);
+  if (rb.length === 0) c.fail(`${at}.readBandwidth`, "a non-empty array", rb);
+  rb.forEach((r, i) => {
     const ro = c.obj(r, `${at}.readBandwidth[${i}]`);
-    c.num(ro, "bytes", `${at}.readBandwidth[${i}]`);
-    c.num(ro, "bytesPerS", `${at}.readBandwidth[${i}]`);
+    c.positive(ro, "bytes", `${at}.readBandwidth[${i}]`);
+    c.positive(ro, "bytesPerS", `${at}.readBandwidth[${i}]`);
   });
-  for (const k of ["peakReadBytesPerS", "f32FlopsPerS", "dispatchNs", "extraDispatchNs"]) {
-    c.num(o, k, at);
-  }
-  c.numOrNull(o, "f16FlopsPerS", at);
+  // Rooflines divide by these: zero, negative or missing ceilings make every fraction nonsense.
+  for (const k of ["peakReadBytesPerS", "f32FlopsPerS"]) c.positive(o, k, at);
+  if (o.f16FlopsPerS !== null) c.positive(o, "f16FlopsPerS", at);
+  for (const k of ["dispatchNs", "extraDispatchNs"]) c.nonNegative(o, k, at);
   if (o.l2ReadBandwidth !== undefined) {
     c.arr(o.l2ReadBandwidth, `${at}.l2ReadBandwidth`).forEach((r, i) => {
       const ro = c.obj(r, `${at}.l2ReadBandwidth[${i}]`);
-      c.num(ro, "bytes", `${at}.l2ReadBandwidth[${i}]`);
-      c.num(ro, "bytesPerS", `${at}.l2ReadBandwidth[${i}]`);
+      c.positive(ro, "bytes", `${at}.l2ReadBandwidth[${i}]`);
+      c.positive(ro, "bytesPerS", `${at}.l2ReadBandwidth[${i}]`);
     });
   }
-  if (o.l2ReadBytesPerS !== undefined) c.numOrNull(o, "l2ReadBytesPerS", at);
+  if (o.l2ReadBytesPerS !== undefined && o.l2ReadBytesPerS !== null) {
+    c.positive(o, "l2ReadBytesPerS", at);
+  }
   if (o.reference !== undefined && o.reference !== null) {
     const ra = `${at}.reference`;
     const ro = c.obj(o.reference, ra);
     c.str(ro, "kernel", ra);
     c.oneOf(ro, "timingMode", ra, ["timestamp", "wallclock-batched"]);
-    for (const k of ["workgroups", "iterations", "repetitions", "nsPerDispatch"]) c.num(ro, k, ra);
+    for (const k of ["workgroups", "iterations", "repetitions"]) c.num(ro, k, ra);
+    c.positive(ro, "nsPerDispatch", ra);
   }
+}
+
+/**
+ * Validates device ceilings (the `calibration` of a results or calibration document) with the
+ * rules `parseResults` applies: every ceiling a positive finite number, at least one read size.
+ * Throws {@linkcode ResultsError} naming `file` and the field.
+ */
+export function validateCalibration(value: unknown, file: string, at = "calibration"): Calibration {
+  const c = new Checker(file);
+  if (value === null) c.fail(at, "an object", value);
+  checkCalibration(c, value, at);
+  return value as Calibration;
+}
+
+function checkPartial(c: Checker, v: unknown): void {
+  if (v === undefined || v === null) return;
+  const at = "partial";
+  const o = c.obj(v, at);
+  c.str(o, "reason", at);
+  const done = c.nonNegative(o, "completedCases", at);
+  const planned = c.nonNegative(o, "plannedCases", at);
+  if (done > planned) c.fail(`${at}.completedCases`, `at most plannedCases (${planned})`, done);
 }
 
 function checkCase(c: Checker, v: unknown, at: string): string {
@@ -271,11 +313,19 @@ function checkCase(c: Checker, v: unknown, at: string): string {
     const t = c.obj(o.timing, ta);
     const samples = c.numberArray(t, "samplesNs", ta);
     if (samples.length === 0) c.fail(`${ta}.samplesNs`, "a non-empty array", samples);
-    for (const k of ["medianNs", "meanNs", "minNs", "maxNs", "madNs"]) c.num(t, k, ta);
+    // A latency of zero or less is no measurement: ratios against it are infinite or negative.
+    samples.forEach((x, i) => {
+      if (!(x > 0)) c.fail(`${ta}.samplesNs[${i}]`, "a positive number of ns", x);
+    });
+    for (const k of ["medianNs", "meanNs", "minNs", "maxNs"]) c.positive(t, k, ta);
+    c.nonNegative(t, "madNs", ta);
     const ci = c.numberArray(t, "ci95Ns", ta);
     if (ci.length !== 2) c.fail(`${ta}.ci95Ns`, "[low, high]", ci);
+    if (!(ci[0]! > 0 && ci[1]! >= ci[0]!)) {
+      c.fail(`${ta}.ci95Ns`, "[low, high] with 0 < low <= high", ci);
+    }
     c.nums(t, "outliers", ta, ["lowSevere", "lowMild", "highMild", "highSevere"]);
-    if (t.repetitions !== undefined) c.num(t, "repetitions", ta);
+    if (t.repetitions !== undefined) c.positive(t, "repetitions", ta);
   }
   if (o.roofline !== null) {
     const ra = `${at}.roofline`;
@@ -382,6 +432,7 @@ export function parseResults(text: string, path: string): ResultsDocument {
   checkEnvironment(c, o.environment);
   checkSettings(c, o.settings);
   checkCalibration(c, o.calibration);
+  checkPartial(c, o.partial);
   const keys = new Map<string, string>();
   c.arr(o.workloads, "workloads").forEach((w, i) => checkWorkload(c, w, `workloads[${i}]`, keys));
   c.arr(o.warnings, "warnings").forEach((w, i) => {

@@ -454,8 +454,14 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
       : cal.f32FlopsPerS;
     const bw = cal.peakReadBytesPerS;
     const l2 = cacheBytesPerS(cal);
-    const lo = Math.min(...xs, peakFlops / bw) / 4;
-    const hi = Math.max(...xs, peakFlops / bw) * 4;
+    // Loops, not Math.min(...xs): spreading an input-sized array overflows the stack.
+    let lo = peakFlops / bw, hi = peakFlops / bw;
+    for (const x of xs) {
+      lo = Math.min(lo, x);
+      hi = Math.max(hi, x);
+    }
+    lo /= 4;
+    hi *= 4;
     if (dram.length > 0) {
       datasets.push({
         label: "cases at DRAM intensity (hollow)",
@@ -601,8 +607,18 @@ export function flattenTree(tree: Tree, blockSize: number): FlattenedTree {
   return { ix, order, offset, totalTokens: t, blockSize, blocks, blockQueries };
 }
 
+/** Largest value (at least `floor`), in a loop: `Math.max(...a)` overflows on large inputs. */
+function maxOf(values: ArrayLike<number>, floor: number): number {
+  let m = floor;
+  for (let i = 0; i < values.length; i++) m = Math.max(m, values[i]!);
+  return m;
+}
+
 const fmtNum = (x: number) => Math.round(x * 10) / 10;
 const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+/** Most blocks drawn one by one; larger trees draw groups of consecutive blocks. */
+export const MAX_DRAWN_BLOCKS = 2048;
 
 /**
  * An SVG of a tree: nodes as bars on one row per depth, placed left to right in DFS order at their
@@ -657,9 +673,14 @@ export function renderTreeSvg(tree: Tree, blockSize: number): string {
   const dfsIndex = new Array<number>(n).fill(0);
   order.forEach((v, i) => (dfsIndex[v] = i));
   const out: string[] = [];
-  const maxQ = Math.max(1, ...f.blockQueries);
+  const maxQ = maxOf(f.blockQueries, 1);
+  // Past MAX_DRAWN_BLOCKS, consecutive blocks are drawn as one group (a pixel cannot hold more).
+  const group = Math.max(1, Math.ceil(f.blocks / MAX_DRAWN_BLOCKS));
+  const units = Math.ceil(f.blocks / group);
   const label =
-    `Tree of ${n} nodes and ${ix.queryCount} queries, ${f.totalTokens} KV tokens flattened in DFS order and cut into ${f.blocks} blocks of ${blockSize} tokens`;
+    `Tree of ${n} nodes and ${ix.queryCount} queries, ${f.totalTokens} KV tokens flattened in DFS order and cut into ${f.blocks} blocks of ${blockSize} tokens${
+      group > 1 ? `, drawn in groups of ${group} blocks` : ""
+    }`;
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" ${
       W <= 1120 ? `width="100%"` : `width="${fmtNum(width)}" height="${fmtNum(height)}"`
@@ -674,14 +695,14 @@ export function renderTreeSvg(tree: Tree, blockSize: number): string {
       fmtNum(qY + 12)
     }">queries</text><text x="4" y="${fmtNum(qY + 24)}">per block</text></g>`,
   );
-  // Block bands behind everything, alternating shades.
+  // Block bands behind everything, alternating shades (one band per drawn group of blocks).
   const bands: string[] = [];
-  for (let b = 0; b < f.blocks; b++) {
-    const x0 = posX(b * blockSize);
-    const x1 = b === f.blocks - 1
+  for (let u = 0; u < units; u++) {
+    const x0 = posX(u * group * blockSize);
+    const x1 = u === units - 1
       ? X[order[order.length - 1]!]! + Wd[order[order.length - 1]!]!
-      : posX((b + 1) * blockSize);
-    if (b % 2 === 0) continue;
+      : posX((u + 1) * group * blockSize);
+    if (u % 2 === 0) continue;
     bands.push(
       `M${fmtNum(left + x0)} ${top}h${fmtNum(Math.max(0.5, x1 - x0))}V${fmtNum(blockY + blockH)}h${
         fmtNum(-Math.max(0.5, x1 - x0))
@@ -731,22 +752,29 @@ export function renderTreeSvg(tree: Tree, blockSize: number): string {
   const qbars: string[] = [];
   const labels: string[] = [];
   const endX = X[order[order.length - 1]!]! + Wd[order[order.length - 1]!]!;
-  for (let b = 0; b < f.blocks; b++) {
-    const x0 = posX(b * blockSize);
-    const x1 = b === f.blocks - 1 ? endX : posX((b + 1) * blockSize);
-    if (b > 0) cuts.push(`M${fmtNum(left + x0)} ${top}V${fmtNum(blockY + blockH)}`);
-    if (x1 - x0 >= 16) {
+  for (let u = 0; u < units; u++) {
+    const b0 = u * group;
+    const b1 = Math.min(f.blocks, b0 + group) - 1;
+    const x0 = posX(b0 * blockSize);
+    const x1 = u === units - 1 ? endX : posX((b1 + 1) * blockSize);
+    const name = b0 === b1 ? `b${b0}` : `b${b0}–${b1}`;
+    if (u > 0) cuts.push(`M${fmtNum(left + x0)} ${top}V${fmtNum(blockY + blockH)}`);
+    if (x1 - x0 >= 16 * (name.length / 3)) {
       labels.push(
-        `<text x="${fmtNum(left + (x0 + x1) / 2)}" y="${fmtNum(blockY + 10.5)}">b${b}</text>`,
+        `<text x="${fmtNum(left + (x0 + x1) / 2)}" y="${fmtNum(blockY + 10.5)}">${name}</text>`,
       );
     }
-    const h = (qH * f.blockQueries[b]!) / maxQ;
+    let q = 0;
+    for (let b = b0; b <= b1; b++) q = Math.max(q, f.blockQueries[b]!);
+    const h = (qH * q) / maxQ;
     qbars.push(
       `<rect x="${fmtNum(left + x0 + 0.3)}" y="${fmtNum(qY + qH - h)}" width="${
         fmtNum(Math.max(0.4, x1 - x0 - 0.6))
-      }" height="${fmtNum(h)}"><title>block ${b}: tokens ${b * blockSize}–${
-        Math.min(f.totalTokens, (b + 1) * blockSize) - 1
-      }, ${plural(f.blockQueries[b]!, "query", "queries")}</title></rect>`,
+      }" height="${fmtNum(h)}"><title>${b0 === b1 ? `block ${b0}` : `blocks ${b0}–${b1}`}: tokens ${
+        b0 * blockSize
+      }–${Math.min(f.totalTokens, (b1 + 1) * blockSize) - 1}, ${b0 === b1 ? "" : "at most "}${
+        plural(q, "query", "queries")
+      }</title></rect>`,
     );
   }
   if (cuts.length) {
@@ -795,7 +823,11 @@ function treeFigure(w: WorkloadResult, blockSize: number, open: boolean): string
       esc(w.iterations)
     }: ${f.ix.nodeCount} nodes, ${f.ix.queryCount} queries, N_tree = ${f.totalTokens} tokens in ${f.blocks} block(s) of b_s = ${blockSize} (the last padded by ${pad}); queries per block: mean ${
       meanQ.toFixed(1)
-    }, max ${Math.max(0, ...f.blockQueries)}. Hover a node or a block for details.</p>`;
+    }, max ${maxOf(f.blockQueries, 0)}${
+      f.blocks > MAX_DRAWN_BLOCKS
+        ? `; drawn in groups of ${Math.ceil(f.blocks / MAX_DRAWN_BLOCKS)} blocks`
+        : ""
+    }. Hover a node or a block for details.</p>`;
   } catch (e) {
     body = `<p class="notice bad">The stored tree cannot be drawn: ${
       esc((e as Error).message)
@@ -1093,6 +1125,15 @@ function totalsTable(doc: ResultsDocument): string {
 function notices(doc: ResultsDocument): string {
   const out: string[] = [];
   const e = doc.environment;
+  if (doc.partial) {
+    out.push(
+      `<p class="notice bad"><b>Partial run</b>: ${esc(doc.partial.reason)}; it holds ${
+        esc(doc.partial.completedCases)
+      } of the ${
+        esc(doc.partial.plannedCases)
+      } planned cases. Workloads it did not finish have no whole-run totals.</p>`,
+    );
+  }
   if (e.adapter.isFallbackAdapter) {
     out.push(
       `<p class="notice">This run used a fallback (software) adapter: latencies describe a CPU rasterizer, not a GPU.</p>`,

@@ -333,6 +333,19 @@ export interface Warning {
   key: string | null;
 }
 
+/**
+ * Why a run holds fewer cases than it planned: `bench` was interrupted (SIGINT, SIGTERM) and wrote
+ * the cases finished so far. Absent (or null) for a run that completed.
+ */
+export interface PartialRun {
+  /** What stopped the run, e.g. `interrupted by SIGINT`. */
+  reason: string;
+  /** Cases written (all of every finished snapshot). */
+  completedCases: number;
+  /** Cases the run had planned. */
+  plannedCases: number;
+}
+
 /** The whole results document. */
 export interface ResultsDocument {
   format: typeof RESULTS_FORMAT;
@@ -342,4 +355,6 @@ export interface ResultsDocument {
   calibration: Calibration | null;
   workloads: WorkloadResult[];
   warnings: Warning[];
+  /** Set when the run was interrupted and holds only the cases finished by then. */
+  partial?: PartialRun | null;
 }

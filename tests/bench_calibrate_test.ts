@@ -21,6 +21,9 @@ const info = (description: string): GpuInfo => ({
   isFallbackAdapter: false,
   features: [],
   limits: {},
+  subgroupMinSize: 32,
+  subgroupMaxSize: 32,
+  subgroupMatrixConfigs: [],
 });
 
 Deno.test("adapterKey() is a file-name-safe slug of vendor, architecture and description", () => {

@@ -26,19 +26,29 @@ import {
   type MethodName,
 } from "../../kernels/method.ts";
 import { METHODS } from "../../kernels/methods/mod.ts";
-import { writeFileAtomic } from "../../results/files.ts";
+import { parseResults } from "../../results/document.ts";
+import {
+  checkWritable,
+  refuseOverlap,
+  removePendingTemps,
+  saveFallback,
+  writeFileAtomic,
+} from "../../results/files.ts";
 import { renderReport } from "../../results/report.ts";
 import type { Calibration, ResultsDocument } from "../../results/schema.ts";
 import { PAPER_PRESETS } from "../../workloads/presets.ts";
 import { resolveShape } from "../../workloads/shapes.ts";
+import { chooseDtype } from "../dtype.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 import {
   generatorOptions,
   intArg,
   parseSweep,
+  requireQueries,
   resolveWorkloads,
   scaleArg,
+  uniqueNames,
 } from "../workload_args.ts";
 
 /** Defaults of `bench` on a real GPU. */
@@ -153,7 +163,8 @@ async function exists(path: string): Promise<boolean> {
     await Deno.lstat(path);
     return true;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    // A missing path, or a file where a folder should be: checkWritable names the problem.
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return false;
     throw e;
   }
 }
@@ -240,6 +251,61 @@ export function caseTable(doc: ResultsDocument): string {
     }
   }
   return `Cases (roofline: the largest of DRAM time (bytes that must cross DRAM), L2 time (all bytes moved) and FLOP time at the calibrated ceilings / median; clock: reference kernel speed / working speed, LOW below 90%):\n${t.toString()}\n`;
+}
+
+/**
+ * Writes the results document and its report. The document is first checked with the readers'
+ * own validator (a document `report`, `compare` or `dashboard` would refuse is a bug, exit 1).
+ * When the output cannot be written after all, the results go to a fallback file (named in the
+ * message, exit 1) instead of being lost.
+ */
+async function writeResults(
+  io: CliIo,
+  doc: ResultsDocument,
+  json: string,
+  outPath: string,
+  outHtml: string,
+  force: boolean,
+): Promise<void> {
+  let invalid: string | null = null;
+  try {
+    parseResults(json, outPath);
+  } catch (e) {
+    invalid = (e as Error).message;
+  }
+  let failure: string | null = null;
+  if (invalid === null) {
+    try {
+      await writeFileAtomic(outPath, json, { force });
+    } catch (e) {
+      failure = `cannot write ${outPath}: ${(e as Error).message}`;
+    }
+  }
+  if (invalid !== null || failure !== null) {
+    let saved: string;
+    try {
+      saved = await saveFallback(json);
+    } catch (e) {
+      io.err(`error: ${failure ?? invalid}; saving a copy failed too: ${(e as Error).message}\n`);
+      throw new ExitCode(1);
+    }
+    io.err(
+      invalid !== null
+        ? `internal error: the results document fails its own validation (${invalid}); it was saved to ${saved} (please report this)\n`
+        : `error: ${failure}; the results were saved to ${saved} instead\n`,
+    );
+    throw new ExitCode(1);
+  }
+  try {
+    await writeFileAtomic(outHtml, renderReport([doc]), { force });
+  } catch (e) {
+    io.err(
+      `error: cannot write ${outHtml}: ${
+        (e as Error).message
+      }; the results are in ${outPath} (\`deft-bench report ${outPath}\` renders them)\n`,
+    );
+    throw new ExitCode(1);
+  }
 }
 
 /** Options a test can inject. */
@@ -383,7 +449,21 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
     }
     const specs = workloadArgs.length > 0 ? workloadArgs : [...PAPER_PRESETS];
     const sweep = opts.sweep === undefined ? null : parseSweep(opts.sweep);
-    for (const s of specs) await resolveWorkloads(s, { ...opts, scale: opts.scale ?? 1 }, sweep);
+    const quiet = Boolean(opts.json || opts.quiet);
+    const say = (s: string) => {
+      if (!quiet) io.err(`${s}\n`);
+    };
+    // Every workload is resolved and checked here, before the GPU: files, queries, names.
+    const resolveAll = async (scale: number) => {
+      const list = [];
+      for (const s of specs) {
+        const items = await resolveWorkloads(s, { ...opts, scale }, sweep);
+        for (const item of items) requireQueries(item.run, s);
+        list.push({ spec: s, items });
+      }
+      return uniqueNames(list);
+    };
+    for (const note of (await resolveAll(opts.scale ?? 1)).notes) say(`note: ${note}`);
     const startedAt = new Date();
     const outPath = resultsPath(opts.output, startedAt);
     const outHtml = htmlPath(outPath);
@@ -394,10 +474,12 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         }
       }
     }
-    const quiet = Boolean(opts.json || opts.quiet);
-    const say = (s: string) => {
-      if (!quiet) io.err(`${s}\n`);
-    };
+    const inputFiles = specs.filter((s) => s.endsWith(".json") || s.includes("/"));
+    if (opts.calibration) inputFiles.push(opts.calibration);
+    await refuseOverlap([outPath, outHtml], inputFiles);
+    // Measurements must never be lost to an output that cannot be written: check it first.
+    await checkWritable(outPath);
+    await checkWritable(outHtml);
 
     const gpu = await Gpu.open(opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {});
     const timer = createTimer(gpu, {
@@ -414,28 +496,25 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         }): presets scaled to ${scale} of the paper's sizes, ${d.samples} snapshots per run and short budgets, so the job ends in minutes; pass --scale 1 for the paper's sizes`
         : null;
       if (scaleReason) say(`note: ${scaleReason}`);
-      const dtype = opts.dtype ?? (gpu.hasF16 ? "f16" : "f32");
+      const dtype = chooseDtype(gpu, opts.dtype);
       if (!opts.dtype && !gpu.hasF16) say("note: the adapter has no shader-f16; using --dtype f32");
-      if (opts.dtype === "f16" && !gpu.hasF16) {
-        throw new UsageError(
-          `--dtype f16 needs shader-f16, which ${gpu.info.description} does not offer`,
-        );
-      }
       const minSamples = opts.minSamples ?? d.minSamples;
       const maxSamples = opts.maxSamples ?? Math.max(d.maxSamples, minSamples);
       if (maxSamples < minSamples) {
         throw new UsageError("--max-samples must be at least --min-samples");
       }
 
-      const workloads: BenchWorkload[] = [];
-      for (const s of specs) {
-        workloads.push(...await resolveWorkloads(s, { ...opts, scale }, sweep));
-      }
+      const workloads: BenchWorkload[] = (await resolveAll(scale)).workloads;
 
       let calibration: Calibration | null = null;
       if (opts.calibrate !== false) {
         const path = opts.calibration ?? calibrationPath(gpu.info);
-        const stored = await loadCalibration(path, gpu.info);
+        const stored = await loadCalibration(path, gpu.info).catch((e) => {
+          if (!(e instanceof SyntaxError) || opts.calibration) throw e;
+          throw new UsageError(
+            `${e.message}; delete it or measure a new one with \`deft-bench calibrate --force\` (or pass --no-calibrate)`,
+          );
+        });
         if (stored) {
           calibration = stored.calibration;
           say(`calibration: ${path} (measured ${calibration.measuredAt})`);
@@ -455,6 +534,32 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       }
 
       const progress = createProgress(io, { silent: quiet });
+      // Ctrl-C (or SIGTERM) once: stop, and write the cases finished so far marked partial.
+      // Twice: quit at once, removing any file being written.
+      const interrupt = new AbortController();
+      const onSignal = (name: Deno.Signal) => () => {
+        if (interrupt.signal.aborted) {
+          removePendingTemps();
+          io.err(`\n${name} again: quitting at once (no half-written file is left)\n`);
+          Deno.exit(name === "SIGTERM" ? 143 : 130);
+        }
+        io.err(
+          `\n${name}: stopping; the cases finished so far will be written to ${outPath} (press Ctrl-C again to quit at once)\n`,
+        );
+        interrupt.abort(name);
+      };
+      const listeners = (["SIGINT", "SIGTERM"] as const).flatMap((name) => {
+        const h = onSignal(name);
+        try {
+          Deno.addSignalListener(name, h);
+          return [[name, h] as const];
+        } catch {
+          return []; // a platform without this signal
+        }
+      });
+      const removeListeners = () => {
+        for (const [name, h] of listeners.splice(0)) Deno.removeSignalListener(name, h);
+      };
       const doc = await runBench(gpu, {
         workloads,
         methods,
@@ -483,11 +588,29 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         },
         calibration,
         command: commandLine(self),
-      }, { timer, progress });
+      }, { timer, progress, signal: interrupt.signal }).catch((e) => {
+        removeListeners();
+        throw e;
+      });
+      const partial = doc.partial ?? null;
+      const exitCode = interrupt.signal.reason === "SIGTERM" ? 143 : 130; // 128 + signal
+      if (partial && partial.completedCases === 0) {
+        removeListeners();
+        io.err(`${partial.reason} before any case finished: nothing was written\n`);
+        throw new ExitCode(exitCode);
+      }
 
       const json = JSON.stringify(doc, null, 1) + "\n";
-      await writeFileAtomic(outPath, json, { force: Boolean(opts.force) });
-      await writeFileAtomic(outHtml, renderReport([doc]), { force: Boolean(opts.force) });
+      // The listeners stay while writing: a second Ctrl-C then removes the temporary file.
+      await writeResults(io, doc, json, outPath, outHtml, Boolean(opts.force)).finally(
+        removeListeners,
+      );
+      if (partial) {
+        io.err(
+          `partial results (${partial.reason}): ${partial.completedCases} of ${partial.plannedCases} cases written to ${outPath} and ${outHtml}\n`,
+        );
+        throw new ExitCode(exitCode);
+      }
       if (opts.json) {
         io.out(json);
       } else {

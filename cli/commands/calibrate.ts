@@ -13,11 +13,13 @@ import {
   type CalibrationDocument,
   calibrationPath,
   DEFAULT_READ_SIZES,
+  parseCalibrationDocument,
   saveCalibration,
 } from "../../bench/calibrate.ts";
 import { formatNs } from "../../bench/progress.ts";
 import { createTimer } from "../../bench/timer.ts";
-import { Gpu } from "../../kernels/gpu.ts";
+import { Gpu, GpuError } from "../../kernels/gpu.ts";
+import { checkWritable } from "../../results/files.ts";
 import { UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 
@@ -31,7 +33,14 @@ export function parseSizes(v: string): number[] {
     if (p === "" || !(x > 0) || !Number.isFinite(x)) {
       throw new InvalidArgumentError(`--sizes takes MiB values like 16,64,256; got "${v}"`);
     }
-    return Math.round(x * MiB);
+    // The read kernel loads vec4<f32>: anything under 16 bytes reads nothing and measures nothing.
+    const bytes = Math.round(x * MiB);
+    if (bytes < 16) {
+      throw new InvalidArgumentError(
+        `--sizes value ${p} MiB is ${bytes} bytes, below the smallest read of 16 bytes`,
+      );
+    }
+    return bytes;
   });
   return out;
 }
@@ -75,6 +84,7 @@ export function calibrateCommand(io: CliIo) {
             if (!(e instanceof Deno.errors.NotFound)) throw e;
           }
         }
+        await checkWritable(path);
         const quiet = Boolean(opts.json || opts.quiet);
         const c = await calibrate(gpu, timer, {
           readSizes: opts.sizes ?? DEFAULT_READ_SIZES,
@@ -92,6 +102,16 @@ export function calibrateCommand(io: CliIo) {
           timingMode: timer.mode,
           calibration: c,
         };
+        // Never store what bench would refuse: the same validator bench reads it with.
+        try {
+          parseCalibrationDocument(JSON.stringify(doc), path);
+        } catch (e) {
+          throw new GpuError(
+            `the measured calibration is not usable, so ${path} was not written: ${
+              (e as Error).message
+            }`,
+          );
+        }
         await saveCalibration(path, doc, { force: Boolean(opts.force) });
         if (opts.json) {
           io.out(JSON.stringify(doc, null, 2) + "\n");

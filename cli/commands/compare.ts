@@ -15,7 +15,7 @@ import {
   MismatchError,
 } from "../../results/compare.ts";
 import { readResults } from "../../results/document.ts";
-import { writeFileAtomic } from "../../results/files.ts";
+import { refuseOverlap, writeFileAtomic } from "../../results/files.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 
@@ -62,6 +62,8 @@ export function compareCommand(io: CliIo) {
     .option("--common-only", "compare the cases both runs hold and list the others")
     .option("--quiet", "print nothing on standard output (use the exit code and files)")
     .action(async (basePath, headPath, opts) => {
+      const outputs = [opts.jsonOutput, opts.markdownOutput].filter((o): o is string => !!o);
+      await refuseOverlap(outputs, [basePath, headPath]);
       const base = await readResults(basePath);
       const head = await readResults(headPath);
       let comparison;

@@ -17,6 +17,7 @@ import { resolveShape } from "../../workloads/shapes.ts";
 import { IndexedTree, treeFacts } from "../../workloads/tree.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { chooseDtype } from "../dtype.ts";
 import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
 
 /** Error bounds per dtype (the paper's kernels reach 0.4% in fp16). */
@@ -113,13 +114,18 @@ export function runCommand(io: CliIo) {
     }
     const ix = new IndexedTree(run.snapshot(iteration));
     const facts = treeFacts(ix);
+    if (facts.queries === 0) {
+      throw new UsageError(
+        `${workload}: the tree at iteration ${iteration} has no queries; attention needs at least one query`,
+      );
+    }
     const gpu = await Gpu.open(
       opts.adapter === "fallback"
         ? { forceFallbackAdapter: true }
         : { powerPreference: opts.adapter },
     );
     try {
-      const dtype = opts.dtype ?? (gpu.hasF16 ? "f16" : "f32");
+      const dtype = chooseDtype(gpu, opts.dtype);
       const problem = Problem.create(gpu, ix, { shape, dtype, seed: opts.seed });
       const rows = chooseRows(
         facts.queries,
