@@ -49,8 +49,12 @@ export interface MmaKernelOptions {
   keys: number;
 }
 
-/** Default tile: 64 rows (4 subgroups of 32 on NVIDIA), 32-key sub-tiles. */
-export const DEFAULT_MMA_KERNEL: Readonly<MmaKernelOptions> = { rows: 64, keys: 32 };
+/**
+ * Default tile: 32 rows (2 subgroups of 32 on NVIDIA), 32-key sub-tiles. On an H200 it was as fast
+ * as 64 rows on the paper's Table 14 tree and up to 1.8x faster where blocks serve few queries
+ * (results/data/nvidia-h200-dawn/perf_runtimes-3-mma-pipelined.json).
+ */
+export const DEFAULT_MMA_KERNEL: Readonly<MmaKernelOptions> = { rows: 32, keys: 32 };
 
 /** The matrix kernel a plan is made for. */
 export interface MmaKernel {
