@@ -9,16 +9,15 @@ import {
   verificationRows,
 } from "../bench/run.ts";
 import { FakeClock, FakeTimer, TimestampTimer, WallClockTimer } from "../bench/timer.ts";
-import { Gpu } from "../kernels/gpu.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodName, zeroPlanCounts } from "../kernels/method.ts";
 import { parseResults } from "../results/document.ts";
 import type { Calibration, CaseResult, SnapshotResult } from "../results/schema.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { fakeRegistry, TINY_SHAPE } from "./_bench_fake.ts";
 import { assert, assertEquals } from "./_assert.ts";
+import { testGpu } from "./_gpu.ts";
 
-let shared: Promise<Gpu> | null = null;
-const gpu = () => (shared ??= Gpu.open());
+const gpu = testGpu;
 
 const CALIBRATION: Calibration = {
   adapterKey: "test",
@@ -243,6 +242,9 @@ Deno.test("methodTotals() marks incomplete methods and leaves their speedup null
   const mk = (method: MethodName, median: number | null): CaseResult => ({
     key: method,
     method,
+    runtime: "deno",
+    kernel: "fma",
+    options: {},
     sourceHash: "",
     status: median === null ? "error" : "ok",
     message: null,
