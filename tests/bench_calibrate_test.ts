@@ -8,7 +8,8 @@ import {
   saveCalibration,
 } from "../bench/calibrate.ts";
 import { createTimer } from "../bench/timer.ts";
-import { Gpu, type GpuInfo } from "../kernels/gpu.ts";
+import type { GpuInfo } from "../kernels/gpu.ts";
+import { openTestGpu } from "./_gpu.ts";
 import { FileExistsError } from "../results/files.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 
@@ -18,6 +19,9 @@ const info = (description: string): GpuInfo => ({
   device: "0x2330",
   description,
   isFallbackAdapter: false,
+  subgroupMinSize: 0,
+  subgroupMaxSize: 0,
+  subgroupMatrixConfigs: [],
   features: [],
   limits: {},
 });
@@ -40,7 +44,7 @@ Deno.test("fmaWgsl() has 8 chains, unrolled 4 times", () => {
 });
 
 Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes", async () => {
-  const gpu = await Gpu.open();
+  const gpu = await openTestGpu();
   const timer = createTimer(gpu);
   const steps: string[] = [];
   try {

@@ -1,6 +1,7 @@
 /**
  * `calibrate`: measures the device's ceilings (read bandwidth at several sizes, f32 and f16 FMA
- * rates, dispatch overhead) and stores them per adapter, where `bench` finds them for rooflines.
+ * rates, dispatch overhead) and stores them per adapter and runtime, where `bench` finds them for
+ * rooflines.
  *
  * @module
  */
@@ -11,15 +12,20 @@ import {
   calibrate,
   CALIBRATION_FORMAT,
   type CalibrationDocument,
-  calibrationPath,
   DEFAULT_READ_SIZES,
   saveCalibration,
 } from "../../bench/calibrate.ts";
 import { formatNs } from "../../bench/progress.ts";
 import { createTimer } from "../../bench/timer.ts";
-import { Gpu } from "../../kernels/gpu.ts";
 import { UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import {
+  dawnNodeOption,
+  openRuntimes,
+  runtimeArgs,
+  runtimeCalibrationPath,
+  runtimeOption,
+} from "../runtime_args.ts";
 
 const MiB = 1024 * 1024;
 
@@ -44,9 +50,12 @@ function gb(x: number): string {
 export function calibrateCommand(io: CliIo) {
   return new Command("calibrate")
     .description(
-      "Measure the device's ceilings for the roofline: read bandwidth at several buffer sizes, vec4<f32> and vec4<f16> FMA throughput, and the GPU time of an empty dispatch and of each extra dispatch; store them per adapter (default out/calibration/<adapter>.json), where bench reads them.",
+      "Measure the device's ceilings for the roofline: read bandwidth at several buffer sizes, vec4<f32> and vec4<f16> FMA throughput, and the GPU time of an empty dispatch and of each extra dispatch; store them per adapter and runtime (default out/calibration/<adapter>.json, <adapter>-dawn.json on Dawn), where bench reads them.",
     )
-    .option("-o, --output <file>", "calibration file (default out/calibration/<adapter>.json)")
+    .option(
+      "-o, --output <file>",
+      "calibration file (default out/calibration/<adapter>.json, <adapter>-dawn.json on Dawn)",
+    )
     .option("--force", "overwrite an existing calibration")
     .addOption(
       new Option("--sizes <mib>", "read sizes in MiB, comma-separated (default 16,64,256,1024)")
@@ -60,65 +69,90 @@ export function calibrateCommand(io: CliIo) {
         ["high-performance", "fallback"] as const,
       ),
     )
-    .option("--json", "print the calibration as JSON")
+    .addOption(runtimeOption())
+    .addOption(dawnNodeOption())
+    .option("--json", "print the calibration as JSON (one document per line with several runtimes)")
     .option("--quiet", "no progress output")
     .action(async (opts) => {
-      const gpu = await Gpu.open(opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {});
-      const timer = createTimer(gpu);
+      const rt = runtimeArgs(opts);
+      if (rt.runtimes.length > 1 && opts.output) {
+        throw new UsageError(
+          "--output names one file, but --runtime calibrates several runtimes; each writes its own (out/calibration/<adapter>[-<runtime>].json)",
+        );
+      }
+      const gpus = await openRuntimes(
+        rt,
+        opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {},
+      );
+      const many = gpus.length > 1;
       try {
-        const path = opts.output ?? calibrationPath(gpu.info);
-        if (!opts.force) {
+        for (const gpu of gpus) {
+          const timer = createTimer(gpu);
           try {
-            await Deno.lstat(path);
-            throw new UsageError(`${path} already exists; pass --force to overwrite it`);
-          } catch (e) {
-            if (!(e instanceof Deno.errors.NotFound)) throw e;
+            const path = opts.output ?? runtimeCalibrationPath(gpu);
+            if (!opts.force) {
+              try {
+                await Deno.lstat(path);
+                throw new UsageError(`${path} already exists; pass --force to overwrite it`);
+              } catch (e) {
+                if (!(e instanceof Deno.errors.NotFound)) throw e;
+              }
+            }
+            const quiet = Boolean(opts.json || opts.quiet);
+            const c = await calibrate(gpu, timer, {
+              readSizes: opts.sizes ?? DEFAULT_READ_SIZES,
+              measure: opts.quick
+                ? {
+                  warmupMs: 30,
+                  budgetMs: 150,
+                  minSamples: 5,
+                  maxSamples: 50,
+                  targetRelativeCi: 0.02,
+                }
+                : undefined,
+              onStep: (s) => {
+                if (!quiet) io.err(`calibrate: ${s}...\n`);
+              },
+            });
+            const doc: CalibrationDocument = {
+              format: CALIBRATION_FORMAT,
+              version: 1,
+              adapter: gpu.info,
+              timingMode: timer.mode,
+              calibration: c,
+            };
+            await saveCalibration(path, doc, { force: Boolean(opts.force) });
+            if (opts.json) {
+              io.out(JSON.stringify(doc, null, many ? undefined : 2) + "\n");
+              continue;
+            }
+            const t = new Table({ head: ["ceiling", "value"], style: { head: [], border: [] } });
+            for (const r of c.readBandwidth) {
+              t.push([`read ${(r.bytes / MiB).toFixed(0)} MiB`, `${gb(r.bytesPerS)} GB/s`]);
+            }
+            t.push(["peak read", `${gb(c.peakReadBytesPerS)} GB/s`]);
+            t.push(["vec4<f32> FMA", `${(c.f32FlopsPerS / 1e12).toFixed(2)} TFLOP/s`]);
+            t.push([
+              "vec4<f16> FMA",
+              c.f16FlopsPerS === null
+                ? "no shader-f16"
+                : `${(c.f16FlopsPerS / 1e12).toFixed(2)} TFLOP/s`,
+            ]);
+            t.push(["empty dispatch (pass)", formatNs(c.dispatchNs)]);
+            t.push(["each extra dispatch", formatNs(c.extraDispatchNs)]);
+            io.out(
+              `${
+                gpu.info.description || gpu.info.vendor
+              } (${c.adapterKey}), runtime ${gpu.runtime.version}, timing: ${timer.mode}\n`,
+            );
+            io.out(t.toString() + "\n");
+            io.out(`calibration: ${path}\n`);
+          } finally {
+            timer.destroy();
           }
         }
-        const quiet = Boolean(opts.json || opts.quiet);
-        const c = await calibrate(gpu, timer, {
-          readSizes: opts.sizes ?? DEFAULT_READ_SIZES,
-          measure: opts.quick
-            ? { warmupMs: 30, budgetMs: 150, minSamples: 5, maxSamples: 50, targetRelativeCi: 0.02 }
-            : undefined,
-          onStep: (s) => {
-            if (!quiet) io.err(`calibrate: ${s}...\n`);
-          },
-        });
-        const doc: CalibrationDocument = {
-          format: CALIBRATION_FORMAT,
-          version: 1,
-          adapter: gpu.info,
-          timingMode: timer.mode,
-          calibration: c,
-        };
-        await saveCalibration(path, doc, { force: Boolean(opts.force) });
-        if (opts.json) {
-          io.out(JSON.stringify(doc, null, 2) + "\n");
-          return;
-        }
-        const t = new Table({ head: ["ceiling", "value"], style: { head: [], border: [] } });
-        for (const r of c.readBandwidth) {
-          t.push([`read ${(r.bytes / MiB).toFixed(0)} MiB`, `${gb(r.bytesPerS)} GB/s`]);
-        }
-        t.push(["peak read", `${gb(c.peakReadBytesPerS)} GB/s`]);
-        t.push(["vec4<f32> FMA", `${(c.f32FlopsPerS / 1e12).toFixed(2)} TFLOP/s`]);
-        t.push([
-          "vec4<f16> FMA",
-          c.f16FlopsPerS === null
-            ? "no shader-f16"
-            : `${(c.f16FlopsPerS / 1e12).toFixed(2)} TFLOP/s`,
-        ]);
-        t.push(["empty dispatch (pass)", formatNs(c.dispatchNs)]);
-        t.push(["each extra dispatch", formatNs(c.extraDispatchNs)]);
-        io.out(
-          `${gpu.info.description || gpu.info.vendor} (${c.adapterKey}), timing: ${timer.mode}\n`,
-        );
-        io.out(t.toString() + "\n");
-        io.out(`calibration: ${path}\n`);
       } finally {
-        timer.destroy();
-        gpu.destroy();
+        for (const g of gpus) g.destroy();
       }
     });
 }
