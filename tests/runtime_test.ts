@@ -199,6 +199,8 @@ function config(over: Partial<BenchConfig> = {}): BenchConfig {
 
 Deno.test("runBench() on two runtimes: keys, totals, speedups and options kept apart, order rotated", async () => {
   const g = await testGpu();
+  // Both under a fixed name, whichever runtime the test device really is.
+  const deno = asRuntime(g, { name: "deno", version: `deno ${Deno.version.deno}`, flags: [] });
   const dawn = asRuntime(g, {
     name: "dawn",
     version: "dawn (npm webgpu@0.6.2)",
@@ -221,7 +223,7 @@ Deno.test("runBench() on two runtimes: keys, totals, speedups and options kept a
   };
   const flatten = { ...DEFAULT_METHOD_OPTIONS, blockSize: 64, kernel: "fma" as const };
   const devices: BenchDevice[] = [
-    { gpu: g, timer: timer("deno"), calibration: null },
+    { gpu: deno, timer: timer("deno"), calibration: null },
     {
       gpu: dawn,
       timer: timer("dawn"),
