@@ -34,6 +34,7 @@ import {
   DEFAULT_RUNTIME,
   type Environment,
   type MethodTotal,
+  type OptionValue,
   RESULTS_FORMAT,
   RESULTS_VERSION,
   type ResultsDocument,
@@ -350,6 +351,22 @@ export interface CaseRunSettings {
 export function kernelVariant(plan: Plan, options: MethodOptions): string {
   const v = (plan as { kernelVariant?: unknown }).kernelVariant;
   return typeof v === "string" && v !== "" ? v : options.kernel;
+}
+
+/** Method options as a results record: plain values, groups copied, absent options left out. */
+export function optionRecord(o: MethodOptions): Record<string, OptionValue> {
+  const out: Record<string, OptionValue> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (typeof v === "number" || typeof v === "string") out[k] = v;
+    else if (typeof v === "object" && v !== null) {
+      const group: Record<string, number | string> = {};
+      for (const [gk, gv] of Object.entries(v)) {
+        if (typeof gv === "number" || typeof gv === "string") group[gk] = gv;
+      }
+      out[k] = group;
+    }
+  }
+  return out;
 }
 
 /** A snapshot's reference, computed once for every runtime that runs it. */
@@ -698,7 +715,7 @@ function blankCase(spec: CaseSpec, runtime: RuntimeName, tolerance: number): Cas
     method: spec.method.name,
     runtime,
     kernel: spec.options.kernel,
-    options: { ...spec.options },
+    options: optionRecord(spec.options),
     sourceHash: "",
     status: "ok",
     message: null,

@@ -8,12 +8,14 @@
  * per (dtype, method); `bench` applies them by default.
  *
  * The candidates come from data ({@linkcode TUNABLES}): each tunable names a method option, the
- * methods it matters for, and its values on a device; a new option is one more entry.
+ * methods it matters for, its values on a device and, optionally, the candidates it applies to
+ * (the matrix tile only with the `mma` family); a new option is one more entry.
  *
  * @module
  */
 
 import type { Gpu, RuntimeName } from "../kernels/gpu.ts";
+import { DEFAULT_MMA_KERNEL } from "../kernels/group_attention_mma.ts";
 import {
   type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
@@ -27,7 +29,7 @@ import {
 import { Problem } from "../kernels/problem.ts";
 import { referenceAttention } from "../kernels/reference.ts";
 import { writeFileAtomic } from "../results/files.ts";
-import type { CaseResult } from "../results/schema.ts";
+import type { CaseResult, OptionValue } from "../results/schema.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import { IndexedTree, type Tree, treeFacts } from "../workloads/tree.ts";
 import { adapterKey } from "./calibrate.ts";
@@ -47,15 +49,29 @@ export const TUNING_FORMAT = "deft-bench/tuning";
 export const TUNING_VERSION = 1;
 
 /** Option values of a candidate (a subset of {@linkcode MethodOptions}). */
-export type OptionValues = Record<string, number | string>;
+export type OptionValues = Record<string, OptionValue>;
 
 /** A method option worth tuning: the methods it matters for and its values on a device. */
 export interface Tunable {
   option: keyof MethodOptions;
   /** Methods whose plans read the option (`all`: every method may). */
   methods: readonly MethodName[] | "all";
-  /** The values to try on a device with `caps` for `dtype`. */
-  values(caps: KernelCaps, dtype: Dtype): readonly (number | string)[];
+  /** The values to try on a device with `caps` for `dtype`; the default value first. */
+  values(caps: KernelCaps, dtype: Dtype): readonly OptionValue[];
+  /** Whether the option matters for a candidate with the options chosen so far (default: yes). */
+  when?(candidate: OptionValues): boolean;
+}
+
+/** The value of each tunable option when nothing is chosen: the tie-break prefers these. */
+export const TUNING_DEFAULTS: Readonly<OptionValues> = {
+  blockSize: DEFAULT_METHOD_OPTIONS.blockSize,
+  chunkSize: DEFAULT_METHOD_OPTIONS.chunkSize,
+  mma: { ...DEFAULT_MMA_KERNEL },
+};
+
+/** Deep equality of option values. */
+export function sameValue(a: OptionValue | undefined, b: OptionValue | undefined): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 /**
@@ -66,11 +82,40 @@ export function kernelFamilies(caps: KernelCaps | null, dtype: Dtype): ("fma" | 
   return caps?.matrix && dtype === "f16" ? ["fma", "mma"] : ["fma"];
 }
 
+/**
+ * The matrix kernel's tiles worth trying: the default and one step either way in rows and in keys
+ * (tiles the device cannot run fail their plan and drop out).
+ */
+function mmaTiles(): OptionValue[] {
+  const { rows, keys } = DEFAULT_MMA_KERNEL;
+  return [
+    { rows, keys },
+    { rows: rows / 2, keys },
+    { rows: rows * 2, keys },
+    { rows, keys: keys / 2 },
+    { rows, keys: keys * 2 },
+  ];
+}
+
+/** The methods built on the group-attention kernel, which has the matrix variant. */
+const GROUP_METHODS: readonly MethodName[] = [
+  "deft-flatten",
+  "deft-node-chunk",
+  "deft-node",
+  "cascade",
+];
+
 /** Everything `tune` tries, by default. */
 export const TUNABLES: readonly Tunable[] = [
-  { option: "blockSize", methods: ["deft-flatten"], values: () => [64, 128, 256, 512] },
-  { option: "chunkSize", methods: ["deft-node-chunk"], values: () => [64, 128, 256] },
+  { option: "blockSize", methods: ["deft-flatten"], values: () => [128, 64, 256, 512] },
+  { option: "chunkSize", methods: ["deft-node-chunk"], values: () => [128, 64, 256] },
   { option: "kernel", methods: "all", values: (caps, dtype) => kernelFamilies(caps, dtype) },
+  {
+    option: "mma",
+    methods: GROUP_METHODS,
+    values: () => mmaTiles(),
+    when: (c) => c.kernel === "mma",
+  },
 ];
 
 /**
@@ -90,16 +135,24 @@ export function tuningCandidates(
   for (const t of tunables) {
     if (t.methods !== "all" && !t.methods.includes(method)) continue;
     if (fixed[t.option] !== undefined) continue;
-    const values = [...new Set(t.values(caps, dtype))];
+    const values = t.values(caps, dtype).filter((v, i, all) =>
+      all.findIndex((w) => sameValue(v, w)) === i
+    );
     if (values.length === 0) continue;
-    out = out.flatMap((c) => values.map((v) => ({ ...c, [t.option]: v })));
+    out = out.flatMap((c) =>
+      t.when && !t.when({ ...fixed, ...c } as OptionValues)
+        ? [c]
+        : values.map((v) => ({ ...c, [t.option]: v }))
+    );
   }
   return out;
 }
 
-/** `blockSize=256 kernel=mma` (or `defaults` for no options). */
+/** `blockSize=256 kernel=mma mma.rows=64 mma.keys=32` (or `defaults` for no options). */
 export function describeOptions(o: OptionValues): string {
-  const parts = Object.entries(o).map(([k, v]) => `${k}=${v}`);
+  const parts = Object.entries(o).flatMap(([k, v]) =>
+    typeof v === "object" ? Object.entries(v).map(([g, x]) => `${k}.${g}=${x}`) : [`${k}=${v}`]
+  );
   return parts.length ? parts.join(" ") : "defaults";
 }
 
@@ -293,16 +346,14 @@ function score(
   const best = Math.min(...live.map((c) => c.score!));
   const margin = o.tieMargin ?? DEFAULT_TIE_MARGIN;
   const defaults = (c: CandidateResult) =>
-    Object.entries(c.options).filter(([k, v]) =>
-      (DEFAULT_METHOD_OPTIONS as unknown as OptionValues)[k] === v
-    ).length;
+    Object.entries(c.options).filter(([k, v]) => sameValue(TUNING_DEFAULTS[k], v)).length;
   const winner = live.filter((c) => c.score! <= best * (1 + margin)).reduce((a, b) =>
     defaults(b) > defaults(a) || (defaults(b) === defaults(a) && b.score! < a.score!) ? b : a
   );
   // Keep only the options that made a difference: some live candidate differs in them.
   const choice: OptionValues = {};
   for (const [k, v] of Object.entries(winner.options)) {
-    if (live.some((c) => c.options[k] !== v)) choice[k] = v;
+    if (live.some((c) => !sameValue(c.options[k], v))) choice[k] = v;
   }
   return {
     method,
@@ -348,6 +399,14 @@ function badOption(name: string, value: unknown): string | null {
     return (KERNEL_CHOICES as readonly unknown[]).includes(value)
       ? null
       : `one of ${KERNEL_CHOICES.join(", ")}`;
+  }
+  if (name === "mma") {
+    const o = value as Record<string, unknown>;
+    const ok = typeof o === "object" && o !== null && !Array.isArray(o) &&
+      Object.entries(o).every(([k, v]) =>
+        ["rows", "keys"].includes(k) && Number.isSafeInteger(v) && (v as number) >= 1
+      );
+    return ok ? null : "an object of positive integer rows and keys";
   }
   const min = name === "targetWorkgroups" ? 0 : 1;
   return Number.isSafeInteger(value) && (value as number) >= min ? null : `an integer >= ${min}`;

@@ -255,10 +255,16 @@ function checkRuntimes(c: Checker, v: unknown, names: readonly unknown[]): void 
   });
 }
 
-function checkOptions(c: Checker, o: Obj, at: string): void {
+function checkOptions(c: Checker, o: Obj, at: string, nested = true): void {
   for (const [k, v] of Object.entries(o)) {
-    if (typeof v !== "string" && (typeof v !== "number" || !Number.isFinite(v))) {
-      c.fail(`${at}.${k}`, "a number or a string", v);
+    if (nested && typeof v === "object" && v !== null && !Array.isArray(v)) {
+      checkOptions(c, v as Obj, `${at}.${k}`, false);
+    } else if (typeof v !== "string" && (typeof v !== "number" || !Number.isFinite(v))) {
+      c.fail(
+        `${at}.${k}`,
+        nested ? "a number, a string or an object of them" : "a number or a string",
+        v,
+      );
     }
   }
 }

@@ -79,6 +79,9 @@ export interface Environment {
   tickRatio: number | null;
 }
 
+/** A method option's value: a number, a name, or a group of them (e.g. `mma: {rows, keys}`). */
+export type OptionValue = number | string | Record<string, number | string>;
+
 /** A stored tuning (`deft-bench tune`) that a runtime of the run used. */
 export interface TuningUse {
   /** The tuning file. */
@@ -86,7 +89,7 @@ export interface TuningUse {
   /** When the tuning was measured. */
   tunedAt: string;
   /** Options applied per method (explicit command-line options are not among them). */
-  applied: Partial<Record<MethodName, Record<string, number | string>>>;
+  applied: Partial<Record<MethodName, Record<string, OptionValue>>>;
 }
 
 /** One WebGPU runtime of a run: what it is, how it was started, its adapter and ceilings. */
@@ -233,7 +236,7 @@ export interface CaseResult {
    */
   kernel: string;
   /** Method options the case was planned with (block size, chunk size, kernel family, ...). */
-  options: Record<string, number | string>;
+  options: Record<string, OptionValue>;
   /** Hash of the method's WGSL sources and constants. */
   sourceHash: string;
   status: "ok" | "failed" | "error";

@@ -1,5 +1,6 @@
 import { FakeClock, FakeTimer } from "../bench/timer.ts";
 import {
+  describeOptions,
   kernelFamilies,
   mergeTuning,
   parseTuning,
@@ -41,20 +42,32 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
   assertEquals(kernelFamilies(FMA_ONLY, "f16"), ["fma"]);
   assertEquals(kernelFamilies(WITH_MATRIX, "f16"), ["fma", "mma"]);
   assertEquals(kernelFamilies(WITH_MATRIX, "f32"), ["fma"]);
+  // The default first, so a later candidate that changes nothing is the one marked the same.
   assertEquals(tuningCandidates("deft-flatten", FMA_ONLY, "f16"), [
-    { blockSize: 64, kernel: "fma" },
     { blockSize: 128, kernel: "fma" },
+    { blockSize: 64, kernel: "fma" },
     { blockSize: 256, kernel: "fma" },
     { blockSize: 512, kernel: "fma" },
   ]);
+  // The matrix tile is tried only with the mma family: 4 x (1 + 5).
   const both = tuningCandidates("deft-flatten", WITH_MATRIX, "f16");
-  assertEquals(both.length, 8);
-  assertEquals(both[1], { blockSize: 64, kernel: "mma" });
-  // A pinned option is not tried.
+  assertEquals(both.length, 24);
+  assertEquals(both.slice(0, 3), [
+    { blockSize: 128, kernel: "fma" },
+    { blockSize: 128, kernel: "mma", mma: { rows: 64, keys: 32 } },
+    { blockSize: 128, kernel: "mma", mma: { rows: 32, keys: 32 } },
+  ]);
+  assertEquals(describeOptions(both[1]!), "blockSize=128 kernel=mma mma.rows=64 mma.keys=32");
+  // A pinned option is not tried, and what depends on it follows it.
   assertEquals(
-    tuningCandidates("deft-flatten", WITH_MATRIX, "f16", { fixed: { kernel: "mma" } }),
-    [{ blockSize: 64 }, { blockSize: 128 }, { blockSize: 256 }, { blockSize: 512 }],
+    tuningCandidates("deft-flatten", WITH_MATRIX, "f16", { fixed: { kernel: "fma" } }),
+    [{ blockSize: 128 }, { blockSize: 64 }, { blockSize: 256 }, { blockSize: 512 }],
   );
+  assertEquals(
+    tuningCandidates("deft-node", WITH_MATRIX, "f16", { fixed: { kernel: "mma" } }).length,
+    5,
+  );
+  // sequence has no matrix tile: only the families.
   assertEquals(tuningCandidates("sequence", WITH_MATRIX, "f16"), [
     { kernel: "fma" },
     { kernel: "mma" },
@@ -101,11 +114,12 @@ async function runTune(
 ): Promise<TuningEntry> {
   const g = await testGpu();
   const clock = new FakeClock();
-  // Candidates are keyed `tree/method#index`; index i is blockSize 64 << i.
+  // Candidates are keyed `tree/method#index`, in the order of the block sizes below.
+  const sizes = [128, 64, 256, 512];
   const timer = new FakeTimer({
     sample: (label) => {
       const [tree, rest] = label.split("/");
-      return medianNs(64 << Number(rest!.split("#")[1]), tree!);
+      return medianNs(sizes[Number(rest!.split("#")[1])]!, tree!);
     },
     clock,
   });
@@ -138,7 +152,7 @@ Deno.test("tune() verifies every candidate, scores by geometric mean and picks t
     (b, tree) => (b === 256 ? 800 : 1000) * (tree === "grid" ? 2 : 1),
   );
   assertEquals(e.method, "deft-flatten");
-  assertEquals(e.candidates.map((c) => c.options.blockSize), [64, 128, 256, 512]);
+  assertEquals(e.candidates.map((c) => c.options.blockSize), [128, 64, 256, 512]);
   assertEquals(e.candidates.map((c) => c.status), ["ok", "ok", "ok", "failed"]);
   assert(/relative error/.test(e.candidates[3]!.message!), e.candidates[3]!.message!);
   assertEquals(e.candidates[3]!.score, null); // a wrong candidate cannot win
@@ -154,7 +168,7 @@ Deno.test("tune() keeps the default within the tie margin and marks candidates t
   // 256 is 0.5 % faster than the default 128: a tie, so the default stays.
   const tie = await runTune(blockAware("deft-flatten"), (b) => (b === 256 ? 995 : 1000));
   assertEquals(tie.choice, { blockSize: 128 });
-  assertEquals(tie.candidates[tie.winner]!.options.blockSize, 128);
+  assertEquals(tie.winner, 0);
   const strict = await runTune(blockAware("deft-flatten"), (b) => (b === 256 ? 995 : 1000), {
     tieMargin: 0,
   });
@@ -411,7 +425,7 @@ Deno.test("tune exits 1 when a candidate computes wrong results, after storing t
     assert(/1 candidate\(s\) computed wrong results/.test(io.stderr), io.stderr);
     const stored = parseTuning(await Deno.readTextFile(file), file);
     assert(stored.entries[0]!.choice.blockSize !== 64);
-    assertEquals(stored.entries[0]!.candidates[0]!.status, "failed");
+    assertEquals(stored.entries[0]!.candidates[1]!.status, "failed"); // blockSize 64
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
