@@ -94,7 +94,10 @@ export interface BenchConfig {
   verify: boolean;
   verifyRows: number;
   timing: TimingConfig;
-  /** Device ceilings for rooflines, or null (no roofline). */
+  /**
+   * Device ceilings for rooflines, or null (no roofline), when {@linkcode runBench} runs on one
+   * `Gpu`; with devices, each {@linkcode BenchDevice} carries its own.
+   */
   calibration: Calibration | null;
   /** The command line as given. */
   command: string[];
