@@ -47,8 +47,8 @@ export function parseRuntimes(spec: string): RuntimeName[] {
 export function runtimeOption() {
   return new Option(
     "--runtime <list>",
-    "WebGPU runtime(s): deno (built in), dawn (Chromium's Dawn via the npm package webgpu; subgroup matrices), or deno,dawn (both in one run)",
-  ).default("deno");
+    "WebGPU runtime(s): deno (built in), dawn (Chromium's Dawn via the npm package webgpu; subgroup matrices), or deno,dawn (both in one run); default $DEFT_RUNTIME, else deno",
+  );
 }
 
 /** `--dawn-node`. */
@@ -73,9 +73,12 @@ export interface RuntimeArgs {
   dawnNode?: string;
 }
 
-/** Reads `--runtime` and `--dawn-node`; `--dawn-node` without dawn is a usage error. */
+/**
+ * Reads `--runtime` (default: `DEFT_RUNTIME`, as `tools/with-lavapipe.sh` sets it, else `deno`)
+ * and `--dawn-node`; `--dawn-node` without dawn is a usage error.
+ */
 export function runtimeArgs(opts: { runtime?: string; dawnNode?: string }): RuntimeArgs {
-  const runtimes = parseRuntimes(opts.runtime ?? "deno");
+  const runtimes = parseRuntimes(opts.runtime ?? (Deno.env.get("DEFT_RUNTIME") || "deno"));
   if (opts.dawnNode !== undefined && !runtimes.includes("dawn")) {
     throw new UsageError("--dawn-node has no effect without --runtime dawn (or deno,dawn)");
   }

@@ -34,7 +34,10 @@ Deno.test("parseRuntimes() and runtimeArgs() read --runtime and --dawn-node", ()
   assertThrows(() => parseRuntimes("webkit"), UsageError, /Unknown runtime "webkit".*deno, dawn/);
   assertThrows(() => parseRuntimes("deno,deno"), UsageError, /names deno twice/);
   assertThrows(() => parseRuntimes(","), UsageError, /needs a runtime name/);
-  assertEquals(runtimeArgs({}), { runtimes: ["deno"], dawnNode: undefined });
+  assertEquals(runtimeArgs({ runtime: "deno" }), { runtimes: ["deno"], dawnNode: undefined });
+  assertEquals(runtimeArgs({}).runtimes, [
+    Deno.env.get("DEFT_RUNTIME") === "dawn" ? "dawn" : "deno",
+  ]);
   assertEquals(runtimeArgs({ runtime: "deno,dawn", dawnNode: "/x/dawn.node" }), {
     runtimes: ["deno", "dawn"],
     dawnNode: "/x/dawn.node",
@@ -98,7 +101,10 @@ Deno.test({
         /--runtime dawn: Cannot load Dawn/,
       ],
       [["run", "all", "sorting", "--runtime", "dawn,deno,x"], /Unknown runtime "x"/],
-      [["calibrate", "--dawn-node", "/x/dawn.node"], /--dawn-node has no effect/],
+      [
+        ["calibrate", "--runtime", "deno", "--dawn-node", "/x/dawn.node"],
+        /--dawn-node has no effect/,
+      ],
       [
         ["calibrate", "--runtime", "deno,dawn", "-o", "c.json"],
         /--output names one file/,
