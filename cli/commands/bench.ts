@@ -9,7 +9,12 @@
 
 import { Command, InvalidArgumentError, Option } from "../../deps/commander.ts";
 import { Table } from "../../deps/cli_table.ts";
-import { calibrate, loadCalibration, QUICK_CALIBRATION } from "../../bench/calibrate.ts";
+import {
+  adapterKey,
+  calibrate,
+  loadCalibration,
+  QUICK_CALIBRATION,
+} from "../../bench/calibrate.ts";
 import { createProgress, formatNs } from "../../bench/progress.ts";
 import { type BenchDevice, type BenchWorkload, runBench } from "../../bench/run.ts";
 import { createTimer, type Timer } from "../../bench/timer.ts";
@@ -21,7 +26,6 @@ import {
   type TuningDocument,
   tuningPath,
 } from "../../bench/tune.ts";
-import { adapterKey } from "../../bench/calibrate.ts";
 import type { Gpu } from "../../kernels/gpu.ts";
 import {
   type AttentionMethod,
