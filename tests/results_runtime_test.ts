@@ -96,7 +96,11 @@ Deno.test("parseResults() checks runtimes: declared, matching the cases, in the 
     ],
     [
       (d) => ((d.workloads[0]!.snapshots[0]!.cases[0]!.options as Record<string, unknown>).x = [1]),
-      /options\.x must be a number or a string/,
+      /options\.x must be a number, a string or an object of them, got \[1\]/,
+    ],
+    [
+      (d) => (d.workloads[0]!.snapshots[0]!.cases[0]!.options.mma = { rows: [8] } as never),
+      /options\.mma\.rows must be a number or a string, got \[8\]/,
     ],
     [
       (d) => delete (d.workloads[0]!.totals[0] as { runtime?: string }).runtime,
