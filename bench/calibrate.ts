@@ -1,8 +1,10 @@
 /**
- * Device ceilings for the roofline: read bandwidth at several buffer sizes, vec4<f32> and
- * vec4<f16> FMA throughput (8 independent chains per thread), and the GPU time of an empty dispatch
- * and of each extra dispatch in a pass. Everything is timed with the same {@linkcode Timer} and
- * measurement loop as the methods, and stored per adapter as JSON.
+ * Device ceilings for the roofline: DRAM read bandwidth at several buffer sizes, L2 read bandwidth
+ * (a working set of a few MiB read many times in one dispatch), vec4<f32> and vec4<f16> FMA
+ * throughput (8 independent chains per thread), the GPU time of an empty dispatch and of each
+ * extra dispatch in a pass, and the working speed of the clock reference kernel. Everything is
+ * timed with the same {@linkcode Timer} and measurement loop as the methods, at the working clock
+ * (spin-up and lead of `clock.ts`), and stored per adapter as JSON.
  *
  * @module
  */
@@ -10,8 +12,10 @@
 import type { Gpu, GpuInfo } from "../kernels/gpu.ts";
 import { median } from "../results/stats.ts";
 import type { Calibration } from "../results/schema.ts";
+import { ResultsError, validateCalibration } from "../results/document.ts";
 import { writeFileAtomic } from "../results/files.ts";
-import { measureInterleaved, type MeasureOptions } from "./measure.ts";
+import { calibrateReference, createClockGuard } from "./clock.ts";
+import { type MeasureCase, measureInterleaved, type MeasureOptions } from "./measure.ts";
 import type { Timer } from "./timer.ts";
 
 const MiB = 1024 * 1024;
@@ -19,10 +23,17 @@ const MiB = 1024 * 1024;
 /** Default read sizes: 16 MiB to 1 GiB (cut at the device's binding limit). */
 export const DEFAULT_READ_SIZES: readonly number[] = [16 * MiB, 64 * MiB, 256 * MiB, 1024 * MiB];
 
+/** Default L2 working sets: 2 to 8 MiB, well inside a GPU's L2 (H100/H200: 50 MB). */
+export const DEFAULT_L2_SIZES: readonly number[] = [2 * MiB, 4 * MiB, 8 * MiB];
+
 /** Options of {@linkcode calibrate}. */
 export interface CalibrateOptions {
   /** Buffer sizes (bytes) for read bandwidth; sizes above the binding limit are replaced by it. */
   readSizes?: readonly number[];
+  /** Working sets (bytes) for the L2 read bandwidth (default 2, 4, 8 MiB; [] to skip). */
+  l2Sizes?: readonly number[];
+  /** GPU time one L2 read dispatch aims for, ns (default 1 ms). */
+  l2TargetNs?: number;
   /** GPU time one FMA sample aims for, ns (default 2 ms). */
   fmaTargetNs?: number;
   /** Most workgroups of 256 threads the FMA kernel uses (default 4096). */
@@ -79,8 +90,28 @@ export async function saveCalibration(
 }
 
 /**
- * Reads a calibration document; null when the file does not exist. Throws `SyntaxError` for a
- * malformed file, and when it belongs to another adapter than `info` (if given).
+ * Parses and validates a calibration document with the same rules as the calibration inside a
+ * results document (every ceiling positive and finite). Throws `SyntaxError` naming `path` and the
+ * field.
+ */
+export function parseCalibrationDocument(text: string, path: string): CalibrationDocument {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new ResultsError(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+  const d = doc as Partial<CalibrationDocument> | null;
+  if (typeof d !== "object" || d === null || d.format !== CALIBRATION_FORMAT || d.version !== 1) {
+    throw new ResultsError(`${path} is not a ${CALIBRATION_FORMAT} version 1 document`);
+  }
+  validateCalibration(d.calibration, path);
+  return d as CalibrationDocument;
+}
+
+/**
+ * Reads a calibration document; null when the file does not exist. Throws `SyntaxError` naming
+ * the file for a malformed one, and when it belongs to another adapter than `info` (if given).
  */
 export async function loadCalibration(
   path: string,
@@ -93,14 +124,8 @@ export async function loadCalibration(
     if (e instanceof Deno.errors.NotFound) return null;
     throw e;
   }
-  const doc = JSON.parse(text) as CalibrationDocument;
-  const c = doc?.calibration;
-  if (
-    doc?.format !== CALIBRATION_FORMAT || doc.version !== 1 || !c ||
-    typeof c.peakReadBytesPerS !== "number" || typeof c.f32FlopsPerS !== "number"
-  ) {
-    throw new SyntaxError(`${path} is not a ${CALIBRATION_FORMAT} version 1 document`);
-  }
+  const doc = parseCalibrationDocument(text, path);
+  const c = doc.calibration;
   if (info && c.adapterKey !== adapterKey(info)) {
     throw new SyntaxError(
       `${path} was measured on ${c.adapterKey}, not on this adapter (${adapterKey(info)})`,
@@ -209,6 +234,133 @@ export async function measureReadBandwidth(
   }
 }
 
+/** Threads per workgroup of the L2 read kernel; a tile is one vec4 per thread (4 KiB). */
+const L2_THREADS = 256;
+/** Most workgroups of the L2 read kernel (about one wave of a large GPU). */
+const L2_MAX_WORKGROUPS = 1024;
+
+/**
+ * The L2 read kernel. The buffer is `tiles` tiles of 4 KiB and the grid has `tiles / per`
+ * workgroups; in round r, workgroup w reads tiles w + j * grid + r (mod tiles), j < per, each
+ * thread one vec4 of a tile (coalesced). Every round reads the whole buffer once, and a workgroup
+ * moves to the tile of its neighbour each round, so it never re-reads what its own SM's L1 holds.
+ * Four rounds per iteration give four independent loads in flight per thread.
+ */
+export const L2_READ_WGSL = `
+struct Params { rounds: u32, per: u32 }
+@group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> sink: array<f32>;
+@group(0) @binding(2) var<storage, read> params: Params;
+@compute @workgroup_size(${L2_THREADS})
+fn main(@builtin(local_invocation_index) l: u32, @builtin(workgroup_id) wg: vec3u,
+        @builtin(num_workgroups) n: vec3u) {
+  let tiles = arrayLength(&src) / ${L2_THREADS}u;
+  var a0 = vec4<f32>(0.0);
+  var a1 = vec4<f32>(0.0);
+  var a2 = vec4<f32>(0.0);
+  var a3 = vec4<f32>(0.0);
+  var shift = 0u;
+  for (var r = 0u; r < params.rounds; r += 4u) {
+    for (var j = 0u; j < params.per; j++) {
+      var t = wg.x + j * n.x + shift;
+      t = select(t, t - tiles, t >= tiles);
+      let t1 = select(t + 1u, t + 1u - tiles, t + 1u >= tiles);
+      let t2 = select(t + 2u, t + 2u - tiles, t + 2u >= tiles);
+      let t3 = select(t + 3u, t + 3u - tiles, t + 3u >= tiles);
+      a0 += src[t * ${L2_THREADS}u + l];
+      a1 += src[t1 * ${L2_THREADS}u + l];
+      a2 += src[t2 * ${L2_THREADS}u + l];
+      a3 += src[t3 * ${L2_THREADS}u + l];
+    }
+    shift += 4u;
+    shift = select(shift, shift - tiles, shift >= tiles);
+  }
+  let v = a0 + a1 + a2 + a3;
+  let s = v.x + v.y + v.z + v.w;
+  // The buffer holds zeros: the store never happens, but the loads cannot be removed.
+  if (s == 1.2345e-7) { sink[wg.x * ${L2_THREADS}u + l] = s; }
+}`;
+
+/**
+ * L2 read bandwidth (bytes/s) at each working set: one dispatch reads the set `rounds` times
+ * (rounds sized for `l2TargetNs` per dispatch), interleaved. Sizes are rounded to whole tiles per
+ * workgroup; sets of less than 64 tiles are skipped.
+ */
+export async function measureL2Bandwidth(
+  gpu: Gpu,
+  timer: Timer,
+  sizes: readonly number[],
+  options: CalibrateOptions = {},
+): Promise<{ bytes: number; bytesPerS: number }[]> {
+  const limit = Math.min(gpu.limit("maxStorageBufferBindingSize"), gpu.limit("maxBufferSize"));
+  const tile = L2_THREADS * 16;
+  const shapes = [
+    ...new Map(
+      sizes.map((s) => {
+        const tiles = Math.floor(Math.min(s, limit) / tile);
+        const grid = Math.min(L2_MAX_WORKGROUPS, tiles);
+        const per = Math.max(1, Math.floor(tiles / Math.max(1, grid)));
+        const used = grid * per;
+        return [used, { tiles: used, grid, per }] as const;
+      }).filter(([tiles]) => tiles >= 64),
+    ).values(),
+  ].sort((a, b) => a.tiles - b.tiles);
+  if (shapes.length === 0) return [];
+  const target = options.l2TargetNs ?? 1e6;
+  const pipeline = await gpu.pipeline("calibrate l2 read", L2_READ_WGSL);
+  const sink = gpu.buffer("calibrate l2 sink", L2_MAX_WORKGROUPS * L2_THREADS * 4);
+  const owned: GPUBuffer[] = [];
+  try {
+    const cases: (MeasureCase & { rounds: number; bytes: number })[] = [];
+    for (const s of shapes) {
+      const src = gpu.device.createBuffer({
+        label: `calibrate l2 read ${s.tiles * tile}`,
+        size: s.tiles * tile,
+        usage: GPUBufferUsage.STORAGE,
+      });
+      const params = gpu.buffer("calibrate l2 params", new Uint32Array([4, s.per]));
+      owned.push(src, params);
+      const bindGroup = gpu.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: src } },
+          { binding: 1, resource: { buffer: sink } },
+          { binding: 2, resource: { buffer: params } },
+        ],
+      });
+      const encode = (pass: GPUComputePassEncoder) => {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(s.grid);
+      };
+      // Size the rounds to the target (whole multiples of 4): probe with 4, scale, and once more
+      // (the first probe is mostly launch cost).
+      let rounds = 4;
+      for (let step = 0; step < 2; step++) {
+        gpu.device.queue.writeBuffer(params, 0, new Uint32Array([rounds, s.per]));
+        const t = (await timer.time([{ label: "l2 probe", encode }, { label: "l2 probe", encode }]))
+          .slice(1).filter((v): v is number => v !== null && v > 0);
+        rounds = t.length > 0
+          ? Math.max(4, Math.min(1 << 16, Math.round((rounds * target) / t[0]! / 4) * 4))
+          : 64;
+      }
+      gpu.device.queue.writeBuffer(params, 0, new Uint32Array([rounds, s.per]));
+      cases.push({ key: String(s.tiles * tile), rounds, bytes: s.tiles * tile, encode });
+    }
+    const ms = await gpu.scoped(
+      "Measuring L2 read bandwidth",
+      () => measureInterleaved(timer, cases, opts(options)),
+    );
+    return ms.map((m, i) => ({
+      bytes: cases[i]!.bytes,
+      bytesPerS: (cases[i]!.bytes * cases[i]!.rounds) / (median(m.samplesNs) * 1e-9),
+    }));
+  } finally {
+    for (const b of owned) b.destroy();
+    sink.destroy();
+  }
+}
+
 /** FMA throughput (FLOP/s, an FMA counts 2) of vec4<f32> or vec4<f16>. */
 export async function measureFma(
   gpu: Gpu,
@@ -293,44 +445,69 @@ export async function measureDispatch(
   return { dispatchNs: t1, extraDispatchNs: Math.max(0, (tn - t1) / (n - 1)) };
 }
 
-/** Measures every ceiling of the device. */
+/**
+ * Measures every ceiling of the device. The clock reference is calibrated first (after a spin-up
+ * to the working clock); every later group of measurements spins up again and opens each batch
+ * with the reference's lead, so no ceiling is taken at an idle clock.
+ */
 export async function calibrate(
   gpu: Gpu,
   timer: Timer,
   options: CalibrateOptions = {},
 ): Promise<Calibration> {
   const step = options.onStep ?? (() => {});
-  step("read bandwidth");
-  const readBandwidth = await measureReadBandwidth(
-    gpu,
-    timer,
-    options.readSizes ?? DEFAULT_READ_SIZES,
-    options,
-  );
-  step("f32 FMA throughput");
-  const f32FlopsPerS = await measureFma(gpu, timer, "f32", options);
-  let f16FlopsPerS: number | null = null;
-  if (gpu.hasF16) {
-    step("f16 FMA throughput");
-    f16FlopsPerS = await measureFma(gpu, timer, "f16", options);
+  step("clock reference");
+  const reference = await calibrateReference(gpu, timer);
+  const clock = await createClockGuard(gpu, timer, { calibrated: reference });
+  try {
+    const o: CalibrateOptions = { ...options, measure: { ...options.measure, clock } };
+    step("read bandwidth");
+    const readBandwidth = await measureReadBandwidth(
+      gpu,
+      timer,
+      options.readSizes ?? DEFAULT_READ_SIZES,
+      o,
+    );
+    step("L2 read bandwidth");
+    const l2ReadBandwidth = await measureL2Bandwidth(
+      gpu,
+      timer,
+      options.l2Sizes ?? DEFAULT_L2_SIZES,
+      o,
+    );
+    step("f32 FMA throughput");
+    const f32FlopsPerS = await measureFma(gpu, timer, "f32", o);
+    let f16FlopsPerS: number | null = null;
+    if (gpu.hasF16) {
+      step("f16 FMA throughput");
+      f16FlopsPerS = await measureFma(gpu, timer, "f16", o);
+    }
+    step("dispatch overhead");
+    const { dispatchNs, extraDispatchNs } = await measureDispatch(gpu, timer, o);
+    return {
+      adapterKey: adapterKey(gpu.info),
+      measuredAt: new Date().toISOString(),
+      readBandwidth,
+      peakReadBytesPerS: Math.max(...readBandwidth.map((r) => r.bytesPerS)),
+      l2ReadBandwidth,
+      l2ReadBytesPerS: l2ReadBandwidth.length > 0
+        ? Math.max(...l2ReadBandwidth.map((r) => r.bytesPerS))
+        : null,
+      f32FlopsPerS,
+      f16FlopsPerS,
+      dispatchNs,
+      extraDispatchNs,
+      reference,
+    };
+  } finally {
+    clock.destroy();
   }
-  step("dispatch overhead");
-  const { dispatchNs, extraDispatchNs } = await measureDispatch(gpu, timer, options);
-  return {
-    adapterKey: adapterKey(gpu.info),
-    measuredAt: new Date().toISOString(),
-    readBandwidth,
-    peakReadBytesPerS: Math.max(...readBandwidth.map((r) => r.bytesPerS)),
-    f32FlopsPerS,
-    f16FlopsPerS,
-    dispatchNs,
-    extraDispatchNs,
-  };
 }
 
 /** Settings of a quick calibration (used by `bench` when no stored one exists). */
 export const QUICK_CALIBRATION: CalibrateOptions = {
   readSizes: [16 * MiB, 64 * MiB],
+  l2Sizes: [4 * MiB],
   fmaTargetNs: 1e6,
   measure: { warmupMs: 30, budgetMs: 150, minSamples: 5, maxSamples: 50, targetRelativeCi: 0.02 },
 };

@@ -3,12 +3,16 @@
  * of one snapshot round-robin (so clock drift spreads evenly over the methods) until every case's
  * 95% bootstrap CI half-width is below a target fraction of its median, or the time budget is
  * spent. Optional cold mode puts a cache-flush pass (writing 2x a large L2) before every sample.
+ * An optional clock guard (`clock.ts`) spins the GPU up before the warm-up, opens every batch with
+ * its lead and times its reference kernel between rounds, so every sample knows the clock it ran
+ * at.
  *
  * @module
  */
 
 import type { Gpu } from "../kernels/gpu.ts";
 import { bootstrapMedianCi, median, relativeCiHalfWidth } from "../results/stats.ts";
+import type { BatchClock } from "./clock.ts";
 import type { PassSpec, Timer } from "./timer.ts";
 
 /** One thing to measure: a key and the work of one repetition. */
@@ -39,6 +43,8 @@ export interface MeasureOptions {
   seed?: number;
   /** Called after every measured round. */
   onRound?: (info: { round: number; elapsedMs: number; active: number }) => void;
+  /** Clock guard: spin-up first, a lead opening every batch, references beside the samples. */
+  clock?: BatchClock;
 }
 
 /** Why a case stopped. */
@@ -55,36 +61,93 @@ export interface CaseMeasurement {
   relativeCiHalfWidth: number;
   warmupSamples: number;
   rounds: number;
+  /**
+   * Aligned with `samplesNs`: the clock reference's time (per dispatch) bracketing each sample
+   * (the faster of the reference points before and after it in its batch: a clock drop slows
+   * both, a one-off stall of the host only one), or null without a clock guard.
+   */
+  referenceNs: (number | null)[];
 }
 
 /** Most repetitions the automatic rule puts in one pass. */
 const MAX_AUTO_REPETITIONS = 1 << 16;
+
+/** What a pass of a batch is for. */
+type Role = "case" | "flush" | "probe" | "lead" | "reference";
+
+interface Batch {
+  passes: PassSpec[];
+  roles: Role[];
+  /** For reference passes, the reference point (a run of consecutive references) they belong to. */
+  points: number[];
+}
 
 function batch(
   cases: readonly MeasureCase[],
   reps: Map<string, number>,
   perCase: number,
   flush?: PassSpec,
-): PassSpec[] {
-  const passes: PassSpec[] = [];
+  clock?: BatchClock,
+  sampleNs = 0,
+  references = false,
+): Batch {
+  const out: Batch = { passes: [], roles: [], points: [] };
+  let point = -1;
+  const add = (p: PassSpec, role: Role) => {
+    out.passes.push(p);
+    out.roles.push(role);
+    out.points.push(role === "reference" ? point : -1);
+  };
+  if (clock) { for (const p of clock.opening()) add(p, p.timed === false ? "lead" : "probe"); }
+  const refs = references && clock ? clock.reference(sampleNs) : [];
+  const addPoint = () => {
+    point++;
+    for (const p of refs) add(p, "reference");
+  };
   for (let r = 0; r < perCase; r++) {
+    if (refs.length > 0 && clock!.perRound) addPoint();
     for (const c of cases) {
-      if (flush) passes.push({ ...flush, timed: false });
-      passes.push({ label: c.key, encode: c.encode, repetitions: reps.get(c.key)! });
+      if (flush) add({ ...flush, timed: false }, "flush");
+      add({ label: c.key, encode: c.encode, repetitions: reps.get(c.key)! }, "case");
     }
   }
-  return passes;
+  if (refs.length > 0) addPoint();
+  return out;
 }
 
 function collect(
-  passes: readonly PassSpec[],
+  b: Batch,
   values: readonly (number | null)[],
   into: Map<string, number[]>,
+  refsInto?: Map<string, (number | null)[]>,
+  clock?: BatchClock,
 ) {
+  // Each reference point's time: the fastest of its passes (a one-off host stall hits one pass,
+  // a lower clock all of them).
+  const points: (number | null)[] = [];
+  let probe: number | null = null;
   values.forEach((v, i) => {
-    const p = passes[i]!;
-    if (v !== null && p.timed !== false) into.get(p.label)!.push(v);
+    if (b.roles[i] === "probe" && v !== null) probe = v;
+    const p = b.points[i]!;
+    if (p < 0) return;
+    while (points.length <= p) points.push(null);
+    if (v !== null && v > 0) points[p] = points[p] === null ? v : Math.min(points[p]!, v);
   });
+  // Samples before the first point take it; others the faster of the points around them.
+  let last = -1;
+  values.forEach((v, i) => {
+    const role = b.roles[i]!;
+    if (role === "reference") last = b.points[i]!;
+    if (role !== "case" || v === null) return;
+    const key = b.passes[i]!.label;
+    into.get(key)!.push(v);
+    if (!refsInto) return;
+    const before = last >= 0 ? points[last] ?? null : null;
+    const after = points[last + 1] ?? null;
+    const bracket = before === null ? after : after === null ? before : Math.min(before, after);
+    refsInto.get(key)!.push(bracket);
+  });
+  if (clock && points.length > 0) clock.observe(probe, points);
 }
 
 /**
@@ -114,13 +177,15 @@ export async function measureInterleaved(
   }
   if (cases.length === 0) return [];
   const reps = new Map(cases.map((c) => [c.key, options.repetitions ?? 1]));
+  const clock = options.clock;
+  if (clock) await clock.spinUp();
 
   // Warm-up by time.
   const warm = new Map(cases.map((c) => [c.key, [] as number[]]));
   const w0 = now();
   for (let per = 1;; per = Math.min(per * 2, 64)) {
-    const passes = batch(cases, reps, per, options.flush);
-    collect(passes, await timer.time(passes), warm);
+    const b = batch(cases, reps, per, options.flush, clock);
+    collect(b, await timer.time(b.passes), warm);
     if (now() - w0 >= options.warmupMs) break;
   }
   if (options.repetitions === undefined && timer.minSampleNs > 0) {
@@ -145,8 +210,17 @@ export async function measureInterleaved(
     }
   }
 
+  // A typical sample of the group (sizes the clock reference).
+  const typicalNs = clock
+    ? median(cases.map((c) => {
+      const s = warm.get(c.key)!;
+      return (s.length > 0 ? median(s) : 0) * reps.get(c.key)!;
+    }))
+    : 0;
+
   // Measurement rounds.
   const samples = new Map(cases.map((c) => [c.key, [] as number[]]));
+  const refs = new Map(cases.map((c) => [c.key, [] as (number | null)[]]));
   const state = new Map<string, { stop: StopReason | null; rel: number; rounds: number }>(
     cases.map((c) => [c.key, { stop: null, rel: Infinity, rounds: 0 }]),
   );
@@ -155,9 +229,9 @@ export async function measureInterleaved(
   let per = minSamples;
   for (let round = 0;; round++) {
     const active = cases.filter((c) => state.get(c.key)!.stop === null);
-    const passes = batch(active, reps, per, options.flush);
+    const b = batch(active, reps, per, options.flush, clock, typicalNs, true);
     const r0 = now();
-    collect(passes, await timer.time(passes), samples);
+    collect(b, await timer.time(b.passes), samples, refs, clock);
     const roundMs = now() - r0;
     for (const c of active) {
       const s = samples.get(c.key)!;
@@ -181,8 +255,9 @@ export async function measureInterleaved(
       for (const c of still) state.get(c.key)!.stop = "budget";
       break;
     }
-    // Size the next round to the remaining budget, growing at most geometrically.
-    const msPerPass = roundMs / Math.max(1, passes.filter((p) => p.timed !== false).length);
+    // Size the next round to the remaining budget, growing at most geometrically (the clock's
+    // passes are charged to the cases).
+    const msPerPass = roundMs / Math.max(1, b.roles.filter((x) => x === "case").length);
     const fit = Math.floor((budgetMs - elapsed) / (Math.max(msPerPass, 1e-6) * still.length));
     const have = Math.min(...still.map((c) => samples.get(c.key)!.length));
     const room = Math.min(...still.map((c) => maxSamples - samples.get(c.key)!.length));
@@ -198,6 +273,7 @@ export async function measureInterleaved(
       relativeCiHalfWidth: st.rel,
       warmupSamples: warm.get(c.key)!.length,
       rounds: st.rounds,
+      referenceNs: clock ? refs.get(c.key)! : samples.get(c.key)!.map(() => null),
     };
   });
 }

@@ -10,7 +10,8 @@
  * snapshot to the next, so drift falls on both sides of their ratio alike. A method whose output is
  * wrong is `failed` (never timed, never reported as fast); one that throws is `error` with the
  * message, and the run goes on. GPU buffers are freed after every snapshot, so large trees do not
- * pile up.
+ * pile up. A clock guard per device (`clock.ts`) keeps the GPU at its working clock while timing
+ * and flags every case measured below 90% of it (`lowClock`).
  *
  * @module
  */
@@ -21,7 +22,6 @@ import type {
   MethodName,
   MethodOptions,
   Plan,
-  PlanCounts,
   PreparedMethod,
 } from "../kernels/method.ts";
 import { zeroPlanCounts } from "../kernels/method.ts";
@@ -29,6 +29,7 @@ import { Problem } from "../kernels/problem.ts";
 import { compareOutput, referenceAttention, type Row } from "../kernels/reference.ts";
 import {
   type Calibration,
+  type CaseClock,
   caseKey,
   type CaseResult,
   DEFAULT_RUNTIME,
@@ -38,7 +39,7 @@ import {
   RESULTS_FORMAT,
   RESULTS_VERSION,
   type ResultsDocument,
-  type Roofline,
+  type RunClock,
   type RuntimeRun,
   type Settings,
   type SnapshotResult,
@@ -48,7 +49,8 @@ import {
   type Warning,
   type WorkloadResult,
 } from "../results/schema.ts";
-import { summarize } from "../results/stats.ts";
+import { roofline } from "../results/roofline.ts";
+import { median, summarize } from "../results/stats.ts";
 import { Rng } from "../workloads/rng.ts";
 import { type DecodingRun, runFacts, type Snapshot } from "../workloads/run.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
@@ -59,6 +61,13 @@ import {
   type MeasureCase,
   measureInterleaved,
 } from "./measure.ts";
+import {
+  type ClockGuard,
+  createClockGuard,
+  LOW_CLOCK_FRACTION,
+  REFERENCE_KERNEL,
+  SmiSampler,
+} from "./clock.ts";
 import { type ProgressReporter, silentProgress } from "./progress.ts";
 import { busyPass, checkTicks, type Timer } from "./timer.ts";
 
@@ -105,6 +114,8 @@ export interface BenchConfig {
   tickCheck?: boolean;
   /** Bytes of the cold-mode flush buffer (default 128 MiB). */
   flushBytes?: number;
+  /** Keep and check the GPU clock with a reference kernel (default true; see `clock.ts`). */
+  clockGuard?: boolean;
 }
 
 /** One runtime's device in a run, with its timer and ceilings. */
@@ -127,6 +138,22 @@ export interface BenchHooks {
   now?: () => number;
   /** Read git and nvidia-smi (default true). */
   probeHost?: boolean;
+  /** SM clock readings during the run (default: `nvidia-smi` when probing the host finds it). */
+  smi?: SmiSampler | null;
+  /**
+   * Stops the run early (Ctrl-C): the snapshot in progress is abandoned and the document holds
+   * the snapshots finished so far, with `partial` saying why (the signal's reason).
+   */
+  signal?: AbortSignal;
+}
+
+/** Clock facts of one device gathered while measuring, turned into case and run clocks at the end. */
+export interface ClockRecord {
+  guard: ClockGuard | null;
+  /** Reference time bracketing each sample of each case. */
+  refs: Map<string, (number | null)[]>;
+  /** When each case's group was measured, ms on the run's clock. */
+  windows: Map<string, [number, number]>;
 }
 
 function unverified(tolerance: number): Verification {
@@ -176,26 +203,8 @@ export function verificationRows(
   return [...chosen].sort((a, b) => a - b).map(pick);
 }
 
-/** Roofline of a case from its counts, median and the device ceilings. */
-export function roofline(
-  counts: PlanCounts,
-  medianNs: number,
-  dtype: Dtype,
-  c: Calibration | null,
-): Roofline | null {
-  if (!c || !(medianNs > 0) || !(c.peakReadBytesPerS > 0) || !(c.f32FlopsPerS > 0)) return null;
-  const flopsPerS = dtype === "f16" ? (c.f16FlopsPerS ?? c.f32FlopsPerS) : c.f32FlopsPerS;
-  const ioTimeNs = (counts.real.totalBytes / c.peakReadBytesPerS) * 1e9;
-  const flopTimeNs = (counts.flops / flopsPerS) * 1e9;
-  return {
-    achievedBytesPerS: counts.real.totalBytes / (medianNs * 1e-9),
-    achievedFlopsPerS: counts.flops / (medianNs * 1e-9),
-    ioTimeNs,
-    flopTimeNs,
-    fraction: Math.max(ioTimeNs, flopTimeNs) / medianNs,
-    bound: ioTimeNs >= flopTimeNs ? "memory" : "compute",
-  };
-}
+/** The roofline of a case (see `results/roofline.ts`). */
+export { roofline };
 
 /**
  * Per-method totals over a workload on one runtime (Σ weight x median, whole model, speedup vs
@@ -345,6 +354,10 @@ export interface CaseRunSettings {
   /** Cold-mode flush pass of this device, if any. */
   flush?: Awaited<ReturnType<typeof createFlushPass>>;
   now?: () => number;
+  /** The device's clock guard and where its reference points go (none: no clock check). */
+  clocks?: ClockRecord;
+  /** Notes worth showing (dropped samples). */
+  note?: (message: string) => void;
 }
 
 /**
@@ -421,6 +434,16 @@ export async function runBench(
   const many = devices.length > 1;
   const on = (d: BenchDevice) => (many ? `${d.gpu.runtime.name}: ` : "");
   const tolerance = VERIFY_TOLERANCE[config.dtype];
+  // Case keys are workload@iteration/method: two workloads with one name would collide.
+  const workloadNames = new Set<string>();
+  for (const w of config.workloads) {
+    if (workloadNames.has(w.run.info.name)) {
+      throw new RangeError(
+        `Two workloads are named ${JSON.stringify(w.run.info.name)}: case keys must be unique`,
+      );
+    }
+    workloadNames.add(w.run.info.name);
+  }
 
   const [git, smiBefore, cpu] = probeHost
     ? await Promise.all([gitState(), nvidiaSmi(), cpuModel()])
@@ -474,29 +497,57 @@ export async function runBench(
   }
 
   const flushes: (Awaited<ReturnType<typeof createFlushPass>> | undefined)[] = [];
+  const clocks: ClockRecord[] = [];
+  const smi = hooks.smi !== undefined
+    ? hooks.smi
+    : probeHost && smiBefore
+    ? SmiSampler.start({ now })
+    : null;
   const plans = config.workloads.map((w) => ({ w, snaps: w.run.sample(config.samplesPerRun) }));
+  const plannedCases = plans.reduce(
+    (n, p) => n + p.snaps.length * config.methods.length * devices.length,
+    0,
+  );
+  // Resolves when the run is asked to stop, so a snapshot in progress is not waited for.
+  const signal = hooks.signal;
+  const stop = signal
+    ? new Promise<"stop">((resolve) => {
+      if (signal.aborted) resolve("stop");
+      else signal.addEventListener("abort", () => resolve("stop"), { once: true });
+    })
+    : null;
+  let interrupted = false;
+  let completedCases = 0;
   const workloads: WorkloadResult[] = [];
   try {
     for (const d of devices) {
       flushes.push(
         config.timing.cold ? await createFlushPass(d.gpu, { bytes: config.flushBytes }) : undefined,
       );
+      clocks.push({
+        guard: config.clockGuard === false
+          ? null
+          : await createClockGuard(d.gpu, d.timer, { calibrated: d.calibration?.reference, now }),
+        refs: new Map(),
+        windows: new Map(),
+      });
     }
-    progress.start(
-      plans.reduce((n, p) => n + p.snaps.length * config.methods.length * devices.length, 0),
-    );
+    progress.start(plannedCases);
     for (const { w, snaps } of plans) {
+      if (interrupted) break;
       const run = w.run;
       const snapshots: SnapshotResult[] = [];
       for (const [j, snap] of snaps.entries()) {
+        if (signal?.aborted) interrupted = true;
+        if (interrupted) break;
         const reference = sharedReference(config, snap.iteration);
         const byRuntime = new Map<RuntimeName, CaseResult[]>();
         // Rotate the runtime order per snapshot, so neither always runs first.
-        for (let k = 0; k < devices.length; k++) {
+        for (let k = 0; k < devices.length && !interrupted; k++) {
           const i = (j + k) % devices.length;
           const d = devices[i]!;
           progress.current(`${run.info.name}@${snap.iteration}${many ? ` (${names[i]})` : ""}`);
-          const cases = await runSnapshot(d, config, run.info.name, snap, {
+          const work = runSnapshot(d, config, run.info.name, snap, {
             dtype: config.dtype,
             timing: config.timing,
             seed: config.seed,
@@ -504,7 +555,16 @@ export async function runBench(
             tolerance,
             flush: flushes[i],
             now,
+            clocks: clocks[i],
+            note: (m) => progress.note(m),
           }, reference);
+          const cases = stop ? await Promise.race([work, stop]) : await work;
+          if (cases === "stop") {
+            // Abandoned: it fails once the device is destroyed; nobody waits for it.
+            work.catch(() => {});
+            interrupted = true;
+            break;
+          }
           for (const c of cases) {
             progress.caseDone(c);
             if (c.status === "error") warn("case-error", `${c.key}: ${c.message}`, c.key);
@@ -514,6 +574,9 @@ export async function runBench(
           }
           byRuntime.set(names[i]!, cases);
         }
+        // A snapshot counts once every runtime finished it (its ratio needs both sides).
+        if (interrupted) break;
+        completedCases += names.reduce((n, r) => n + byRuntime.get(r)!.length, 0);
         const facts = treeFacts(snap.tree);
         snapshots.push({
           iteration: snap.iteration,
@@ -523,7 +586,24 @@ export async function runBench(
           cases: names.flatMap((n) => byRuntime.get(n)!),
         });
       }
+      if (snapshots.length === 0) continue; // interrupted before its first snapshot ended
       const f = runFacts(run);
+      const totals = names.flatMap((n) =>
+        methodTotals(
+          config.methods.map((m) => m.name),
+          snapshots,
+          run.iterations,
+          config.shape,
+          n,
+        )
+      );
+      // An interrupted workload's totals miss snapshots: not an estimate of the whole run.
+      if (snapshots.length < snaps.length) {
+        for (const t of totals) {
+          t.complete = false;
+          t.speedupVsSequence = null;
+        }
+      }
       workloads.push({
         name: run.info.name,
         kind: run.info.kind,
@@ -536,22 +616,19 @@ export async function runBench(
           kvIoReduction: f.kvIoReduction,
         },
         snapshots,
-        totals: names.flatMap((n) =>
-          methodTotals(
-            config.methods.map((m) => m.name),
-            snapshots,
-            run.iterations,
-            config.shape,
-            n,
-          )
-        ),
+        totals,
         sweep: w.sweep ?? null,
       });
     }
   } finally {
     for (const f of flushes) f?.destroy();
+    for (const c of clocks) c.guard?.destroy();
+    await smi?.stop();
     progress.finish();
   }
+  const runClocks = clocks.map((c) =>
+    c.guard ? applyClocks(workloads, c, c.guard, smi, warn) : null
+  );
 
   for (const w of workloads) {
     for (const s of w.snapshots) {
@@ -597,6 +674,7 @@ export async function runBench(
     command: config.command,
     nvidiaSmi: smiBefore ? { before: smiBefore, after: smiAfter ?? {} } : null,
     tickRatio: tickRatios[0] ?? null,
+    clock: runClocks[0] ?? null,
   };
   const runtimes: RuntimeRun[] = devices.map((d, i) => ({
     name: d.gpu.runtime.name,
@@ -607,6 +685,7 @@ export async function runBench(
     calibration: d.calibration,
     tickRatio: tickRatios[i] ?? null,
     timingMode: d.timer.mode,
+    clock: runClocks[i] ?? null,
     tuning: d.tuning ?? null,
   }));
   const t = config.timing;
@@ -639,7 +718,7 @@ export async function runBench(
       interleaved: t.interleaved,
     },
   };
-  return {
+  const doc: ResultsDocument = {
     format: RESULTS_FORMAT,
     version: RESULTS_VERSION,
     environment,
@@ -649,6 +728,19 @@ export async function runBench(
     workloads,
     warnings,
   };
+  if (interrupted) {
+    const reason = signal?.reason;
+    doc.partial = {
+      reason: `interrupted${typeof reason === "string" ? ` by ${reason}` : ""}`,
+      completedCases,
+      plannedCases,
+    };
+    warn(
+      "partial",
+      `the run was ${doc.partial.reason} and holds ${completedCases} of ${plannedCases} planned cases`,
+    );
+  }
+  return doc;
 }
 
 function caseWarnings(
@@ -660,6 +752,15 @@ function caseWarnings(
   if (c.status !== "ok" || !tm) return;
   if (tm.samplesNs.length < Math.min(t.minSamples, 5)) {
     warn("few-samples", `${c.key}: only ${tm.samplesNs.length} samples`, c.key);
+  }
+  if (c.roofline && c.roofline.fraction > 1) {
+    warn(
+      "roof-exceeded",
+      `${c.key}: measured faster than its ${c.roofline.bound} floor (${
+        (c.roofline.fraction * 100).toFixed(0)
+      }% of that roof): the byte count or the calibration is wrong for this case`,
+      c.key,
+    );
   }
   const rel = (tm.ci95Ns[1] - tm.ci95Ns[0]) / 2 / tm.medianNs;
   if (rel > t.targetRelativeCi) {
@@ -824,7 +925,14 @@ export async function runCases(
       key: p.spec.key,
       encode: (pass) => p.prepared.encode(pass),
     }));
-    const measured = await measureCases(timer, cases, settings, settings.flush, now);
+    const measured = await measureCases(
+      timer,
+      cases,
+      settings,
+      settings.flush,
+      now,
+      settings.clocks,
+    );
     for (const p of timed) {
       const c = results.get(p.spec.key)!;
       const m = measured.get(c.key)!;
@@ -832,11 +940,24 @@ export async function runCases(
         errorOut(c, m);
         continue;
       }
-      if (m.samplesNs.length === 0) {
+      // A sample of 0 ns or less (a wall-clock batch under the submit floor) is no latency:
+      // results readers refuse it, so it is dropped here and counted.
+      const samples = m.samplesNs.filter((x) => x > 0 && Number.isFinite(x));
+      if (samples.length < m.samplesNs.length) {
+        settings.note?.(
+          `${c.key}: dropped ${m.samplesNs.length - samples.length} non-positive sample(s)`,
+        );
+      }
+      if (samples.length === 0) {
         errorOut(c, new GpuError("every sample was discarded (non-positive timestamp deltas)"));
         continue;
       }
-      c.timing = { ...summarize(m.samplesNs, { seed: settings.seed }), repetitions: m.repetitions };
+      c.timing = { ...summarize(samples, { seed: settings.seed }), repetitions: m.repetitions };
+      // Reference points stay aligned with the kept samples.
+      settings.clocks?.refs.set(
+        c.key,
+        m.referenceNs.filter((_, i) => m.samplesNs[i]! > 0 && Number.isFinite(m.samplesNs[i]!)),
+      );
       c.roofline = roofline(c.counts, c.timing.medianNs, settings.dtype, settings.calibration);
     }
   } finally {
@@ -856,6 +977,7 @@ async function measureCases(
   config: Pick<CaseRunSettings, "timing" | "seed">,
   flush: Awaited<ReturnType<typeof createFlushPass>> | undefined,
   now: () => number,
+  clocks: ClockRecord | undefined,
 ): Promise<Map<string, CaseMeasurement | Error>> {
   const t = config.timing;
   const options = {
@@ -869,11 +991,13 @@ async function measureCases(
     flush,
     now,
     seed: config.seed,
+    clock: clocks?.guard ?? undefined,
   };
   const out = new Map<string, CaseMeasurement | Error>();
   if (cases.length === 0) return out;
   const groups = t.interleaved ? [cases] : cases.map((c) => [c]);
   for (const group of groups) {
+    const t0 = now();
     try {
       for (const m of await measureInterleaved(timer, group, options)) out.set(m.key, m);
     } catch (e) {
@@ -893,6 +1017,101 @@ async function measureCases(
         }
       }
     }
+    const t1 = now();
+    for (const c of group) clocks?.windows.set(c.key, [t0, t1]);
   }
   return out;
+}
+
+/**
+ * Gives every timed case its clock (reference fraction against the final working speed, and the
+ * nvidia-smi SM clock of its window), warns `low-clock` for each case below
+ * {@linkcode LOW_CLOCK_FRACTION}, and returns the run's clock summary.
+ */
+function applyClocks(
+  workloads: readonly WorkloadResult[],
+  clocks: ClockRecord,
+  guard: ClockGuard,
+  smi: SmiSampler | null,
+  warn: (code: string, message: string, key: string | null) => void,
+): RunClock | null {
+  const working = guard.workingNs;
+  const source = guard.workingSource;
+  if (working === null || source === null) return null;
+  // The working SM clock: the highest reading while cases were measured.
+  let workingSm: number | null = null;
+  let maxSm: number | null = null;
+  let readings = 0;
+  if (smi) {
+    for (const [t0, t1] of clocks.windows.values()) {
+      for (const r of smi.window(t0, t1)) workingSm = Math.max(workingSm ?? 0, r.smMHz);
+    }
+    for (const r of smi.readings) if (r.maxSmMHz !== null) maxSm = Math.max(maxSm ?? 0, r.maxSmMHz);
+    readings = smi.readings.length;
+  }
+  let low = 0;
+  for (const w of workloads) {
+    for (const s of w.snapshots) {
+      for (const c of s.cases) {
+        const refs = (clocks.refs.get(c.key) ?? []).filter((v): v is number => v !== null);
+        if (!c.timing || refs.length === 0) continue;
+        const fractions = refs.map((v) => working / v);
+        const win = clocks.windows.get(c.key);
+        const sm = smi && win ? smi.window(win[0], win[1]).map((r) => r.smMHz) : [];
+        const smMHz = sm.length > 0 ? median(sm) : null;
+        const smFraction = smMHz !== null && workingSm ? smMHz / workingSm : null;
+        const fraction = working / median(refs);
+        const cc: CaseClock = {
+          fraction,
+          minFraction: Math.min(...fractions),
+          lowSamples: fractions.filter((f) => f < LOW_CLOCK_FRACTION).length,
+          smMHz,
+          smFraction,
+          lowClock: fraction < LOW_CLOCK_FRACTION ||
+            (smFraction !== null && smFraction < LOW_CLOCK_FRACTION),
+        };
+        c.clock = cc;
+        if (cc.lowClock) {
+          low++;
+          const by = fraction < LOW_CLOCK_FRACTION
+            ? `the clock reference ran at ${(fraction * 100).toFixed(0)}%`
+            : `nvidia-smi read the SM clock at ${(smFraction! * 100).toFixed(0)}%`;
+          warn(
+            "low-clock",
+            `${c.key}: measured below ${
+              LOW_CLOCK_FRACTION * 100
+            }% of the adapter's working speed (${by}); its latency is not comparable`,
+            c.key,
+          );
+        }
+      }
+    }
+  }
+  const spins = guard.spinUps;
+  if (workingSm !== null && maxSm !== null && workingSm < 0.75 * maxSm) {
+    warn(
+      "throttled",
+      `the highest SM clock read while measuring was ${workingSm} MHz, ${
+        (workingSm / maxSm * 100).toFixed(0)
+      }% of the maximum ${maxSm} MHz (nvidia-smi)`,
+      null,
+    );
+  }
+  return {
+    reference: {
+      kernel: REFERENCE_KERNEL,
+      workgroups: guard.size.workgroups,
+      iterations: guard.size.iterations,
+      repetitions: guard.size.repetitions,
+    },
+    workingNs: working,
+    workingSource: source,
+    lowClockFraction: LOW_CLOCK_FRACTION,
+    spinUps: spins.length,
+    stableSpinUps: spins.filter((x) => x.stable).length,
+    spinUpMs: spins.reduce((a, x) => a + x.ms, 0),
+    leadNs: guard.perRound ? guard.leadNs : 0,
+    lowClockCases: low,
+    smi: smi ? { readings, workingSmMHz: workingSm, maxSmMHz: maxSm } : null,
+  };
 }

@@ -17,13 +17,27 @@ export interface CliIo {
 
 const enc = new TextEncoder();
 
+/**
+ * Writes all of `bytes` (a pipe may take fewer bytes per call than given). A closed reader
+ * (`BrokenPipe`) propagates, and the command line ends quietly with exit 0 (see `main`).
+ */
+function writeAllSync(file: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
+  let off = 0;
+  while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
+}
+
 /** The process's real standard streams. */
 export const denoIo: CliIo = {
   out: (t) => {
-    Deno.stdout.writeSync(enc.encode(t));
+    writeAllSync(Deno.stdout, enc.encode(t));
   },
   err: (t) => {
-    Deno.stderr.writeSync(enc.encode(t));
+    try {
+      writeAllSync(Deno.stderr, enc.encode(t));
+    } catch (e) {
+      // Nobody reads standard error any more: messages have nowhere to go.
+      if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+    }
   },
   get errIsTerminal() {
     return Deno.stderr.isTerminal();

@@ -39,10 +39,11 @@ export function buildProgram(io: CliIo): Command {
 }
 
 /** Is this error the user's fault (exit 2)? */
-function isUsage(e: unknown): boolean {
+export function isUsage(e: unknown): boolean {
   return e instanceof UsageError || e instanceof TreeError || e instanceof RangeError ||
     e instanceof SyntaxError || e instanceof Deno.errors.NotFound ||
-    e instanceof Deno.errors.AlreadyExists || e instanceof Deno.errors.IsADirectory;
+    e instanceof Deno.errors.AlreadyExists || e instanceof Deno.errors.IsADirectory ||
+    e instanceof Deno.errors.NotADirectory || e instanceof Deno.errors.PermissionDenied;
 }
 
 /** Runs the command line with `args`; returns the exit code instead of exiting. */
@@ -61,6 +62,8 @@ export async function main(args: string[], io: CliIo = denoIo): Promise<number> 
       return EXIT.usage; // commander already printed the message
     }
     if (e instanceof ExitCode) return e.code;
+    // The reader of standard output went away (`gen ... | head`): a normal end, not a failure.
+    if (e instanceof Deno.errors.BrokenPipe) return EXIT.ok;
     if (isUsage(e)) {
       io.err(`error: ${(e as Error).message}\n`);
       return EXIT.usage;

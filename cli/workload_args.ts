@@ -12,7 +12,7 @@ import { parseWorkloadDocument } from "../workloads/format.ts";
 import { LevelGridRun, parseGridSpec } from "../workloads/level_grid.ts";
 import { getPreset, PRESETS } from "../workloads/presets.ts";
 import { ReasoningRun } from "../workloads/reasoning.ts";
-import { type DecodingRun, StoredRun } from "../workloads/run.ts";
+import { type DecodingRun, RenamedRun, StoredRun } from "../workloads/run.ts";
 import { SpeculativeRun, type TokenTreeTopology } from "../workloads/speculative.ts";
 import { TreeError } from "../workloads/tree.ts";
 import { UsageError } from "./errors.ts";
@@ -183,6 +183,13 @@ const SWEEPABLE: Readonly<Record<string, keyof GeneratorOptions>> = {
   steps: "steps",
 };
 
+/** The options each generator kind reads, by their command-line name (what a sweep may vary). */
+const KIND_PARAMETERS: Readonly<Record<string, readonly string[]>> = {
+  "few-shot": ["prompt", "branches", "generated"],
+  reasoning: ["prompt", "depth", "width", "thought-min", "thought-max"],
+  speculative: ["prefix", "tree-tokens", "steps"],
+};
+
 /** A parsed `--sweep PARAM=V1,V2,...`. */
 export interface Sweep {
   /** The parameter as written on the command line (e.g. `prefix`). */
@@ -234,6 +241,14 @@ export async function resolveWorkloads(
       } must be few-shot, reasoning or speculative (with its options)`,
     );
   }
+  const used = KIND_PARAMETERS[spec] ?? [];
+  if (!used.includes(sweep.parameter)) {
+    throw new UsageError(
+      `--sweep ${sweep.parameter} does not change a ${spec} workload; ${spec} reads ${
+        used.join(", ")
+      }`,
+    );
+  }
   const out = [];
   for (const value of sweep.values) {
     out.push({
@@ -241,5 +256,65 @@ export async function resolveWorkloads(
       sweep: { parameter: sweep.parameter, value },
     });
   }
+  // Names must tell the runs apart (they key the cases): add the swept value where they do not.
+  if (new Set(out.map((r) => r.run.info.name)).size < out.length) {
+    for (const r of out) {
+      r.run = new RenamedRun(r.run, `${r.run.info.name}-${sweep.parameter}${r.sweep.value}`);
+    }
+  }
   return out;
+}
+
+/**
+ * Gives every workload of a bench a distinct name (case keys are `name@iteration/method`): a
+ * name met again (the same preset twice, two files with one base name) gets `-2`, `-3`, ... in
+ * argument order. Returns the workloads and a note per renamed one.
+ */
+export function uniqueNames<W extends { run: DecodingRun }>(
+  workloads: readonly { spec: string; items: readonly W[] }[],
+): { workloads: W[]; notes: string[] } {
+  const taken = new Set(workloads.flatMap((w) => w.items.map((i) => i.run.info.name)));
+  const seen = new Set<string>();
+  const notes: string[] = [];
+  const out: W[] = [];
+  for (const { spec, items } of workloads) {
+    for (const item of items) {
+      const name = item.run.info.name;
+      if (!seen.has(name)) {
+        seen.add(name);
+        out.push(item);
+        continue;
+      }
+      let k = 2;
+      while (taken.has(`${name}-${k}`)) k++;
+      const renamed = `${name}-${k}`;
+      taken.add(renamed);
+      seen.add(renamed);
+      notes.push(
+        `workload ${JSON.stringify(name)} is given more than once; ${spec} is recorded as ${
+          JSON.stringify(renamed)
+        }`,
+      );
+      out.push({ ...item, run: new RenamedRun(item.run, renamed) });
+    }
+  }
+  return { workloads: out, notes };
+}
+
+/**
+ * Refuses a run with a snapshot that has no queries: attention with no query computes nothing, so
+ * it is bad input (exit 2), caught before any GPU work. Generators always place queries; stored
+ * runs (files) are checked snapshot by snapshot.
+ */
+export function requireQueries(run: DecodingRun, spec: string): void {
+  if (!(run instanceof StoredRun)) return;
+  for (const s of run.snapshots()) {
+    if (s.tree.queries.length === 0) {
+      throw new UsageError(
+        `${spec}: ${
+          run.iterations > 1 ? `the snapshot at iteration ${s.iteration}` : "the tree"
+        } has no queries; attention needs at least one query (add {"node": <id>} to queries)`,
+      );
+    }
+  }
 }

@@ -352,7 +352,16 @@ export class Gpu {
           );
         }
         if (!adapter) {
-          throw new GpuError(`No WebGPU adapter found (runtime ${runtime}). ${INSTALL_HINT}`);
+          // Deno reads DENO_WEBGPU_BACKEND: a backend the machine lacks hides every adapter.
+          let backend: string | undefined;
+          try {
+            backend = runtime === "deno" ? Deno.env.get("DENO_WEBGPU_BACKEND") : undefined;
+          } catch { /* no permission to read the environment */ }
+          throw new GpuError(
+            backend
+              ? `No WebGPU adapter found with DENO_WEBGPU_BACKEND=${backend}: the variable may be hiding an adapter; unset it, or name a backend this machine has (e.g. vulkan or gl)`
+              : `No WebGPU adapter found (runtime ${runtime}). ${INSTALL_HINT}`,
+          );
         }
         return adapter;
       };

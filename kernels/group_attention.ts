@@ -37,6 +37,7 @@ import { type Gpu, GpuError } from "./gpu.ts";
 import {
   type AttentionMethod,
   type DispatchInfo,
+  dramFloorBytes,
   type GpuProblem,
   type MethodName,
   type PaperIo,
@@ -660,6 +661,7 @@ export function planGroupAttention(
     counts: {
       paper,
       real: t.real,
+      dramBytes: dramFloorBytes(input),
       flops: t.flops,
       usefulFlops: 4 * shape.headDim * pathTokens * shape.qHeads,
     },

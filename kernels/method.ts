@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Dtype, ModelShape } from "../workloads/shapes.ts";
+import { type Dtype, dtypeBytes, type ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
 import type { Gpu, RuntimeName, SubgroupMatrixConfig } from "./gpu.ts";
 import type { MmaKernelOptions } from "./group_attention_mma.ts";
@@ -137,6 +137,14 @@ export interface RealIo {
 export interface PlanCounts {
   paper: PaperIo;
   real: RealIo;
+  /**
+   * The bytes that must cross DRAM at least once however well caches serve the rest: every KV
+   * token the plan reads (all of them in the tree for `tree-mask`, those on some query's path
+   * otherwise) once per KV head, Q once, masks the method uploads once, and the output written
+   * once. Re-reads, metadata and intermediates (partials, logits) are left out: caches may serve
+   * them. The roofline divides these bytes by the DRAM bandwidth (see `results/roofline.ts`).
+   */
+  dramBytes: number;
   /** FLOPs the kernels execute (multiply and add count 2), masked-out and padded work included. */
   flops: number;
   /** FLOPs of exact tree attention (4·d·ΣN_i·qHeads), the same for every method. */
@@ -201,6 +209,7 @@ export function zeroPlanCounts(
   overrides: {
     paper?: Partial<PaperIo>;
     real?: Partial<RealIo>;
+    dramBytes?: number;
     flops?: number;
     usefulFlops?: number;
   } = {},
@@ -218,6 +227,7 @@ export function zeroPlanCounts(
       totalBytes: 0,
       ...overrides.real,
     },
+    dramBytes: overrides.dramBytes ?? 0,
     flops: overrides.flops ?? 0,
     usefulFlops: overrides.usefulFlops ?? 0,
   };
@@ -245,4 +255,35 @@ export function paperIo(
   const maskBytes = maskElements * b;
   const partialBytes = partialElements * b;
   return { kvBytes, maskBytes, partialBytes, totalBytes: kvBytes + maskBytes + partialBytes };
+}
+
+/** Tokens on at least one query's root-to-node path: the KV every correct method must read. */
+export function visibleTokens(ix: IndexedTree): number {
+  const seen = new Uint8Array(ix.nodeCount);
+  let n = 0;
+  for (let q = 0; q < ix.queryCount; q++) {
+    for (let u = ix.queryNode[q]!; u >= 0 && seen[u] === 0; u = ix.parent[u]!) {
+      seen[u] = 1;
+      n += ix.tokens(u);
+    }
+  }
+  return n;
+}
+
+/**
+ * {@linkcode PlanCounts.dramBytes} of a plan: `kvTokens` (default: {@linkcode visibleTokens}) of K
+ * and V per KV head, Q and the f32 output once, plus `extraBytes` the method must read once (a
+ * mask it uploads).
+ */
+export function dramFloorBytes(
+  input: Pick<PlanInput, "ix" | "shape" | "dtype">,
+  { kvTokens, extraBytes = 0 }: { kvTokens?: number; extraBytes?: number } = {},
+): number {
+  const { ix, shape, dtype } = input;
+  const b = dtypeBytes(dtype);
+  const tokens = kvTokens ?? visibleTokens(ix);
+  const kv = 2 * tokens * shape.kvHeads * shape.headDim * b;
+  const q = ix.queryCount * shape.qHeads * shape.headDim * b;
+  const out = ix.queryCount * shape.qHeads * shape.headDim * 4;
+  return kv + q + out + extraBytes;
 }

@@ -2,7 +2,10 @@
  * `compare BASE HEAD`: per case, the ratio of medians (head / base) with a bootstrap confidence
  * interval and a Mann-Whitney U test on the raw samples, judged against a threshold (asv style: a
  * change counts only when the ratio passes the threshold AND the test agrees). Deterministic
- * metrics (IO bytes, FLOPs) are compared exactly. The comparison is computed as data first
+ * metrics (IO bytes, FLOPs) are compared exactly. A case measured below its adapter's working
+ * clock on either side (`clock.lowClock`) gets the verdict `unreliable-clock` instead of a latency
+ * verdict: it is neither a regression nor an improvement, and does not change the exit code. The
+ * comparison is computed as data first
  * ({@linkcode compareRuns}), then formatted ({@linkcode formatMarkdown}); the JSON output is the
  * data itself. Runtimes stay apart: a case's key names its runtime (Deno's keys carry none), so a
  * case is only ever compared with the same method on the same runtime, and a runtime whose version
@@ -61,8 +64,12 @@ export class MismatchError extends Error {
   }
 }
 
-/** Outcome of one case, or of the whole comparison. */
-export type Verdict = "regression" | "improvement" | "noise";
+/**
+ * Outcome of one case, or of the whole comparison. `unreliable-clock`: either side was measured
+ * below its adapter's working clock, so its latency says nothing about the code (never a whole
+ * comparison's verdict).
+ */
+export type Verdict = "regression" | "improvement" | "noise" | "unreliable-clock";
 
 /** Latency comparison of a case whose two sides both have timings. */
 export interface LatencyComparison {
@@ -116,6 +123,8 @@ export interface CaseComparison {
   headSourceHash: string;
   /** Deterministic metrics that differ (must match exactly). */
   metricChanges: MetricChange[];
+  /** Which side was measured below its working clock (`clock.lowClock`), if any. */
+  lowClock: { base: boolean; head: boolean };
 }
 
 /** Geometric mean of the latency ratios of a group of cases. */
@@ -159,6 +168,8 @@ export interface Comparison {
     regressions: number;
     improvements: number;
     noise: number;
+    /** Cases left undecided because a side was measured below its working clock. */
+    unreliableClock: number;
     failedInHead: number;
     sourceChanged: number;
     metricChanged: number;
@@ -351,6 +362,8 @@ function compareCase(
   }
 
   let latency: LatencyComparison | null = null;
+  const lowClock = { base: bc.clock?.lowClock === true, head: hc.clock?.lowClock === true };
+  let unreliable = false;
   if (headProblem !== null) {
     regression = true;
     reasons.push(`head ${headProblem}`);
@@ -361,7 +374,20 @@ function compareCase(
     const base = bc.timing!.samplesNs;
     const head = hc.timing!.samplesNs;
     latency = compareLatency(b.key, base, head, threshold, alpha, resamples);
-    if (latency.verdict === "regression") {
+    if (lowClock.base || lowClock.head) {
+      // The ratio is kept for reading, but no latency verdict is drawn from it.
+      const sides = [lowClock.base ? "base" : "", lowClock.head ? "head" : ""].filter((x) => x);
+      const at = (c: CaseResult) => `${((c.clock?.fraction ?? 0) * 100).toFixed(0)} %`;
+      reasons.push(
+        `latency ${pct(latency.ratio)} not judged: ${
+          sides.join(" and ")
+        } measured below the working clock (${
+          sides.map((x) => `${x} at ${at(x === "base" ? bc : hc)}`).join(", ")
+        })`,
+      );
+      latency.verdict = "unreliable-clock";
+      unreliable = true;
+    } else if (latency.verdict === "regression") {
       regression = true;
       reasons.push(`latency ${pct(latency.ratio)} (p = ${fmtP(latency.p)})`);
     } else if (latency.verdict === "improvement") {
@@ -383,7 +409,13 @@ function compareCase(
     runtime: hc.runtime,
     baseKernel: bc.kernel,
     headKernel: hc.kernel,
-    verdict: regression ? "regression" : improvement ? "improvement" : "noise",
+    verdict: regression
+      ? "regression"
+      : improvement
+      ? "improvement"
+      : unreliable
+      ? "unreliable-clock"
+      : "noise",
     reasons,
     latency,
     baseProblem,
@@ -392,6 +424,7 @@ function compareCase(
     baseSourceHash: bc.sourceHash,
     headSourceHash: hc.sourceHash,
     metricChanges,
+    lowClock,
   };
 }
 
@@ -421,8 +454,12 @@ function settingsDiffs(base: ResultsDocument, head: ResultsDocument): string[] {
 }
 
 function geomean(rows: CaseComparison[], group: string): GeomeanRow | null {
+  // Cases measured below the working clock say nothing about the code: left out.
   const ratios = rows.flatMap((r) =>
-    r.latency && r.latency.ratio > 0 && Number.isFinite(r.latency.ratio) ? [r.latency.ratio] : []
+    r.latency && r.latency.verdict !== "unreliable-clock" && r.latency.ratio > 0 &&
+      Number.isFinite(r.latency.ratio)
+      ? [r.latency.ratio]
+      : []
   );
   if (ratios.length === 0) return null;
   const logMean = ratios.reduce((s, r) => s + Math.log(r), 0) / ratios.length;
@@ -467,10 +504,11 @@ export function compareRuns(
     const parts = [];
     if (onlyInBase.length > 0) parts.push(`only in BASE: ${nameSome(onlyInBase)}`);
     if (onlyInHead.length > 0) parts.push(`only in HEAD: ${nameSome(onlyInHead)}`);
+    const partial = [base.partial ? "BASE" : "", head.partial ? "HEAD" : ""].filter((w) => w);
     throw new MismatchError(
-      `The runs hold different cases (${
-        parts.join("; ")
-      }); rerun with the same workloads and methods, or pass --common-only`,
+      `The runs hold different cases (${parts.join("; ")})${
+        partial.length ? ` because ${partial.join(" and ")} is a partial (interrupted) run` : ""
+      }; rerun with the same workloads and methods, or pass --common-only`,
     );
   }
   const pairs = baseRefs.flatMap((b) => {
@@ -522,9 +560,27 @@ export function compareRuns(
     }
   }
   for (const [doc, which] of [[base, "base"], [head, "head"]] as const) {
+    if (doc.partial) {
+      notes.push(
+        `The ${which} run is partial (${doc.partial.reason}: ${doc.partial.completedCases} of ${doc.partial.plannedCases} planned cases); only the cases it finished are compared.`,
+      );
+    }
     if (doc.environment.adapter.isFallbackAdapter) {
       notes.push(
         `The ${which} run used a fallback (software) adapter: latencies say little about GPUs.`,
+      );
+    }
+  }
+  const unreliableClock = cases.filter((c) => c.lowClock.base || c.lowClock.head).length;
+  if (unreliableClock > 0) {
+    notes.push(
+      `${unreliableClock} case(s) were measured below their adapter's working clock on a side (clock.lowClock): their latency is not judged (verdict unreliable-clock, no effect on the exit code) and they are left out of the geometric means; rerun them.`,
+    );
+  }
+  for (const [doc, which] of [[base, "base"], [head, "head"]] as const) {
+    if (doc.environment.clock === undefined || doc.environment.clock === null) {
+      notes.push(
+        `The ${which} run has no clock check (older document, or run without the clock guard): a case it measured at a low clock cannot be recognised.`,
       );
     }
   }
@@ -568,6 +624,7 @@ export function compareRuns(
       regressions,
       improvements,
       noise: count("noise"),
+      unreliableClock: count("unreliable-clock"),
       failedInHead: cases.filter((c) => c.headProblem !== null).length,
       sourceChanged: cases.filter((c) => c.sourceChanged).length,
       metricChanged: cases.filter((c) => c.metricChanges.length > 0).length,
@@ -576,7 +633,10 @@ export function compareRuns(
   };
 }
 
-/** Exit code of a comparison: 1 when anything regressed, else 0. */
+/**
+ * Exit code of a comparison: 1 when anything regressed, else 0. A case left `unreliable-clock`
+ * counts as neither, so flagged cases alone give 0.
+ */
 export function compareExitCode(c: Comparison): number {
   return c.summary.regressions > 0 ? 1 : 0;
 }
@@ -603,6 +663,7 @@ const VERDICT_TEXT: Record<Verdict, string> = {
   regression: "**regression**",
   improvement: "improvement",
   noise: "noise",
+  "unreliable-clock": "unreliable clock ⚠",
 };
 
 /** Formats a comparison as Markdown for a CI job summary (a headline, a table, then details). */
@@ -613,7 +674,9 @@ export function formatMarkdown(c: Comparison): string {
   L.push(
     `### deft-bench compare: ${plural(s.regressions, "regression")}, ${
       plural(s.improvements, "improvement")
-    }, ${s.noise} unchanged`,
+    }, ${s.noise} unchanged${
+      s.unreliableClock > 0 ? `, ${s.unreliableClock} not judged (low clock)` : ""
+    }`,
   );
   L.push("");
   L.push(
@@ -632,7 +695,7 @@ export function formatMarkdown(c: Comparison): string {
   for (const k of c.cases) {
     const name = `${escapeMarkdown(k.key)}${k.sourceChanged ? " †" : ""}${
       k.metricChanges.length > 0 ? " ‡" : ""
-    }`;
+    }${k.lowClock.base || k.lowClock.head ? " §" : ""}`;
     const l = k.latency;
     const verdict = k.headProblem !== null
       ? `**regression** (head ${escapeMarkdown(k.headProblem.split(":")[0]!)})`
@@ -666,6 +729,9 @@ export function formatMarkdown(c: Comparison): string {
   if (c.cases.some((k) => k.metricChanges.length > 0)) marks.push("‡ IO bytes or FLOPs changed");
   if (c.cases.some((k) => k.latency && !k.latency.enough)) {
     marks.push("\\* too few samples for the U test; the interval decided");
+  }
+  if (c.cases.some((k) => k.lowClock.base || k.lowClock.head)) {
+    marks.push("§ measured below the working clock on a side: latency not judged");
   }
   if (marks.length > 0) L.push(marks.join(" · "), "");
 

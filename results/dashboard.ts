@@ -17,7 +17,14 @@ import {
   runSlug,
   seriesLabel,
 } from "./document.ts";
-import { FileExistsError } from "./files.ts";
+import {
+  checkReplaceable,
+  FileExistsError,
+  resolvePath,
+  SITE_MANIFEST,
+  withTemp,
+  writeTarget,
+} from "./files.ts";
 import {
   axis,
   CHART_JS_SOURCE,
@@ -37,9 +44,17 @@ export interface DashboardRun {
   source?: string;
 }
 
+/** An input file the dashboard left out, and why. */
+export interface SkippedFile {
+  path: string;
+  reason: string;
+}
+
 /** Options of {@linkcode buildDashboard}. */
 export interface DashboardOptions {
   title?: string;
+  /** Input files that were not valid results documents; listed on the index page. */
+  skipped?: SkippedFile[];
 }
 
 /** Site files by relative path (`index.html`, `chart.umd.min.js`, `runs/<id>.html`, ...). */
@@ -142,7 +157,12 @@ function runsTable(runs: OrderedRun[]): string {
     const cases = caseRefs(d);
     const bad = cases.filter((c) => caseProblem(c.case) !== null).length;
     const a = d.environment.adapter;
-    return `<tr><td><a href="runs/${esc(r.id)}.html">${esc(r.label)}</a></td><td>${
+    const partial = d.partial
+      ? ` <span class="badge warn" title="${esc(d.partial.reason)}">partial: ${
+        esc(d.partial.completedCases)
+      } of ${esc(d.partial.plannedCases)} cases</span>`
+      : "";
+    return `<tr><td><a href="runs/${esc(r.id)}.html">${esc(r.label)}</a>${partial}</td><td>${
       esc(a.description || [a.vendor, a.architecture].join(" "))
     }${a.isFallbackAdapter ? ` <span class="badge warn">fallback</span>` : ""}</td><td>${
       esc(d.settings.shape.name)
@@ -211,6 +231,15 @@ function consistencyNotice(runs: OrderedRun[]): string {
   }): history lines join them anyway, so read steps against the runs table.</p>`;
 }
 
+function skippedNotice(skipped: readonly SkippedFile[]): string {
+  if (skipped.length === 0) return "";
+  return `<p class="notice bad">${skipped.length} input file(s) are not valid results documents and were left out:</p><ul>${
+    skipped.map((f) => `<li><span class="mono">${esc(f.path)}</span>: ${esc(f.reason)}</li>`).join(
+      "",
+    )
+  }</ul>`;
+}
+
 /**
  * Builds the site's files from results documents (no I/O): the index, one report and one JSON
  * copy per run, and the shared chart.js bundle. Throws `RangeError` for no runs.
@@ -247,8 +276,12 @@ export function buildDashboard(inputs: DashboardRun[], options: DashboardOptions
 <p class="sub">${runs.length} run(s) from ${esc(first)} to ${
     esc(last)
   }, ordered by start time, then commit. Latencies are medians per layer; every run links to its full report.</p>
-${consistencyNotice(runs)}
+${consistencyNotice(runs)}${skippedNotice(options.skipped ?? [])}
 <p>Latest run: <a href="runs/${esc(latest.id)}.html">${esc(latest.label)}</a>${
+    latest.doc.partial
+      ? ` <span class="badge warn">partial (${esc(latest.doc.partial.reason)})</span>`
+      : ""
+  }${
     latestBad
       ? ` <span class="badge bad">${latestBad} case(s) failed or errored</span> (not drawn as measurements)`
       : ""
@@ -266,34 +299,46 @@ ${runsTable(runs)}`;
 /**
  * Writes a site into `dir` atomically: the files go to a temporary folder beside it, which then
  * replaces `dir` by renames. An existing `dir` is replaced only with `force`
- * ({@linkcode FileExistsError} otherwise).
+ * ({@linkcode FileExistsError} otherwise), and only when it holds nothing but files a previous
+ * `writeSite` wrote (listed in its {@linkcode SITE_MANIFEST}); a symbolic link is written through.
  */
 export async function writeSite(
   dir: string,
   files: SiteFiles,
   { force = false }: { force?: boolean } = {},
 ): Promise<void> {
-  const target = dir.replace(/\/+$/, "") || "/";
+  for (const path of files.keys()) {
+    if (
+      path.split("/").some((p) => p === ".." || p === "." || p === "") || path === SITE_MANIFEST
+    ) {
+      throw new RangeError(`Unsafe site path ${JSON.stringify(path)}`);
+    }
+  }
+  const named = dir.replace(/\/+$/, "") || "/";
   let exists = false;
   try {
-    await Deno.lstat(target);
+    await Deno.lstat(named);
     exists = true;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  if (exists && !force) throw new FileExistsError(target);
+  if (exists && !force) throw new FileExistsError(named);
+  const target = exists ? await resolvePath(await writeTarget(named)) : named;
+  if (exists) await checkReplaceable(target);
   const suffix = `${Deno.pid}.${Math.random().toString(36).slice(2)}`;
   const tmp = `${target}.${suffix}.tmp`;
   const old = `${target}.${suffix}.old`;
-  try {
+  await withTemp(tmp, async () => {
     for (const [path, text] of files) {
-      if (path.split("/").some((p) => p === ".." || p === "")) {
-        throw new RangeError(`Unsafe site path ${JSON.stringify(path)}`);
-      }
       const full = `${tmp}/${path}`;
       await Deno.mkdir(full.slice(0, full.lastIndexOf("/")), { recursive: true });
       await Deno.writeTextFile(full, text);
     }
+    await Deno.writeTextFile(
+      `${tmp}/${SITE_MANIFEST}`,
+      JSON.stringify({ format: "deft-bench/site", files: [...files.keys()].sort() }, null, 1) +
+        "\n",
+    );
     if (exists) await Deno.rename(target, old);
     try {
       await Deno.rename(tmp, target);
@@ -302,8 +347,5 @@ export async function writeSite(
       throw e;
     }
     if (exists) await Deno.remove(old, { recursive: true });
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
+  });
 }

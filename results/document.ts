@@ -13,6 +13,7 @@
 
 import { RUNTIME_NAMES, type RuntimeName } from "../kernels/gpu.ts";
 import {
+  type Calibration,
   type CaseResult,
   DEFAULT_RUNTIME,
   READABLE_RESULTS_VERSIONS,
@@ -23,6 +24,7 @@ import {
   type SnapshotResult,
   type WorkloadResult,
 } from "./schema.ts";
+import { upgradeRooflines } from "./roofline.ts";
 
 /**
  * A results document that breaks the format; the message names the file and the field. A
@@ -41,6 +43,10 @@ type Obj = Record<string, unknown>;
 /** Short rendering of a bad value for a message. */
 function show(value: unknown): string {
   if (value === undefined) return "nothing";
+  // JSON has no Infinity: a number like 1e400 reads as one. JSON.stringify would say null.
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return Number.isNaN(value) ? "NaN" : `${value} (a number too large to represent)`;
+  }
   try {
     const s = JSON.stringify(value);
     if (s === undefined) return String(value);
@@ -78,6 +84,17 @@ class Checker {
   num(o: Obj, k: string, at: string): number {
     const v = o[k];
     if (typeof v !== "number" || !Number.isFinite(v)) this.fail(`${at}.${k}`, "a finite number", v);
+    return v;
+  }
+  /** A finite number above 0 (timings, rates: a zero or negative one is a broken measurement). */
+  positive(o: Obj, k: string, at: string): number {
+    const v = this.num(o, k, at);
+    if (!(v > 0)) this.fail(`${at}.${k}`, "a positive number", v);
+    return v;
+  }
+  nonNegative(o: Obj, k: string, at: string): number {
+    const v = this.num(o, k, at);
+    if (!(v >= 0)) this.fail(`${at}.${k}`, "a non-negative number", v);
     return v;
   }
   numOrNull(o: Obj, k: string, at: string): number | null {
@@ -169,6 +186,32 @@ function checkEnvironment(c: Checker, v: unknown): void {
     c.obj(n.after, `${at}.nvidiaSmi.after`);
   }
   c.numOrNull(e, "tickRatio", at);
+  if (e.clock !== undefined && e.clock !== null) checkRunClock(c, e.clock, `${at}.clock`);
+}
+
+function checkRunClock(c: Checker, v: unknown, at: string): void {
+  const o = c.obj(v, at);
+  c.str(c.obj(o.reference, `${at}.reference`), "kernel", `${at}.reference`);
+  c.nums(o, "reference", at, ["workgroups", "iterations", "repetitions"]);
+  for (
+    const k of ["workingNs", "lowClockFraction", "spinUps", "stableSpinUps", "spinUpMs", "leadNs"]
+  ) c.num(o, k, at);
+  c.num(o, "lowClockCases", at);
+  c.oneOf(o, "workingSource", at, ["calibration", "run"]);
+  if (o.smi !== null) {
+    const so = c.obj(o.smi, `${at}.smi`);
+    c.num(so, "readings", `${at}.smi`);
+    c.numOrNull(so, "workingSmMHz", `${at}.smi`);
+    c.numOrNull(so, "maxSmMHz", `${at}.smi`);
+  }
+}
+
+function checkCaseClock(c: Checker, v: unknown, at: string): void {
+  const o = c.obj(v, at);
+  for (const k of ["fraction", "minFraction", "lowSamples"]) c.num(o, k, at);
+  c.numOrNull(o, "smMHz", at);
+  c.numOrNull(o, "smFraction", at);
+  c.bool(o, "lowClock", at);
 }
 
 function checkSettings(c: Checker, v: unknown, version: number): void {
@@ -216,15 +259,57 @@ function checkCalibration(c: Checker, v: unknown, at = "calibration"): void {
   const o = c.obj(v, at);
   c.str(o, "adapterKey", at);
   c.str(o, "measuredAt", at);
-  c.arr(o.readBandwidth, `${at}.readBandwidth`).forEach((r, i) => {
+  const rb = c.arr(o.readBandwidth, `${at}.readBandwidth`);
+  if (rb.length === 0) c.fail(`${at}.readBandwidth`, "a non-empty array", rb);
+  rb.forEach((r, i) => {
     const ro = c.obj(r, `${at}.readBandwidth[${i}]`);
-    c.num(ro, "bytes", `${at}.readBandwidth[${i}]`);
-    c.num(ro, "bytesPerS", `${at}.readBandwidth[${i}]`);
+    c.positive(ro, "bytes", `${at}.readBandwidth[${i}]`);
+    c.positive(ro, "bytesPerS", `${at}.readBandwidth[${i}]`);
   });
-  for (const k of ["peakReadBytesPerS", "f32FlopsPerS", "dispatchNs", "extraDispatchNs"]) {
-    c.num(o, k, at);
+  // Rooflines divide by these: zero, negative or missing ceilings make every fraction nonsense.
+  for (const k of ["peakReadBytesPerS", "f32FlopsPerS"]) c.positive(o, k, at);
+  if (o.f16FlopsPerS !== null) c.positive(o, "f16FlopsPerS", at);
+  for (const k of ["dispatchNs", "extraDispatchNs"]) c.nonNegative(o, k, at);
+  if (o.l2ReadBandwidth !== undefined) {
+    c.arr(o.l2ReadBandwidth, `${at}.l2ReadBandwidth`).forEach((r, i) => {
+      const ro = c.obj(r, `${at}.l2ReadBandwidth[${i}]`);
+      c.positive(ro, "bytes", `${at}.l2ReadBandwidth[${i}]`);
+      c.positive(ro, "bytesPerS", `${at}.l2ReadBandwidth[${i}]`);
+    });
   }
-  c.numOrNull(o, "f16FlopsPerS", at);
+  if (o.l2ReadBytesPerS !== undefined && o.l2ReadBytesPerS !== null) {
+    c.positive(o, "l2ReadBytesPerS", at);
+  }
+  if (o.reference !== undefined && o.reference !== null) {
+    const ra = `${at}.reference`;
+    const ro = c.obj(o.reference, ra);
+    c.str(ro, "kernel", ra);
+    c.oneOf(ro, "timingMode", ra, ["timestamp", "wallclock-batched"]);
+    for (const k of ["workgroups", "iterations", "repetitions"]) c.num(ro, k, ra);
+    c.positive(ro, "nsPerDispatch", ra);
+  }
+}
+
+/**
+ * Validates device ceilings (the `calibration` of a results or calibration document) with the
+ * rules `parseResults` applies: every ceiling a positive finite number, at least one read size.
+ * Throws {@linkcode ResultsError} naming `file` and the field.
+ */
+export function validateCalibration(value: unknown, file: string, at = "calibration"): Calibration {
+  const c = new Checker(file);
+  if (value === null) c.fail(at, "an object", value);
+  checkCalibration(c, value, at);
+  return value as Calibration;
+}
+
+function checkPartial(c: Checker, v: unknown): void {
+  if (v === undefined || v === null) return;
+  const at = "partial";
+  const o = c.obj(v, at);
+  c.str(o, "reason", at);
+  const done = c.nonNegative(o, "completedCases", at);
+  const planned = c.nonNegative(o, "plannedCases", at);
+  if (done > planned) c.fail(`${at}.completedCases`, `at most plannedCases (${planned})`, done);
 }
 
 function checkRuntimes(c: Checker, v: unknown, names: readonly unknown[]): void {
@@ -246,6 +331,7 @@ function checkRuntimes(c: Checker, v: unknown, names: readonly unknown[]): void 
     checkCalibration(c, o.calibration, `${at}.calibration`);
     c.numOrNull(o, "tickRatio", at);
     c.oneOf(o, "timingMode", at, ["timestamp", "wallclock-batched"]);
+    if (o.clock !== undefined && o.clock !== null) checkRunClock(c, o.clock, `${at}.clock`);
     if (o.tuning !== null) {
       const t = c.obj(o.tuning, `${at}.tuning`);
       c.str(t, "file", `${at}.tuning`);
@@ -287,6 +373,7 @@ function checkCase(c: Checker, v: unknown, at: string, version: number): string 
   c.nums(counts, "real", `${at}.counts`, REAL_IO_FIELDS);
   c.num(counts, "flops", `${at}.counts`);
   c.num(counts, "usefulFlops", `${at}.counts`);
+  if (counts.dramBytes !== undefined) c.num(counts, "dramBytes", `${at}.counts`);
   const stats = c.obj(o.stats, `${at}.stats`);
   for (const k of Object.keys(stats)) c.num(stats, k, `${at}.stats`);
   for (const k of ["dispatches", "prepareMs", "planMs"]) c.num(o, k, at);
@@ -295,11 +382,19 @@ function checkCase(c: Checker, v: unknown, at: string, version: number): string 
     const t = c.obj(o.timing, ta);
     const samples = c.numberArray(t, "samplesNs", ta);
     if (samples.length === 0) c.fail(`${ta}.samplesNs`, "a non-empty array", samples);
-    for (const k of ["medianNs", "meanNs", "minNs", "maxNs", "madNs"]) c.num(t, k, ta);
+    // A latency of zero or less is no measurement: ratios against it are infinite or negative.
+    samples.forEach((x, i) => {
+      if (!(x > 0)) c.fail(`${ta}.samplesNs[${i}]`, "a positive number of ns", x);
+    });
+    for (const k of ["medianNs", "meanNs", "minNs", "maxNs"]) c.positive(t, k, ta);
+    c.nonNegative(t, "madNs", ta);
     const ci = c.numberArray(t, "ci95Ns", ta);
     if (ci.length !== 2) c.fail(`${ta}.ci95Ns`, "[low, high]", ci);
+    if (!(ci[0]! > 0 && ci[1]! >= ci[0]!)) {
+      c.fail(`${ta}.ci95Ns`, "[low, high] with 0 < low <= high", ci);
+    }
     c.nums(t, "outliers", ta, ["lowSevere", "lowMild", "highMild", "highSevere"]);
-    if (t.repetitions !== undefined) c.num(t, "repetitions", ta);
+    if (t.repetitions !== undefined) c.positive(t, "repetitions", ta);
   }
   if (o.roofline !== null) {
     const ra = `${at}.roofline`;
@@ -307,8 +402,11 @@ function checkCase(c: Checker, v: unknown, at: string, version: number): string 
     for (
       const k of ["achievedBytesPerS", "achievedFlopsPerS", "ioTimeNs", "flopTimeNs", "fraction"]
     ) c.num(r, k, ra);
-    c.oneOf(r, "bound", ra, ["memory", "compute"]);
+    c.oneOf(r, "bound", ra, ["dram", "l2", "compute", "memory"]);
+    for (const k of ["dramBytes", "dramTimeNs"]) if (r[k] !== undefined) c.num(r, k, ra);
+    if (r.l2TimeNs !== undefined) c.numOrNull(r, "l2TimeNs", ra);
   }
+  if (o.clock !== undefined && o.clock !== null) checkCaseClock(c, o.clock, `${at}.clock`);
   const va = `${at}.verification`;
   const ver = c.obj(o.verification, va);
   c.bool(ver, "checked", va);
@@ -415,6 +513,7 @@ export function parseResults(text: string, path: string): ResultsDocument {
   checkSettings(c, o.settings, version);
   checkCalibration(c, o.calibration);
   if (version >= 2) checkRuntimes(c, o.runtimes, (o.settings as Obj).runtimes as unknown[]);
+  checkPartial(c, o.partial);
   const keys = new Map<string, string>();
   c.arr(o.workloads, "workloads").forEach((w, i) =>
     checkWorkload(c, w, `workloads[${i}]`, keys, version)
@@ -427,7 +526,9 @@ export function parseResults(text: string, path: string): ResultsDocument {
   });
   if (version === 1) upgradeV1(o);
   if (version >= 2) checkRuntimeKeys(c, o as unknown as ResultsDocument);
-  return doc as ResultsDocument;
+  const parsed = doc as ResultsDocument;
+  upgradeRooflines(parsed);
+  return parsed;
 }
 
 /** Every case's key and runtime agree, and its runtime is one of the run's. */

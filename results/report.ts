@@ -27,6 +27,7 @@ import {
   type Series,
   seriesLabel,
 } from "./document.ts";
+import { boundName, cacheBytesPerS } from "./roofline.ts";
 import {
   type Calibration,
   type CaseResult,
@@ -523,6 +524,8 @@ function logGrid(lo: number, hi: number, n: number): number[] {
 
 function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
   const bySeries = new Map<string, { x: number; y: number; deftLabel: string }[]>();
+  // The same cases at their DRAM intensity (FLOPs per byte that must cross DRAM).
+  const dram: { x: number; y: number; deftLabel: string }[] = [];
   for (const r of caseRefs(doc)) {
     const c = r.case;
     if (caseProblem(c) !== null || c.counts.real.totalBytes <= 0 || c.counts.flops <= 0) continue;
@@ -532,10 +535,13 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
     const list = bySeries.get(k) ?? [];
     list.push({ x: c.counts.flops / c.counts.real.totalBytes, y, deftLabel: r.key });
     bySeries.set(k, list);
+    if (c.counts.dramBytes > 0) {
+      dram.push({ x: c.counts.flops / c.counts.dramBytes, y, deftLabel: `${r.key} (DRAM bytes)` });
+    }
   }
   if (bySeries.size === 0) return null;
   const points = [...bySeries.values()].flat();
-  const xs = points.map((p) => p.x);
+  const xs = [...points, ...dram].map((p) => p.x);
   const datasets: Record<string, unknown>[] = seriesOf(doc)
     .filter((x) => bySeries.has(`${x.method}\n${x.runtime}`))
     .map((x) => ({
@@ -545,7 +551,7 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
       ...seriesStyle(x),
       pointRadius: 4,
     }));
-  // One ceiling per runtime with a calibration (their FMA peaks differ on the same GPU).
+  // One set of roofs per runtime with a calibration (their FMA peaks differ on the same GPU).
   const many = doc.runtimes.length > 1;
   const ceilings: { cal: Calibration; label: string }[] = doc.runtimes.length
     ? doc.runtimes.filter((r) => r.calibration).map((r) => ({
@@ -555,34 +561,67 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
     : doc.calibration
     ? [{ cal: doc.calibration, label: "" }]
     : [];
+  const ROOF_COLOURS = [["#333", "#888"], ["#8a4f00", "#c99a4b"]];
   let ceiling = "";
+  if (ceilings.length > 0 && dram.length > 0) {
+    datasets.push({
+      label: "cases at DRAM intensity (hollow)",
+      type: "scatter",
+      data: dram,
+      backgroundColor: "rgba(0,0,0,0)",
+      borderColor: "#777",
+      pointRadius: 3,
+    });
+  }
+  let anyL2 = false;
   for (const [i, { cal, label }] of ceilings.entries()) {
     const peakFlops = doc.settings.dtype === "f16" && cal.f16FlopsPerS !== null
       ? cal.f16FlopsPerS
       : cal.f32FlopsPerS;
     const bw = cal.peakReadBytesPerS;
-    const lo = Math.min(...xs, peakFlops / bw) / 4;
-    const hi = Math.max(...xs, peakFlops / bw) * 4;
-    datasets.push({
-      label: `roofline${label} (${formatSi(bw, "B/s")}, ${formatSi(peakFlops, "FLOP/s")})`,
-      type: "line",
-      data: logGrid(lo, hi, 64).map((x) => ({ x, y: Math.min(peakFlops, x * bw) })),
-      borderColor: i === 0 ? "#333" : "#888",
-      backgroundColor: i === 0 ? "#333" : "#888",
-      borderDash: i === 0 ? [5, 3] : [2, 2],
-      borderWidth: 1.5,
-      pointRadius: 0,
-      fill: false,
-    });
-    ceiling = ` under the calibrated roofline of ${
+    const l2 = cacheBytesPerS(cal);
+    anyL2 ||= l2 !== null;
+    // Loops, not Math.min(...xs): spreading an input-sized array overflows the stack.
+    let lo = peakFlops / bw, hi = peakFlops / bw;
+    for (const x of xs) {
+      lo = Math.min(lo, x);
+      hi = Math.max(hi, x);
+    }
+    lo /= 4;
+    hi *= 4;
+    const [dramColour, l2Colour] = ROOF_COLOURS[Math.min(i, ROOF_COLOURS.length - 1)]!;
+    const roof = (name: string, rate: number, colour: string, dash: number[]) =>
+      datasets.push({
+        label: name,
+        type: "line",
+        data: logGrid(lo, hi, 64).map((x) => ({ x, y: Math.min(peakFlops, x * rate) })),
+        borderColor: colour,
+        backgroundColor: colour,
+        borderDash: dash,
+        borderWidth: 1.5,
+        pointRadius: 0,
+        fill: false,
+      });
+    roof(
+      `DRAM roof${label} (${formatSi(bw, "B/s")}, ${formatSi(peakFlops, "FLOP/s")})`,
+      bw,
+      dramColour!,
+      [5, 3],
+    );
+    if (l2 !== null) roof(`L2 roof${label} (${formatSi(l2, "B/s")})`, l2, l2Colour!, [2, 2]);
+  }
+  if (ceilings.length > 0) {
+    ceiling = ` under the calibrated roofs of ${
       many ? "each runtime" : "this adapter"
-    } (peak read bandwidth and FMA peak)`;
+    }: FMA peak, ${
+      anyL2 ? "L2 read bandwidth (for all bytes moved) and " : ""
+    }DRAM read bandwidth (for the bytes that must cross DRAM, the hollow points at their DRAM intensity)`;
   }
   return {
     id,
     title: "Roofline position",
     caption:
-      `Achieved FLOP/s of every successful case against its arithmetic intensity (executed FLOPs per byte really moved)${ceiling}${
+      `Achieved FLOP/s of every successful case against its arithmetic intensity (executed FLOPs per byte really moved, filled points)${ceiling}${
         ceilings.length ? "" : " (no calibration in this run, so no ceiling is drawn)"
       }; points close to the line use the hardware well.`,
     config: {
@@ -691,8 +730,18 @@ export function flattenTree(tree: Tree, blockSize: number): FlattenedTree {
   return { ix, order, offset, totalTokens: t, blockSize, blocks, blockQueries };
 }
 
+/** Largest value (at least `floor`), in a loop: `Math.max(...a)` overflows on large inputs. */
+function maxOf(values: ArrayLike<number>, floor: number): number {
+  let m = floor;
+  for (let i = 0; i < values.length; i++) m = Math.max(m, values[i]!);
+  return m;
+}
+
 const fmtNum = (x: number) => Math.round(x * 10) / 10;
 const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+/** Most blocks drawn one by one; larger trees draw groups of consecutive blocks. */
+export const MAX_DRAWN_BLOCKS = 2048;
 
 /**
  * An SVG of a tree: nodes as bars on one row per depth, placed left to right in DFS order at their
@@ -747,9 +796,14 @@ export function renderTreeSvg(tree: Tree, blockSize: number): string {
   const dfsIndex = new Array<number>(n).fill(0);
   order.forEach((v, i) => (dfsIndex[v] = i));
   const out: string[] = [];
-  const maxQ = Math.max(1, ...f.blockQueries);
+  const maxQ = maxOf(f.blockQueries, 1);
+  // Past MAX_DRAWN_BLOCKS, consecutive blocks are drawn as one group (a pixel cannot hold more).
+  const group = Math.max(1, Math.ceil(f.blocks / MAX_DRAWN_BLOCKS));
+  const units = Math.ceil(f.blocks / group);
   const label =
-    `Tree of ${n} nodes and ${ix.queryCount} queries, ${f.totalTokens} KV tokens flattened in DFS order and cut into ${f.blocks} blocks of ${blockSize} tokens`;
+    `Tree of ${n} nodes and ${ix.queryCount} queries, ${f.totalTokens} KV tokens flattened in DFS order and cut into ${f.blocks} blocks of ${blockSize} tokens${
+      group > 1 ? `, drawn in groups of ${group} blocks` : ""
+    }`;
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" ${
       W <= 1120 ? `width="100%"` : `width="${fmtNum(width)}" height="${fmtNum(height)}"`
@@ -764,14 +818,14 @@ export function renderTreeSvg(tree: Tree, blockSize: number): string {
       fmtNum(qY + 12)
     }">queries</text><text x="4" y="${fmtNum(qY + 24)}">per block</text></g>`,
   );
-  // Block bands behind everything, alternating shades.
+  // Block bands behind everything, alternating shades (one band per drawn group of blocks).
   const bands: string[] = [];
-  for (let b = 0; b < f.blocks; b++) {
-    const x0 = posX(b * blockSize);
-    const x1 = b === f.blocks - 1
+  for (let u = 0; u < units; u++) {
+    const x0 = posX(u * group * blockSize);
+    const x1 = u === units - 1
       ? X[order[order.length - 1]!]! + Wd[order[order.length - 1]!]!
-      : posX((b + 1) * blockSize);
-    if (b % 2 === 0) continue;
+      : posX((u + 1) * group * blockSize);
+    if (u % 2 === 0) continue;
     bands.push(
       `M${fmtNum(left + x0)} ${top}h${fmtNum(Math.max(0.5, x1 - x0))}V${fmtNum(blockY + blockH)}h${
         fmtNum(-Math.max(0.5, x1 - x0))
@@ -821,22 +875,29 @@ export function renderTreeSvg(tree: Tree, blockSize: number): string {
   const qbars: string[] = [];
   const labels: string[] = [];
   const endX = X[order[order.length - 1]!]! + Wd[order[order.length - 1]!]!;
-  for (let b = 0; b < f.blocks; b++) {
-    const x0 = posX(b * blockSize);
-    const x1 = b === f.blocks - 1 ? endX : posX((b + 1) * blockSize);
-    if (b > 0) cuts.push(`M${fmtNum(left + x0)} ${top}V${fmtNum(blockY + blockH)}`);
-    if (x1 - x0 >= 16) {
+  for (let u = 0; u < units; u++) {
+    const b0 = u * group;
+    const b1 = Math.min(f.blocks, b0 + group) - 1;
+    const x0 = posX(b0 * blockSize);
+    const x1 = u === units - 1 ? endX : posX((b1 + 1) * blockSize);
+    const name = b0 === b1 ? `b${b0}` : `b${b0}–${b1}`;
+    if (u > 0) cuts.push(`M${fmtNum(left + x0)} ${top}V${fmtNum(blockY + blockH)}`);
+    if (x1 - x0 >= 16 * (name.length / 3)) {
       labels.push(
-        `<text x="${fmtNum(left + (x0 + x1) / 2)}" y="${fmtNum(blockY + 10.5)}">b${b}</text>`,
+        `<text x="${fmtNum(left + (x0 + x1) / 2)}" y="${fmtNum(blockY + 10.5)}">${name}</text>`,
       );
     }
-    const h = (qH * f.blockQueries[b]!) / maxQ;
+    let q = 0;
+    for (let b = b0; b <= b1; b++) q = Math.max(q, f.blockQueries[b]!);
+    const h = (qH * q) / maxQ;
     qbars.push(
       `<rect x="${fmtNum(left + x0 + 0.3)}" y="${fmtNum(qY + qH - h)}" width="${
         fmtNum(Math.max(0.4, x1 - x0 - 0.6))
-      }" height="${fmtNum(h)}"><title>block ${b}: tokens ${b * blockSize}–${
-        Math.min(f.totalTokens, (b + 1) * blockSize) - 1
-      }, ${plural(f.blockQueries[b]!, "query", "queries")}</title></rect>`,
+      }" height="${fmtNum(h)}"><title>${b0 === b1 ? `block ${b0}` : `blocks ${b0}–${b1}`}: tokens ${
+        b0 * blockSize
+      }–${Math.min(f.totalTokens, (b1 + 1) * blockSize) - 1}, ${b0 === b1 ? "" : "at most "}${
+        plural(q, "query", "queries")
+      }</title></rect>`,
     );
   }
   if (cuts.length) {
@@ -896,7 +957,11 @@ function treeFigure(w: WorkloadResult, blockSize: number, open: boolean): string
       esc(w.iterations)
     }: ${f.ix.nodeCount} nodes, ${f.ix.queryCount} queries, N_tree = ${f.totalTokens} tokens in ${f.blocks} block(s) of b_s = ${blockSize} (the last padded by ${pad}); queries per block: mean ${
       meanQ.toFixed(1)
-    }, max ${Math.max(0, ...f.blockQueries)}. Hover a node or a block for details.</p>`;
+    }, max ${maxOf(f.blockQueries, 0)}${
+      f.blocks > MAX_DRAWN_BLOCKS
+        ? `; drawn in groups of ${Math.ceil(f.blocks / MAX_DRAWN_BLOCKS)} blocks`
+        : ""
+    }. Hover a node or a block for details.</p>`;
   } catch (e) {
     body = `<p class="notice bad">The stored tree cannot be drawn: ${
       esc((e as Error).message)
@@ -976,6 +1041,7 @@ function environmentTable(doc: ResultsDocument): string {
         ? "not checked"
         : `${esc(e.tickRatio.toFixed(4))} (GPU time / wall time)`,
     ],
+    ["clock check", clockText(e.clock ?? null)],
   ];
   const limits = Object.entries(a.limits);
   let extra = "";
@@ -997,6 +1063,26 @@ function environmentTable(doc: ResultsDocument): string {
     }</details>`;
   }
   return kvTable(rows) + extra;
+}
+
+function clockText(k: ResultsDocument["environment"]["clock"] | null): string {
+  if (!k) return `not checked <span class="badge warn">no clock guard</span>`;
+  const smi = k.smi
+    ? `; nvidia-smi: ${esc(k.smi.readings)} readings, working SM clock ${
+      k.smi.workingSmMHz === null ? "–" : `${esc(k.smi.workingSmMHz)} MHz`
+    } of ${k.smi.maxSmMHz === null ? "–" : `${esc(k.smi.maxSmMHz)} MHz`}`
+    : "";
+  return `reference ${esc(formatNs(k.workingNs))} per dispatch at the working clock (${
+    esc(k.workingSource === "calibration" ? "calibrated" : "best of this run")
+  }); ${esc(k.stableSpinUps)}/${esc(k.spinUps)} spin-ups stable (${
+    esc((k.spinUpMs / 1000).toFixed(1))
+  } s); lead ${esc(formatNs(k.leadNs))}${smi}; ${
+    k.lowClockCases > 0
+      ? `<span class="badge bad">${esc(k.lowClockCases)} case(s) below ${
+        esc(k.lowClockFraction * 100)
+      } % of the working speed</span>`
+      : `no case below ${esc(k.lowClockFraction * 100)} % of the working speed`
+  }`;
 }
 
 function settingsTable(doc: ResultsDocument): string {
@@ -1075,7 +1161,27 @@ function calibrationRows(c: Calibration | null): string {
   return kvTable([
     ["adapter", esc(c.adapterKey)],
     ["measured", esc(c.measuredAt)],
-    ["peak read bandwidth", esc(formatSi(c.peakReadBytesPerS, "B/s"))],
+    ["DRAM read bandwidth (peak)", esc(formatSi(c.peakReadBytesPerS, "B/s"))],
+    [
+      "L2 read bandwidth",
+      typeof c.l2ReadBytesPerS === "number"
+        ? `${esc(formatSi(c.l2ReadBytesPerS, "B/s"))}${
+          c.l2ReadBandwidth?.length
+            ? ` (working sets ${
+              c.l2ReadBandwidth.map((x) => esc(formatBytes(x.bytes))).join(", ")
+            })`
+            : ""
+        }`
+        : "not measured (older calibration): no L2 roof",
+    ],
+    [
+      "clock reference",
+      c.reference
+        ? `${esc(formatNs(c.reference.nsPerDispatch))} per dispatch (${esc(c.reference.kernel)}, ${
+          esc(c.reference.workgroups)
+        } workgroups × ${esc(c.reference.iterations)} iterations, ${esc(c.reference.timingMode)})`
+        : "not calibrated",
+    ],
     [
       "f32 / f16 FMA peak",
       `${esc(formatSi(c.f32FlopsPerS, "FLOP/s"))} / ${
@@ -1127,17 +1233,25 @@ function caseTable(doc: ResultsDocument): string {
       ].map((s) => `<td class="num">${esc(s)}</td>`).join("")
       : `<td class="num" colspan="4">— ${esc(problem ?? "")}</td>`;
     const roof = t && c.roofline
-      ? `${(c.roofline.fraction * 100).toFixed(1)} % (${c.roofline.bound})`
+      ? `${(c.roofline.fraction * 100).toFixed(1)} % (${esc(boundName(c.roofline.bound))})${
+        c.roofline.fraction > 1 ? ` <span class="badge bad">exceeds roof: model wrong</span>` : ""
+      }`
       : "–";
+    const k = c.clock;
+    const clock = !t || !k
+      ? "–"
+      : `${k.lowClock ? `<span class="badge bad">low clock</span> ` : ""}${
+        esc((k.fraction * 100).toFixed(0))
+      } %${k.smMHz !== null ? ` · ${esc(k.smMHz.toFixed(0))} MHz` : ""}`;
     return `<tr${problem === null ? "" : ` class="bad"`}><td class="mono">${esc(r.key)}</td><td>${
       esc(c.method)
     }</td><td>${statusBadge(c)}</td><td>${esc(c.runtime)}</td><td class="mono">${
       esc(c.kernel)
-    }</td>${cells}<td class="num">${esc(roof)}</td><td>${ver}</td><td class="mono">${
+    }</td>${cells}<td class="num">${roof}</td><td class="num">${clock}</td><td>${ver}</td><td class="mono">${
       esc(c.sourceHash.slice(0, 12))
     }</td></tr>`;
   });
-  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>runtime</th><th>kernel</th><th>median</th><th>95 % CI of median</th><th>MAD</th><th>samples</th><th>roofline</th><th>verification (max rel. error / tolerance)</th><th>source</th></tr></thead><tbody>${
+  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>runtime</th><th>kernel</th><th>median</th><th>95 % CI of median</th><th>MAD</th><th>samples</th><th>roofline (binding floor)</th><th>clock (reference speed / working speed)</th><th>verification (max rel. error / tolerance)</th><th>source</th></tr></thead><tbody>${
     rows.join("")
   }</tbody></table></div>`;
 }
@@ -1186,6 +1300,15 @@ function totalsTable(doc: ResultsDocument): string {
 function notices(doc: ResultsDocument): string {
   const out: string[] = [];
   const e = doc.environment;
+  if (doc.partial) {
+    out.push(
+      `<p class="notice bad"><b>Partial run</b>: ${esc(doc.partial.reason)}; it holds ${
+        esc(doc.partial.completedCases)
+      } of the ${
+        esc(doc.partial.plannedCases)
+      } planned cases. Workloads it did not finish have no whole-run totals.</p>`,
+    );
+  }
   if (e.adapter.isFallbackAdapter || doc.runtimes.some((r) => r.adapter.isFallbackAdapter)) {
     out.push(
       `<p class="notice">This run used a fallback (software) adapter: latencies describe a CPU rasterizer, not a GPU.</p>`,
@@ -1201,6 +1324,18 @@ function notices(doc: ResultsDocument): string {
   if (doc.settings.timing.mode !== "timestamp") {
     out.push(
       `<p class="notice">Timings are wall-clock batches (no timestamp queries): coarse.</p>`,
+    );
+  }
+  const slow = caseRefs(doc).filter((r) => r.case.clock?.lowClock === true);
+  if (slow.length) {
+    out.push(
+      `<p class="notice bad"><b>${slow.length} case(s) were measured below ${
+        esc((doc.environment.clock?.lowClockFraction ?? 0.9) * 100)
+      } % of the adapter's working clock</b> (the clock reference ran slower beside them): their latencies are not comparable, and <code>compare</code> does not judge them. ${
+        slow.slice(0, 6).map((r) =>
+          `<code>${esc(r.key)}</code> (${esc(((r.case.clock?.fraction ?? 0) * 100).toFixed(0))} %)`
+        ).join(", ")
+      }${slow.length > 6 ? ` and ${slow.length - 6} more` : ""}.</p>`,
     );
   }
   const bad = caseRefs(doc).filter((r) => caseProblem(r.case) !== null);

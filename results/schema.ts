@@ -18,6 +18,12 @@
  *
  * Units are in the field names: `Ns` nanoseconds, `Bytes`, `Flops`, `PerS` per second.
  *
+ * Fields added within a version are optional on read (`?` below: `clock` of the environment, of
+ * each runtime and of each case, `l2ReadBytesPerS` and `reference` of the calibration, the DRAM/L2
+ * fields of a roofline, `partial`). A document written before the DRAM/L2 roofline model is
+ * upgraded on read (`results/roofline.ts`): `counts.dramBytes` estimated from the snapshot's facts,
+ * rooflines recomputed, and a `roofline-recomputed` warning added.
+ *
  * @module
  */
 
@@ -77,6 +83,64 @@ export interface Environment {
    * `runtimes[]`).
    */
   tickRatio: number | null;
+  /** How the run kept and checked the GPU's clock (absent in older documents). */
+  clock?: RunClock | null;
+}
+
+/**
+ * The clock check of a run (`bench/clock.ts`). A busy reference kernel runs before every group of
+ * cases until its time is stable (spin-up), opens every timed batch (lead), and is timed between
+ * the rounds of every batch and after its last one; each case's samples are compared with the
+ * reference's working speed.
+ */
+export interface RunClock {
+  /** The reference kernel: source id, workgroups, loop iterations, dispatches per timed pass. */
+  reference: { kernel: string; workgroups: number; iterations: number; repetitions: number };
+  /**
+   * Time of one reference dispatch at the adapter's working speed, ns: the calibrated time of the
+   * same kernel in the same timing mode, lowered to the best batch median of this run.
+   */
+  workingNs: number;
+  /** `calibration` when the calibrated time is the working speed, `run` when this run set it. */
+  workingSource: "calibration" | "run";
+  /** A case below this fraction of the working speed is flagged `lowClock` (0.9). */
+  lowClockFraction: number;
+  /** Spin-ups (one per group of cases), how many reached a stable speed, and their wall time. */
+  spinUps: number;
+  stableSpinUps: number;
+  spinUpMs: number;
+  /** Lead at the end of the run, ns of GPU time before every batch (0: none, wall clock). */
+  leadNs: number;
+  /** Cases flagged `lowClock`. */
+  lowClockCases: number;
+  /**
+   * `nvidia-smi` SM clock read every 250 ms during the run: readings, the highest SM clock read
+   * while cases were measured (the working clock) and the adapter's maximum; null without it.
+   */
+  smi: { readings: number; workingSmMHz: number | null; maxSmMHz: number | null } | null;
+}
+
+/** Where a case was measured against the working clock. */
+export interface CaseClock {
+  /**
+   * Working speed over the case's speed by the reference kernel: the working time divided by the
+   * median over its samples of the reference time bracketing each sample (the faster of the
+   * reference points before and after it; 1: at working speed).
+   */
+  fraction: number;
+  /** The same for its slowest-bracketed sample. */
+  minFraction: number;
+  /** Samples bracketed by a reference below `lowClockFraction`. */
+  lowSamples: number;
+  /** Median `nvidia-smi` SM clock while its group was measured, MHz, or null. */
+  smMHz: number | null;
+  /** smMHz over the run's working SM clock, or null. */
+  smFraction: number | null;
+  /**
+   * Measured below `lowClockFraction` of the working speed (by the reference or by nvidia-smi):
+   * its latency is not comparable, and `compare` calls no change on it.
+   */
+  lowClock: boolean;
 }
 
 /** A method option's value: a number, a name, or a group of them (e.g. `mma: {rows, keys}`). */
@@ -108,6 +172,8 @@ export interface RuntimeRun {
   tickRatio: number | null;
   /** How this runtime's samples were timed. */
   timingMode: TimingSettings["mode"];
+  /** How this runtime's device kept and checked its clock (absent when not checked). */
+  clock?: RunClock | null;
   /** Stored tuning this runtime's cases used, or null. */
   tuning: TuningUse | null;
 }
@@ -162,6 +228,18 @@ export interface Settings {
   timing: TimingSettings;
 }
 
+/** The clock reference kernel as calibrated (see {@linkcode RunClock}). */
+export interface ClockReferenceCalibration {
+  /** Source id of the kernel (`busy-<hash>`): another kernel's time is not comparable. */
+  kernel: string;
+  timingMode: TimingSettings["mode"];
+  workgroups: number;
+  iterations: number;
+  repetitions: number;
+  /** Time of one dispatch at the working clock (after a spin-up), ns. */
+  nsPerDispatch: number;
+}
+
 /** Device ceilings measured by `calibrate`. */
 export interface Calibration {
   /** Adapter the numbers belong to (vendor/architecture/description). */
@@ -169,8 +247,17 @@ export interface Calibration {
   measuredAt: string;
   /** Read bandwidth by buffer size. */
   readBandwidth: { bytes: number; bytesPerS: number }[];
-  /** Best read bandwidth over the sizes. */
+  /** Best read bandwidth over the sizes: the DRAM roof. */
   peakReadBytesPerS: number;
+  /**
+   * Read bandwidth of working sets well inside L2 (a few MiB), each read many times in one
+   * dispatch with every workgroup moving to other lines each round (absent in older calibrations).
+   */
+  l2ReadBandwidth?: { bytes: number; bytesPerS: number }[];
+  /** Best of `l2ReadBandwidth`: the L2 roof (null or absent: not measured). */
+  l2ReadBytesPerS?: number | null;
+  /** The clock reference kernel's working speed (absent in older calibrations). */
+  reference?: ClockReferenceCalibration | null;
   /** FMA throughput, vec4<f32>, FLOP/s (an FMA counts 2). */
   f32FlopsPerS: number;
   /** FMA throughput, vec4<f16>, FLOP/s, or null without shader-f16. */
@@ -197,19 +284,34 @@ export interface TimingStats {
   repetitions?: number;
 }
 
-/** Where a case sits against the calibrated roofline. */
+/**
+ * Where a case sits against the calibrated ceilings (`results/roofline.ts`). Three floors, each a
+ * lower bound of its GPU time: DRAM (`counts.dramBytes`, the bytes that must cross DRAM once, at
+ * the DRAM read bandwidth), L2 (all real bytes, re-reads included, at the L2 read bandwidth) and
+ * compute (executed FLOPs at the FMA peak). No case can beat a floor whose byte count and ceiling
+ * are right, so the fraction is at most 1; a case above 1 carries a `roof-exceeded` warning.
+ */
 export interface Roofline {
+  /** `dram-l2-compute` (older documents are recomputed on read). */
+  model?: string;
   /** Real bytes / median time. */
   achievedBytesPerS: number;
   /** Executed FLOPs / median time. */
   achievedFlopsPerS: number;
-  /** Real bytes at peak bandwidth. */
+  /** The bytes counted against DRAM (`counts.dramBytes`). */
+  dramBytes?: number;
+  /** dramBytes at the DRAM read bandwidth. */
+  dramTimeNs?: number;
+  /** Real bytes at the L2 read bandwidth; null when the calibration has no L2 roof. */
+  l2TimeNs?: number | null;
+  /** max(dramTime, l2Time): the memory floor. */
   ioTimeNs: number;
   /** Executed FLOPs at the dtype's FMA peak. */
   flopTimeNs: number;
-  /** max(ioTime, flopTime) / median: 1 means at the roofline. */
+  /** max(dramTime, l2Time, flopTime) / median: 1 means on the roof that binds. */
   fraction: number;
-  bound: "memory" | "compute";
+  /** The floor that binds (`memory`: the pre-L2 model, real bytes at DRAM bandwidth). */
+  bound: "dram" | "l2" | "compute" | "memory";
 }
 
 /** Outcome of checking a case's output against the float64 reference. */
@@ -252,6 +354,8 @@ export interface CaseResult {
   timing: TimingStats | null;
   roofline: Roofline | null;
   verification: Verification;
+  /** Clock check of its samples; null when not checked, absent in older documents. */
+  clock?: CaseClock | null;
 }
 
 /** One sampled iteration of a workload. */
@@ -310,6 +414,19 @@ export interface Warning {
   key: string | null;
 }
 
+/**
+ * Why a run holds fewer cases than it planned: `bench` was interrupted (SIGINT, SIGTERM) and wrote
+ * the cases finished so far. Absent (or null) for a run that completed.
+ */
+export interface PartialRun {
+  /** What stopped the run, e.g. `interrupted by SIGINT`. */
+  reason: string;
+  /** Cases written (all of every finished snapshot). */
+  completedCases: number;
+  /** Cases the run had planned. */
+  plannedCases: number;
+}
+
 /** The whole results document. */
 export interface ResultsDocument {
   format: typeof RESULTS_FORMAT;
@@ -322,4 +439,6 @@ export interface ResultsDocument {
   runtimes: RuntimeRun[];
   workloads: WorkloadResult[];
   warnings: Warning[];
+  /** Set when the run was interrupted and holds only the cases finished by then. */
+  partial?: PartialRun | null;
 }

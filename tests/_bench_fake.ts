@@ -65,6 +65,7 @@ export function fakeMethod(name: MethodName, o: FakeOptions = {}): AttentionMeth
             logitsBytes: 0,
             outputBytes: n * 4 * copies,
           }),
+          dramBytes: n * 4,
           flops: n * copies,
           usefulFlops: n,
         },

@@ -6,6 +6,7 @@
 
 import type { GpuInfo, RuntimeName } from "../kernels/gpu.ts";
 import { METHOD_NAMES, type MethodName, type PaperIo, type RealIo } from "../kernels/method.ts";
+import { estimateDramBytes, roofline } from "../results/roofline.ts";
 import {
   type Calibration,
   caseKey,
@@ -119,7 +120,8 @@ function countsFor(method: MethodName, f: TreeFacts, blockSize: number) {
   const flops = method === "tree-mask"
     ? 4 * d * f.queries * f.treeTokens * SHAPE.qHeads
     : usefulFlops;
-  return { paper, real, flops, usefulFlops };
+  const dramBytes = estimateDramBytes(f, SHAPE, "f16");
+  return { paper, real, dramBytes, flops, usefulFlops };
 }
 
 function normal(rng: Rng): number {
@@ -131,6 +133,20 @@ function normal(rng: Rng): number {
 export function drawSamples(rng: Rng, medianNs: number, n: number, noise: number): number[] {
   return Array.from({ length: n }, () => medianNs * Math.exp(noise * normal(rng)));
 }
+
+/** The fixture's calibration: DRAM at PEAK_BW, L2 at 2.5x that, FMA at PEAK_FLOPS. */
+const CALIBRATION: Calibration = {
+  adapterKey: "nvidia/hopper/NVIDIA H100 80GB HBM3",
+  measuredAt: "2025-01-02T03:00:00.000Z",
+  readBandwidth: [{ bytes: 1 << 20, bytesPerS: 30e9 }, { bytes: 1 << 28, bytesPerS: PEAK_BW }],
+  peakReadBytesPerS: PEAK_BW,
+  l2ReadBandwidth: [{ bytes: 4 << 20, bytesPerS: 2.5 * PEAK_BW }],
+  l2ReadBytesPerS: 2.5 * PEAK_BW,
+  f32FlopsPerS: PEAK_FLOPS / 2,
+  f16FlopsPerS: PEAK_FLOPS,
+  dispatchNs: 3000,
+  extraDispatchNs: 800,
+};
 
 /** A valid results document; every field is filled, raw samples included. */
 export function makeRun(o: FixtureOptions = {}): ResultsDocument {
@@ -166,8 +182,6 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
           const counts = countsFor(method, facts, blockSize);
           const med = latency(method, facts, counts) * (o.runtimeFactor?.(runtime) ?? 1);
           const timing = summarize(drawSamples(rng, med, samples, noise), { seed: 7 });
-          const ioTimeNs = counts.real.totalBytes / PEAK_BW * 1e9;
-          const flopTimeNs = counts.flops / PEAK_FLOPS * 1e9;
           return {
             key: caseKey(name, s.iteration, method, runtime),
             method,
@@ -185,14 +199,12 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
             prepareMs: 3,
             planMs: 0.2,
             timing,
-            roofline: {
-              achievedBytesPerS: counts.real.totalBytes / timing.medianNs * 1e9,
-              achievedFlopsPerS: counts.flops / timing.medianNs * 1e9,
-              ioTimeNs,
-              flopTimeNs,
-              fraction: Math.max(ioTimeNs, flopTimeNs) / timing.medianNs,
-              bound: ioTimeNs >= flopTimeNs ? "memory" : "compute",
-            },
+            roofline: roofline(
+              counts,
+              timing.medianNs,
+              "f16",
+              o.calibration === false ? null : CALIBRATION,
+            ),
             verification: {
               checked: true,
               rows: 8,
@@ -230,16 +242,7 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
     subgroupMaxSize: 32,
     subgroupMatrixConfigs: [],
   };
-  const calibration: Calibration | null = o.calibration === false ? null : {
-    adapterKey: "nvidia/hopper/NVIDIA H100 80GB HBM3",
-    measuredAt: "2025-01-02T03:00:00.000Z",
-    readBandwidth: [{ bytes: 1 << 20, bytesPerS: 30e9 }, { bytes: 1 << 28, bytesPerS: PEAK_BW }],
-    peakReadBytesPerS: PEAK_BW,
-    f32FlopsPerS: PEAK_FLOPS / 2,
-    f16FlopsPerS: PEAK_FLOPS,
-    dispatchNs: 3000,
-    extraDispatchNs: 800,
-  };
+  const calibration: Calibration | null = o.calibration === false ? null : CALIBRATION;
   const doc: ResultsDocument = {
     format: RESULTS_FORMAT,
     version: RESULTS_VERSION,
@@ -285,14 +288,14 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
         interleaved: true,
       },
     },
-    calibration,
+    calibration: calibration === null ? null : structuredClone(calibration),
     runtimes: runtimes.map((name) => ({
       name,
       version: name === "deno" ? "deno 2.9.6" : "dawn (npm webgpu@0.6.2)",
       flags: name === "deno" ? [] : ["backend=vulkan"],
       source: name === "deno" ? null : "npm:webgpu@0.6.2",
       adapter,
-      calibration,
+      calibration: calibration === null ? null : structuredClone(calibration),
       tickRatio: 1.0003,
       timingMode: "timestamp",
       tuning: null,

@@ -7,6 +7,7 @@ import {
   loadCalibration,
   saveCalibration,
 } from "../bench/calibrate.ts";
+import { REFERENCE_KERNEL } from "../bench/clock.ts";
 import { createTimer } from "../bench/timer.ts";
 import type { GpuInfo } from "../kernels/gpu.ts";
 import { openTestGpu } from "./_gpu.ts";
@@ -19,11 +20,11 @@ const info = (description: string): GpuInfo => ({
   device: "0x2330",
   description,
   isFallbackAdapter: false,
-  subgroupMinSize: 0,
-  subgroupMaxSize: 0,
-  subgroupMatrixConfigs: [],
   features: [],
   limits: {},
+  subgroupMinSize: 32,
+  subgroupMaxSize: 32,
+  subgroupMatrixConfigs: [],
 });
 
 Deno.test("adapterKey() is a file-name-safe slug of vendor, architecture and description", () => {
@@ -50,6 +51,8 @@ Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes"
   try {
     const c = await calibrate(gpu, timer, {
       readSizes: [1 << 16, 1 << 20, 2 ** 40], // the last one is cut at the binding limit
+      l2Sizes: [1 << 16, 1 << 18, 1 << 20], // the first is below 64 tiles of 4 KiB: skipped
+      l2TargetNs: 2e5,
       fmaTargetNs: 2e5,
       fmaMaxWorkgroups: 16,
       dispatches: 8,
@@ -69,7 +72,13 @@ Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes"
     else assertEquals(c.f16FlopsPerS, null);
     assert(c.dispatchNs > 0);
     assert(c.extraDispatchNs >= 0);
-    assertEquals(steps[0], "read bandwidth");
+    assertEquals(c.l2ReadBandwidth!.map((r) => r.bytes), [1 << 18, 1 << 20]);
+    for (const r of c.l2ReadBandwidth!) assert(r.bytesPerS > 0 && Number.isFinite(r.bytesPerS));
+    assertEquals(c.l2ReadBytesPerS, Math.max(...c.l2ReadBandwidth!.map((r) => r.bytesPerS)));
+    assertEquals(c.reference!.kernel, REFERENCE_KERNEL);
+    assertEquals(c.reference!.timingMode, timer.mode);
+    assert(c.reference!.nsPerDispatch > 0 && c.reference!.iterations >= 16);
+    assertEquals(steps.slice(0, 3), ["clock reference", "read bandwidth", "L2 read bandwidth"]);
     assertEquals(steps.at(-1), "dispatch overhead");
 
     const dir = await Deno.makeTempDir();

@@ -134,6 +134,16 @@ Deno.test("runBench() on the real adapter: ok, failed and error cases, a valid d
     assertEquals(doc.environment.command, ["bench", "test"]);
     assert(doc.environment.deno.length > 0);
     if (g.hasTimestamps) assert(doc.environment.tickRatio! > 0.5 && doc.environment.tickRatio! < 2);
+    // The clock guard ran beside the cases: a working speed, a spin-up per snapshot, and a clock
+    // for every timed case.
+    const k = doc.environment.clock!;
+    assert(k.workingNs > 0 && k.spinUps === 2, JSON.stringify(k));
+    for (const s of w.snapshots) {
+      for (const c of s.cases) {
+        if (c.timing) assert(c.clock!.fraction > 0 && c.clock!.minFraction <= c.clock!.fraction);
+        else assertEquals(c.clock, undefined);
+      }
+    }
   } finally {
     timer.destroy();
   }
@@ -143,9 +153,9 @@ Deno.test("runBench() with a fake timer: totals are Σ weight x median, speedups
   const g = await gpu();
   const clock = new FakeClock();
   const ns: Record<string, number> = { sequence: 3000, "deft-flatten": 1000 };
-  // Keys are `workload@iteration/method[@runtime]`.
+  // Keys are `workload@iteration/method[@runtime]`; other labels are the clock reference.
   const timer = new FakeTimer({
-    sample: (label) => ns[label.split("/")[1]!.split("@")[0]!]!,
+    sample: (label) => ns[label.split("/")[1]?.split("@")[0] ?? ""] ?? 500,
     clock,
   });
   const reg = fakeRegistry();
@@ -167,8 +177,13 @@ Deno.test("runBench() with a fake timer: totals are Σ weight x median, speedups
     assertEquals(c.verification.checked, false);
     assertEquals(c.timing!.medianNs, 1000);
     assertEquals(c.timing!.samplesNs.length, 3); // no noise: stable after the first round
-    // 1e10 B/s peak: real bytes / peak vs flops / 1e11.
-    assertEquals(c.roofline!.ioTimeNs, (c.counts.real.totalBytes / 1e10) * 1e9);
+    // 1e10 B/s DRAM peak, no L2 roof: the bytes that must cross DRAM / peak vs flops / 1e11.
+    assertEquals(c.roofline!.dramTimeNs, (c.counts.dramBytes / 1e10) * 1e9);
+    assertEquals(c.roofline!.l2TimeNs, null);
+    assertEquals(c.roofline!.ioTimeNs, c.roofline!.dramTimeNs);
+    // The fake reference kernel ran at one speed throughout: every case at its working clock.
+    assertEquals(c.clock!.fraction, 1);
+    assertEquals(c.clock!.lowClock, false);
   }
   assertEquals(doc.environment.gitCommit, null);
   assertEquals(doc.environment.nvidiaSmi, null);
@@ -194,7 +209,9 @@ Deno.test("runBench() with the wall-clock fallback says so and records repetitio
   for (const c of doc.workloads[0]!.snapshots[0]!.cases) {
     assertEquals(c.status, "ok");
     assert(c.timing!.repetitions! > 1, `repetitions ${c.timing!.repetitions}`);
+    assert(c.clock!.fraction > 0);
   }
+  assertEquals(doc.environment.clock!.leadNs, 0); // no lead without timestamps
   parseResults(JSON.stringify(doc), "x.json");
 });
 
@@ -235,14 +252,21 @@ Deno.test("verificationRows() samples distinct seeded rows, or all of them", () 
   assert(some.every((r) => r.query < 100 && r.head < 32));
 });
 
-Deno.test("roofline() picks the larger of IO and FLOP time", () => {
-  const counts = zeroPlanCounts({ real: { totalBytes: 1e6 }, flops: 1e6, usefulFlops: 1e6 });
+Deno.test("roofline() picks the largest of the DRAM, L2 and FLOP floors", () => {
+  const counts = zeroPlanCounts({
+    real: { totalBytes: 4e6 },
+    dramBytes: 1e6,
+    flops: 1e6,
+    usefulFlops: 1e6,
+  });
   const r = roofline(counts, 1e6, "f32", CALIBRATION)!; // 1 ms
-  assertEquals(r.ioTimeNs, 1e5); // 1e6 B at 1e10 B/s
+  assertEquals(r.dramTimeNs, 1e5); // 1e6 B at 1e10 B/s
+  assertEquals(r.l2TimeNs, null); // no L2 roof in this calibration
+  assertEquals(r.ioTimeNs, 1e5);
   assertEquals(r.flopTimeNs, 1e4); // 1e6 FLOP at 1e11 FLOP/s
-  assertEquals(r.bound, "memory");
+  assertEquals(r.bound, "dram");
   assertEquals(r.fraction, 0.1);
-  assertEquals(r.achievedBytesPerS, 1e9);
+  assertEquals(r.achievedBytesPerS, 4e9); // all real bytes moved
   assertEquals(roofline(counts, 1e6, "f16", CALIBRATION)!.flopTimeNs, 5e3);
   assertEquals(roofline(counts, 1e6, "f32", null), null);
   assertEquals(roofline(counts, 0, "f32", CALIBRATION), null);

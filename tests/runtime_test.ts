@@ -116,12 +116,15 @@ Deno.test({
       ],
       [["tune", "--runtime", "dawn", "--dawn-node", "/nonexistent/x.node"], /Cannot load Dawn/],
     ];
+    const dir = await Deno.makeTempDir();
     for (const [args, re] of cases) {
       const io = captureIo();
-      assertEquals(await main(args, io), 2, `${args.join(" ")}: ${io.stderr}`);
+      const out = args[0] === "bench" ? ["-o", dir] : [];
+      assertEquals(await main([...args, ...out], io), 2, `${args.join(" ")}: ${io.stderr}`);
       assert(re.test(io.stderr), `${args.join(" ")}: ${io.stderr}`);
       assert(!/\n\s+at /.test(io.stderr), io.stderr); // no stack trace
     }
+    await Deno.remove(dir, { recursive: true });
   },
 });
 
@@ -214,15 +217,19 @@ Deno.test("runBench() on two runtimes: keys, totals, speedups and options kept a
     source: "/opt/dawn.node",
   });
   const clock = new FakeClock();
-  const ns = (runtime: string) => (label: string) =>
-    ({ sequence: 3000, "deft-flatten": 1000 })[label.split("/")[1]!.split("@")[0]!]! *
-    (runtime === "dawn" ? 0.5 : 1);
+  // Case keys are `workload@iteration/method[@runtime]`; the clock guard's passes are others.
+  const ns = (runtime: string) => (label: string) => {
+    const method = label.split("/")[1]?.split("@")[0];
+    const base = method ? ({ sequence: 3000, "deft-flatten": 1000 })[method] : 500;
+    return base! * (runtime === "dawn" ? 0.5 : 1);
+  };
   const order: string[] = [];
   const timer = (runtime: string) => {
     const t = new FakeTimer({ sample: ns(runtime), clock });
     const time = t.time.bind(t);
     t.time = (passes) => {
-      if (order.at(-1) !== runtime) order.push(runtime);
+      const cases = passes.some((p) => p.label.includes("/"));
+      if (cases && order.at(-1) !== runtime) order.push(runtime);
       return time(passes);
     };
     return t;
@@ -250,6 +257,9 @@ Deno.test("runBench() on two runtimes: keys, totals, speedups and options kept a
     ["dawn", "dawn (npm webgpu@0.6.2)", "/opt/dawn.node"],
   ]);
   assertEquals(parsed.runtimes[1]!.tuning!.applied, { "deft-flatten": { blockSize: 64 } });
+  // Each device kept and checked its own clock.
+  for (const r of parsed.runtimes) assert(r.clock !== null && r.clock!.workingNs > 0);
+  assertEquals(parsed.environment.clock, parsed.runtimes[0]!.clock);
   const w = parsed.workloads[0]!;
   for (const s of w.snapshots) {
     assertEquals(s.cases.map((c) => c.key), [

@@ -7,7 +7,7 @@
 
 import type { WorkloadInfo } from "./format.ts";
 import { DecodingRun } from "./run.ts";
-import type { Tree, TreeNode } from "./tree.ts";
+import { checkTreeBound, type Tree, type TreeNode } from "./tree.ts";
 
 /** Parameters of a few-shot run. */
 export interface FewShotParams {
@@ -37,6 +37,16 @@ export class FewShotRun extends DecodingRun {
     checkPositive("prompt", params.prompt, 4_000_000);
     checkPositive("branches", params.branches, 65_536);
     checkPositive("generated", params.generated, 1_000_000);
+    // The last iteration holds the largest tree: the prompt and every branch at full length.
+    checkTreeBound(
+      {
+        nodes: 1 + params.branches,
+        tokensPerNode: Math.max(params.prompt, params.generated),
+        totalTokens: params.prompt + params.branches * params.generated,
+        queries: params.branches,
+      },
+      `few-shot with prompt ${params.prompt}, ${params.branches} branches of ${params.generated} tokens`,
+    );
     this.params = { ...params };
     this.iterations = params.generated;
     this.info = { kind: "few-shot", name, params: { ...params } };

@@ -184,12 +184,26 @@ export function parseRun(text: string): RunDocument {
     throw new TreeError(`snapshots must be a non-empty array, got ${show(doc.snapshots)}`);
   }
   let weightSum = 0;
+  let prevIteration = -1;
   const snapshots = doc.snapshots.map((s, i): RunSnapshot => {
     if (!isObject(s)) throw new TreeError(`snapshots[${i}] must be an object`);
     const it = s.iteration;
     if (typeof it !== "number" || !Number.isSafeInteger(it) || it < 0 || it >= iterations) {
       throw new TreeError(
         `snapshots[${i}].iteration must be an integer in [0, ${iterations - 1}], got ${show(it)}`,
+      );
+    }
+    const prev = prevIteration;
+    prevIteration = it;
+    if (it <= prev) {
+      throw new TreeError(
+        it === prev
+          ? `snapshots[${i}].iteration ${it} is a duplicate: snapshots[${
+            i - 1
+          }] has it too (one snapshot per iteration)`
+          : `snapshots[${i}].iteration ${it} is smaller than snapshots[${
+            i - 1
+          }].iteration ${prev}: snapshots must be in increasing iteration order`,
       );
     }
     const weight = s.weight;

@@ -8,7 +8,7 @@
 
 import type { WorkloadInfo } from "./format.ts";
 import { DecodingRun } from "./run.ts";
-import type { Query, Tree, TreeNode } from "./tree.ts";
+import { checkTreeBound, type Query, type Tree, type TreeNode } from "./tree.ts";
 
 /** One level of a grid: how many nodes, and how many tokens each holds. */
 export interface GridLevel {
@@ -40,10 +40,8 @@ export function levelGridTree(levels: readonly GridLevel[]): Tree {
       `Level 0 of a grid must hold exactly 1 node (the root), got ${levels[0]!.nodes}`,
     );
   }
-  const nodes: TreeNode[] = [];
-  let prev: number[] = [];
-  let id = 0;
-  let total = 0;
+  // Sizes from the arithmetic first, so an impossible grid is refused before anything is built.
+  let nodeCount = 0, tokenTotal = 0, perNode = 0;
   levels.forEach((level, k) => {
     if (!Number.isSafeInteger(level.nodes) || level.nodes < 1 || level.nodes > 1_000_000) {
       throw new RangeError(`Level ${k} must have 1 to 1000000 nodes, got ${level.nodes}`);
@@ -53,15 +51,34 @@ export function levelGridTree(levels: readonly GridLevel[]): Tree {
         `Level ${k} must have a positive integer token count, got ${level.tokens}`,
       );
     }
-    if (k > 0 && level.nodes < prev.length) {
+    const above = k > 0 ? levels[k - 1]!.nodes : 0;
+    if (level.nodes < above) {
       throw new RangeError(
-        `Level ${k} has ${level.nodes} nodes, fewer than the ${prev.length} nodes of level ${
+        `Level ${k} has ${level.nodes} nodes, fewer than the ${above} nodes of level ${
           k - 1
         }: every node above would not get a child`,
       );
     }
-    total += level.nodes * level.tokens;
-    if (total > 64_000_000) throw new RangeError(`Grid holds more than 64000000 tokens`);
+    nodeCount += level.nodes;
+    tokenTotal += level.nodes * level.tokens;
+    perNode = Math.max(perNode, level.tokens);
+  });
+  const spec = levels.length <= 8
+    ? levels.map((l) => `${l.nodes}x${l.tokens}`).join(",")
+    : `of ${levels.length} levels`;
+  checkTreeBound(
+    {
+      nodes: nodeCount,
+      tokensPerNode: perNode,
+      totalTokens: tokenTotal,
+      queries: levels[levels.length - 1]!.nodes,
+    },
+    `Grid ${spec}`,
+  );
+  const nodes: TreeNode[] = [];
+  let prev: number[] = [];
+  let id = 0;
+  levels.forEach((level, k) => {
     const cur: number[] = [];
     for (let j = 0; j < level.nodes; j++) {
       nodes.push({ id, parent: k === 0 ? null : prev[j % prev.length]!, tokens: level.tokens });

@@ -11,7 +11,13 @@
 import type { WorkloadInfo } from "./format.ts";
 import { Rng } from "./rng.ts";
 import { DecodingRun } from "./run.ts";
-import type { Query, Tree, TreeNode } from "./tree.ts";
+import {
+  checkTreeBound,
+  type Query,
+  type Tree,
+  type TreeNode,
+  type TreeSizeBound,
+} from "./tree.ts";
 
 /** Parameters of a Tree-of-Thoughts BFS run. */
 export interface ReasoningParams {
@@ -46,6 +52,8 @@ export class ReasoningRun extends DecodingRun {
   readonly info: WorkloadInfo;
   readonly iterations: number;
   readonly params: ReasoningParams;
+  /** The largest sizes any snapshot reaches, computed from the thoughts without building trees. */
+  readonly largestTree: TreeSizeBound;
   readonly #thoughts: Thought[];
 
   /** Creates the run; throws `RangeError` for impossible sizes. */
@@ -93,6 +101,11 @@ export class ReasoningRun extends DecodingRun {
     }
     this.#thoughts = thoughts;
     this.iterations = last + 1;
+    this.largestTree = reasoningBound(prompt, thoughts);
+    checkTreeBound(
+      this.largestTree,
+      `reasoning with prompt ${prompt}, ${depth} levels of ${width} thoughts of ${thoughtMin}-${thoughtMax} tokens`,
+    );
   }
 
   snapshot(i: number): Tree {
@@ -110,4 +123,58 @@ export class ReasoningRun extends DecodingRun {
     }
     return { nodes, queries };
   }
+}
+
+/**
+ * The largest tree of a reasoning run, from its thoughts alone (no tree is built). Between events
+ * every size only grows (each generating thought gains a token per iteration), and it drops only
+ * when a thought ends, so the maxima lie at thought ends; queries peak when a level starts. A
+ * sweep over the sorted ends evaluates each in O(1): O(T log T) for T thoughts.
+ */
+function reasoningBound(prompt: number, thoughts: readonly Thought[]): TreeSizeBound {
+  const n = thoughts.length;
+  // Thoughts sorted by end: end x 2^22 + index fits a double exactly (end < 2^31, index < 2^22).
+  const byEnd = new Float64Array(n);
+  for (let i = 0; i < n; i++) byEnd[i] = thoughts[i]!.end * 4194304 + i;
+  byEnd.sort();
+  // Thoughts are created level by level, so their starts never decrease in creation order.
+  const candidates: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (i === 0 || thoughts[i]!.start !== thoughts[i - 1]!.start) {
+      candidates.push(thoughts[i]!.start);
+    }
+  }
+  let generating = 0, startSum = 0, kept = 0, keptTokens = 0;
+  let sp = 0, ep = 0, ci = 0;
+  const bound: TreeSizeBound = { nodes: 1, tokensPerNode: prompt, totalTokens: prompt, queries: 0 };
+  for (const t of thoughts) bound.tokensPerNode = Math.max(bound.tokensPerNode, t.length);
+  const at = (i: number) => {
+    for (; sp < n && thoughts[sp]!.start <= i; sp++) {
+      generating++;
+      startSum += thoughts[sp]!.start;
+    }
+    for (; ep < n; ep++) {
+      const t = thoughts[byEnd[ep]! % 4194304]!;
+      if (t.end >= i) break;
+      generating--;
+      startSum -= t.start;
+      if (t.expands) {
+        kept++;
+        keptTokens += t.length;
+      }
+    }
+    bound.nodes = Math.max(bound.nodes, 1 + generating + kept);
+    bound.queries = Math.max(bound.queries, generating);
+    bound.totalTokens = Math.max(
+      bound.totalTokens,
+      prompt + keptTokens + generating * (i + 1) - startSum,
+    );
+  };
+  // Evaluate at level starts and thought ends, in time order.
+  for (let e = 0; e < n; e++) {
+    const end = thoughts[byEnd[e]! % 4194304]!.end;
+    while (ci < candidates.length && candidates[ci]! <= end) at(candidates[ci++]!);
+    at(end);
+  }
+  return bound;
 }

@@ -114,6 +114,33 @@ export class StoredRun extends DecodingRun {
   }
 }
 
+/** A run under another name (its trees, iterations and sampling unchanged). */
+export class RenamedRun extends DecodingRun {
+  readonly info: WorkloadInfo;
+  readonly iterations: number;
+  readonly #inner: DecodingRun;
+
+  /** Wraps `inner`, reporting it as `name`. */
+  constructor(inner: DecodingRun, name: string) {
+    super();
+    this.#inner = inner;
+    this.info = { ...inner.info, name };
+    this.iterations = inner.iterations;
+  }
+
+  snapshot(i: number): Tree {
+    return this.#inner.snapshot(i);
+  }
+
+  override snapshots(): Generator<Snapshot> {
+    return this.#inner.snapshots();
+  }
+
+  override sample(k: number): Snapshot[] {
+    return this.#inner.sample(k);
+  }
+}
+
 /** Totals of tree facts over a run (weighted by snapshot weights). */
 export interface RunFacts {
   /** Iterations in the run. */

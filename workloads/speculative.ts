@@ -10,7 +10,7 @@
 import type { WorkloadInfo } from "./format.ts";
 import { Rng } from "./rng.ts";
 import { DecodingRun } from "./run.ts";
-import type { Query, Tree, TreeNode } from "./tree.ts";
+import { checkTreeBound, type Query, type Tree, type TreeNode } from "./tree.ts";
 
 /**
  * Nodes per depth (1 to 4) below the root token of the Medusa trees in the paper's data
@@ -149,6 +149,17 @@ export class SpeculativeRun extends DecodingRun {
       this.prefixAt[s] = p;
       p += 1 + rng.weighted(ACCEPT_LENGTH_WEIGHTS);
     }
+    // The prefix only grows: the last step holds the largest tree.
+    const last = this.prefixAt[steps - 1]!;
+    checkTreeBound(
+      {
+        nodes: 1 + treeTokens,
+        tokensPerNode: last,
+        totalTokens: last + treeTokens,
+        queries: treeTokens,
+      },
+      `speculative with prefix ${prefix}, ${treeTokens} tree tokens and ${steps} steps (prefix ${last} at the last step)`,
+    );
     this.#parent = params.topology === "flat"
       ? new Int32Array(treeTokens).fill(-1)
       : medusaTokenTree(treeTokens);

@@ -36,6 +36,36 @@ export const TREE_LIMITS = {
   maxQueries: 65_536,
 } as const;
 
+/** The largest sizes any tree of a run reaches, computed from its parameters. */
+export interface TreeSizeBound {
+  /** Most nodes in one tree. */
+  nodes: number;
+  /** Most tokens in one node. */
+  tokensPerNode: number;
+  /** Most KV tokens in one tree. */
+  totalTokens: number;
+  /** Most queries in one tree. */
+  queries: number;
+}
+
+/**
+ * Refuses a run whose trees would break {@linkcode TREE_LIMITS}, from the arithmetic of its
+ * parameters and before any tree is built. Throws `RangeError` naming `what` (the run) and the limit.
+ */
+export function checkTreeBound(bound: TreeSizeBound, what: string): void {
+  const checks: [number, number, string][] = [
+    [bound.nodes, TREE_LIMITS.maxNodes, "nodes in one tree"],
+    [bound.tokensPerNode, TREE_LIMITS.maxTokensPerNode, "tokens in one node"],
+    [bound.totalTokens, TREE_LIMITS.maxTotalTokens, "KV tokens in one tree"],
+    [bound.queries, TREE_LIMITS.maxQueries, "queries in one tree"],
+  ];
+  for (const [value, limit, unit] of checks) {
+    if (value > limit) {
+      throw new RangeError(`${what} reaches ${value} ${unit}, more than the limit of ${limit}`);
+    }
+  }
+}
+
 /** A tree that breaks the model's rules; the message names the field and the node. */
 export class TreeError extends Error {
   /** Creates the error with a message that names what is wrong. */
@@ -282,6 +312,10 @@ export function treeFacts(tree: Tree | IndexedTree): TreeFacts {
 /** Formats a value for an error message. */
 export function show(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value);
+  // JSON has no Infinity: a number like 1e400 reads as one. JSON.stringify would say null.
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return Number.isNaN(value) ? "NaN" : `${value} (a number too large to represent)`;
+  }
   if (value === undefined) return "nothing";
   try {
     const s = JSON.stringify(value);

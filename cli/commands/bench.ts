@@ -36,12 +36,19 @@ import {
   type MethodOptions,
 } from "../../kernels/method.ts";
 import { METHODS } from "../../kernels/methods/mod.ts";
-import { writeFileAtomic } from "../../results/files.ts";
-import { docSeries } from "../../results/document.ts";
+import { docSeries, parseResults } from "../../results/document.ts";
+import {
+  checkWritable,
+  refuseOverlap,
+  removePendingTemps,
+  saveFallback,
+  writeFileAtomic,
+} from "../../results/files.ts";
 import { renderReport } from "../../results/report.ts";
 import type { Calibration, ResultsDocument, TuningUse } from "../../results/schema.ts";
 import { PAPER_PRESETS } from "../../workloads/presets.ts";
 import { type Dtype, resolveShape } from "../../workloads/shapes.ts";
+import { chooseDtype } from "../dtype.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 import {
@@ -57,8 +64,10 @@ import {
   generatorOptions,
   intArg,
   parseSweep,
+  requireQueries,
   resolveWorkloads,
   scaleArg,
+  uniqueNames,
 } from "../workload_args.ts";
 
 /** Defaults of `bench` on a real GPU. */
@@ -173,7 +182,8 @@ async function exists(path: string): Promise<boolean> {
     await Deno.lstat(path);
     return true;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    // A missing path, or a file where a folder should be: checkWritable names the problem.
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return false;
     throw e;
   }
 }
@@ -269,6 +279,7 @@ export function caseTable(doc: ResultsDocument): string {
       "GFLOP/s",
       "roofline",
       "bound",
+      "clock",
       "max rel err",
     ],
     style: { head: [], border: [] },
@@ -288,12 +299,68 @@ export function caseTable(doc: ResultsDocument): string {
           r ? (r.achievedFlopsPerS / 1e9).toFixed(1) : "",
           r ? `${(r.fraction * 100).toFixed(1)}%` : "",
           r ? r.bound : "",
+          c.clock ? `${(c.clock.fraction * 100).toFixed(0)}%${c.clock.lowClock ? " LOW" : ""}` : "",
           v.checked ? v.maxRelError.toExponential(1) : "not checked",
         ]);
       }
     }
   }
-  return `Cases (roofline: max(IO time, FLOP time) at the calibrated ceilings / median):\n${t.toString()}\n`;
+  return `Cases (roofline: the largest of DRAM time (bytes that must cross DRAM), L2 time (all bytes moved) and FLOP time at the calibrated ceilings / median; clock: reference kernel speed / working speed, LOW below 90%):\n${t.toString()}\n`;
+}
+
+/**
+ * Writes the results document and its report. The document is first checked with the readers'
+ * own validator (a document `report`, `compare` or `dashboard` would refuse is a bug, exit 1).
+ * When the output cannot be written after all, the results go to a fallback file (named in the
+ * message, exit 1) instead of being lost.
+ */
+async function writeResults(
+  io: CliIo,
+  doc: ResultsDocument,
+  json: string,
+  outPath: string,
+  outHtml: string,
+  force: boolean,
+): Promise<void> {
+  let invalid: string | null = null;
+  try {
+    parseResults(json, outPath);
+  } catch (e) {
+    invalid = (e as Error).message;
+  }
+  let failure: string | null = null;
+  if (invalid === null) {
+    try {
+      await writeFileAtomic(outPath, json, { force });
+    } catch (e) {
+      failure = `cannot write ${outPath}: ${(e as Error).message}`;
+    }
+  }
+  if (invalid !== null || failure !== null) {
+    let saved: string;
+    try {
+      saved = await saveFallback(json);
+    } catch (e) {
+      io.err(`error: ${failure ?? invalid}; saving a copy failed too: ${(e as Error).message}\n`);
+      throw new ExitCode(1);
+    }
+    io.err(
+      invalid !== null
+        ? `internal error: the results document fails its own validation (${invalid}); it was saved to ${saved} (please report this)\n`
+        : `error: ${failure}; the results were saved to ${saved} instead\n`,
+    );
+    throw new ExitCode(1);
+  }
+  try {
+    await writeFileAtomic(outHtml, renderReport([doc]), { force });
+  } catch (e) {
+    io.err(
+      `error: cannot write ${outHtml}: ${
+        (e as Error).message
+      }; the results are in ${outPath} (\`deft-bench report ${outPath}\` renders them)\n`,
+    );
+    throw new ExitCode(1);
+  }
 }
 
 /** Options per method from a stored tuning, and what the results record about it. */
@@ -511,24 +578,6 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
     ) {
       if (v !== undefined && v < 1) throw new UsageError(`${flag} must be at least 1`);
     }
-    const specs = workloadArgs.length > 0 ? workloadArgs : [...PAPER_PRESETS];
-    const sweep = opts.sweep === undefined ? null : parseSweep(opts.sweep);
-    for (const s of specs) await resolveWorkloads(s, { ...opts, scale: opts.scale ?? 1 }, sweep);
-    const startedAt = new Date();
-    const outPath = resultsPath(opts.output, startedAt);
-    const outHtml = htmlPath(outPath);
-    if (!opts.force) {
-      for (const p of [outPath, outHtml]) {
-        if (await exists(p)) {
-          throw new UsageError(`${p} already exists; pass --force to overwrite it`);
-        }
-      }
-    }
-    const quiet = Boolean(opts.json || opts.quiet);
-    const say = (s: string) => {
-      if (!quiet) io.err(`${s}\n`);
-    };
-
     const rt = runtimeArgs(opts);
     if (rt.runtimes.length > 1) {
       if (opts.calibration) {
@@ -542,6 +591,41 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         );
       }
     }
+    const specs = workloadArgs.length > 0 ? workloadArgs : [...PAPER_PRESETS];
+    const sweep = opts.sweep === undefined ? null : parseSweep(opts.sweep);
+    const quiet = Boolean(opts.json || opts.quiet);
+    const say = (s: string) => {
+      if (!quiet) io.err(`${s}\n`);
+    };
+    // Every workload is resolved and checked here, before the GPU: files, queries, names.
+    const resolveAll = async (scale: number) => {
+      const list = [];
+      for (const s of specs) {
+        const items = await resolveWorkloads(s, { ...opts, scale }, sweep);
+        for (const item of items) requireQueries(item.run, s);
+        list.push({ spec: s, items });
+      }
+      return uniqueNames(list);
+    };
+    for (const note of (await resolveAll(opts.scale ?? 1)).notes) say(`note: ${note}`);
+    const startedAt = new Date();
+    const outPath = resultsPath(opts.output, startedAt);
+    const outHtml = htmlPath(outPath);
+    if (!opts.force) {
+      for (const p of [outPath, outHtml]) {
+        if (await exists(p)) {
+          throw new UsageError(`${p} already exists; pass --force to overwrite it`);
+        }
+      }
+    }
+    const inputFiles = specs.filter((s) => s.endsWith(".json") || s.includes("/"));
+    if (opts.calibration) inputFiles.push(opts.calibration);
+    if (typeof opts.tuning === "string") inputFiles.push(opts.tuning);
+    await refuseOverlap([outPath, outHtml], inputFiles);
+    // Measurements must never be lost to an output that cannot be written: check it first.
+    await checkWritable(outPath);
+    await checkWritable(outHtml);
+
     const minSampleNs = (opts.minSampleUs ?? BENCH_DEFAULTS.minSampleUs) * 1e3;
     const gpus = await openRuntimes(
       rt,
@@ -564,18 +648,14 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         : null;
       if (scaleReason) say(`note: ${scaleReason}`);
       const noF16 = gpus.filter((g) => !g.hasF16);
+      // --dtype f16 must be possible on every runtime (chooseDtype says why not).
+      for (const g of gpus) chooseDtype(g, opts.dtype);
       const dtype = opts.dtype ?? (noF16.length === 0 ? "f16" : "f32");
       if (!opts.dtype && noF16.length > 0) {
         say(
           `note: ${
             noF16.map((g) => `the adapter${tag(g)}`).join(" and ")
           } has no shader-f16; using --dtype f32`,
-        );
-      }
-      if (opts.dtype === "f16" && noF16.length > 0) {
-        const g = noF16[0]!;
-        throw new UsageError(
-          `--dtype f16 needs shader-f16, which ${g.info.description} does not offer on runtime ${g.runtime.name}`,
         );
       }
       for (const g of gpus) checkKernel(opts.kernel, g, dtype);
@@ -585,10 +665,7 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         throw new UsageError("--max-samples must be at least --min-samples");
       }
 
-      const workloads: BenchWorkload[] = [];
-      for (const s of specs) {
-        workloads.push(...await resolveWorkloads(s, { ...opts, scale }, sweep));
-      }
+      const workloads: BenchWorkload[] = (await resolveAll(scale)).workloads;
 
       // Options as given; stored tuning fills in what the command line leaves open.
       const explicit: Partial<MethodOptions> = {};
@@ -603,7 +680,14 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         let calibration: Calibration | null = null;
         if (opts.calibrate !== false) {
           const path = opts.calibration ?? runtimeCalibrationPath(gpu);
-          const stored = await loadCalibration(path, gpu.info);
+          const stored = await loadCalibration(path, gpu.info).catch((e) => {
+            if (!(e instanceof SyntaxError) || opts.calibration) throw e;
+            throw new UsageError(
+              `${e.message}; delete it or measure a new one with \`deft-bench calibrate --force${
+                many ? ` --runtime ${gpu.runtime.name}` : ""
+              }\` (or pass --no-calibrate)`,
+            );
+          });
           if (stored) {
             calibration = stored.calibration;
             say(`calibration${tag(gpu)}: ${path} (measured ${calibration.measuredAt})`);
@@ -636,6 +720,32 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       }
 
       const progress = createProgress(io, { silent: quiet });
+      // Ctrl-C (or SIGTERM) once: stop, and write the cases finished so far marked partial.
+      // Twice: quit at once, removing any file being written.
+      const interrupt = new AbortController();
+      const onSignal = (name: Deno.Signal) => () => {
+        if (interrupt.signal.aborted) {
+          removePendingTemps();
+          io.err(`\n${name} again: quitting at once (no half-written file is left)\n`);
+          Deno.exit(name === "SIGTERM" ? 143 : 130);
+        }
+        io.err(
+          `\n${name}: stopping; the cases finished so far will be written to ${outPath} (press Ctrl-C again to quit at once)\n`,
+        );
+        interrupt.abort(name);
+      };
+      const listeners = (["SIGINT", "SIGTERM"] as const).flatMap((name) => {
+        const h = onSignal(name);
+        try {
+          Deno.addSignalListener(name, h);
+          return [[name, h] as const];
+        } catch {
+          return []; // a platform without this signal
+        }
+      });
+      const removeListeners = () => {
+        for (const [name, h] of listeners.splice(0)) Deno.removeSignalListener(name, h);
+      };
       const doc = await runBench(devices, {
         workloads,
         methods,
@@ -660,11 +770,29 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         },
         calibration: devices[0]!.calibration,
         command: commandLine(self),
-      }, { progress });
+      }, { progress, signal: interrupt.signal }).catch((e) => {
+        removeListeners();
+        throw e;
+      });
+      const partial = doc.partial ?? null;
+      const exitCode = interrupt.signal.reason === "SIGTERM" ? 143 : 130; // 128 + signal
+      if (partial && partial.completedCases === 0) {
+        removeListeners();
+        io.err(`${partial.reason} before any case finished: nothing was written\n`);
+        throw new ExitCode(exitCode);
+      }
 
       const json = JSON.stringify(doc, null, 1) + "\n";
-      await writeFileAtomic(outPath, json, { force: Boolean(opts.force) });
-      await writeFileAtomic(outHtml, renderReport([doc]), { force: Boolean(opts.force) });
+      // The listeners stay while writing: a second Ctrl-C then removes the temporary file.
+      await writeResults(io, doc, json, outPath, outHtml, Boolean(opts.force)).finally(
+        removeListeners,
+      );
+      if (partial) {
+        io.err(
+          `partial results (${partial.reason}): ${partial.completedCases} of ${partial.plannedCases} cases written to ${outPath} and ${outHtml}\n`,
+        );
+        throw new ExitCode(exitCode);
+      }
       if (opts.json) {
         io.out(json);
       } else {

@@ -15,7 +15,7 @@ import {
   MismatchError,
 } from "../../results/compare.ts";
 import { readResults } from "../../results/document.ts";
-import { writeFileAtomic } from "../../results/files.ts";
+import { refuseOverlap, writeFileAtomic } from "../../results/files.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 
@@ -41,7 +41,7 @@ function probability(v: string): number {
 export function compareCommand(io: CliIo) {
   return new Command("compare")
     .description(
-      "Compare two results documents case by case: ratio of medians (head / base) with a 95 % bootstrap interval and a Mann-Whitney U test on the raw samples. A case regresses when the ratio exceeds 1 + threshold and the test agrees, when its IO bytes or FLOPs grew (they must match exactly), or when it fails in HEAD. Prints a Markdown table (append it to $GITHUB_STEP_SUMMARY); exit 1 when anything regressed, 0 otherwise, 2 on bad input.",
+      "Compare two results documents case by case: ratio of medians (head / base) with a 95 % bootstrap interval and a Mann-Whitney U test on the raw samples. A case regresses when the ratio exceeds 1 + threshold and the test agrees, when its IO bytes or FLOPs grew (they must match exactly), or when it fails in HEAD. A case measured below its adapter's working clock on either side (flagged lowClock by bench) is not judged: verdict unreliable-clock, neither regression nor improvement. Prints a Markdown table (append it to $GITHUB_STEP_SUMMARY); exit 1 when anything regressed, 0 otherwise, 2 on bad input.",
     )
     .argument("<base>", "results document of the baseline run")
     .argument("<head>", "results document of the run under test")
@@ -62,6 +62,8 @@ export function compareCommand(io: CliIo) {
     .option("--common-only", "compare the cases both runs hold and list the others")
     .option("--quiet", "print nothing on standard output (use the exit code and files)")
     .action(async (basePath, headPath, opts) => {
+      const outputs = [opts.jsonOutput, opts.markdownOutput].filter((o): o is string => !!o);
+      await refuseOverlap(outputs, [basePath, headPath]);
       const base = await readResults(basePath);
       const head = await readResults(headPath);
       let comparison;
@@ -88,7 +90,9 @@ export function compareCommand(io: CliIo) {
       if (!opts.quiet) io.out(markdown);
       const s = comparison.summary;
       io.err(
-        `compare: ${s.regressions} regression(s), ${s.improvements} improvement(s), ${s.noise} unchanged of ${comparison.cases.length} case(s)\n`,
+        `compare: ${s.regressions} regression(s), ${s.improvements} improvement(s), ${s.noise} unchanged${
+          s.unreliableClock > 0 ? `, ${s.unreliableClock} not judged (low clock)` : ""
+        } of ${comparison.cases.length} case(s)\n`,
       );
       const code = compareExitCode(comparison);
       if (code !== 0) throw new ExitCode(code);

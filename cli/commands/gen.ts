@@ -6,7 +6,7 @@
 
 import { Command, Option } from "../../deps/commander.ts";
 import { stringifyRun, stringifyTree } from "../../workloads/format.ts";
-import { writeFileAtomic } from "../../results/files.ts";
+import { refuseOverlap, writeFileAtomic } from "../../results/files.ts";
 import { UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
@@ -38,6 +38,9 @@ export function genCommand(io: CliIo) {
     );
   for (const o of generatorOptions()) cmd.addOption(o);
   return cmd.action(async (workload, opts) => {
+    if (opts.output && (workload.endsWith(".json") || workload.includes("/"))) {
+      await refuseOverlap([opts.output], [workload]);
+    }
     const run = await resolveWorkload(workload, opts);
     let text: string;
     if (opts.snapshot !== undefined) {

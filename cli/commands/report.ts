@@ -7,7 +7,7 @@
 
 import { Command } from "../../deps/commander.ts";
 import { readResults } from "../../results/document.ts";
-import { writeFileAtomic } from "../../results/files.ts";
+import { refuseOverlap, writeFileAtomic } from "../../results/files.ts";
 import { renderReport } from "../../results/report.ts";
 import type { CliIo } from "../io.ts";
 
@@ -26,6 +26,7 @@ export function reportCommand(io: CliIo) {
     )
     .option("--title <text>", "page title")
     .action(async (runs, opts) => {
+      if (opts.output) await refuseOverlap([opts.output], runs);
       const docs = [];
       for (const path of runs) docs.push(await readResults(path));
       const html = renderReport(docs, { chartJs: opts.cdn ? "cdn" : "inline", title: opts.title });

@@ -18,6 +18,7 @@ import { resolveShape } from "../../workloads/shapes.ts";
 import { IndexedTree, treeFacts } from "../../workloads/tree.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { chooseDtype } from "../dtype.ts";
 import {
   checkKernel,
   dawnNodeOption,
@@ -128,6 +129,11 @@ export function runCommand(io: CliIo) {
     }
     const ix = new IndexedTree(run.snapshot(iteration));
     const facts = treeFacts(ix);
+    if (facts.queries === 0) {
+      throw new UsageError(
+        `${workload}: the tree at iteration ${iteration} has no queries; attention needs at least one query`,
+      );
+    }
     const rt = runtimeArgs(opts);
     const gpus = await openRuntimes(
       rt,
@@ -136,6 +142,8 @@ export function runCommand(io: CliIo) {
         : { powerPreference: opts.adapter },
     );
     try {
+      // --dtype f16 must be possible on every runtime (chooseDtype says why not).
+      for (const g of gpus) chooseDtype(g, opts.dtype);
       const dtype = opts.dtype ?? (gpus.every((g) => g.hasF16) ? "f16" : "f32");
       for (const g of gpus) checkKernel(opts.kernel, g, dtype);
       const options = {

@@ -22,6 +22,7 @@ import { type Gpu, GpuError } from "../gpu.ts";
 import {
   type AttentionMethod,
   type DispatchInfo,
+  dramFloorBytes,
   type GpuProblem,
   paperIo,
   type Plan,
@@ -145,6 +146,7 @@ export function planRadix(input: PlanInput): RadixPlan {
       logitsBytes: 2 * headTokens * b,
       outputBytes: nq * qHeads * d * 4,
     }),
+    dramBytes: dramFloorBytes(input),
     flops: 4 * d * headTokens,
     usefulFlops: 4 * d * headTokens,
   };

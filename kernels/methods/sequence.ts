@@ -27,6 +27,7 @@ import { type Gpu, GpuError } from "../gpu.ts";
 import {
   type AttentionMethod,
   type DispatchInfo,
+  dramFloorBytes,
   type GpuProblem,
   paperIo,
   type Plan,
@@ -473,6 +474,7 @@ export function planSequence(
       logitsBytes: 0,
       outputBytes: nq * rowBytes,
     }),
+    dramBytes: dramFloorBytes(input),
     flops: attentionFlops + reduceFlops,
     usefulFlops: 4 * d * sumN * qHeads,
   };

@@ -28,6 +28,7 @@ import type { KvLayout } from "../layout.ts";
 import {
   type AttentionMethod,
   type DispatchInfo,
+  dramFloorBytes,
   type GpuProblem,
   paperIo,
   type Plan,
@@ -298,6 +299,8 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
       logitsBytes: (8 + pvColTiles) * E * b,
       outputBytes: outBytes,
     }),
+    // Every tree token's KV (the mask hides, it does not skip) and the mask, once.
+    dramBytes: dramFloorBytes(input, { kvTokens: n, extraBytes: maskBits.byteLength }),
     flops,
     usefulFlops: 4 * d * pathTokens * qHeads,
   };
