@@ -36,6 +36,25 @@
  * gpu.destroy();
  * ```
  *
+ * Two WebGPU runtimes are reachable (the command line's `--runtime`): Deno's built-in WebGPU
+ * (`"deno"`, the default) and Chromium's Dawn (`"dawn"`), loaded on first use from the `dawnNode`
+ * path, `DAWN_NODE`, or the npm package `webgpu` (the only runtime with subgroup matrices, i.e.
+ * tensor cores). `MethodOptions.kernel` is `--kernel`: `"auto"`, `"fma"` or `"mma"`. `runBench`
+ * takes one `BenchDevice` per runtime and measures them in one run (`bench --runtime deno,dawn`);
+ * `tune` measures option candidates and `loadTuning`/`storedChoices` read what it stored. Dawn's
+ * objects keep the process alive: end a script with `Deno.exit()`.
+ *
+ * @example Pick the runtime and see what the device offers
+ * ```ts
+ * import { Gpu, kernelCaps, type RuntimeName } from "./mod.ts";
+ *
+ * const runtime: RuntimeName = Deno.env.get("DEFT_RUNTIME") === "dawn" ? "dawn" : "deno";
+ * const gpu = await Gpu.open({ runtime, dawnNode: Deno.env.get("DAWN_NODE") });
+ * const caps = kernelCaps(gpu);
+ * console.log(gpu.runtime.version, caps.matrix ? "mma and fma kernels" : "fma kernels only");
+ * gpu.destroy();
+ * ```
+ *
  * @module
  */
 
@@ -100,7 +119,18 @@ export { type KvIo, kvIo } from "./workloads/io.ts";
 export { Rng } from "./workloads/rng.ts";
 
 // Kernels: device, shared layout, reference, the method interface and the methods.
-export { Gpu, GpuError, type GpuInfo, type GpuOpenOptions } from "./kernels/gpu.ts";
+export {
+  DAWN_FLAGS,
+  DAWN_PACKAGE,
+  Gpu,
+  GpuError,
+  type GpuInfo,
+  type GpuOpenOptions,
+  RUNTIME_NAMES,
+  type RuntimeInfo,
+  type RuntimeName,
+  type SubgroupMatrixConfig,
+} from "./kernels/gpu.ts";
 export {
   type AttentionData,
   type KvLayout,
@@ -118,6 +148,10 @@ export {
   type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
   type GpuProblem,
+  KERNEL_CHOICES,
+  type KernelCaps,
+  kernelCaps,
+  type KernelChoice,
   METHOD_NAMES,
   type MethodName,
   type MethodOptions,
@@ -130,8 +164,29 @@ export {
 export { getMethod, METHODS } from "./kernels/methods/mod.ts";
 export { type MethodRun, Problem, type ProblemOptions, runMethod } from "./kernels/problem.ts";
 
+// Benchmarking: the run on one device per runtime, timers, and tuning.
+export {
+  type BenchConfig,
+  type BenchDevice,
+  type BenchWorkload,
+  kernelVariant,
+  runBench,
+} from "./bench/run.ts";
+export { createTimer, type Timer } from "./bench/timer.ts";
+export {
+  kernelFamilies,
+  loadTuning,
+  storedChoices,
+  type Tunable,
+  TUNABLES,
+  tune,
+  type TuningDocument,
+  type TuningEntry,
+  tuningPath,
+} from "./bench/tune.ts";
+
 // Results: the versioned results document and its readers.
 export * from "./results/schema.ts";
-export { parseResults } from "./results/document.ts";
+export { parseResults, seriesLabel } from "./results/document.ts";
 export { renderReport } from "./results/report.ts";
 export { compareRuns } from "./results/compare.ts";

@@ -1,18 +1,22 @@
 /**
- * The benchmark run: workloads x methods on one device, into one results document.
+ * The benchmark run: workloads x methods on one device per WebGPU runtime, into one results
+ * document.
  *
- * For each workload, K iterations are sampled (weighted snapshots). For each snapshot a
- * {@linkcode Problem} is uploaded once; every method is planned and prepared, checked against the
- * float64 reference on a seeded sample of (query, head) rows, and the methods that passed are
- * timed interleaved. A method whose output is wrong is `failed` (never timed, never reported as
- * fast); one that throws is `error` with the message, and the run goes on. GPU buffers are freed
- * after every snapshot, so large trees do not pile up. A clock guard (`clock.ts`) keeps the GPU at
- * its working clock while timing and flags every case measured below 90% of it (`lowClock`).
+ * For each workload, K iterations are sampled (weighted snapshots). For each snapshot and runtime
+ * a {@linkcode Problem} is uploaded once (the same seeded data on every runtime, checked against
+ * one float64 reference); every method is planned and prepared, checked against the reference on
+ * a seeded sample of (query, head) rows, and the methods that passed are timed interleaved. With
+ * several runtimes, each snapshot runs on every runtime back to back, the order rotating from one
+ * snapshot to the next, so drift falls on both sides of their ratio alike. A method whose output is
+ * wrong is `failed` (never timed, never reported as fast); one that throws is `error` with the
+ * message, and the run goes on. GPU buffers are freed after every snapshot, so large trees do not
+ * pile up. A clock guard per device (`clock.ts`) keeps the GPU at its working clock while timing
+ * and flags every case measured below 90% of it (`lowClock`).
  *
  * @module
  */
 
-import { type Gpu, GpuError, type PipelineSource } from "../kernels/gpu.ts";
+import { Gpu, GpuError, type PipelineSource, type RuntimeName } from "../kernels/gpu.ts";
 import type {
   AttentionMethod,
   MethodName,
@@ -26,16 +30,21 @@ import { compareOutput, referenceAttention, type Row } from "../kernels/referenc
 import {
   type Calibration,
   type CaseClock,
+  caseKey,
   type CaseResult,
+  DEFAULT_RUNTIME,
   type Environment,
   type MethodTotal,
+  type OptionValue,
   RESULTS_FORMAT,
   RESULTS_VERSION,
   type ResultsDocument,
   type RunClock,
+  type RuntimeRun,
   type Settings,
   type SnapshotResult,
   type TimingSettings,
+  type TuningUse,
   type Verification,
   type Warning,
   type WorkloadResult,
@@ -94,7 +103,10 @@ export interface BenchConfig {
   verify: boolean;
   verifyRows: number;
   timing: TimingConfig;
-  /** Device ceilings for rooflines, or null (no roofline). */
+  /**
+   * Device ceilings for rooflines, or null (no roofline), when {@linkcode runBench} runs on one
+   * `Gpu`; with devices, each {@linkcode BenchDevice} carries its own.
+   */
   calibration: Calibration | null;
   /** The command line as given. */
   command: string[];
@@ -106,9 +118,22 @@ export interface BenchConfig {
   clockGuard?: boolean;
 }
 
+/** One runtime's device in a run, with its timer and ceilings. */
+export interface BenchDevice {
+  gpu: Gpu;
+  timer: Timer;
+  /** This device's ceilings for rooflines, or null (no roofline). */
+  calibration: Calibration | null;
+  /** Options per method on this device (stored tuning); absent methods use `config.methodOptions`. */
+  methodOptions?: Partial<Record<MethodName, MethodOptions>>;
+  /** The stored tuning behind `methodOptions`, recorded in the results. */
+  tuning?: TuningUse | null;
+}
+
 /** Injection points (tests pass a fake timer and clock). */
 export interface BenchHooks {
-  timer: Timer;
+  /** The timer of the device passed to {@linkcode runBench} as a `Gpu` (unused with devices). */
+  timer?: Timer;
   progress?: ProgressReporter;
   now?: () => number;
   /** Read git and nvidia-smi (default true). */
@@ -122,8 +147,8 @@ export interface BenchHooks {
   signal?: AbortSignal;
 }
 
-/** Clock facts gathered while measuring, turned into case and run clocks at the end. */
-interface ClockRecord {
+/** Clock facts of one device gathered while measuring, turned into case and run clocks at the end. */
+export interface ClockRecord {
   guard: ClockGuard | null;
   /** Reference time bracketing each sample of each case. */
   refs: Map<string, (number | null)[]>;
@@ -181,18 +206,22 @@ export function verificationRows(
 /** The roofline of a case (see `results/roofline.ts`). */
 export { roofline };
 
-/** Per-method totals over a workload (Σ weight x median, whole model, speedup vs sequence). */
+/**
+ * Per-method totals over a workload on one runtime (Σ weight x median, whole model, speedup vs
+ * sequence on the same runtime).
+ */
 export function methodTotals(
   methods: readonly MethodName[],
   snapshots: readonly SnapshotResult[],
   iterations: number,
   shape: ModelShape,
+  runtime: RuntimeName = DEFAULT_RUNTIME,
 ): MethodTotal[] {
   const totals = methods.map((method): MethodTotal => {
     let runNs = 0, realBytes = 0, complete = snapshots.length > 0;
     const paperIo = { kvBytes: 0, maskBytes: 0, partialBytes: 0, totalBytes: 0 };
     for (const s of snapshots) {
-      const c = s.cases.find((x) => x.method === method);
+      const c = s.cases.find((x) => x.method === method && x.runtime === runtime);
       if (!c || c.status !== "ok" || !c.timing || !c.verification.passed) {
         complete = false;
         continue;
@@ -205,6 +234,7 @@ export function methodTotals(
     }
     return {
       method,
+      runtime,
       runNs,
       modelRunNs: runNs * shape.layers,
       meanIterationNs: iterations > 0 ? runNs / iterations : 0,
@@ -295,18 +325,103 @@ async function cpuModel(): Promise<string | null> {
 }
 
 interface Prepared {
-  method: AttentionMethod;
+  spec: CaseSpec;
   plan: Plan;
   prepared: PreparedMethod;
 }
 
-/** Runs the benchmark and returns the results document (the caller writes it). */
+/** One case to run on a problem: a method with its options, under a key unique in the group. */
+export interface CaseSpec {
+  key: string;
+  method: AttentionMethod;
+  options: MethodOptions;
+}
+
+/** The float64 reference of a problem on a sample of rows (shared by every runtime). */
+export interface ProblemReference {
+  rows: Row[];
+  expected: Float64Array;
+}
+
+/** How {@linkcode runCases} checks and times. */
+export interface CaseRunSettings {
+  dtype: Dtype;
+  timing: TimingConfig;
+  seed: number;
+  calibration: Calibration | null;
+  /** Largest relative error that passes. */
+  tolerance: number;
+  /** Cold-mode flush pass of this device, if any. */
+  flush?: Awaited<ReturnType<typeof createFlushPass>>;
+  now?: () => number;
+  /** The device's clock guard and where its reference points go (none: no clock check). */
+  clocks?: ClockRecord;
+  /** Notes worth showing (dropped samples). */
+  note?: (message: string) => void;
+}
+
+/**
+ * The kernel variant a plan says it uses (`plan.kernelVariant`, a string, when the method sets
+ * one), else the kernel family that was asked for.
+ */
+export function kernelVariant(plan: Plan, options: MethodOptions): string {
+  const v = (plan as { kernelVariant?: unknown }).kernelVariant;
+  return typeof v === "string" && v !== "" ? v : options.kernel;
+}
+
+/** Method options as a results record: plain values, groups copied, absent options left out. */
+export function optionRecord(o: MethodOptions): Record<string, OptionValue> {
+  const out: Record<string, OptionValue> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (typeof v === "number" || typeof v === "string") out[k] = v;
+    else if (typeof v === "object" && v !== null) {
+      const group: Record<string, number | string> = {};
+      for (const [gk, gv] of Object.entries(v)) {
+        if (typeof gv === "number" || typeof gv === "string") group[gk] = gv;
+      }
+      out[k] = group;
+    }
+  }
+  return out;
+}
+
+/** A snapshot's reference, computed once for every runtime that runs it. */
+function sharedReference(config: BenchConfig, iteration: number) {
+  let ref: ProblemReference | null = null;
+  return (problem: Problem): ProblemReference => {
+    if (ref) return ref;
+    const rows = verificationRows(
+      problem.ix.queryCount,
+      config.shape.qHeads,
+      config.verifyRows,
+      config.seed ^ iteration,
+    );
+    ref = { rows, expected: referenceAttention(problem.ix, problem.layout, problem.data, rows) };
+    return ref;
+  };
+}
+
+/**
+ * Runs the benchmark and returns the results document (the caller writes it): on one device (a
+ * `Gpu` and `hooks.timer`, with `config.calibration`), or on one device per runtime.
+ */
 export async function runBench(
-  gpu: Gpu,
+  target: Gpu | readonly BenchDevice[],
   config: BenchConfig,
   hooks: BenchHooks,
 ): Promise<ResultsDocument> {
-  const { timer } = hooks;
+  let devices: readonly BenchDevice[];
+  if (target instanceof Gpu) {
+    if (!hooks.timer) throw new TypeError("runBench() on a Gpu needs hooks.timer");
+    devices = [{ gpu: target, timer: hooks.timer, calibration: config.calibration }];
+  } else {
+    devices = target;
+  }
+  if (devices.length === 0) throw new RangeError("runBench() needs at least one device");
+  const names = devices.map((d) => d.gpu.runtime.name);
+  if (new Set(names).size !== names.length) {
+    throw new RangeError(`runBench() takes one device per runtime, got ${names.join(", ")}`);
+  }
   const progress = hooks.progress ?? silentProgress;
   const now = hooks.now ?? (() => performance.now());
   const probeHost = hooks.probeHost ?? true;
@@ -316,77 +431,83 @@ export async function runBench(
     warnings.push({ code, message, key });
     if (key === null && code !== "scaled") progress.note(`warning: ${message}`);
   };
+  const many = devices.length > 1;
+  const on = (d: BenchDevice) => (many ? `${d.gpu.runtime.name}: ` : "");
   const tolerance = VERIFY_TOLERANCE[config.dtype];
   // Case keys are workload@iteration/method: two workloads with one name would collide.
-  const names = new Set<string>();
+  const workloadNames = new Set<string>();
   for (const w of config.workloads) {
-    if (names.has(w.run.info.name)) {
+    if (workloadNames.has(w.run.info.name)) {
       throw new RangeError(
         `Two workloads are named ${JSON.stringify(w.run.info.name)}: case keys must be unique`,
       );
     }
-    names.add(w.run.info.name);
+    workloadNames.add(w.run.info.name);
   }
 
   const [git, smiBefore, cpu] = probeHost
     ? await Promise.all([gitState(), nvidiaSmi(), cpuModel()])
     : [{ commit: null, dirty: null }, null, null];
 
-  if (gpu.info.isFallbackAdapter) {
-    warn(
-      "fallback-adapter",
-      `${
-        gpu.info.description || "the adapter"
-      } is a software (fallback) adapter: its timings say nothing about GPUs`,
-    );
-  }
-  if (timer.mode === "wallclock-batched") {
-    warn(
-      "no-timestamps",
-      "the adapter has no timestamp-query: every sample is many repetitions in one submit timed by the wall clock (coarse)",
-    );
-  }
-  if (config.scaleReason) warn("scaled", config.scaleReason);
-  if (!config.calibration) warn("no-calibration", "no calibration: rooflines are not computed");
-
-  let tickRatio: number | null = null;
-  if (config.tickCheck !== false && gpu.hasTimestamps && timer.mode === "timestamp") {
-    const busy = await busyPass(gpu, { workgroups: 8, iterations: 2000 });
-    try {
-      tickRatio = (await checkTicks(gpu, busy, { targetMs: 60 })).ratio;
-    } finally {
-      busy.destroy();
-    }
-    if (tickRatio < 0.8 || tickRatio > 1.25) {
+  for (const d of devices) {
+    if (d.gpu.info.isFallbackAdapter) {
       warn(
-        "tick-ratio",
-        `timestamp ticks do not look like nanoseconds: timestamp/wall ratio ${
-          tickRatio.toFixed(3)
-        }; GPU times may be scaled wrongly`,
+        "fallback-adapter",
+        `${on(d)}${
+          d.gpu.info.description || "the adapter"
+        } is a software (fallback) adapter: its timings say nothing about GPUs`,
+      );
+    }
+    if (d.timer.mode === "wallclock-batched") {
+      warn(
+        "no-timestamps",
+        `${
+          on(d)
+        }the adapter has no timestamp-query: every sample is many repetitions in one submit timed by the wall clock (coarse)`,
       );
     }
   }
+  if (config.scaleReason) warn("scaled", config.scaleReason);
+  for (const d of devices) {
+    if (!d.calibration) {
+      warn("no-calibration", `${on(d)}no calibration: rooflines are not computed`);
+    }
+  }
 
-  const flush = config.timing.cold
-    ? await createFlushPass(gpu, { bytes: config.flushBytes })
-    : undefined;
-  const clocks: ClockRecord = {
-    guard: config.clockGuard === false
-      ? null
-      : await createClockGuard(gpu, timer, { calibrated: config.calibration?.reference, now }),
-    refs: new Map(),
-    windows: new Map(),
-  };
+  const tickRatios: (number | null)[] = [];
+  for (const d of devices) {
+    let tickRatio: number | null = null;
+    if (config.tickCheck !== false && d.gpu.hasTimestamps && d.timer.mode === "timestamp") {
+      const busy = await busyPass(d.gpu, { workgroups: 8, iterations: 2000 });
+      try {
+        tickRatio = (await checkTicks(d.gpu, busy, { targetMs: 60 })).ratio;
+      } finally {
+        busy.destroy();
+      }
+      if (tickRatio < 0.8 || tickRatio > 1.25) {
+        warn(
+          "tick-ratio",
+          `${on(d)}timestamp ticks do not look like nanoseconds: timestamp/wall ratio ${
+            tickRatio.toFixed(3)
+          }; GPU times may be scaled wrongly`,
+        );
+      }
+    }
+    tickRatios.push(tickRatio);
+  }
+
+  const flushes: (Awaited<ReturnType<typeof createFlushPass>> | undefined)[] = [];
+  const clocks: ClockRecord[] = [];
   const smi = hooks.smi !== undefined
     ? hooks.smi
     : probeHost && smiBefore
     ? SmiSampler.start({ now })
     : null;
-
   const plans = config.workloads.map((w) => ({ w, snaps: w.run.sample(config.samplesPerRun) }));
-  const plannedCases = plans.reduce((n, p) => n + p.snaps.length * config.methods.length, 0);
-  progress.start(plannedCases);
-
+  const plannedCases = plans.reduce(
+    (n, p) => n + p.snaps.length * config.methods.length * devices.length,
+    0,
+  );
   // Resolves when the run is asked to stop, so a snapshot in progress is not waited for.
   const signal = hooks.signal;
   const stop = signal
@@ -397,57 +518,84 @@ export async function runBench(
     : null;
   let interrupted = false;
   let completedCases = 0;
-
   const workloads: WorkloadResult[] = [];
   try {
+    for (const d of devices) {
+      flushes.push(
+        config.timing.cold ? await createFlushPass(d.gpu, { bytes: config.flushBytes }) : undefined,
+      );
+      clocks.push({
+        guard: config.clockGuard === false
+          ? null
+          : await createClockGuard(d.gpu, d.timer, { calibrated: d.calibration?.reference, now }),
+        refs: new Map(),
+        windows: new Map(),
+      });
+    }
+    progress.start(plannedCases);
     for (const { w, snaps } of plans) {
       if (interrupted) break;
       const run = w.run;
       const snapshots: SnapshotResult[] = [];
-      for (const snap of snaps) {
+      for (const [j, snap] of snaps.entries()) {
         if (signal?.aborted) interrupted = true;
         if (interrupted) break;
-        progress.current(`${run.info.name}@${snap.iteration}`);
-        const work = runSnapshot(
-          gpu,
-          config,
-          hooks,
-          run.info.name,
-          snap,
-          flush,
-          tolerance,
-          now,
-          clocks,
-        );
-        const cases = stop ? await Promise.race([work, stop]) : await work;
-        if (cases === "stop") {
-          // Abandoned: it fails once the device is destroyed; nobody waits for it.
-          work.catch(() => {});
-          interrupted = true;
-          break;
+        const reference = sharedReference(config, snap.iteration);
+        const byRuntime = new Map<RuntimeName, CaseResult[]>();
+        // Rotate the runtime order per snapshot, so neither always runs first.
+        for (let k = 0; k < devices.length && !interrupted; k++) {
+          const i = (j + k) % devices.length;
+          const d = devices[i]!;
+          progress.current(`${run.info.name}@${snap.iteration}${many ? ` (${names[i]})` : ""}`);
+          const work = runSnapshot(d, config, run.info.name, snap, {
+            dtype: config.dtype,
+            timing: config.timing,
+            seed: config.seed,
+            calibration: d.calibration,
+            tolerance,
+            flush: flushes[i],
+            now,
+            clocks: clocks[i],
+            note: (m) => progress.note(m),
+          }, reference);
+          const cases = stop ? await Promise.race([work, stop]) : await work;
+          if (cases === "stop") {
+            // Abandoned: it fails once the device is destroyed; nobody waits for it.
+            work.catch(() => {});
+            interrupted = true;
+            break;
+          }
+          for (const c of cases) {
+            progress.caseDone(c);
+            if (c.status === "error") warn("case-error", `${c.key}: ${c.message}`, c.key);
+            if (c.status === "failed") {
+              warn("verification-failed", `${c.key}: ${c.message}`, c.key);
+            }
+          }
+          byRuntime.set(names[i]!, cases);
         }
-        completedCases += cases.length;
-        for (const c of cases) {
-          progress.caseDone(c);
-          if (c.status === "error") warn("case-error", `${c.key}: ${c.message}`, c.key);
-          if (c.status === "failed") warn("verification-failed", `${c.key}: ${c.message}`, c.key);
-        }
+        // A snapshot counts once every runtime finished it (its ratio needs both sides).
+        if (interrupted) break;
+        completedCases += names.reduce((n, r) => n + byRuntime.get(r)!.length, 0);
         const facts = treeFacts(snap.tree);
         snapshots.push({
           iteration: snap.iteration,
           weight: snap.weight,
           facts,
           tree: facts.nodes <= MAX_STORED_TREE_NODES ? snap.tree : null,
-          cases,
+          cases: names.flatMap((n) => byRuntime.get(n)!),
         });
       }
       if (snapshots.length === 0) continue; // interrupted before its first snapshot ended
       const f = runFacts(run);
-      const totals = methodTotals(
-        config.methods.map((m) => m.name),
-        snapshots,
-        run.iterations,
-        config.shape,
+      const totals = names.flatMap((n) =>
+        methodTotals(
+          config.methods.map((m) => m.name),
+          snapshots,
+          run.iterations,
+          config.shape,
+          n,
+        )
       );
       // An interrupted workload's totals miss snapshots: not an estimate of the whole run.
       if (snapshots.length < snaps.length) {
@@ -473,23 +621,27 @@ export async function runBench(
       });
     }
   } finally {
-    flush?.destroy();
-    clocks.guard?.destroy();
+    for (const f of flushes) f?.destroy();
+    for (const c of clocks) c.guard?.destroy();
     await smi?.stop();
     progress.finish();
   }
-  const runClock = clocks.guard ? applyClocks(workloads, clocks, clocks.guard, smi, warn) : null;
+  const runClocks = clocks.map((c) =>
+    c.guard ? applyClocks(workloads, c, c.guard, smi, warn) : null
+  );
 
   for (const w of workloads) {
     for (const s of w.snapshots) {
       for (const c of s.cases) caseWarnings(c, config.timing, warn);
     }
   }
-  if (timer.discarded > 0) {
-    warn(
-      "discarded-samples",
-      `${timer.discarded} samples had non-positive timestamp deltas and were discarded`,
-    );
+  for (const d of devices) {
+    if (d.timer.discarded > 0) {
+      warn(
+        "discarded-samples",
+        `${on(d)}${d.timer.discarded} samples had non-positive timestamp deltas and were discarded`,
+      );
+    }
   }
   const smiAfter = probeHost && smiBefore ? await nvidiaSmi() : null;
   if (smiBefore && smiAfter) {
@@ -506,8 +658,9 @@ export async function runBench(
     }
   }
 
+  const first = devices[0]!;
   const environment: Environment = {
-    adapter: gpu.info,
+    adapter: first.gpu.info,
     deno: Deno.version.deno,
     v8: Deno.version.v8,
     typescript: Deno.version.typescript,
@@ -520,16 +673,31 @@ export async function runBench(
     finishedAt: new Date().toISOString(),
     command: config.command,
     nvidiaSmi: smiBefore ? { before: smiBefore, after: smiAfter ?? {} } : null,
-    tickRatio,
-    clock: runClock,
+    tickRatio: tickRatios[0] ?? null,
+    clock: runClocks[0] ?? null,
   };
+  const runtimes: RuntimeRun[] = devices.map((d, i) => ({
+    name: d.gpu.runtime.name,
+    version: d.gpu.runtime.version,
+    flags: [...d.gpu.runtime.flags],
+    source: d.gpu.runtime.source ?? null,
+    adapter: d.gpu.info,
+    calibration: d.calibration,
+    tickRatio: tickRatios[i] ?? null,
+    timingMode: d.timer.mode,
+    clock: runClocks[i] ?? null,
+    tuning: d.tuning ?? null,
+  }));
   const t = config.timing;
+  const timer = first.timer;
   const settings: Settings = {
     methods: config.methods.map((m) => m.name),
     dtype: config.dtype,
     shape: config.shape,
     blockSize: config.methodOptions.blockSize,
     chunkSize: config.methodOptions.chunkSize,
+    kernel: config.methodOptions.kernel,
+    runtimes: names,
     samplesPerRun: config.samplesPerRun,
     seed: config.seed,
     scale: config.scale,
@@ -555,7 +723,8 @@ export async function runBench(
     version: RESULTS_VERSION,
     environment,
     settings,
-    calibration: config.calibration,
+    calibration: first.calibration,
+    runtimes,
     workloads,
     warnings,
   };
@@ -605,23 +774,52 @@ function caseWarnings(
   }
 }
 
-/** Plans, prepares, verifies and times every method on one snapshot. */
+/** Uploads one snapshot to a device and runs every method on it. */
 async function runSnapshot(
-  gpu: Gpu,
+  d: BenchDevice,
   config: BenchConfig,
-  hooks: BenchHooks,
   workload: string,
   snap: Snapshot,
-  flush: Awaited<ReturnType<typeof createFlushPass>> | undefined,
-  tolerance: number,
-  now: () => number,
-  clocks: ClockRecord,
+  settings: CaseRunSettings,
+  reference: (problem: Problem) => ProblemReference,
 ): Promise<CaseResult[]> {
-  const keyOf = (m: AttentionMethod) => `${workload}@${snap.iteration}/${m.name}`;
-  const results = new Map<MethodName, CaseResult>();
-  const base = (m: AttentionMethod): CaseResult => ({
-    key: keyOf(m),
-    method: m.name,
+  const runtime = d.gpu.runtime.name;
+  const specs: CaseSpec[] = config.methods.map((m) => ({
+    key: caseKey(workload, snap.iteration, m.name, runtime),
+    method: m,
+    options: d.methodOptions?.[m.name] ?? config.methodOptions,
+  }));
+  let problem: Problem;
+  try {
+    problem = Problem.create(d.gpu, new IndexedTree(snap.tree), {
+      shape: config.shape,
+      dtype: config.dtype,
+      seed: (config.seed * 1_000_003 + snap.iteration) >>> 0,
+    });
+  } catch (e) {
+    return specs.map((s) => {
+      const c = blankCase(s, runtime, settings.tolerance);
+      c.status = "error";
+      c.message = (e as Error)?.message ?? String(e);
+      return c;
+    });
+  }
+  try {
+    // Reference rows once per snapshot, shared by every method and runtime.
+    const ref = config.verify ? reference(problem) : null;
+    return await runCases(d.gpu, d.timer, problem, specs, ref, settings);
+  } finally {
+    problem.destroy();
+  }
+}
+
+function blankCase(spec: CaseSpec, runtime: RuntimeName, tolerance: number): CaseResult {
+  return {
+    key: spec.key,
+    method: spec.method.name,
+    runtime,
+    kernel: spec.options.kernel,
+    options: optionRecord(spec.options),
     sourceHash: "",
     status: "ok",
     message: null,
@@ -633,54 +831,44 @@ async function runSnapshot(
     timing: null,
     roofline: null,
     verification: unverified(tolerance),
-  });
+  };
+}
+
+/**
+ * Plans, prepares, verifies (against `reference`, when given) and times `specs` on one problem,
+ * interleaved; one result per spec, in order. A case whose output is wrong is `failed` and not
+ * timed; one that throws is `error`. `tune` runs its candidates through this too.
+ */
+export async function runCases(
+  gpu: Gpu,
+  timer: Timer,
+  problem: Problem,
+  specs: readonly CaseSpec[],
+  reference: ProblemReference | null,
+  settings: CaseRunSettings,
+): Promise<CaseResult[]> {
+  const now = settings.now ?? (() => performance.now());
+  const runtime = gpu.runtime.name;
+  const results = new Map<string, CaseResult>();
   const errorOut = (c: CaseResult, e: unknown) => {
     c.status = "error";
     c.message = (e as Error)?.message ?? String(e);
   };
-
-  let problem: Problem;
-  try {
-    problem = Problem.create(gpu, new IndexedTree(snap.tree), {
-      shape: config.shape,
-      dtype: config.dtype,
-      seed: (config.seed * 1_000_003 + snap.iteration) >>> 0,
-    });
-  } catch (e) {
-    return config.methods.map((m) => {
-      const c = base(m);
-      errorOut(c, e);
-      c.sourceHash = "";
-      return c;
-    });
-  }
-
   const prepared: Prepared[] = [];
   try {
-    // Reference rows once per snapshot, shared by every method.
-    let rows: Row[] = [];
-    let expected: Float64Array | null = null;
-    if (config.verify) {
-      rows = verificationRows(
-        problem.ix.queryCount,
-        config.shape.qHeads,
-        config.verifyRows,
-        config.seed ^ snap.iteration,
-      );
-      expected = referenceAttention(problem.ix, problem.layout, problem.data, rows);
-    }
-
-    for (const m of config.methods) {
-      const c = base(m);
-      results.set(m.name, c);
+    for (const spec of specs) {
+      const m = spec.method;
+      const c = blankCase(spec, runtime, settings.tolerance);
+      results.set(spec.key, c);
       const sources: PipelineSource[] = [];
       try {
         const p0 = now();
-        const plan = problem.plan(m, config.methodOptions);
+        const plan = problem.plan(m, spec.options);
         c.planMs = now() - p0;
         c.counts = plan.counts;
         c.stats = { ...plan.stats };
         c.dispatches = plan.dispatches.length;
+        c.kernel = kernelVariant(plan, spec.options);
         const stop = gpu.onPipeline((s) => sources.push(s));
         let pm: PreparedMethod;
         const r0 = now();
@@ -691,8 +879,9 @@ async function runSnapshot(
         }
         c.prepareMs = now() - r0;
         c.sourceHash = await sourceHash(m.name, sources);
-        prepared.push({ method: m, plan, prepared: pm });
-        if (expected) {
+        prepared.push({ spec, plan, prepared: pm });
+        if (reference) {
+          const { rows, expected } = reference;
           problem.poisonOutput();
           await gpu.scoped(`Running ${m.name}`, () => {
             const enc = gpu.device.createCommandEncoder({ label: `verify ${m.name}` });
@@ -702,7 +891,8 @@ async function runSnapshot(
             gpu.device.queue.submit([enc.finish()]);
           });
           const out = await problem.readOutput();
-          const r = compareOutput(out, expected, config.shape, problem.ix.queryCount, rows);
+          const r = compareOutput(out, expected, problem.data.shape, problem.ix.queryCount, rows);
+          const tolerance = settings.tolerance;
           const passed = r.unwritten === 0 && r.nonFinite === 0 && r.maxRelError <= tolerance;
           c.verification = {
             checked: true,
@@ -729,15 +919,22 @@ async function runSnapshot(
       }
     }
 
-    // Time every method that is ok, interleaved.
-    const timed = prepared.filter((p) => results.get(p.method.name)!.status === "ok");
+    // Time every case that is ok, interleaved.
+    const timed = prepared.filter((p) => results.get(p.spec.key)!.status === "ok");
     const cases: MeasureCase[] = timed.map((p) => ({
-      key: keyOf(p.method),
+      key: p.spec.key,
       encode: (pass) => p.prepared.encode(pass),
     }));
-    const measured = await measureCases(hooks.timer, cases, config, flush, now, clocks);
+    const measured = await measureCases(
+      timer,
+      cases,
+      settings,
+      settings.flush,
+      now,
+      settings.clocks,
+    );
     for (const p of timed) {
-      const c = results.get(p.method.name)!;
+      const c = results.get(p.spec.key)!;
       const m = measured.get(c.key)!;
       if (m instanceof Error) {
         errorOut(c, m);
@@ -747,7 +944,7 @@ async function runSnapshot(
       // results readers refuse it, so it is dropped here and counted.
       const samples = m.samplesNs.filter((x) => x > 0 && Number.isFinite(x));
       if (samples.length < m.samplesNs.length) {
-        hooks.progress?.note(
+        settings.note?.(
           `${c.key}: dropped ${m.samplesNs.length - samples.length} non-positive sample(s)`,
         );
       }
@@ -755,13 +952,13 @@ async function runSnapshot(
         errorOut(c, new GpuError("every sample was discarded (non-positive timestamp deltas)"));
         continue;
       }
-      c.timing = { ...summarize(samples, { seed: config.seed }), repetitions: m.repetitions };
+      c.timing = { ...summarize(samples, { seed: settings.seed }), repetitions: m.repetitions };
       // Reference points stay aligned with the kept samples.
-      clocks.refs.set(
+      settings.clocks?.refs.set(
         c.key,
         m.referenceNs.filter((_, i) => m.samplesNs[i]! > 0 && Number.isFinite(m.samplesNs[i]!)),
       );
-      c.roofline = roofline(c.counts, c.timing.medianNs, config.dtype, config.calibration);
+      c.roofline = roofline(c.counts, c.timing.medianNs, settings.dtype, settings.calibration);
     }
   } finally {
     for (const p of prepared) {
@@ -769,19 +966,18 @@ async function runSnapshot(
         p.prepared.destroy();
       } catch { /* a lost device: nothing left to free */ }
     }
-    problem.destroy();
   }
-  return config.methods.map((m) => results.get(m.name)!);
+  return specs.map((s) => results.get(s.key)!);
 }
 
 /** Measures cases interleaved; on a GPU error, measures each alone to find the culprit. */
 async function measureCases(
   timer: Timer,
   cases: MeasureCase[],
-  config: BenchConfig,
+  config: Pick<CaseRunSettings, "timing" | "seed">,
   flush: Awaited<ReturnType<typeof createFlushPass>> | undefined,
   now: () => number,
-  clocks: ClockRecord,
+  clocks: ClockRecord | undefined,
 ): Promise<Map<string, CaseMeasurement | Error>> {
   const t = config.timing;
   const options = {
@@ -795,7 +991,7 @@ async function measureCases(
     flush,
     now,
     seed: config.seed,
-    clock: clocks.guard ?? undefined,
+    clock: clocks?.guard ?? undefined,
   };
   const out = new Map<string, CaseMeasurement | Error>();
   if (cases.length === 0) return out;
@@ -822,7 +1018,7 @@ async function measureCases(
       }
     }
     const t1 = now();
-    for (const c of group) clocks.windows.set(c.key, [t0, t1]);
+    for (const c of group) clocks?.windows.set(c.key, [t0, t1]);
   }
   return out;
 }

@@ -11,6 +11,7 @@ import { runCommand } from "./commands/run.ts";
 import { compareCommand } from "./commands/compare.ts";
 import { benchCommand } from "./commands/bench.ts";
 import { calibrateCommand } from "./commands/calibrate.ts";
+import { tuneCommand } from "./commands/tune.ts";
 import { reportCommand } from "./commands/report.ts";
 import { dashboardCommand } from "./commands/dashboard.ts";
 
@@ -22,6 +23,7 @@ export const COMMANDS: ((io: CliIo) => AnyCommand)[] = [
   runCommand,
   benchCommand,
   calibrateCommand,
+  tuneCommand,
   reportCommand,
   compareCommand,
   dashboardCommand,

@@ -7,13 +7,22 @@
  * verdict: it is neither a regression nor an improvement, and does not change the exit code. The
  * comparison is computed as data first
  * ({@linkcode compareRuns}), then formatted ({@linkcode formatMarkdown}); the JSON output is the
- * data itself.
+ * data itself. Runtimes stay apart: a case's key names its runtime (Deno's keys carry none), so a
+ * case is only ever compared with the same method on the same runtime, and a runtime whose version
+ * changed between the runs is noted.
  *
  * @module
  */
 
 import { Rng } from "../workloads/rng.ts";
-import { caseProblem, type CaseRef, caseRefs, formatNs, runLabel } from "./document.ts";
+import {
+  caseProblem,
+  type CaseRef,
+  caseRefs,
+  formatNs,
+  runLabel,
+  seriesLabel,
+} from "./document.ts";
 import type { CaseResult, ResultsDocument } from "./schema.ts";
 import { mannWhitneyU, median, quantileSorted } from "./stats.ts";
 
@@ -95,6 +104,10 @@ export interface CaseComparison {
   workload: string;
   iteration: number;
   method: string;
+  runtime: string;
+  /** Kernel variants of the two sides (`fma`, `mma`, ...). */
+  baseKernel: string;
+  headKernel: string;
   verdict: Verdict;
   /** Why the verdict is what it is, in words (empty for plain noise). */
   reasons: string[];
@@ -116,7 +129,7 @@ export interface CaseComparison {
 
 /** Geometric mean of the latency ratios of a group of cases. */
 export interface GeomeanRow {
-  /** `all` or a method name. */
+  /** `all`, or a method (`method (runtime)` off Deno's built-in runtime). */
   group: string;
   ratio: number;
   cases: number;
@@ -130,6 +143,8 @@ export interface RunRef {
   startedAt: string;
   adapter: string;
   timingMode: string;
+  /** Versions of the run's runtimes (`deno 2.9.6`, `dawn (npm webgpu@0.6.2)`). */
+  runtimes: string[];
 }
 
 /** The whole comparison: data only, formatted by {@linkcode formatMarkdown}. */
@@ -182,6 +197,7 @@ function runRef(doc: ResultsDocument): RunRef {
     startedAt: e.startedAt,
     adapter: adapterName(doc),
     timingMode: doc.settings.timing.mode,
+    runtimes: doc.runtimes.map((r) => r.version),
   };
 }
 
@@ -384,11 +400,15 @@ function compareCase(
   }
   const sourceChanged = bc.sourceHash !== hc.sourceHash;
   if (sourceChanged) reasons.push(`kernel source changed (${bc.sourceHash} → ${hc.sourceHash})`);
+  if (bc.kernel !== hc.kernel) reasons.push(`kernel variant changed (${bc.kernel} → ${hc.kernel})`);
   return {
     key: b.key,
     workload: h.workload.name,
     iteration: h.snapshot.iteration,
     method: hc.method,
+    runtime: hc.runtime,
+    baseKernel: bc.kernel,
+    headKernel: hc.kernel,
     verdict: regression
       ? "regression"
       : improvement
@@ -531,6 +551,14 @@ export function compareRuns(
       `Different timing modes (base ${baseRef.timingMode}, head ${headRef.timingMode}): latency ratios are not like for like.`,
     );
   }
+  for (const b of base.runtimes) {
+    const h = head.runtimes.find((r) => r.name === b.name);
+    if (h && h.version !== b.version) {
+      notes.push(
+        `Runtime ${b.name} changed (base ${b.version}, head ${h.version}): its latency ratios include the runtime's own change.`,
+      );
+    }
+  }
   for (const [doc, which] of [[base, "base"], [head, "head"]] as const) {
     if (doc.partial) {
       notes.push(
@@ -566,10 +594,13 @@ export function compareRuns(
   const geo: GeomeanRow[] = [];
   const all = geomean(cases, "all");
   if (all) geo.push(all);
-  const methods = [...new Set(cases.map((c) => c.method))];
-  if (methods.length > 1) {
-    for (const m of methods) {
-      const g = geomean(cases.filter((c) => c.method === m), m);
+  // One row per method and runtime: runtimes are never pooled.
+  const label = (c: CaseComparison) =>
+    seriesLabel(c.method, c.runtime as CaseResult["runtime"], [c.runtime as CaseResult["runtime"]]);
+  const series = [...new Set(cases.map(label))];
+  if (series.length > 1) {
+    for (const m of series) {
+      const g = geomean(cases.filter((c) => label(c) === m), m);
       if (g) geo.push(g);
     }
   }
@@ -649,10 +680,10 @@ export function formatMarkdown(c: Comparison): string {
   );
   L.push("");
   L.push(
-    `Base ${escapeMarkdown(c.base.label)} (${escapeMarkdown(c.base.adapter)}) → head ${
-      escapeMarkdown(c.head.label)
-    } (${
-      escapeMarkdown(c.head.adapter)
+    `Base ${escapeMarkdown(c.base.label)} (${escapeMarkdown(c.base.adapter)}; ${
+      escapeMarkdown(c.base.runtimes.join(", "))
+    }) → head ${escapeMarkdown(c.head.label)} (${escapeMarkdown(c.head.adapter)}; ${
+      escapeMarkdown(c.head.runtimes.join(", "))
     }). Ratio = head median / base median with a 95 % bootstrap interval; a change counts when the ratio is beyond ±${+(c
       .threshold * 100).toFixed(2)} % (above ${(1 + c.threshold).toFixed(3)} or below ${
       (1 / (1 + c.threshold)).toFixed(3)

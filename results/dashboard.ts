@@ -8,7 +8,15 @@
  * @module
  */
 
-import { caseProblem, caseRefs, formatNs, orderRuns, runLabel, runSlug } from "./document.ts";
+import {
+  caseProblem,
+  caseRefs,
+  formatNs,
+  orderRuns,
+  runLabel,
+  runSlug,
+  seriesLabel,
+} from "./document.ts";
 import {
   checkReplaceable,
   FileExistsError,
@@ -23,12 +31,12 @@ import {
   type ChartSpec,
   escapeHtml as esc,
   htmlPage,
-  methodColour,
   orderMethods,
   renderReport,
+  seriesColour,
   statusBadge,
 } from "./report.ts";
-import type { CaseResult, ResultsDocument } from "./schema.ts";
+import { caseKey, type CaseResult, DEFAULT_RUNTIME, type ResultsDocument } from "./schema.ts";
 
 /** One input run; `source` (its file name) is shown in the runs table. */
 export interface DashboardRun {
@@ -69,21 +77,35 @@ function assignIds(runs: DashboardRun[]): OrderedRun[] {
 }
 
 function historyCharts(runs: OrderedRun[]): { charts: ChartSpec[]; groups: string[] } {
-  // One chart per sampled iteration (workload@iteration): a line per method, a point per run.
-  const groups = new Map<string, Set<string>>();
+  // One chart per sampled iteration (workload@iteration): a line per method and runtime (the
+  // runtimes' keys differ, so their histories never join), a point per run.
+  const groups = new Map<string, { workload: string; iteration: number; series: Set<string> }>();
   const lookup = runs.map((r) => new Map(caseRefs(r.doc).map((c) => [c.key, c.case])));
   for (const r of runs) {
     for (const ref of caseRefs(r.doc)) {
       const group = `${ref.workload.name}@${ref.snapshot.iteration}`;
-      const methods = groups.get(group) ?? new Set();
-      methods.add(ref.case.method);
-      groups.set(group, methods);
+      const g = groups.get(group) ??
+        { workload: ref.workload.name, iteration: ref.snapshot.iteration, series: new Set() };
+      g.series.add(`${ref.case.method}\n${ref.case.runtime}`);
+      groups.set(group, g);
     }
   }
   const labels = runs.map((r) => r.label);
-  const charts = [...groups].map(([group, methodSet], gi): ChartSpec => {
-    const datasets = orderMethods(methodSet).map((m) => {
-      const key = `${group}/${m}`;
+  const charts = [...groups].map(([group, g], gi): ChartSpec => {
+    const pairs = [...g.series].map((x) => x.split("\n") as [string, string]);
+    const ordered = orderMethods(pairs.map(([m]) => m)).flatMap((m) =>
+      pairs.filter(([pm]) => pm === m).sort((
+        a,
+        b,
+      ) => (a[1] === DEFAULT_RUNTIME
+        ? -1
+        : b[1] === DEFAULT_RUNTIME
+        ? 1
+        : a[1].localeCompare(b[1]))
+      )
+    );
+    const datasets = ordered.map(([m, runtime]) => {
+      const key = caseKey(g.workload, g.iteration, m, runtime as CaseResult["runtime"]);
       const cases = lookup.map((l) => l.get(key) ?? null);
       let prevHash: string | null = null;
       const pointStyle = cases.map((c) => {
@@ -91,10 +113,12 @@ function historyCharts(runs: OrderedRun[]): { charts: ChartSpec[]; groups: strin
         if (c) prevHash = c.sourceHash;
         return changed ? "rectRot" : "circle";
       });
+      const colour = seriesColour(m, runtime);
       return {
-        label: m,
-        borderColor: methodColour(m),
-        backgroundColor: methodColour(m),
+        label: seriesLabel(m, runtime as CaseResult["runtime"], [runtime as CaseResult["runtime"]]),
+        borderColor: colour,
+        backgroundColor: colour,
+        ...(runtime === DEFAULT_RUNTIME ? {} : { borderDash: [6, 3] }),
         data: cases.map((c) => (c && caseProblem(c) === null ? c.timing!.medianNs : null)),
         deftStatus: cases.map((c) => (c === null ? "missing" : statusOf(c))),
         pointStyle,
@@ -106,7 +130,7 @@ function historyCharts(runs: OrderedRun[]): { charts: ChartSpec[]; groups: strin
       id: `h${gi}`,
       title: `History of ${group}`,
       caption:
-        `Median latency of each method's case on ${group} in every run, oldest to newest; a gap with a red ✗ is a failed case, and a diamond marks a run whose kernel source hash differs from the previous one's.`,
+        `Median latency of each method's case on ${group} in every run, oldest to newest, one line per method and runtime; a gap with a red ✗ is a failed case, and a diamond marks a run whose kernel source hash differs from the previous one's.`,
       config: {
         type: "line",
         data: { labels, datasets },
@@ -142,8 +166,8 @@ function runsTable(runs: OrderedRun[]): string {
       esc(a.description || [a.vendor, a.architecture].join(" "))
     }${a.isFallbackAdapter ? ` <span class="badge warn">fallback</span>` : ""}</td><td>${
       esc(d.settings.shape.name)
-    } ${esc(d.settings.dtype)}, scale ${esc(d.settings.scale)}, ${
-      esc(d.settings.timing.mode)
+    } ${esc(d.settings.dtype)}, scale ${esc(d.settings.scale)}, ${esc(d.settings.timing.mode)}; ${
+      esc(d.runtimes.map((x) => x.version).join(", "))
     }</td><td class="num">${cases.length}</td><td class="num">${
       bad ? `<span class="badge bad">${bad}</span>` : "0"
     }</td><td class="num">${d.warnings.length}</td><td>${
@@ -182,11 +206,13 @@ function latestTable(runs: OrderedRun[]): string {
       esc(c.method)
     }</td><td>${
       problem === null ? `<span class="badge ok">ok</span>` : `${statusBadge(c)} ${esc(problem)}`
-    }</td><td class="num">${t ? esc(formatNs(t.medianNs)) : "—"}</td><td class="num">${
+    }</td><td>${esc(c.runtime)}</td><td class="mono">${esc(c.kernel)}</td><td class="num">${
+      t ? esc(formatNs(t.medianNs)) : "—"
+    }</td><td class="num">${
       t ? esc(`${formatNs(t.ci95Ns[0])} – ${formatNs(t.ci95Ns[1])}`) : "—"
     }</td><td class="num">${change}${esc(sourceNote)}</td></tr>`;
   });
-  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>median</th><th>95 % CI</th><th>change against the previous run with this case</th></tr></thead><tbody>${
+  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>runtime</th><th>kernel</th><th>median</th><th>95 % CI</th><th>change against the previous run with this case</th></tr></thead><tbody>${
     rows.join("")
   }</tbody></table></div>`;
 }
@@ -195,10 +221,12 @@ function consistencyNotice(runs: OrderedRun[]): string {
   const sig = (d: ResultsDocument) =>
     `${
       d.environment.adapter.description || d.environment.adapter.vendor
-    } / ${d.settings.shape.name} ${d.settings.dtype} / scale ${d.settings.scale} / ${d.settings.timing.mode}`;
+    } / ${d.settings.shape.name} ${d.settings.dtype} / scale ${d.settings.scale} / ${d.settings.timing.mode} / ${
+      d.runtimes.map((r) => r.version).join(" + ")
+    }`;
   const kinds = [...new Set(runs.map((r) => sig(r.doc)))];
   if (kinds.length <= 1) return "";
-  return `<p class="notice">The runs differ in adapter, model shape, dtype, scale or timing mode (${
+  return `<p class="notice">The runs differ in adapter, model shape, dtype, scale or timing mode, or in runtime versions (${
     kinds.map(esc).join("; ")
   }): history lines join them anyway, so read steps against the runs table.</p>`;
 }

@@ -3,15 +3,24 @@
  * reporters read, with messages that name the file and the field; small helpers index cases by key,
  * label runs and format values for tables.
  *
+ * Version 1 documents (before runtimes) are upgraded in memory to version 2: every case, total and
+ * the run itself are Deno's built-in WebGPU (`deno` with the Deno version the document recorded),
+ * every case ran the FMA kernels (the only ones then), and keys stay as they were (Deno keys carry
+ * no runtime suffix), so old runs compare with new Deno runs case by case.
+ *
  * @module
  */
 
+import { RUNTIME_NAMES, type RuntimeName } from "../kernels/gpu.ts";
 import {
   type Calibration,
   type CaseResult,
+  DEFAULT_RUNTIME,
+  READABLE_RESULTS_VERSIONS,
   RESULTS_FORMAT,
   RESULTS_VERSION,
   type ResultsDocument,
+  type RuntimeRun,
   type SnapshotResult,
   type WorkloadResult,
 } from "./schema.ts";
@@ -148,17 +157,19 @@ const FACT_FIELDS = [
   "leaves",
 ] as const;
 
+function checkAdapter(c: Checker, v: unknown, at: string): void {
+  const a = c.obj(v, at);
+  for (const k of ["vendor", "architecture", "device", "description"]) c.str(a, k, at);
+  c.bool(a, "isFallbackAdapter", at);
+  c.strings(a, "features", at);
+  const limits = c.obj(a.limits, `${at}.limits`);
+  for (const k of Object.keys(limits)) c.num(limits, k, `${at}.limits`);
+}
+
 function checkEnvironment(c: Checker, v: unknown): void {
   const at = "environment";
   const e = c.obj(v, at);
-  const a = c.obj(e.adapter, `${at}.adapter`);
-  for (const k of ["vendor", "architecture", "device", "description"]) {
-    c.str(a, k, `${at}.adapter`);
-  }
-  c.bool(a, "isFallbackAdapter", `${at}.adapter`);
-  c.strings(a, "features", `${at}.adapter`);
-  const limits = c.obj(a.limits, `${at}.adapter.limits`);
-  for (const k of Object.keys(limits)) c.num(limits, k, `${at}.adapter.limits`);
+  checkAdapter(c, e.adapter, `${at}.adapter`);
   for (const k of ["deno", "v8", "typescript", "os", "arch", "startedAt", "finishedAt"]) {
     c.str(e, k, at);
   }
@@ -203,10 +214,20 @@ function checkCaseClock(c: Checker, v: unknown, at: string): void {
   c.bool(o, "lowClock", at);
 }
 
-function checkSettings(c: Checker, v: unknown): void {
+function checkSettings(c: Checker, v: unknown, version: number): void {
   const at = "settings";
   const s = c.obj(v, at);
   c.strings(s, "methods", at);
+  if (version >= 2) {
+    c.oneOf(s, "kernel", at, ["auto", "fma", "mma"]);
+    const rs = c.arr(s.runtimes, `${at}.runtimes`);
+    if (rs.length === 0) c.fail(`${at}.runtimes`, "a non-empty array", rs);
+    rs.forEach((r, i) => {
+      if (!(RUNTIME_NAMES as readonly unknown[]).includes(r) || rs.indexOf(r) !== i) {
+        c.fail(`${at}.runtimes[${i}]`, `a runtime named once (${RUNTIME_NAMES.join(", ")})`, r);
+      }
+    });
+  }
   c.oneOf(s, "dtype", at, ["f16", "f32"]);
   const shape = c.obj(s.shape, `${at}.shape`);
   c.str(shape, "name", `${at}.shape`);
@@ -291,11 +312,59 @@ function checkPartial(c: Checker, v: unknown): void {
   if (done > planned) c.fail(`${at}.completedCases`, `at most plannedCases (${planned})`, done);
 }
 
-function checkCase(c: Checker, v: unknown, at: string): string {
+function checkRuntimes(c: Checker, v: unknown, names: readonly unknown[]): void {
+  const rs = c.arr(v, "runtimes");
+  if (rs.length !== names.length) {
+    c.fail("runtimes", `one entry per settings.runtimes (${names.length})`, rs.length);
+  }
+  rs.forEach((r, i) => {
+    const at = `runtimes[${i}]`;
+    const o = c.obj(r, at);
+    const name = c.oneOf(o, "name", at, RUNTIME_NAMES);
+    if (names[i] !== name) {
+      c.fail(`${at}.name`, `settings.runtimes[${i}] (${show(names[i])})`, name);
+    }
+    c.str(o, "version", at);
+    c.strings(o, "flags", at);
+    c.strOrNull(o, "source", at);
+    checkAdapter(c, o.adapter, `${at}.adapter`);
+    checkCalibration(c, o.calibration, `${at}.calibration`);
+    c.numOrNull(o, "tickRatio", at);
+    c.oneOf(o, "timingMode", at, ["timestamp", "wallclock-batched"]);
+    if (o.clock !== undefined && o.clock !== null) checkRunClock(c, o.clock, `${at}.clock`);
+    if (o.tuning !== null) {
+      const t = c.obj(o.tuning, `${at}.tuning`);
+      c.str(t, "file", `${at}.tuning`);
+      c.str(t, "tunedAt", `${at}.tuning`);
+      c.obj(t.applied, `${at}.tuning.applied`);
+    }
+  });
+}
+
+function checkOptions(c: Checker, o: Obj, at: string, nested = true): void {
+  for (const [k, v] of Object.entries(o)) {
+    if (nested && typeof v === "object" && v !== null && !Array.isArray(v)) {
+      checkOptions(c, v as Obj, `${at}.${k}`, false);
+    } else if (typeof v !== "string" && (typeof v !== "number" || !Number.isFinite(v))) {
+      c.fail(
+        `${at}.${k}`,
+        nested ? "a number, a string or an object of them" : "a number or a string",
+        v,
+      );
+    }
+  }
+}
+
+function checkCase(c: Checker, v: unknown, at: string, version: number): string {
   const o = c.obj(v, at);
   const key = c.str(o, "key", at);
   if (key === "") c.fail(`${at}.key`, "a non-empty string", key);
   c.str(o, "method", at);
+  if (version >= 2) {
+    c.oneOf(o, "runtime", at, RUNTIME_NAMES);
+    c.str(o, "kernel", at);
+    checkOptions(c, c.obj(o.options, `${at}.options`), `${at}.options`);
+  }
   c.str(o, "sourceHash", at);
   c.oneOf(o, "status", at, ["ok", "failed", "error"]);
   c.strOrNull(o, "message", at);
@@ -360,7 +429,13 @@ function checkTree(c: Checker, v: unknown, at: string): void {
   });
 }
 
-function checkWorkload(c: Checker, v: unknown, at: string, keys: Map<string, string>): void {
+function checkWorkload(
+  c: Checker,
+  v: unknown,
+  at: string,
+  keys: Map<string, string>,
+  version: number,
+): void {
   const w = c.obj(v, at);
   c.str(w, "name", at);
   c.str(w, "kind", at);
@@ -376,7 +451,7 @@ function checkWorkload(c: Checker, v: unknown, at: string, keys: Map<string, str
     checkTree(c, so.tree, `${sa}.tree`);
     c.arr(so.cases, `${sa}.cases`).forEach((k, j) => {
       const ca = `${sa}.cases[${j}]`;
-      const key = checkCase(c, k, ca);
+      const key = checkCase(c, k, ca, version);
       const prior = keys.get(key);
       if (prior !== undefined) {
         throw new ResultsError(`${c.file}: ${ca}.key ${show(key)} is a duplicate of ${prior}.key`);
@@ -388,6 +463,7 @@ function checkWorkload(c: Checker, v: unknown, at: string, keys: Map<string, str
     const ta = `${at}.totals[${i}]`;
     const to = c.obj(t, ta);
     c.str(to, "method", ta);
+    if (version >= 2) c.oneOf(to, "runtime", ta, RUNTIME_NAMES);
     for (const k of ["runNs", "modelRunNs", "meanIterationNs", "realBytes"]) c.num(to, k, ta);
     c.numOrNull(to, "speedupVsSequence", ta);
     c.nums(to, "paperIo", ta, PAPER_IO_FIELDS);
@@ -402,9 +478,10 @@ function checkWorkload(c: Checker, v: unknown, at: string, keys: Map<string, str
 
 /**
  * Parses and validates a results document. `path` names the file in messages. Throws
- * {@linkcode ResultsError} for bad JSON, a foreign format, another version, a missing or mistyped
- * field (named as `file: workloads[0].snapshots[1].cases[2].timing.medianNs ...`), or a duplicate
- * case key.
+ * {@linkcode ResultsError} for bad JSON, a foreign format, an unknown version, a missing or
+ * mistyped field (named as `file: workloads[0].snapshots[1].cases[2].timing.medianNs ...`), or a
+ * duplicate case key. A version 1 document comes back upgraded to the current version (see the
+ * module documentation).
  */
 export function parseResults(text: string, path: string): ResultsDocument {
   let doc: unknown;
@@ -422,33 +499,150 @@ export function parseResults(text: string, path: string): ResultsDocument {
       } (is this a results document from \`deft-bench bench\`?)`,
     );
   }
-  if (o.version !== RESULTS_VERSION) {
+  const version = o.version as number;
+  if (!READABLE_RESULTS_VERSIONS.includes(version)) {
     throw new ResultsError(
       `${path}: version ${
         show(o.version)
-      } of ${RESULTS_FORMAT} is not supported (this build reads version ${RESULTS_VERSION})`,
+      } of ${RESULTS_FORMAT} is not supported (this build reads versions ${
+        READABLE_RESULTS_VERSIONS.join(" and ")
+      })`,
     );
   }
   checkEnvironment(c, o.environment);
-  checkSettings(c, o.settings);
+  checkSettings(c, o.settings, version);
   checkCalibration(c, o.calibration);
+  if (version >= 2) checkRuntimes(c, o.runtimes, (o.settings as Obj).runtimes as unknown[]);
   checkPartial(c, o.partial);
   const keys = new Map<string, string>();
-  c.arr(o.workloads, "workloads").forEach((w, i) => checkWorkload(c, w, `workloads[${i}]`, keys));
+  c.arr(o.workloads, "workloads").forEach((w, i) =>
+    checkWorkload(c, w, `workloads[${i}]`, keys, version)
+  );
   c.arr(o.warnings, "warnings").forEach((w, i) => {
     const wo = c.obj(w, `warnings[${i}]`);
     c.str(wo, "code", `warnings[${i}]`);
     c.str(wo, "message", `warnings[${i}]`);
     c.strOrNull(wo, "key", `warnings[${i}]`);
   });
+  if (version === 1) upgradeV1(o);
+  if (version >= 2) checkRuntimeKeys(c, o as unknown as ResultsDocument);
   const parsed = doc as ResultsDocument;
   upgradeRooflines(parsed);
   return parsed;
 }
 
+/** Every case's key and runtime agree, and its runtime is one of the run's. */
+function checkRuntimeKeys(c: Checker, doc: ResultsDocument): void {
+  const runtimes = new Set<RuntimeName>(doc.settings.runtimes);
+  doc.workloads.forEach((w, i) =>
+    w.snapshots.forEach((s, j) =>
+      s.cases.forEach((k, l) => {
+        const at = `workloads[${i}].snapshots[${j}].cases[${l}]`;
+        if (!runtimes.has(k.runtime)) {
+          c.fail(
+            `${at}.runtime`,
+            `one of settings.runtimes (${[...runtimes].join(", ")})`,
+            k.runtime,
+          );
+        }
+        const suffix = k.runtime === DEFAULT_RUNTIME ? "" : `@${k.runtime}`;
+        if (!k.key.endsWith(`/${k.method}${suffix}`)) {
+          c.fail(
+            `${at}.key`,
+            `a key ending in /${k.method}${suffix} (runtime ${k.runtime})`,
+            k.key,
+          );
+        }
+      })
+    )
+  );
+}
+
+/**
+ * Upgrades a checked version 1 document in place: one runtime, Deno's built-in WebGPU at the Deno
+ * version the document recorded; every case ran the FMA kernels with the run's block and chunk
+ * sizes; keys unchanged.
+ */
+function upgradeV1(o: Obj): void {
+  const doc = o as unknown as ResultsDocument;
+  const e = doc.environment;
+  const s = doc.settings as ResultsDocument["settings"] & Record<string, unknown>;
+  s.kernel = "fma";
+  s.runtimes = [DEFAULT_RUNTIME];
+  const runtime: RuntimeRun = {
+    name: DEFAULT_RUNTIME,
+    version: `deno ${e.deno}`,
+    flags: [],
+    source: null,
+    adapter: e.adapter,
+    calibration: doc.calibration,
+    tickRatio: e.tickRatio,
+    timingMode: s.timing.mode,
+    tuning: null,
+  };
+  doc.runtimes = [runtime];
+  for (const w of doc.workloads) {
+    for (const snap of w.snapshots) {
+      for (const k of snap.cases) {
+        k.runtime = DEFAULT_RUNTIME;
+        k.kernel = "fma";
+        k.options = { blockSize: s.blockSize, chunkSize: s.chunkSize };
+      }
+    }
+    for (const t of w.totals) t.runtime = DEFAULT_RUNTIME;
+  }
+  (o as { version: number }).version = RESULTS_VERSION;
+}
+
 /** Reads and parses a results file (see {@linkcode parseResults}). */
 export async function readResults(path: string): Promise<ResultsDocument> {
   return parseResults(await Deno.readTextFile(path), path);
+}
+
+/** One line of a chart or column of a table: a method on a runtime. */
+export interface Series {
+  method: string;
+  runtime: RuntimeName;
+  /** `deft-flatten`, or `deft-flatten (dawn)` when the run is not Deno's alone. */
+  label: string;
+}
+
+/**
+ * A series label: the method name in a run of Deno's built-in WebGPU alone (as before runtimes
+ * existed), else `method (runtime)`.
+ */
+export function seriesLabel(
+  method: string,
+  runtime: RuntimeName,
+  runtimes: readonly RuntimeName[],
+): string {
+  return runtimes.length === 1 && runtime === DEFAULT_RUNTIME ? method : `${method} (${runtime})`;
+}
+
+/**
+ * The series of a run, method by method with the runtimes of each side by side (methods in
+ * `order`'s order, then any others in document order), for those with at least one case.
+ */
+export function docSeries(
+  doc: ResultsDocument,
+  order: (methods: Iterable<string>) => string[] = (m) => [...new Set(m)],
+): Series[] {
+  const present = new Set<string>();
+  for (const w of doc.workloads) {
+    for (const s of w.snapshots) for (const c of s.cases) present.add(`${c.method}\n${c.runtime}`);
+  }
+  const methods = order([
+    ...doc.settings.methods,
+    ...doc.workloads.flatMap((w) => w.snapshots.flatMap((s) => s.cases.map((c) => c.method))),
+  ]);
+  const runtimes = doc.settings.runtimes;
+  return methods.flatMap((method) =>
+    runtimes.filter((runtime) => present.has(`${method}\n${runtime}`)).map((runtime) => ({
+      method,
+      runtime,
+      label: seriesLabel(method, runtime, runtimes),
+    }))
+  );
 }
 
 /** A case with the workload and snapshot it belongs to. */

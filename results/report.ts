@@ -16,9 +16,26 @@ import chartJsSource from "../node_modules/chart.js/dist/chart.umd.min.js" with 
 import chartJsPackage from "../node_modules/chart.js/package.json" with { type: "json" };
 import { METHOD_NAMES } from "../kernels/method.ts";
 import { IndexedTree, type Tree } from "../workloads/tree.ts";
-import { caseProblem, caseRefs, formatBytes, formatNs, formatSi, runLabel } from "./document.ts";
+import {
+  caseProblem,
+  caseRefs,
+  docSeries,
+  formatBytes,
+  formatNs,
+  formatSi,
+  runLabel,
+  type Series,
+  seriesLabel,
+} from "./document.ts";
 import { boundName, cacheBytesPerS } from "./roofline.ts";
-import type { CaseResult, ResultsDocument, WorkloadResult } from "./schema.ts";
+import {
+  type Calibration,
+  type CaseResult,
+  DEFAULT_RUNTIME,
+  type MethodTotal,
+  type ResultsDocument,
+  type WorkloadResult,
+} from "./schema.ts";
 
 /** The bundled chart.js version (inlined, or fetched from the CDN with `--cdn`). */
 export const CHART_JS_VERSION: string = chartJsPackage.version;
@@ -97,6 +114,20 @@ export function methodColour(method: string): string {
   return SPARE_COLOURS[h % SPARE_COLOURS.length]!;
 }
 
+/**
+ * The colour of a method on a runtime: the method's colour on Deno's built-in WebGPU, a darker
+ * shade of it on any other runtime, so a method's runtimes sit side by side in one hue.
+ */
+export function seriesColour(method: string, runtime: string = DEFAULT_RUNTIME): string {
+  const base = methodColour(method);
+  if (runtime === DEFAULT_RUNTIME) return base;
+  const m = /^#([0-9a-f]{6})$/i.exec(base);
+  if (!m) return base;
+  const n = parseInt(m[1]!, 16);
+  const dark = [16, 8, 0].map((sh) => Math.round(((n >> sh) & 255) * 0.6));
+  return `#${dark.map((c) => c.toString(16).padStart(2, "0")).join("")}`;
+}
+
 /** Methods in the canonical order (known names first, others by first appearance). */
 export function orderMethods(methods: Iterable<string>): string[] {
   const set = new Set(methods);
@@ -107,12 +138,16 @@ export function orderMethods(methods: Iterable<string>): string[] {
 /** Status of a method on a workload: usable everywhere, failed or errored somewhere, or absent. */
 export type CellStatus = "ok" | "failed" | "error" | "missing";
 
-function methodStatus(w: WorkloadResult, method: string): CellStatus {
+function methodStatus(
+  w: WorkloadResult,
+  method: string,
+  runtime: string = DEFAULT_RUNTIME,
+): CellStatus {
   let found = false;
   let status: CellStatus = "ok";
   for (const s of w.snapshots) {
     for (const c of s.cases) {
-      if (c.method !== method) continue;
+      if (c.method !== method || c.runtime !== runtime) continue;
       found = true;
       if (c.status === "error") status = "error";
       else if (caseProblem(c) !== null && status === "ok") status = "failed";
@@ -265,15 +300,31 @@ function workloadLabel(w: WorkloadResult): string {
   return w.sweep ? `${w.name} (${w.sweep.parameter}=${w.sweep.value})` : w.name;
 }
 
-function methodsOf(doc: ResultsDocument): string[] {
-  return orderMethods([
-    ...doc.settings.methods,
-    ...doc.workloads.flatMap((w) => w.snapshots.flatMap((s) => s.cases.map((c) => c.method))),
-  ]).filter((m) => doc.workloads.some((w) => methodStatus(w, m) !== "missing"));
+/** Every (method, runtime) of a run with at least one case, methods in canonical order. */
+function seriesOf(doc: ResultsDocument): Series[] {
+  return docSeries(doc, orderMethods);
+}
+
+/** The total of a series on a workload. */
+function totalOf(
+  w: WorkloadResult,
+  s: Pick<Series, "method" | "runtime">,
+): MethodTotal | undefined {
+  return w.totals.find((x) => x.method === s.method && x.runtime === s.runtime);
+}
+
+/** Chart.js dataset styling of a series: its colour, dashed lines off the default runtime. */
+function seriesStyle(s: Pick<Series, "method" | "runtime">, line = false): Record<string, unknown> {
+  const colour = seriesColour(s.method, s.runtime);
+  return {
+    backgroundColor: colour,
+    borderColor: colour,
+    ...(line && s.runtime !== DEFAULT_RUNTIME ? { borderDash: [6, 3] } : {}),
+  };
 }
 
 function latencyChart(doc: ResultsDocument, id: string): ChartSpec {
-  const methods = methodsOf(doc);
+  const series = seriesOf(doc);
   return {
     id,
     title: "Latency per method per workload",
@@ -283,13 +334,13 @@ function latencyChart(doc: ResultsDocument, id: string): ChartSpec {
       type: "bar",
       data: {
         labels: doc.workloads.map(workloadLabel),
-        datasets: methods.map((m) => {
-          const status = doc.workloads.map((w) => methodStatus(w, m));
+        datasets: series.map((x) => {
+          const status = doc.workloads.map((w) => methodStatus(w, x.method, x.runtime));
           return {
-            label: m,
-            backgroundColor: methodColour(m),
+            label: x.label,
+            ...seriesStyle(x),
             data: doc.workloads.map((w, i) => {
-              const t = w.totals.find((x) => x.method === m);
+              const t = totalOf(w, x);
               return status[i] === "ok" && t && t.complete ? t.meanIterationNs : null;
             }),
             deftStatus: status,
@@ -307,25 +358,27 @@ function latencyChart(doc: ResultsDocument, id: string): ChartSpec {
 }
 
 function speedupChart(doc: ResultsDocument, id: string): ChartSpec | null {
-  const methods = methodsOf(doc).filter((m) => m !== "sequence");
+  const series = seriesOf(doc).filter((x) => x.method !== "sequence");
   const any = doc.workloads.some((w) => w.totals.some((t) => t.speedupVsSequence !== null));
-  if (!any || methods.length === 0) return null;
+  if (!any || series.length === 0) return null;
   return {
     id,
     title: "Speedup over sequence",
     caption:
-      "Speedup of each method over sequence (Flash-Decoding style, every query reads its whole root-to-leaf KV) on the same workload in this run, the sequence run time divided by the method's; bars above the dashed 1× line are faster, and ✗ marks a method that failed.",
+      `Speedup of each method over sequence (Flash-Decoding style, every query reads its whole root-to-leaf KV) on the same workload${
+        doc.settings.runtimes.length > 1 ? " and runtime" : ""
+      } in this run, the sequence run time divided by the method's; bars above the dashed 1× line are faster, and ✗ marks a method that failed.`,
     config: {
       type: "bar",
       data: {
         labels: doc.workloads.map(workloadLabel),
-        datasets: methods.map((m) => {
-          const status = doc.workloads.map((w) => methodStatus(w, m));
+        datasets: series.map((x) => {
+          const status = doc.workloads.map((w) => methodStatus(w, x.method, x.runtime));
           return {
-            label: m,
-            backgroundColor: methodColour(m),
+            label: x.label,
+            ...seriesStyle(x),
             data: doc.workloads.map((w, i) => {
-              const t = w.totals.find((x) => x.method === m);
+              const t = totalOf(w, x);
               return status[i] === "ok" && t ? t.speedupVsSequence : null;
             }),
             deftStatus: status,
@@ -343,8 +396,58 @@ function speedupChart(doc: ResultsDocument, id: string): ChartSpec | null {
   };
 }
 
+/**
+ * With several runtimes: each runtime's speedup over the first, method by method and workload by
+ * workload, from the one run that measured both.
+ */
+function runtimeChart(doc: ResultsDocument, id: string): ChartSpec | null {
+  const [first, ...others] = doc.settings.runtimes;
+  if (!first || others.length === 0) return null;
+  const series = seriesOf(doc).filter((x) => x.runtime !== first);
+  return {
+    id,
+    title: `Speedup over ${first}`,
+    caption: `Each method's run time on ${first} divided by its run time on ${
+      others.join(" and ")
+    } on the same workload, both measured in this run; bars above the dashed 1× line are faster than ${first}, and ✗ marks a side that failed.`,
+    config: {
+      type: "bar",
+      data: {
+        labels: doc.workloads.map(workloadLabel),
+        datasets: series.map((x) => {
+          const status = doc.workloads.map((w): CellStatus => {
+            const a = methodStatus(w, x.method, first), b = methodStatus(w, x.method, x.runtime);
+            return a === "ok" ? b : a;
+          });
+          return {
+            label: x.label,
+            ...seriesStyle(x),
+            data: doc.workloads.map((w, i) => {
+              const a = totalOf(w, { method: x.method, runtime: first });
+              const b = totalOf(w, x);
+              return status[i] === "ok" && a?.complete && b?.complete && b.runNs > 0
+                ? a.runNs / b.runNs
+                : null;
+            }),
+            deftStatus: status,
+          };
+        }),
+      },
+      options: {
+        scales: {
+          x: axis("workload", "plain"),
+          y: axis(`speedup over ${first}`, "ratio", { beginAtZero: true }),
+        },
+        plugins: { deftRefLine: { value: 1, label: `${first} = 1×` } },
+      },
+    },
+  };
+}
+
 function ioChart(doc: ResultsDocument, id: string): ChartSpec {
-  const methods = methodsOf(doc);
+  // IO is a fact of the plan: one row per method (its first runtime's numbers).
+  const seen = new Set<string>();
+  const methods = seriesOf(doc).filter((x) => !seen.has(x.method) && seen.add(x.method));
   const labels: string[] = [];
   const kv: (number | null)[] = [];
   const mask: (number | null)[] = [];
@@ -352,12 +455,12 @@ function ioChart(doc: ResultsDocument, id: string): ChartSpec {
   const real: (number | null)[] = [];
   const status: CellStatus[] = [];
   for (const w of doc.workloads) {
-    for (const m of methods) {
-      const st = methodStatus(w, m);
+    for (const x of methods) {
+      const st = methodStatus(w, x.method, x.runtime);
       if (st === "missing") continue;
-      const t = w.totals.find((x) => x.method === m);
+      const t = totalOf(w, x);
       const ok = st === "ok" && t !== undefined;
-      labels.push(`${workloadLabel(w)} · ${m}`);
+      labels.push(`${workloadLabel(w)} · ${x.method}`);
       kv.push(ok ? t.paperIo.kvBytes : null);
       mask.push(ok ? t.paperIo.maskBytes : null);
       partial.push(ok ? t.paperIo.partialBytes : null);
@@ -420,7 +523,7 @@ function logGrid(lo: number, hi: number, n: number): number[] {
 }
 
 function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
-  const byMethod = new Map<string, { x: number; y: number; deftLabel: string }[]>();
+  const bySeries = new Map<string, { x: number; y: number; deftLabel: string }[]>();
   // The same cases at their DRAM intensity (FLOPs per byte that must cross DRAM).
   const dram: { x: number; y: number; deftLabel: string }[] = [];
   for (const r of caseRefs(doc)) {
@@ -428,32 +531,56 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
     if (caseProblem(c) !== null || c.counts.real.totalBytes <= 0 || c.counts.flops <= 0) continue;
     const y = c.roofline?.achievedFlopsPerS ?? c.counts.flops / c.timing!.medianNs * 1e9;
     if (!(y > 0)) continue;
-    const list = byMethod.get(c.method) ?? [];
+    const k = `${c.method}\n${c.runtime}`;
+    const list = bySeries.get(k) ?? [];
     list.push({ x: c.counts.flops / c.counts.real.totalBytes, y, deftLabel: r.key });
-    byMethod.set(c.method, list);
+    bySeries.set(k, list);
     if (c.counts.dramBytes > 0) {
       dram.push({ x: c.counts.flops / c.counts.dramBytes, y, deftLabel: `${r.key} (DRAM bytes)` });
     }
   }
-  if (byMethod.size === 0) return null;
-  const points = [...byMethod.values()].flat();
+  if (bySeries.size === 0) return null;
+  const points = [...bySeries.values()].flat();
   const xs = [...points, ...dram].map((p) => p.x);
-  const datasets: Record<string, unknown>[] = orderMethods(byMethod.keys()).map((m) => ({
-    label: m,
-    type: "scatter",
-    data: byMethod.get(m)!,
-    backgroundColor: methodColour(m),
-    borderColor: methodColour(m),
-    pointRadius: 4,
-  }));
-  const cal = doc.calibration;
+  const datasets: Record<string, unknown>[] = seriesOf(doc)
+    .filter((x) => bySeries.has(`${x.method}\n${x.runtime}`))
+    .map((x) => ({
+      label: x.label,
+      type: "scatter",
+      data: bySeries.get(`${x.method}\n${x.runtime}`)!,
+      ...seriesStyle(x),
+      pointRadius: 4,
+    }));
+  // One set of roofs per runtime with a calibration (their FMA peaks differ on the same GPU).
+  const many = doc.runtimes.length > 1;
+  const ceilings: { cal: Calibration; label: string }[] = doc.runtimes.length
+    ? doc.runtimes.filter((r) => r.calibration).map((r) => ({
+      cal: r.calibration!,
+      label: many ? ` ${r.name}` : "",
+    }))
+    : doc.calibration
+    ? [{ cal: doc.calibration, label: "" }]
+    : [];
+  const ROOF_COLOURS = [["#333", "#888"], ["#8a4f00", "#c99a4b"]];
   let ceiling = "";
-  if (cal) {
+  if (ceilings.length > 0 && dram.length > 0) {
+    datasets.push({
+      label: "cases at DRAM intensity (hollow)",
+      type: "scatter",
+      data: dram,
+      backgroundColor: "rgba(0,0,0,0)",
+      borderColor: "#777",
+      pointRadius: 3,
+    });
+  }
+  let anyL2 = false;
+  for (const [i, { cal, label }] of ceilings.entries()) {
     const peakFlops = doc.settings.dtype === "f16" && cal.f16FlopsPerS !== null
       ? cal.f16FlopsPerS
       : cal.f32FlopsPerS;
     const bw = cal.peakReadBytesPerS;
     const l2 = cacheBytesPerS(cal);
+    anyL2 ||= l2 !== null;
     // Loops, not Math.min(...xs): spreading an input-sized array overflows the stack.
     let lo = peakFlops / bw, hi = peakFlops / bw;
     for (const x of xs) {
@@ -462,19 +589,10 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
     }
     lo /= 4;
     hi *= 4;
-    if (dram.length > 0) {
+    const [dramColour, l2Colour] = ROOF_COLOURS[Math.min(i, ROOF_COLOURS.length - 1)]!;
+    const roof = (name: string, rate: number, colour: string, dash: number[]) =>
       datasets.push({
-        label: "cases at DRAM intensity (hollow)",
-        type: "scatter",
-        data: dram,
-        backgroundColor: "rgba(0,0,0,0)",
-        borderColor: "#777",
-        pointRadius: 3,
-      });
-    }
-    const roof = (label: string, rate: number, colour: string, dash: number[]) =>
-      datasets.push({
-        label,
+        label: name,
         type: "line",
         data: logGrid(lo, hi, 64).map((x) => ({ x, y: Math.min(peakFlops, x * rate) })),
         borderColor: colour,
@@ -484,13 +602,19 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
         pointRadius: 0,
         fill: false,
       });
-    roof(`DRAM roof (${formatSi(bw, "B/s")}, ${formatSi(peakFlops, "FLOP/s")})`, bw, "#333", [
-      5,
-      3,
-    ]);
-    if (l2 !== null) roof(`L2 roof (${formatSi(l2, "B/s")})`, l2, "#888", [2, 2]);
-    ceiling = ` under the calibrated roofs of this adapter: FMA peak, ${
-      l2 !== null ? "L2 read bandwidth (for all bytes moved) and " : ""
+    roof(
+      `DRAM roof${label} (${formatSi(bw, "B/s")}, ${formatSi(peakFlops, "FLOP/s")})`,
+      bw,
+      dramColour!,
+      [5, 3],
+    );
+    if (l2 !== null) roof(`L2 roof${label} (${formatSi(l2, "B/s")})`, l2, l2Colour!, [2, 2]);
+  }
+  if (ceilings.length > 0) {
+    ceiling = ` under the calibrated roofs of ${
+      many ? "each runtime" : "this adapter"
+    }: FMA peak, ${
+      anyL2 ? "L2 read bandwidth (for all bytes moved) and " : ""
     }DRAM read bandwidth (for the bytes that must cross DRAM, the hollow points at their DRAM intensity)`;
   }
   return {
@@ -498,7 +622,7 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
     title: "Roofline position",
     caption:
       `Achieved FLOP/s of every successful case against its arithmetic intensity (executed FLOPs per byte really moved, filled points)${ceiling}${
-        cal ? "" : " (no calibration in this run, so no ceiling is drawn)"
+        ceilings.length ? "" : " (no calibration in this run, so no ceiling is drawn)"
       }; points close to the line use the hardware well.`,
     config: {
       type: "scatter",
@@ -520,7 +644,7 @@ function sweepCharts(doc: ResultsDocument, idBase: string): ChartSpec[] {
   return params.map((param, k) => {
     const ws = doc.workloads.filter((w) => w.sweep?.parameter === param)
       .sort((a, b) => a.sweep!.value - b.sweep!.value);
-    const methods = orderMethods(ws.flatMap((w) => w.totals.map((t) => t.method)));
+    const series = seriesOf(doc).filter((x) => ws.some((w) => totalOf(w, x)));
     return {
       id: `${idBase}-${k}`,
       title: `Latency against ${param}`,
@@ -529,14 +653,13 @@ function sweepCharts(doc: ResultsDocument, idBase: string): ChartSpec[] {
       config: {
         type: "line",
         data: {
-          datasets: methods.map((m) => {
-            const status = ws.map((w) => methodStatus(w, m));
+          datasets: series.map((x) => {
+            const status = ws.map((w) => methodStatus(w, x.method, x.runtime));
             return {
-              label: m,
-              borderColor: methodColour(m),
-              backgroundColor: methodColour(m),
+              label: x.label,
+              ...seriesStyle(x, true),
               data: ws.map((w, i) => {
-                const t = w.totals.find((x) => x.method === m);
+                const t = totalOf(w, x);
                 return {
                   x: w.sweep!.value,
                   y: status[i] === "ok" && t && t.complete ? t.meanIterationNs : null,
@@ -804,6 +927,17 @@ export function renderTreeSvg(tree: Tree, blockSize: number): string {
   return out.join("");
 }
 
+/** DeFT-Flatten's block size on a workload (its first case's, which tuning may set), else the run's. */
+function flattenBlockSize(doc: ResultsDocument, w: WorkloadResult): number {
+  for (const s of w.snapshots) {
+    for (const c of s.cases) {
+      const b = c.method === "deft-flatten" ? c.options.blockSize : undefined;
+      if (typeof b === "number" && Number.isSafeInteger(b) && b > 0) return b;
+    }
+  }
+  return doc.settings.blockSize;
+}
+
 function treeFigure(w: WorkloadResult, blockSize: number, open: boolean): string {
   const snap = w.snapshots.find((s) => s.tree !== null);
   const head = `<summary>${esc(workloadLabel(w))}: tree and DeFT-Flatten blocks</summary>`;
@@ -863,6 +997,28 @@ function environmentTable(doc: ResultsDocument): string {
       a.features.length ? a.features.map((f) => `<code>${esc(f)}</code>`).join(" ") : "none",
     ],
     ["Deno / V8 / TypeScript", `${esc(e.deno)} / ${esc(e.v8)} / ${esc(e.typescript)}`],
+    ...doc.runtimes.map((r): [string, string] => [
+      `runtime ${r.name}`,
+      `${esc(r.version)}${r.source ? ` from <code>${esc(r.source)}</code>` : ""}${
+        r.flags.length ? `; flags ${r.flags.map((f) => `<code>${esc(f)}</code>`).join(" ")}` : ""
+      }; adapter ${
+        esc(r.adapter.description || [r.adapter.vendor, r.adapter.architecture].join(" "))
+      }${
+        r.adapter.isFallbackAdapter ? ` <span class="badge warn">fallback</span>` : ""
+      }; features ${r.adapter.features.map((f) => `<code>${esc(f)}</code>`).join(" ")}${
+        r.adapter.subgroupMatrixConfigs?.length
+          ? `; subgroup matrices ${
+            esc(
+              r.adapter.subgroupMatrixConfigs.map((c) =>
+                `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`
+              ).join(", "),
+            )
+          }`
+          : ""
+      }; ${esc(r.timingMode)} timing${
+        r.tickRatio === null ? "" : `, tick check ${esc(r.tickRatio.toFixed(4))}`
+      }`,
+    ]),
     ["OS / arch / CPU", `${esc(e.os)} / ${esc(e.arch)} / ${esc(e.cpu ?? "unknown")}`],
     [
       "commit",
@@ -941,6 +1097,17 @@ function settingsTable(doc: ResultsDocument): string {
       } KV heads, d = ${esc(s.shape.headDim)}, ${esc(s.shape.layers)} layers / ${esc(s.dtype)}`,
     ],
     ["block size / chunk size", `${esc(s.blockSize)} / ${esc(s.chunkSize)} tokens`],
+    ["runtimes / kernel family", `${esc(s.runtimes.join(", "))} / ${esc(s.kernel)}`],
+    ...doc.runtimes.filter((r) => r.tuning).map((r): [string, string] => [
+      `stored tuning (${r.name})`,
+      `<code>${esc(r.tuning!.file)}</code>, tuned ${esc(r.tuning!.tunedAt)}: ${
+        esc(
+          Object.entries(r.tuning!.applied).map(([m, o]) =>
+            `${m} ${Object.entries(o ?? {}).map(([k, v]) => `${k}=${v}`).join(" ")}`
+          ).join("; "),
+        )
+      }`,
+    ]),
     [
       "scale",
       s.scale === 1
@@ -981,7 +1148,15 @@ function settingsTable(doc: ResultsDocument): string {
 }
 
 function calibrationTable(doc: ResultsDocument): string {
-  const c = doc.calibration;
+  if (doc.runtimes.length > 1) {
+    return doc.runtimes.map((r) => `<h3>${esc(r.name)}</h3>${calibrationRows(r.calibration)}`).join(
+      "",
+    );
+  }
+  return calibrationRows(doc.calibration);
+}
+
+function calibrationRows(c: Calibration | null): string {
   if (!c) return `<p class="sub">No calibration in this run: the roofline has no ceiling.</p>`;
   return kvTable([
     ["adapter", esc(c.adapterKey)],
@@ -1070,19 +1245,19 @@ function caseTable(doc: ResultsDocument): string {
       } %${k.smMHz !== null ? ` · ${esc(k.smMHz.toFixed(0))} MHz` : ""}`;
     return `<tr${problem === null ? "" : ` class="bad"`}><td class="mono">${esc(r.key)}</td><td>${
       esc(c.method)
-    }</td><td>${
-      statusBadge(c)
+    }</td><td>${statusBadge(c)}</td><td>${esc(c.runtime)}</td><td class="mono">${
+      esc(c.kernel)
     }</td>${cells}<td class="num">${roof}</td><td class="num">${clock}</td><td>${ver}</td><td class="mono">${
       esc(c.sourceHash.slice(0, 12))
     }</td></tr>`;
   });
-  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>median</th><th>95 % CI of median</th><th>MAD</th><th>samples</th><th>roofline (binding floor)</th><th>clock (reference speed / working speed)</th><th>verification (max rel. error / tolerance)</th><th>source</th></tr></thead><tbody>${
+  return `<div class="scroll"><table><thead><tr><th>case</th><th>method</th><th>status</th><th>runtime</th><th>kernel</th><th>median</th><th>95 % CI of median</th><th>MAD</th><th>samples</th><th>roofline (binding floor)</th><th>clock (reference speed / working speed)</th><th>verification (max rel. error / tolerance)</th><th>source</th></tr></thead><tbody>${
     rows.join("")
   }</tbody></table></div>`;
 }
 
 function totalsTable(doc: ResultsDocument): string {
-  const methods = methodsOf(doc);
+  const series = seriesOf(doc);
   const rows: string[] = [];
   for (const w of doc.workloads) {
     const f = w.runFacts;
@@ -1095,14 +1270,14 @@ function totalsTable(doc: ResultsDocument): string {
         esc((f.kvIoReduction * 100).toFixed(2))
       } %</span></th></tr>`,
     );
-    for (const m of methods) {
-      const st = methodStatus(w, m);
+    for (const x of series) {
+      const st = methodStatus(w, x.method, x.runtime);
       if (st === "missing") continue;
-      const t = w.totals.find((x) => x.method === m);
+      const t = totalOf(w, x);
       const ok = st === "ok" && t !== undefined && t.complete;
       const num = (s: string) => `<td class="num">${esc(s)}</td>`;
       rows.push(
-        `<tr${ok ? "" : ` class="bad"`}><td>${esc(m)}</td><td>${
+        `<tr${ok ? "" : ` class="bad"`}><td>${esc(x.label)}</td><td>${
           ok
             ? `<span class="badge ok">ok</span>`
             : `<span class="badge bad">${esc(st === "ok" ? "INCOMPLETE" : st.toUpperCase())}</span>`
@@ -1134,7 +1309,7 @@ function notices(doc: ResultsDocument): string {
       } planned cases. Workloads it did not finish have no whole-run totals.</p>`,
     );
   }
-  if (e.adapter.isFallbackAdapter) {
+  if (e.adapter.isFallbackAdapter || doc.runtimes.some((r) => r.adapter.isFallbackAdapter)) {
     out.push(
       `<p class="notice">This run used a fallback (software) adapter: latencies describe a CPU rasterizer, not a GPU.</p>`,
     );
@@ -1208,6 +1383,8 @@ export function runCharts(doc: ResultsDocument, prefix: string): ChartSpec[] {
   const charts: ChartSpec[] = [latencyChart(doc, `${prefix}-latency`)];
   const speed = speedupChart(doc, `${prefix}-speedup`);
   if (speed) charts.push(speed);
+  const rt = runtimeChart(doc, `${prefix}-runtime`);
+  if (rt) charts.push(rt);
   charts.push(ioChart(doc, `${prefix}-io`));
   const roof = rooflineChart(doc, `${prefix}-roofline`);
   if (roof) charts.push(roof);
@@ -1226,9 +1403,9 @@ function runSection(doc: ResultsDocument, i: number, charts: ChartSpec[], many: 
   parts.push(
     `<p class="sub">${
       esc(a.description || [a.vendor, a.architecture].join(" ") || "unknown adapter")
-    } · ${esc(doc.settings.shape.name)} ${esc(doc.settings.dtype)} · ${
-      esc(doc.settings.timing.mode)
-    } timing · scale ${
+    } · ${esc(doc.runtimes.map((r) => r.version).join(" and "))} · ${
+      esc(doc.settings.shape.name)
+    } ${esc(doc.settings.dtype)} · ${esc(doc.settings.timing.mode)} timing · scale ${
       esc(doc.settings.scale)
     } · ${doc.workloads.length} workload(s), ${cases} case(s) · <a href="#${anchor}-env">environment and settings</a></p>`,
   );
@@ -1239,7 +1416,7 @@ function runSection(doc: ResultsDocument, i: number, charts: ChartSpec[], many: 
     parts.push(`<div class="grid">${charts.map(figure).join("")}</div>`);
     parts.push(`<h3>Workload trees and DeFT-Flatten blocks</h3>`);
     parts.push(
-      doc.workloads.map((w, k) => treeFigure(w, doc.settings.blockSize, k === 0)).join(""),
+      doc.workloads.map((w, k) => treeFigure(w, flattenBlockSize(doc, w), k === 0)).join(""),
     );
     parts.push(`<h3>Totals per workload and method</h3>${totalsTable(doc)}`);
     parts.push(`<h3>Cases</h3>${caseTable(doc)}`);
@@ -1268,9 +1445,12 @@ function runsOverview(docs: ResultsDocument[]): string {
   docs.forEach((d, i) => {
     for (const w of d.workloads) {
       for (const t of w.totals) {
-        const k = `${workloadLabel(w)} / ${t.method}`;
+        // Runtimes apart: a Deno-only run labels methods plainly, others add the runtime.
+        const k = `${workloadLabel(w)} / ${seriesLabel(t.method, t.runtime, [t.runtime])}`;
         const row = keyed.get(k) ?? new Array<number | null>(docs.length).fill(null);
-        row[i] = t.complete && methodStatus(w, t.method) === "ok" ? t.meanIterationNs : null;
+        row[i] = t.complete && methodStatus(w, t.method, t.runtime) === "ok"
+          ? t.meanIterationNs
+          : null;
         keyed.set(k, row);
       }
     }

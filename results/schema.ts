@@ -1,36 +1,64 @@
 /**
- * The results document: one versioned JSON file per `bench` run (`deft-bench/results`, version 1).
- * Reports, `compare` and `dashboard` read only this document, never in-memory state.
+ * The results document: one versioned JSON file per `bench` run (`deft-bench/results`, version 2;
+ * version 1 documents are still read, see `results/document.ts`). Reports, `compare` and
+ * `dashboard` read only this document, never in-memory state.
  *
  * Layout: `environment` (where and how it ran) -> `settings` (what was asked) -> `calibration`
- * (device ceilings) -> `workloads[]` -> `snapshots[]` (sampled iterations) -> `cases[]` (one per
- * method) with plan counts, timing with raw samples, roofline and verification. Every case carries
- * a `key` that identifies it across runs and a `sourceHash` of its kernels, so `compare` never
- * compares an edited kernel with old numbers silently.
+ * (device ceilings) -> `runtimes[]` (each WebGPU runtime of the run: name, version, flags, adapter,
+ * calibration, stored tuning it used) -> `workloads[]` -> `snapshots[]` (sampled iterations) ->
+ * `cases[]` (one per method and runtime) with plan counts, timing with raw samples, roofline and
+ * verification. Every case carries a `key` that identifies it across runs, the runtime and kernel
+ * variant it ran, and a `sourceHash` of its kernels, so `compare` never compares an edited kernel
+ * with old numbers silently.
+ *
+ * Runtimes in keys: a case of Deno's built-in WebGPU keeps the key it always had
+ * (`workload@iteration/method`), so runs from before version 2 stay comparable; a case of any other
+ * runtime adds `@runtime` (`workload@iteration/method@dawn`). Keys of different runtimes never
+ * match, so `compare` and `dashboard` keep runtimes apart.
  *
  * Units are in the field names: `Ns` nanoseconds, `Bytes`, `Flops`, `PerS` per second.
  *
- * Fields added after version 1 was first written are optional on read (`?` below: `clock` of the
- * environment and of each case, `l2ReadBytesPerS` and `reference` of the calibration, the DRAM/L2
- * fields of a roofline) and version stays 1. A document written before the DRAM/L2 roofline model
- * is upgraded on read (`results/roofline.ts`): `counts.dramBytes` estimated from the snapshot's
- * facts, rooflines recomputed, and a `roofline-recomputed` warning added.
+ * Fields added within a version are optional on read (`?` below: `clock` of the environment, of
+ * each runtime and of each case, `l2ReadBytesPerS` and `reference` of the calibration, the DRAM/L2
+ * fields of a roofline, `partial`). A document written before the DRAM/L2 roofline model is
+ * upgraded on read (`results/roofline.ts`): `counts.dramBytes` estimated from the snapshot's facts,
+ * rooflines recomputed, and a `roofline-recomputed` warning added.
  *
  * @module
  */
 
-import type { MethodName, PaperIo, PlanCounts } from "../kernels/method.ts";
-import type { GpuInfo } from "../kernels/gpu.ts";
+import type { KernelChoice, MethodName, PaperIo, PlanCounts } from "../kernels/method.ts";
+import type { GpuInfo, RuntimeName } from "../kernels/gpu.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { Tree, TreeFacts } from "../workloads/tree.ts";
 
 /** Format tag of a results document. */
 export const RESULTS_FORMAT = "deft-bench/results";
 /** Current version of the results format. */
-export const RESULTS_VERSION = 1;
+export const RESULTS_VERSION = 2;
+/** Versions {@linkcode parseResults} reads (older ones are upgraded in memory). */
+export const READABLE_RESULTS_VERSIONS: readonly number[] = [1, 2];
+
+/** The runtime every run before version 2 used, and the one whose case keys carry no suffix. */
+export const DEFAULT_RUNTIME: RuntimeName = "deno";
+
+/**
+ * The key of a case: `workload@iteration/method`, plus `@runtime` for runtimes other than
+ * {@linkcode DEFAULT_RUNTIME} (so keys of Deno runs are the same as before runtimes existed).
+ */
+export function caseKey(
+  workload: string,
+  iteration: number,
+  method: string,
+  runtime: RuntimeName = DEFAULT_RUNTIME,
+): string {
+  const key = `${workload}@${iteration}/${method}`;
+  return runtime === DEFAULT_RUNTIME ? key : `${key}@${runtime}`;
+}
 
 /** Where the run happened. */
 export interface Environment {
+  /** The adapter of the first runtime (every runtime's adapter is in `runtimes[]`). */
   adapter: GpuInfo;
   deno: string;
   v8: string;
@@ -51,7 +79,8 @@ export interface Environment {
   nvidiaSmi: { before: Record<string, string>; after: Record<string, string> } | null;
   /**
    * Timestamp tick check: GPU time of a long pass by timestamps divided by its wall time (near 1
-   * when timestamps are nanoseconds), or null when not checked.
+   * when timestamps are nanoseconds), or null when not checked (first runtime; each runtime's is in
+   * `runtimes[]`).
    */
   tickRatio: number | null;
   /** How the run kept and checked the GPU's clock (absent in older documents). */
@@ -114,6 +143,41 @@ export interface CaseClock {
   lowClock: boolean;
 }
 
+/** A method option's value: a number, a name, or a group of them (e.g. `mma: {rows, keys}`). */
+export type OptionValue = number | string | Record<string, number | string>;
+
+/** A stored tuning (`deft-bench tune`) that a runtime of the run used. */
+export interface TuningUse {
+  /** The tuning file. */
+  file: string;
+  /** When the tuning was measured. */
+  tunedAt: string;
+  /** Options applied per method (explicit command-line options are not among them). */
+  applied: Partial<Record<MethodName, Record<string, OptionValue>>>;
+}
+
+/** One WebGPU runtime of a run: what it is, how it was started, its adapter and ceilings. */
+export interface RuntimeRun {
+  name: RuntimeName;
+  /** `deno 2.9.6` or `dawn (npm webgpu@0.6.2)`. */
+  version: string;
+  /** Flags the runtime was created with (Dawn's `create()` options; empty for Deno). */
+  flags: string[];
+  /** Where the runtime was loaded from (Dawn's addon path or npm specifier), or null. */
+  source: string | null;
+  adapter: GpuInfo;
+  /** This runtime's device ceilings, or null. */
+  calibration: Calibration | null;
+  /** Timestamp tick check of this runtime's device (see `Environment.tickRatio`). */
+  tickRatio: number | null;
+  /** How this runtime's samples were timed. */
+  timingMode: TimingSettings["mode"];
+  /** How this runtime's device kept and checked its clock (absent when not checked). */
+  clock?: RunClock | null;
+  /** Stored tuning this runtime's cases used, or null. */
+  tuning: TuningUse | null;
+}
+
 /** How timings were taken. */
 export interface TimingSettings {
   /**
@@ -147,6 +211,10 @@ export interface Settings {
   shape: ModelShape;
   blockSize: number;
   chunkSize: number;
+  /** Kernel family asked for (`auto`, `fma`, `mma`); each case records the variant it ran. */
+  kernel: KernelChoice;
+  /** The runtimes of the run, in the order their cases appear. */
+  runtimes: RuntimeName[];
   /** Sampled iterations per workload run. */
   samplesPerRun: number;
   seed: number;
@@ -257,11 +325,20 @@ export interface Verification {
   passed: boolean;
 }
 
-/** One method on one snapshot. */
+/** One method on one snapshot on one runtime. */
 export interface CaseResult {
-  /** `workload@iteration/method`: stable across runs with the same settings. */
+  /** `workload@iteration/method[@runtime]` (see {@linkcode caseKey}): stable across runs. */
   key: string;
   method: MethodName;
+  /** The WebGPU runtime the case ran on. */
+  runtime: RuntimeName;
+  /**
+   * The kernel variant the plan chose (`fma`, `mma`, or a method's own name for it); the kernel
+   * family asked for when the plan does not name one.
+   */
+  kernel: string;
+  /** Method options the case was planned with (block size, chunk size, kernel family, ...). */
+  options: Record<string, OptionValue>;
   /** Hash of the method's WGSL sources and constants. */
   sourceHash: string;
   status: "ok" | "failed" | "error";
@@ -292,16 +369,20 @@ export interface SnapshotResult {
   cases: CaseResult[];
 }
 
-/** Per-method totals over a workload's run. */
+/** Per-method totals over a workload's run on one runtime. */
 export interface MethodTotal {
   method: MethodName;
+  runtime: RuntimeName;
   /** Σ weight x median: estimated attention time of one layer over the whole run. */
   runNs: number;
   /** runNs x layers: the paper's Table 16 shape (whole model, one query batch per iteration). */
   modelRunNs: number;
   /** runNs / iterations. */
   meanIterationNs: number;
-  /** sequence.runNs / runNs, measured in this run; null when sequence did not run or failed. */
+  /**
+   * sequence.runNs / runNs on the same runtime, measured in this run; null when sequence did not
+   * run or failed.
+   */
   speedupVsSequence: number | null;
   /** Run totals of paper-accounting IO for the whole model (x layers). */
   paperIo: PaperIo;
@@ -352,7 +433,10 @@ export interface ResultsDocument {
   version: typeof RESULTS_VERSION;
   environment: Environment;
   settings: Settings;
+  /** Ceilings of the first runtime (every runtime's are in `runtimes[]`). */
   calibration: Calibration | null;
+  /** Every runtime of the run, in `settings.runtimes` order. */
+  runtimes: RuntimeRun[];
   workloads: WorkloadResult[];
   warnings: Warning[];
   /** Set when the run was interrupted and holds only the cases finished by then. */

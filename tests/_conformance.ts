@@ -1,7 +1,10 @@
 /**
  * The conformance suite every attention method runs (hono-style shared behavioural suite): each
  * method against the float64 reference on random, non-zero data drawn fresh per test, over trees of
- * every kind, GQA groups 1/4/8, head dims 64/128 and dtypes f16/f32.
+ * every kind, GQA groups 1/4/8, head dims 64/128 and dtypes f16/f32, and every kernel family the
+ * device offers: `fma` always, and `mma` (subgroup matrices) for f16 cases on a device with an
+ * f16 x f16 -> f32 matrix configuration, for the methods whose plan changes with it. The device
+ * comes from `tests/_gpu.ts` (`DEFT_RUNTIME`, `DAWN_NODE`, `DEFT_REQUIRE_SUBGROUP_MATRIX`).
  */
 
 import { FewShotRun } from "../workloads/few_shot.ts";
@@ -9,24 +12,44 @@ import { ReasoningRun } from "../workloads/reasoning.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { Tree, TreeNode } from "../workloads/tree.ts";
-import { Gpu } from "../kernels/gpu.ts";
-import type { AttentionMethod, MethodOptions, Plan } from "../kernels/method.ts";
+import { kvLayout } from "../kernels/layout.ts";
+import {
+  type AttentionMethod,
+  DEFAULT_METHOD_OPTIONS,
+  type KernelCaps,
+  kernelCaps,
+  type MethodOptions,
+  type Plan,
+} from "../kernels/method.ts";
+import { IndexedTree } from "../workloads/tree.ts";
+import { REQUIRE_SUBGROUP_MATRIX, TEST_RUNTIME, testGpu } from "./_gpu.ts";
 import { Problem, runMethod } from "../kernels/problem.ts";
 import { compareOutput, referenceAttention } from "../kernels/reference.ts";
 
+export { testGpu };
+
 /**
- * Whether this machine's default adapter offers `shader-f16`. Without it (Mesa's llvmpipe through
- * OpenGL on a fresh machine) f16 kernel tests are reported as ignored, with a warning, unless
- * DEFT_REQUIRE_F16=1 (set by CI, which installs the Vulkan software adapter) makes them run.
+ * What the test device offers, or null when it cannot be opened (its tests then fail one by one
+ * with the reason; with DEFT_REQUIRE_SUBGROUP_MATRIX=1 the suite fails to load instead).
  */
-export const HAS_F16: boolean = await (async () => {
+const DEVICE: { hasF16: boolean; caps: KernelCaps } | null = await (async () => {
   try {
-    const a = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
-    return Boolean(a?.features.has("shader-f16"));
-  } catch {
-    return false;
+    const gpu = await testGpu();
+    return { hasF16: gpu.hasF16, caps: kernelCaps(gpu) };
+  } catch (e) {
+    if (REQUIRE_SUBGROUP_MATRIX) throw e;
+    console.warn(`warning: no test device on runtime ${TEST_RUNTIME}: ${(e as Error).message}`);
+    return null;
   }
 })();
+
+/**
+ * Whether the test device offers `shader-f16`. Without it (Mesa's llvmpipe through OpenGL on a
+ * fresh machine) f16 kernel tests are reported as ignored, with a warning, unless
+ * DEFT_REQUIRE_F16=1 (set by CI, which installs the Vulkan software adapter) makes them run.
+ * Without a device at all nothing is ignored: every kernel test fails with the reason.
+ */
+export const HAS_F16: boolean = DEVICE?.hasF16 ?? true;
 const REQUIRE_F16 = Deno.env.get("DEFT_REQUIRE_F16") === "1";
 if (!HAS_F16 && !REQUIRE_F16) {
   console.warn(
@@ -168,19 +191,13 @@ async function logCase(method: string, c: ConformanceCase, seed: number, maxRelE
     method,
     case: c.name,
     dtype: c.dtype,
+    kernel: c.options?.kernel ?? DEFAULT_METHOD_OPTIONS.kernel,
+    runtime: gpu.runtime.version,
     seed,
     maxRelError,
     adapter: gpu.info.description || gpu.info.vendor,
   });
   await Deno.writeTextFile(path, line + "\n", { append: true });
-}
-
-let shared: Promise<Gpu> | null = null;
-
-/** One device per test process. */
-export function testGpu(): Promise<Gpu> {
-  shared ??= Gpu.open();
-  return shared;
 }
 
 /** Runs one case of a method and returns the error report and the plan. */
@@ -220,9 +237,49 @@ export async function expectConformant(method: AttentionMethod, c: ConformanceCa
   }
 }
 
+/** What decides whether a plan runs other kernels: its variant and its dispatches' kernels. */
+function planSignature(plan: Plan): string {
+  return JSON.stringify([
+    (plan as { kernelVariant?: unknown }).kernelVariant ?? null,
+    plan.dispatches.map((d) => [d.kernel, d.workgroupSize]),
+  ]);
+}
+
 /**
- * Registers `cases` (the whole matrix by default) as Deno tests of `method`, named after `label`;
- * f16 cases are ignored on adapters without shader-f16 (see {@linkcode skipDtype}).
+ * The kernel families `method` runs `c` with on a device with `caps`: `fma` always; `mma` too for
+ * an f16 case on a device with subgroup matrices, unless the method's plan is the same with it
+ * (a method without `mma` kernels ignores the option). A case that pins `options.kernel` runs as
+ * given.
+ */
+export function kernelFamiliesFor(
+  method: AttentionMethod,
+  c: ConformanceCase,
+  caps: KernelCaps | null,
+): ("fma" | "mma")[] | null {
+  if (c.options?.kernel !== undefined) return null;
+  if (c.dtype !== "f16" || !caps?.matrix) return ["fma"];
+  const ix = new IndexedTree(c.tree());
+  const input = (kernel: "fma" | "mma") => ({
+    ix,
+    layout: kvLayout(ix, "shuffled", 1),
+    shape: c.shape,
+    dtype: c.dtype,
+    options: { ...DEFAULT_METHOD_OPTIONS, ...c.options, kernel },
+    caps,
+  });
+  try {
+    const fma = planSignature(method.plan(input("fma")));
+    return fma === planSignature(method.plan(input("mma"))) ? ["fma"] : ["fma", "mma"];
+  } catch {
+    return ["fma", "mma"]; // a plan that throws is worth a failing test
+  }
+}
+
+/**
+ * Registers `cases` (the whole matrix by default) as Deno tests of `method`, named after `label`,
+ * once per kernel family the device offers ({@linkcode kernelFamiliesFor}; the family is named in
+ * the test when there are two); f16 cases are ignored on adapters without shader-f16 (see
+ * {@linkcode skipDtype}).
  */
 export function conformanceSuite(
   method: AttentionMethod,
@@ -230,12 +287,20 @@ export function conformanceSuite(
   label: string = method.name,
 ): void {
   for (const c of cases) {
-    Deno.test({
-      name: `${label} matches the float64 reference: ${c.name}`,
-      ignore: skipDtype(c.dtype),
-      sanitizeResources: false,
-      sanitizeOps: false,
-      fn: () => expectConformant(method, c),
-    });
+    const families = skipDtype(c.dtype) ? null : kernelFamiliesFor(method, c, DEVICE?.caps ?? null);
+    const runs: ConformanceCase[] = families === null ? [c] : families.map((kernel) => ({
+      ...c,
+      name: families.length > 1 ? `${c.name} [${kernel}]` : c.name,
+      options: { ...c.options, kernel },
+    }));
+    for (const r of runs) {
+      Deno.test({
+        name: `${label} matches the float64 reference: ${r.name}`,
+        ignore: skipDtype(r.dtype),
+        sanitizeResources: false,
+        sanitizeOps: false,
+        fn: () => expectConformant(method, r),
+      });
+    }
   }
 }

@@ -4,10 +4,12 @@
  * around a chosen median, summarized with the same statistics the bench uses.
  */
 
+import type { GpuInfo, RuntimeName } from "../kernels/gpu.ts";
 import { METHOD_NAMES, type MethodName, type PaperIo, type RealIo } from "../kernels/method.ts";
 import { estimateDramBytes, roofline } from "../results/roofline.ts";
 import {
   type Calibration,
+  caseKey,
   type CaseResult,
   type MethodTotal,
   RESULTS_FORMAT,
@@ -58,6 +60,10 @@ export interface FixtureOptions {
   /** Software adapter (llvmpipe), as in CI. */
   fallback?: boolean;
   calibration?: boolean;
+  /** Runtimes of the run (default `["deno"]`); every case runs on each. */
+  runtimes?: RuntimeName[];
+  /** Median latency factor of a runtime's cases (default 1). */
+  runtimeFactor?: (runtime: RuntimeName) => number;
 }
 
 const SHAPE = { name: "llama3-8b", qHeads: 32, kvHeads: 8, headDim: 128, layers: 32 };
@@ -149,6 +155,7 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
   const samples = o.samples ?? 30;
   const noise = o.noise ?? 0.02;
   const blockSize = 128;
+  const runtimes = o.runtimes ?? ["deno"];
   // Default: a roofline model at 80 % of peak, a per-method inefficiency and a launch cost.
   const latency = o.latencyNs ??
     ((m, _f, c) =>
@@ -170,41 +177,46 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
     }
     const snapshots: SnapshotResult[] = snaps.map((s) => {
       const facts = treeFacts(new IndexedTree(s.tree));
-      const cases: CaseResult[] = methods.map((method): CaseResult => {
-        const counts = countsFor(method, facts, blockSize);
-        const med = latency(method, facts, counts);
-        const timing = summarize(drawSamples(rng, med, samples, noise), { seed: 7 });
-        return {
-          key: `${name}@${s.iteration}/${method}`,
-          method,
-          sourceHash: o.sourceHash?.(method) ?? `h-${method}`,
-          status: "ok",
-          message: null,
-          counts,
-          stats: (method === "deft-flatten"
-            ? { blocks: Math.ceil(facts.treeTokens / blockSize) }
-            : {}) as Record<string, number>,
-          dispatches: method.startsWith("deft") ? 2 : 1,
-          prepareMs: 3,
-          planMs: 0.2,
-          timing,
-          roofline: roofline(
+      const cases: CaseResult[] = runtimes.flatMap((runtime) =>
+        methods.map((method): CaseResult => {
+          const counts = countsFor(method, facts, blockSize);
+          const med = latency(method, facts, counts) * (o.runtimeFactor?.(runtime) ?? 1);
+          const timing = summarize(drawSamples(rng, med, samples, noise), { seed: 7 });
+          return {
+            key: caseKey(name, s.iteration, method, runtime),
+            method,
+            runtime,
+            kernel: "fma",
+            options: { blockSize, chunkSize: 128, kernel: "auto" },
+            sourceHash: o.sourceHash?.(method) ?? `h-${method}${runtime === "deno" ? "" : runtime}`,
+            status: "ok",
+            message: null,
             counts,
-            timing.medianNs,
-            "f16",
-            o.calibration === false ? null : CALIBRATION,
-          ),
-          verification: {
-            checked: true,
-            rows: 8,
-            maxRelError: 1e-4,
-            tolerance: 2e-2,
-            unwritten: 0,
-            nonFinite: 0,
-            passed: true,
-          },
-        };
-      });
+            stats: (method === "deft-flatten"
+              ? { blocks: Math.ceil(facts.treeTokens / blockSize) }
+              : {}) as Record<string, number>,
+            dispatches: method.startsWith("deft") ? 2 : 1,
+            prepareMs: 3,
+            planMs: 0.2,
+            timing,
+            roofline: roofline(
+              counts,
+              timing.medianNs,
+              "f16",
+              o.calibration === false ? null : CALIBRATION,
+            ),
+            verification: {
+              checked: true,
+              rows: 8,
+              maxRelError: 1e-4,
+              tolerance: 2e-2,
+              unwritten: 0,
+              nonFinite: 0,
+              passed: true,
+            },
+          };
+        })
+      );
       return { iteration: s.iteration, weight: s.weight, facts, tree: s.tree, cases };
     });
     return {
@@ -218,22 +230,24 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
       sweep: w.sweep ?? null,
     };
   });
+  const adapter: GpuInfo = {
+    vendor: o.fallback ? "mesa" : "nvidia",
+    architecture: o.fallback ? "llvmpipe" : "hopper",
+    device: "",
+    description: o.fallback ? "llvmpipe (LLVM 15.0.6, 256 bits)" : "NVIDIA H100 80GB HBM3",
+    isFallbackAdapter: o.fallback ?? false,
+    features: ["shader-f16", "timestamp-query"],
+    limits: { maxStorageBufferBindingSize: 134217728, maxComputeWorkgroupStorageSize: 32768 },
+    subgroupMinSize: 32,
+    subgroupMaxSize: 32,
+    subgroupMatrixConfigs: [],
+  };
+  const calibration: Calibration | null = o.calibration === false ? null : CALIBRATION;
   const doc: ResultsDocument = {
     format: RESULTS_FORMAT,
     version: RESULTS_VERSION,
     environment: {
-      adapter: {
-        vendor: o.fallback ? "mesa" : "nvidia",
-        architecture: o.fallback ? "llvmpipe" : "hopper",
-        device: "",
-        description: o.fallback ? "llvmpipe (LLVM 15.0.6, 256 bits)" : "NVIDIA H100 80GB HBM3",
-        isFallbackAdapter: o.fallback ?? false,
-        features: ["shader-f16", "timestamp-query"],
-        limits: { maxStorageBufferBindingSize: 134217728, maxComputeWorkgroupStorageSize: 32768 },
-        subgroupMinSize: 32,
-        subgroupMaxSize: 32,
-        subgroupMatrixConfigs: [],
-      },
+      adapter,
       deno: "2.9.6",
       v8: "14.0",
       typescript: "5.9",
@@ -254,6 +268,8 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
       shape: SHAPE,
       blockSize,
       chunkSize: 128,
+      kernel: "auto",
+      runtimes,
       samplesPerRun: 2,
       seed: 1,
       scale: 0.02,
@@ -272,14 +288,25 @@ export function makeRun(o: FixtureOptions = {}): ResultsDocument {
         interleaved: true,
       },
     },
-    calibration: o.calibration === false ? null : structuredClone(CALIBRATION),
+    calibration: calibration === null ? null : structuredClone(calibration),
+    runtimes: runtimes.map((name) => ({
+      name,
+      version: name === "deno" ? "deno 2.9.6" : "dawn (npm webgpu@0.6.2)",
+      flags: name === "deno" ? [] : ["backend=vulkan"],
+      source: name === "deno" ? null : "npm:webgpu@0.6.2",
+      adapter,
+      calibration: calibration === null ? null : structuredClone(calibration),
+      tickRatio: 1.0003,
+      timingMode: "timestamp",
+      tuning: null,
+    })),
     workloads,
     warnings: [],
   };
   return retotal(doc);
 }
 
-/** Recomputes run facts and per-method totals after a test changed cases. */
+/** Recomputes run facts and per-method totals (per runtime) after a test changed cases. */
 export function retotal(doc: ResultsDocument): ResultsDocument {
   const layers = doc.settings.shape.layers;
   for (const w of doc.workloads) {
@@ -296,43 +323,56 @@ export function retotal(doc: ResultsDocument): ResultsDocument {
       kvIoReduction: pathTokens === 0 ? 0 : 1 - treeTokens / pathTokens,
     };
     const methods = [...new Set(w.snapshots.flatMap((s) => s.cases.map((c) => c.method)))];
-    const totals: MethodTotal[] = methods.map((method) => {
-      let runNs = 0;
-      let complete = true;
-      const paperIo = { kvBytes: 0, maskBytes: 0, partialBytes: 0, totalBytes: 0 };
-      let realBytes = 0;
-      for (const s of w.snapshots) {
-        const c = s.cases.find((x) => x.method === method);
-        if (!c || c.status !== "ok" || !c.timing || !c.verification.passed) {
-          complete = false;
-          continue;
-        }
-        runNs += s.weight * c.timing.medianNs;
-        for (const k of ["kvBytes", "maskBytes", "partialBytes", "totalBytes"] as const) {
-          paperIo[k] += s.weight * c.counts.paper[k] * layers;
-        }
-        realBytes += s.weight * c.counts.real.totalBytes * layers;
-      }
-      return {
-        method,
-        runNs,
-        modelRunNs: runNs * layers,
-        meanIterationNs: runNs / w.iterations,
-        speedupVsSequence: null,
-        paperIo,
-        realBytes,
-        complete,
-      };
-    });
-    const seq = totals.find((t) => t.method === "sequence");
-    for (const t of totals) {
-      t.speedupVsSequence = seq && seq.complete && t.complete && t.runNs > 0
-        ? seq.runNs / t.runNs
-        : null;
-    }
+    const totals: MethodTotal[] = doc.settings.runtimes.flatMap((runtime) =>
+      runtimeTotals(w, methods, runtime, layers)
+    );
     w.totals = totals;
   }
   return doc;
+}
+
+function runtimeTotals(
+  w: WorkloadResult,
+  methods: MethodName[],
+  runtime: RuntimeName,
+  layers: number,
+): MethodTotal[] {
+  const totals: MethodTotal[] = methods.map((method) => {
+    let runNs = 0;
+    let complete = true;
+    const paperIo = { kvBytes: 0, maskBytes: 0, partialBytes: 0, totalBytes: 0 };
+    let realBytes = 0;
+    for (const s of w.snapshots) {
+      const c = s.cases.find((x) => x.method === method && x.runtime === runtime);
+      if (!c || c.status !== "ok" || !c.timing || !c.verification.passed) {
+        complete = false;
+        continue;
+      }
+      runNs += s.weight * c.timing.medianNs;
+      for (const k of ["kvBytes", "maskBytes", "partialBytes", "totalBytes"] as const) {
+        paperIo[k] += s.weight * c.counts.paper[k] * layers;
+      }
+      realBytes += s.weight * c.counts.real.totalBytes * layers;
+    }
+    return {
+      method,
+      runtime,
+      runNs,
+      modelRunNs: runNs * layers,
+      meanIterationNs: runNs / w.iterations,
+      speedupVsSequence: null,
+      paperIo,
+      realBytes,
+      complete,
+    };
+  });
+  const seq = totals.find((t) => t.method === "sequence");
+  for (const t of totals) {
+    t.speedupVsSequence = seq && seq.complete && t.complete && t.runNs > 0
+      ? seq.runNs / t.runNs
+      : null;
+  }
+  return totals;
 }
 
 /** Finds a case by key (throws when absent). */

@@ -9,7 +9,8 @@ import {
 } from "../bench/calibrate.ts";
 import { REFERENCE_KERNEL } from "../bench/clock.ts";
 import { createTimer } from "../bench/timer.ts";
-import { Gpu, type GpuInfo } from "../kernels/gpu.ts";
+import type { GpuInfo } from "../kernels/gpu.ts";
+import { openTestGpu } from "./_gpu.ts";
 import { FileExistsError } from "../results/files.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 
@@ -44,7 +45,7 @@ Deno.test("fmaWgsl() has 8 chains, unrolled 4 times", () => {
 });
 
 Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes", async () => {
-  const gpu = await Gpu.open();
+  const gpu = await openTestGpu();
   const timer = createTimer(gpu);
   const steps: string[] = [];
   try {

@@ -9,7 +9,7 @@ import { measureInterleaved } from "../bench/measure.ts";
 import type { ProgressReporter } from "../bench/progress.ts";
 import { type BenchConfig, runBench } from "../bench/run.ts";
 import { FakeClock, FakeTimer } from "../bench/timer.ts";
-import { Gpu } from "../kernels/gpu.ts";
+import { testGpu } from "./_gpu.ts";
 import { DEFAULT_METHOD_OPTIONS } from "../kernels/method.ts";
 import { compareExitCode, compareRuns, formatMarkdown } from "../results/compare.ts";
 import { parseResults } from "../results/document.ts";
@@ -198,8 +198,7 @@ function snapshotHook(onSnapshot: (i: number) => void): ProgressReporter {
   };
 }
 
-let shared: Promise<Gpu> | null = null;
-const gpu = () => (shared ??= Gpu.open());
+const gpu = testGpu;
 
 function benchConfig(): BenchConfig {
   const reg = fakeRegistry();

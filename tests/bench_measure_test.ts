@@ -1,6 +1,6 @@
 import { createFlushPass, measureInterleaved, type MeasureOptions } from "../bench/measure.ts";
 import { busyPass, FakeClock, FakeTimer, TimestampTimer } from "../bench/timer.ts";
-import { Gpu } from "../kernels/gpu.ts";
+import { openTestGpu } from "./_gpu.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 
 const nop = () => {};
@@ -161,7 +161,7 @@ Deno.test("bad options are rejected", async () => {
 });
 
 Deno.test("measureInterleaved() with the timestamp timer and cold flush on the real adapter", async () => {
-  const gpu = await Gpu.open();
+  const gpu = await openTestGpu();
   if (!gpu.hasTimestamps) return;
   const busy = await busyPass(gpu, { workgroups: 2, iterations: 500 });
   const flush = await createFlushPass(gpu, { bytes: 1 << 20 });

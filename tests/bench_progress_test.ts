@@ -8,6 +8,9 @@ function okCase(key: string, medianNs: number): CaseResult {
   return {
     key,
     method: "deft-flatten",
+    runtime: "deno",
+    kernel: "fma",
+    options: {},
     sourceHash: "0",
     status: "ok",
     message: null,

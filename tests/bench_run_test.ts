@@ -9,16 +9,20 @@ import {
   verificationRows,
 } from "../bench/run.ts";
 import { FakeClock, FakeTimer, TimestampTimer, WallClockTimer } from "../bench/timer.ts";
-import { Gpu } from "../kernels/gpu.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodName, zeroPlanCounts } from "../kernels/method.ts";
 import { parseResults } from "../results/document.ts";
-import type { Calibration, CaseResult, SnapshotResult } from "../results/schema.ts";
+import {
+  type Calibration,
+  caseKey,
+  type CaseResult,
+  type SnapshotResult,
+} from "../results/schema.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { fakeRegistry, TINY_SHAPE } from "./_bench_fake.ts";
 import { assert, assertEquals } from "./_assert.ts";
+import { testGpu } from "./_gpu.ts";
 
-let shared: Promise<Gpu> | null = null;
-const gpu = () => (shared ??= Gpu.open());
+const gpu = testGpu;
 
 const CALIBRATION: Calibration = {
   adapterKey: "test",
@@ -99,7 +103,8 @@ Deno.test("runBench() on the real adapter: ok, failed and error cases, a valid d
       assert(seq.roofline !== null && seq.roofline.fraction > 0);
       assertEquals(seq.dispatches, 2);
       assertEquals(seq.stats, { copies: 2 });
-      assertEquals(seq.key, `${w.name}@${s.iteration}/sequence`);
+      assertEquals(seq.key, caseKey(w.name, s.iteration, "sequence", g.runtime.name));
+      assertEquals(seq.runtime, g.runtime.name);
       assert(/^[0-9a-f]{16}$/.test(seq.sourceHash));
       const radix = byMethod(s, "radix");
       assertEquals(radix.status, "failed");
@@ -148,7 +153,11 @@ Deno.test("runBench() with a fake timer: totals are Σ weight x median, speedups
   const g = await gpu();
   const clock = new FakeClock();
   const ns: Record<string, number> = { sequence: 3000, "deft-flatten": 1000 };
-  const timer = new FakeTimer({ sample: (label) => ns[label.split("/")[1]!] ?? 500, clock });
+  // Keys are `workload@iteration/method[@runtime]`; other labels are the clock reference.
+  const timer = new FakeTimer({
+    sample: (label) => ns[label.split("/")[1]?.split("@")[0] ?? ""] ?? 500,
+    clock,
+  });
   const reg = fakeRegistry();
   const doc = await runBench(
     g,
@@ -267,6 +276,9 @@ Deno.test("methodTotals() marks incomplete methods and leaves their speedup null
   const mk = (method: MethodName, median: number | null): CaseResult => ({
     key: method,
     method,
+    runtime: "deno",
+    kernel: "fma",
+    options: {},
     sourceHash: "",
     status: median === null ? "error" : "ok",
     message: null,

@@ -7,11 +7,10 @@ import {
   TimestampTimer,
   WallClockTimer,
 } from "../bench/timer.ts";
-import { Gpu } from "../kernels/gpu.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { testGpu } from "./_gpu.ts";
 
-let shared: Promise<Gpu> | null = null;
-const gpu = () => (shared ??= Gpu.open());
+const gpu = testGpu;
 
 Deno.test("FakeTimer returns its samples, skips untimed passes and advances its clock", async () => {
   const clock = new FakeClock();

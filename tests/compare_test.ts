@@ -270,8 +270,8 @@ Deno.test("parseResults() names the file and the field of a malformed document",
     ResultsError,
     /format must be "deft-bench\/results", got "deft-bench\/run"/,
   );
-  const v2 = { ...JSON.parse(good), version: 2 };
-  assertThrows(() => parseResults(JSON.stringify(v2), "r.json"), ResultsError, /version 2/);
+  const v3 = { ...JSON.parse(good), version: 3 };
+  assertThrows(() => parseResults(JSON.stringify(v3), "r.json"), ResultsError, /version 3/);
   const doc = JSON.parse(good);
   doc.workloads[0].snapshots[1].cases[2].timing.samplesNs[3] = "fast";
   assertThrows(

@@ -10,23 +10,33 @@
 import { Command, InvalidArgumentError, Option } from "../../deps/commander.ts";
 import { Table } from "../../deps/cli_table.ts";
 import {
+  adapterKey,
   calibrate,
-  calibrationPath,
   loadCalibration,
   QUICK_CALIBRATION,
 } from "../../bench/calibrate.ts";
 import { createProgress, formatNs } from "../../bench/progress.ts";
-import { type BenchWorkload, runBench } from "../../bench/run.ts";
-import { createTimer } from "../../bench/timer.ts";
-import { Gpu } from "../../kernels/gpu.ts";
+import { type BenchDevice, type BenchWorkload, runBench } from "../../bench/run.ts";
+import { createTimer, type Timer } from "../../bench/timer.ts";
+import {
+  describeOptions,
+  loadTuning,
+  type OptionValues,
+  storedChoices,
+  type TuningDocument,
+  tuningPath,
+} from "../../bench/tune.ts";
+import type { Gpu } from "../../kernels/gpu.ts";
 import {
   type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
+  kernelCaps,
   METHOD_NAMES,
   type MethodName,
+  type MethodOptions,
 } from "../../kernels/method.ts";
 import { METHODS } from "../../kernels/methods/mod.ts";
-import { parseResults } from "../../results/document.ts";
+import { docSeries, parseResults } from "../../results/document.ts";
 import {
   checkWritable,
   refuseOverlap,
@@ -35,12 +45,21 @@ import {
   writeFileAtomic,
 } from "../../results/files.ts";
 import { renderReport } from "../../results/report.ts";
-import type { Calibration, ResultsDocument } from "../../results/schema.ts";
+import type { Calibration, ResultsDocument, TuningUse } from "../../results/schema.ts";
 import { PAPER_PRESETS } from "../../workloads/presets.ts";
-import { resolveShape } from "../../workloads/shapes.ts";
+import { type Dtype, resolveShape } from "../../workloads/shapes.ts";
 import { chooseDtype } from "../dtype.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import {
+  checkKernel,
+  dawnNodeOption,
+  kernelOption,
+  openRuntimes,
+  runtimeArgs,
+  runtimeCalibrationPath,
+  runtimeOption,
+} from "../runtime_args.ts";
 import {
   generatorOptions,
   intArg,
@@ -169,17 +188,23 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** The terminal summary: mean latency per iteration (and speedup vs sequence), whole-run totals. */
+/**
+ * The terminal summary: mean latency per iteration (and speedup vs sequence on the same runtime),
+ * whole-run totals, and with several runtimes the speedup of each over the first, from this run.
+ */
 export function summaryTables(doc: ResultsDocument): string {
-  const methods = doc.settings.methods;
-  const perIter = new Table({ head: ["workload", ...methods], style: { head: [], border: [] } });
-  const run = new Table({ head: ["workload", ...methods], style: { head: [], border: [] } });
+  const series = docSeries(doc);
+  const head = ["workload", ...series.map((x) => x.label)];
+  const perIter = new Table({ head, style: { head: [], border: [] } });
+  const run = new Table({ head, style: { head: [], border: [] } });
   for (const w of doc.workloads) {
     const row1: string[] = [w.name];
     const row2: string[] = [w.name];
-    for (const m of methods) {
-      const cases = w.snapshots.map((s) => s.cases.find((c) => c.method === m));
-      const t = w.totals.find((x) => x.method === m);
+    for (const { method: m, runtime } of series) {
+      const cases = w.snapshots.map((s) =>
+        s.cases.find((c) => c.method === m && c.runtime === runtime)
+      );
+      const t = w.totals.find((x) => x.method === m && x.runtime === runtime);
       const bad = cases.find((c) => c && c.status !== "ok");
       if (bad) {
         row1.push(bad.status === "failed" ? "FAILED" : "error");
@@ -197,12 +222,40 @@ export function summaryTables(doc: ResultsDocument): string {
     run.push(row2);
   }
   const s = doc.settings;
-  return [
-    `Attention latency per decoding iteration and layer (Σ weight x median / iterations; Nx = speedup over sequence in this run):`,
+  const parts = [
+    `Attention latency per decoding iteration and layer (Σ weight x median / iterations; Nx = speedup over sequence${
+      s.runtimes.length > 1 ? " on the same runtime" : ""
+    } in this run):`,
     perIter.toString(),
     `Estimated attention time over the whole decoding run, ${s.shape.layers} layers (the paper's Table 16 shape):`,
     run.toString(),
-  ].join("\n") + "\n";
+  ];
+  const [first, ...others] = s.runtimes;
+  if (first && others.length > 0) {
+    const methods = [...new Set(series.map((x) => x.method))];
+    const ratio = new Table({
+      head: ["workload", ...others.flatMap((r) => methods.map((m) => `${m} ${r}/${first}`))],
+      style: { head: [], border: [] },
+    });
+    for (const w of doc.workloads) {
+      const total = (m: string, r: string) =>
+        w.totals.find((x) => x.method === m && x.runtime === r && x.complete && x.runNs > 0);
+      ratio.push([
+        w.name,
+        ...others.flatMap((r) =>
+          methods.map((m) => {
+            const a = total(m, first), b = total(m, r);
+            return a && b ? `${(a.runNs / b.runNs).toFixed(2)}x` : "-";
+          })
+        ),
+      ]);
+    }
+    parts.push(
+      `Speedup of each runtime over ${first}, method by method (${first} time / its time, measured in this run):`,
+      ratio.toString(),
+    );
+  }
+  return parts.join("\n") + "\n";
 }
 
 /** The arguments as given to the program (commander keeps them on the root command). */
@@ -217,6 +270,7 @@ export function caseTable(doc: ResultsDocument): string {
   const t = new Table({
     head: [
       "case",
+      "kernel",
       "status",
       "median",
       "95% CI",
@@ -236,6 +290,7 @@ export function caseTable(doc: ResultsDocument): string {
         const tm = c.timing, r = c.roofline, v = c.verification;
         t.push([
           c.key,
+          c.kernel,
           c.status,
           tm ? formatNs(tm.medianNs) : "",
           tm ? `${formatNs(tm.ci95Ns[0])} - ${formatNs(tm.ci95Ns[1])}` : "",
@@ -306,6 +361,71 @@ async function writeResults(
     );
     throw new ExitCode(1);
   }
+}
+
+/** Options per method from a stored tuning, and what the results record about it. */
+export interface AppliedTuning {
+  options: Partial<Record<MethodName, MethodOptions>>;
+  use: TuningUse;
+}
+
+/**
+ * The stored tuning of a device for `dtype` (`file`, else out/tuning/<adapter>-<runtime>.json),
+ * applied under the explicit options; says what it applied. Null when nothing is stored; a named
+ * file that does not exist or is malformed is a usage error.
+ */
+export async function storedTuning(
+  gpu: Gpu,
+  dtype: Dtype,
+  methods: readonly AttentionMethod[],
+  explicit: Partial<MethodOptions>,
+  file: string | undefined,
+  say: (line: string) => void,
+  tag = "",
+): Promise<AppliedTuning | null> {
+  const path = file ?? tuningPath(gpu.info, gpu.runtime.name);
+  const doc: TuningDocument | null = await loadTuning(path, {
+    adapterKey: adapterKey(gpu.info),
+    runtime: gpu.runtime.name,
+  });
+  if (!doc) {
+    if (file !== undefined) throw new UsageError(`Tuning file ${file} does not exist`);
+    return null;
+  }
+  const stored = storedChoices(doc, dtype, methods.map((m) => m.name));
+  if (!stored) {
+    say(`tuning${tag}: ${path} holds nothing for ${dtype} and these methods; using defaults`);
+    return null;
+  }
+  const options: Partial<Record<MethodName, MethodOptions>> = {};
+  const applied: TuningUse["applied"] = {};
+  const parts: string[] = [];
+  const overridden = new Set<string>();
+  const matrix = kernelCaps(gpu).matrix !== null && dtype === "f16";
+  for (const [method, choice] of Object.entries(stored.byMethod) as [MethodName, OptionValues][]) {
+    const use: OptionValues = {};
+    for (const [k, v] of Object.entries(choice)) {
+      if (k in explicit) overridden.add(k);
+      else if (k === "kernel" && v === "mma" && !matrix) continue; // the device lost its matrices
+      else use[k] = v;
+    }
+    if (Object.keys(use).length === 0) continue;
+    options[method] = { ...DEFAULT_METHOD_OPTIONS, ...use, ...explicit } as MethodOptions;
+    applied[method] = use;
+    parts.push(`${method} ${describeOptions(use)}`);
+  }
+  const note = overridden.size
+    ? `; the command line overrides the stored ${[...overridden].join(", ")}`
+    : "";
+  const shapes = stored.shapes.length ? ` with ${stored.shapes.join(", ")}` : "";
+  if (parts.length === 0) {
+    say(`tuning${tag}: ${path} (tuned ${stored.tunedAt}${shapes}): nothing applied${note}`);
+    return null;
+  }
+  say(
+    `tuning${tag}: ${path} (tuned ${stored.tunedAt}${shapes}): ${parts.join(", ")}${note}`,
+  );
+  return { options, use: { file: path, tunedAt: stored.tunedAt, applied } };
 }
 
 /** Options a test can inject. */
@@ -410,8 +530,19 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       "results file (.json) or directory (default out/<time>/results.json)",
     )
     .option("--force", "overwrite existing output files")
-    .option("--calibration <file>", "calibration file (default out/calibration/<adapter>.json)")
+    .option(
+      "--calibration <file>",
+      "calibration file (default out/calibration/<adapter>.json, <adapter>-dawn.json on Dawn)",
+    )
     .option("--no-calibrate", "no calibration and no roofline")
+    .addOption(runtimeOption())
+    .addOption(dawnNodeOption())
+    .addOption(kernelOption())
+    .option(
+      "--tuning <file>",
+      "stored tuning to apply (default out/tuning/<adapter>-<runtime>.json when it exists; explicit options win)",
+    )
+    .option("--no-tuning", "ignore stored tuning: defaults and explicit options only")
     .addOption(
       new Option("--adapter <kind>", "adapter preference").choices(
         ["high-performance", "fallback"] as const,
@@ -447,6 +578,19 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
     ) {
       if (v !== undefined && v < 1) throw new UsageError(`${flag} must be at least 1`);
     }
+    const rt = runtimeArgs(opts);
+    if (rt.runtimes.length > 1) {
+      if (opts.calibration) {
+        throw new UsageError(
+          "--calibration names one file, but --runtime runs several runtimes; each reads its own (out/calibration/<adapter>[-<runtime>].json)",
+        );
+      }
+      if (typeof opts.tuning === "string") {
+        throw new UsageError(
+          "--tuning names one file, but --runtime runs several runtimes; each reads its own (out/tuning/<adapter>-<runtime>.json)",
+        );
+      }
+    }
     const specs = workloadArgs.length > 0 ? workloadArgs : [...PAPER_PRESETS];
     const sweep = opts.sweep === undefined ? null : parseSweep(opts.sweep);
     const quiet = Boolean(opts.json || opts.quiet);
@@ -476,28 +620,45 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
     }
     const inputFiles = specs.filter((s) => s.endsWith(".json") || s.includes("/"));
     if (opts.calibration) inputFiles.push(opts.calibration);
+    if (typeof opts.tuning === "string") inputFiles.push(opts.tuning);
     await refuseOverlap([outPath, outHtml], inputFiles);
     // Measurements must never be lost to an output that cannot be written: check it first.
     await checkWritable(outPath);
     await checkWritable(outHtml);
 
-    const gpu = await Gpu.open(opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {});
-    const timer = createTimer(gpu, {
-      minSampleNs: (opts.minSampleUs ?? BENCH_DEFAULTS.minSampleUs) * 1e3,
-    });
+    const minSampleNs = (opts.minSampleUs ?? BENCH_DEFAULTS.minSampleUs) * 1e3;
+    const gpus = await openRuntimes(
+      rt,
+      opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {},
+    );
+    const timers: Timer[] = [];
     try {
-      const software = isSoftwareAdapter(gpu.info);
+      for (const g of gpus) timers.push(createTimer(g, { minSampleNs }));
+      const many = gpus.length > 1;
+      const tag = (g: Gpu) => (many ? ` (${g.runtime.name})` : "");
+      const softwareGpu = gpus.find((g) => isSoftwareAdapter(g.info));
+      const software = softwareGpu !== undefined;
       const scaled = software && opts.scale === undefined;
       const d = scaled ? SOFTWARE_DEFAULTS : BENCH_DEFAULTS;
       const scale = opts.scale ?? (scaled ? SOFTWARE_DEFAULTS.scale : 1);
       const scaleReason = scaled
         ? `software adapter (${
-          gpu.info.description || gpu.info.vendor
+          softwareGpu!.info.description || softwareGpu!.info.vendor
         }): presets scaled to ${scale} of the paper's sizes, ${d.samples} snapshots per run and short budgets, so the job ends in minutes; pass --scale 1 for the paper's sizes`
         : null;
       if (scaleReason) say(`note: ${scaleReason}`);
-      const dtype = chooseDtype(gpu, opts.dtype);
-      if (!opts.dtype && !gpu.hasF16) say("note: the adapter has no shader-f16; using --dtype f32");
+      const noF16 = gpus.filter((g) => !g.hasF16);
+      // --dtype f16 must be possible on every runtime (chooseDtype says why not).
+      for (const g of gpus) chooseDtype(g, opts.dtype);
+      const dtype = opts.dtype ?? (noF16.length === 0 ? "f16" : "f32");
+      if (!opts.dtype && noF16.length > 0) {
+        say(
+          `note: ${
+            noF16.map((g) => `the adapter${tag(g)}`).join(" and ")
+          } has no shader-f16; using --dtype f32`,
+        );
+      }
+      for (const g of gpus) checkKernel(opts.kernel, g, dtype);
       const minSamples = opts.minSamples ?? d.minSamples;
       const maxSamples = opts.maxSamples ?? Math.max(d.maxSamples, minSamples);
       if (maxSamples < minSamples) {
@@ -506,31 +667,56 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
 
       const workloads: BenchWorkload[] = (await resolveAll(scale)).workloads;
 
-      let calibration: Calibration | null = null;
-      if (opts.calibrate !== false) {
-        const path = opts.calibration ?? calibrationPath(gpu.info);
-        const stored = await loadCalibration(path, gpu.info).catch((e) => {
-          if (!(e instanceof SyntaxError) || opts.calibration) throw e;
-          throw new UsageError(
-            `${e.message}; delete it or measure a new one with \`deft-bench calibrate --force\` (or pass --no-calibrate)`,
-          );
-        });
-        if (stored) {
-          calibration = stored.calibration;
-          say(`calibration: ${path} (measured ${calibration.measuredAt})`);
-        } else if (opts.calibration) {
-          throw new UsageError(`Calibration file ${path} does not exist`);
-        } else {
-          say(
-            `no calibration at ${path}: running a quick one (deft-bench calibrate measures a thorough one)`,
-          );
-          calibration = await calibrate(gpu, timer, {
-            ...QUICK_CALIBRATION,
-            ...(software
-              ? { readSizes: [4 << 20, 16 << 20], fmaTargetNs: 2e6, fmaMaxWorkgroups: 256 }
-              : {}),
+      // Options as given; stored tuning fills in what the command line leaves open.
+      const explicit: Partial<MethodOptions> = {};
+      if (opts.blockSize !== undefined) explicit.blockSize = opts.blockSize;
+      if (opts.chunkSize !== undefined) explicit.chunkSize = opts.chunkSize;
+      if (opts.kernel !== undefined) explicit.kernel = opts.kernel;
+      const methodOptions: MethodOptions = { ...DEFAULT_METHOD_OPTIONS, ...explicit };
+
+      const devices: BenchDevice[] = [];
+      for (const [i, gpu] of gpus.entries()) {
+        const timer = timers[i]!;
+        let calibration: Calibration | null = null;
+        if (opts.calibrate !== false) {
+          const path = opts.calibration ?? runtimeCalibrationPath(gpu);
+          const stored = await loadCalibration(path, gpu.info).catch((e) => {
+            if (!(e instanceof SyntaxError) || opts.calibration) throw e;
+            throw new UsageError(
+              `${e.message}; delete it or measure a new one with \`deft-bench calibrate --force${
+                many ? ` --runtime ${gpu.runtime.name}` : ""
+              }\` (or pass --no-calibrate)`,
+            );
           });
+          if (stored) {
+            calibration = stored.calibration;
+            say(`calibration${tag(gpu)}: ${path} (measured ${calibration.measuredAt})`);
+          } else if (opts.calibration) {
+            throw new UsageError(`Calibration file ${path} does not exist`);
+          } else {
+            say(
+              `no calibration at ${path}: running a quick one (deft-bench calibrate${
+                many ? ` --runtime ${gpu.runtime.name}` : ""
+              } measures a thorough one)`,
+            );
+            calibration = await calibrate(gpu, timer, {
+              ...QUICK_CALIBRATION,
+              ...(isSoftwareAdapter(gpu.info)
+                ? { readSizes: [4 << 20, 16 << 20], fmaTargetNs: 2e6, fmaMaxWorkgroups: 256 }
+                : {}),
+            });
+          }
         }
+        const tuned = opts.tuning === false
+          ? null
+          : await storedTuning(gpu, dtype, methods, explicit, opts.tuning, say, tag(gpu));
+        devices.push({
+          gpu,
+          timer,
+          calibration,
+          methodOptions: tuned?.options,
+          tuning: tuned?.use ?? null,
+        });
       }
 
       const progress = createProgress(io, { silent: quiet });
@@ -560,16 +746,12 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       const removeListeners = () => {
         for (const [name, h] of listeners.splice(0)) Deno.removeSignalListener(name, h);
       };
-      const doc = await runBench(gpu, {
+      const doc = await runBench(devices, {
         workloads,
         methods,
         shape,
         dtype,
-        methodOptions: {
-          ...DEFAULT_METHOD_OPTIONS,
-          blockSize: opts.blockSize ?? DEFAULT_METHOD_OPTIONS.blockSize,
-          chunkSize: opts.chunkSize ?? DEFAULT_METHOD_OPTIONS.chunkSize,
-        },
+        methodOptions,
         samplesPerRun: opts.samples ?? d.samples,
         seed: opts.seed,
         scale,
@@ -586,9 +768,9 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
           interleaved: true,
           repetitions: opts.repetitions,
         },
-        calibration,
+        calibration: devices[0]!.calibration,
         command: commandLine(self),
-      }, { timer, progress, signal: interrupt.signal }).catch((e) => {
+      }, { progress, signal: interrupt.signal }).catch((e) => {
         removeListeners();
         throw e;
       });
@@ -640,8 +822,8 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         throw new ExitCode(1);
       }
     } finally {
-      timer.destroy();
-      gpu.destroy();
+      for (const t of timers) t.destroy();
+      for (const g of gpus) g.destroy();
     }
   });
 }

@@ -1,6 +1,7 @@
 /**
  * `calibrate`: measures the device's ceilings (read bandwidth at several sizes, f32 and f16 FMA
- * rates, dispatch overhead) and stores them per adapter, where `bench` finds them for rooflines.
+ * rates, dispatch overhead) and stores them per adapter and runtime, where `bench` finds them for
+ * rooflines.
  *
  * @module
  */
@@ -11,17 +12,23 @@ import {
   calibrate,
   CALIBRATION_FORMAT,
   type CalibrationDocument,
-  calibrationPath,
   DEFAULT_READ_SIZES,
   parseCalibrationDocument,
   saveCalibration,
 } from "../../bench/calibrate.ts";
 import { formatNs } from "../../bench/progress.ts";
-import { createTimer } from "../../bench/timer.ts";
-import { Gpu, GpuError } from "../../kernels/gpu.ts";
+import { createTimer, type Timer } from "../../bench/timer.ts";
+import { type Gpu, GpuError } from "../../kernels/gpu.ts";
 import { checkWritable } from "../../results/files.ts";
 import { UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import {
+  dawnNodeOption,
+  openRuntimes,
+  runtimeArgs,
+  runtimeCalibrationPath,
+  runtimeOption,
+} from "../runtime_args.ts";
 
 const MiB = 1024 * 1024;
 
@@ -53,9 +60,12 @@ function gb(x: number): string {
 export function calibrateCommand(io: CliIo) {
   return new Command("calibrate")
     .description(
-      "Measure the device's ceilings for the roofline: read bandwidth at several buffer sizes (DRAM), read bandwidth of a few-MiB working set read repeatedly (L2), vec4<f32> and vec4<f16> FMA throughput, the GPU time of an empty dispatch and of each extra dispatch, and the working speed of the clock reference kernel; store them per adapter (default out/calibration/<adapter>.json), where bench reads them.",
+      "Measure the device's ceilings for the roofline: read bandwidth at several buffer sizes (DRAM), read bandwidth of a few-MiB working set read repeatedly (L2), vec4<f32> and vec4<f16> FMA throughput, the GPU time of an empty dispatch and of each extra dispatch, and the working speed of the clock reference kernel; store them per adapter and runtime (default out/calibration/<adapter>.json, <adapter>-dawn.json on Dawn), where bench reads them.",
     )
-    .option("-o, --output <file>", "calibration file (default out/calibration/<adapter>.json)")
+    .option(
+      "-o, --output <file>",
+      "calibration file (default out/calibration/<adapter>.json, <adapter>-dawn.json on Dawn)",
+    )
     .option("--force", "overwrite an existing calibration")
     .addOption(
       new Option("--sizes <mib>", "read sizes in MiB, comma-separated (default 16,64,256,1024)")
@@ -69,13 +79,37 @@ export function calibrateCommand(io: CliIo) {
         ["high-performance", "fallback"] as const,
       ),
     )
-    .option("--json", "print the calibration as JSON")
+    .addOption(runtimeOption())
+    .addOption(dawnNodeOption())
+    .option("--json", "print the calibration as JSON (one document per line with several runtimes)")
     .option("--quiet", "no progress output")
     .action(async (opts) => {
-      const gpu = await Gpu.open(opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {});
-      const timer = createTimer(gpu);
+      const rt = runtimeArgs(opts);
+      if (rt.runtimes.length > 1 && opts.output) {
+        throw new UsageError(
+          "--output names one file, but --runtime calibrates several runtimes; each writes its own (out/calibration/<adapter>[-<runtime>].json)",
+        );
+      }
+      const gpus = await openRuntimes(
+        rt,
+        opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {},
+      );
+      const many = gpus.length > 1;
       try {
-        const path = opts.output ?? calibrationPath(gpu.info);
+        for (const gpu of gpus) {
+          const timer = createTimer(gpu);
+          try {
+            await calibrateOne(gpu, timer);
+          } finally {
+            timer.destroy();
+          }
+        }
+      } finally {
+        for (const g of gpus) g.destroy();
+      }
+
+      async function calibrateOne(gpu: Gpu, timer: Timer): Promise<void> {
+        const path = opts.output ?? runtimeCalibrationPath(gpu);
         if (!opts.force) {
           try {
             await Deno.lstat(path);
@@ -114,7 +148,7 @@ export function calibrateCommand(io: CliIo) {
         }
         await saveCalibration(path, doc, { force: Boolean(opts.force) });
         if (opts.json) {
-          io.out(JSON.stringify(doc, null, 2) + "\n");
+          io.out(JSON.stringify(doc, null, many ? undefined : 2) + "\n");
           return;
         }
         const t = new Table({ head: ["ceiling", "value"], style: { head: [], border: [] } });
@@ -141,13 +175,12 @@ export function calibrateCommand(io: CliIo) {
           t.push(["clock reference (per dispatch)", formatNs(c.reference.nsPerDispatch)]);
         }
         io.out(
-          `${gpu.info.description || gpu.info.vendor} (${c.adapterKey}), timing: ${timer.mode}\n`,
+          `${
+            gpu.info.description || gpu.info.vendor
+          } (${c.adapterKey}), runtime ${gpu.runtime.version}, timing: ${timer.mode}\n`,
         );
         io.out(t.toString() + "\n");
         io.out(`calibration: ${path}\n`);
-      } finally {
-        timer.destroy();
-        gpu.destroy();
       }
     });
 }

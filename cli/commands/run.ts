@@ -7,8 +7,9 @@
 
 import { Command, Option } from "../../deps/commander.ts";
 import { Table } from "../../deps/cli_table.ts";
-import { Gpu, GpuError } from "../../kernels/gpu.ts";
-import { METHOD_NAMES, type Plan } from "../../kernels/method.ts";
+import { GpuError, type RuntimeName } from "../../kernels/gpu.ts";
+import { DEFAULT_METHOD_OPTIONS, METHOD_NAMES, type Plan } from "../../kernels/method.ts";
+import { kernelVariant } from "../../bench/run.ts";
 import { getMethod, METHODS } from "../../kernels/methods/mod.ts";
 import { Problem, runMethod } from "../../kernels/problem.ts";
 import { compareOutput, referenceAttention, type Row } from "../../kernels/reference.ts";
@@ -18,14 +19,25 @@ import { IndexedTree, treeFacts } from "../../workloads/tree.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 import { chooseDtype } from "../dtype.ts";
+import {
+  checkKernel,
+  dawnNodeOption,
+  kernelOption,
+  openRuntimes,
+  runtimeArgs,
+  runtimeOption,
+} from "../runtime_args.ts";
 import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
 
 /** Error bounds per dtype (the paper's kernels reach 0.4% in fp16). */
 export const TOLERANCE = { f32: 1e-4, f16: 1e-2 } as const;
 
-/** One method's outcome in `run`. */
+/** One method's outcome on one runtime in `run`. */
 export interface RunOutcome {
   method: string;
+  runtime: RuntimeName;
+  /** Kernel variant the plan reported (the family asked for when it names none); null on error. */
+  kernel: string | null;
   maxRelError: number | null;
   tolerance: number;
   unwritten: number;
@@ -96,6 +108,9 @@ export function runCommand(io: CliIo) {
         ["high-performance", "low-power", "fallback"] as const,
       ).default("high-performance"),
     )
+    .addOption(runtimeOption())
+    .addOption(dawnNodeOption())
+    .addOption(kernelOption())
     .option("--json", "print JSON");
   for (const o of generatorOptions()) cmd.addOption(o);
   return cmd.action(async (methodArg, workload, opts) => {
@@ -119,14 +134,24 @@ export function runCommand(io: CliIo) {
         `${workload}: the tree at iteration ${iteration} has no queries; attention needs at least one query`,
       );
     }
-    const gpu = await Gpu.open(
+    const rt = runtimeArgs(opts);
+    const gpus = await openRuntimes(
+      rt,
       opts.adapter === "fallback"
         ? { forceFallbackAdapter: true }
         : { powerPreference: opts.adapter },
     );
     try {
-      const dtype = chooseDtype(gpu, opts.dtype);
-      const problem = Problem.create(gpu, ix, { shape, dtype, seed: opts.seed });
+      // --dtype f16 must be possible on every runtime (chooseDtype says why not).
+      for (const g of gpus) chooseDtype(g, opts.dtype);
+      const dtype = opts.dtype ?? (gpus.every((g) => g.hasF16) ? "f16" : "f32");
+      for (const g of gpus) checkKernel(opts.kernel, g, dtype);
+      const options = {
+        ...DEFAULT_METHOD_OPTIONS,
+        blockSize: opts.blockSize,
+        chunkSize: opts.chunkSize,
+        kernel: opts.kernel ?? DEFAULT_METHOD_OPTIONS.kernel,
+      };
       const rows = chooseRows(
         facts.queries,
         shape.qHeads,
@@ -135,40 +160,52 @@ export function runCommand(io: CliIo) {
         opts.rows,
         opts.seed,
       );
-      const expected = referenceAttention(problem.ix, problem.layout, problem.data, rows);
       const outcomes: RunOutcome[] = [];
-      for (const method of methods) {
+      let expected: Float64Array | null = null;
+      for (const gpu of gpus) {
+        const runtime = gpu.runtime.name;
+        // The same seeded data on every runtime: one reference serves them all.
+        const problem = Problem.create(gpu, ix, { shape, dtype, seed: opts.seed });
         try {
-          const { output, plan } = await runMethod(problem, method, {
-            blockSize: opts.blockSize,
-            chunkSize: opts.chunkSize,
-          });
-          const r = compareOutput(output, expected, shape, facts.queries, rows);
-          outcomes.push({
-            method: method.name,
-            maxRelError: r.maxRelError,
-            tolerance: TOLERANCE[dtype],
-            unwritten: r.unwritten,
-            nonFinite: r.nonFinite,
-            passed: r.unwritten === 0 && r.nonFinite === 0 && r.maxRelError <= TOLERANCE[dtype],
-            error: null,
-            plan: { counts: plan.counts, stats: plan.stats, dispatches: plan.dispatches },
-          });
-        } catch (e) {
-          if (!(e instanceof GpuError)) throw e;
-          outcomes.push({
-            method: method.name,
-            maxRelError: null,
-            tolerance: TOLERANCE[dtype],
-            unwritten: 0,
-            nonFinite: 0,
-            passed: false,
-            error: e.message,
-            plan: null,
-          });
+          expected ??= referenceAttention(problem.ix, problem.layout, problem.data, rows);
+          for (const method of methods) {
+            try {
+              const { output, plan } = await runMethod(problem, method, options);
+              const r = compareOutput(output, expected, shape, facts.queries, rows);
+              outcomes.push({
+                method: method.name,
+                runtime,
+                kernel: kernelVariant(plan, options),
+                maxRelError: r.maxRelError,
+                tolerance: TOLERANCE[dtype],
+                unwritten: r.unwritten,
+                nonFinite: r.nonFinite,
+                passed: r.unwritten === 0 && r.nonFinite === 0 &&
+                  r.maxRelError <= TOLERANCE[dtype],
+                error: null,
+                plan: { counts: plan.counts, stats: plan.stats, dispatches: plan.dispatches },
+              });
+            } catch (e) {
+              if (!(e instanceof GpuError)) throw e;
+              outcomes.push({
+                method: method.name,
+                runtime,
+                kernel: null,
+                maxRelError: null,
+                tolerance: TOLERANCE[dtype],
+                unwritten: 0,
+                nonFinite: 0,
+                passed: false,
+                error: e.message,
+                plan: null,
+              });
+            }
+          }
+        } finally {
+          problem.destroy();
         }
       }
-      problem.destroy();
+      const gpu = gpus[0]!;
       const header = {
         workload: run.info.name,
         iteration,
@@ -176,17 +213,26 @@ export function runCommand(io: CliIo) {
         shape,
         dtype,
         adapter: gpu.info.description || gpu.info.vendor,
+        runtimes: gpus.map((g) => ({
+          name: g.runtime.name,
+          version: g.runtime.version,
+          adapter: g.info.description || g.info.vendor,
+        })),
         rowsChecked: rows ? rows.length : facts.queries * shape.qHeads,
       };
       if (opts.json) {
         io.out(JSON.stringify({ ...header, outcomes }, null, 2) + "\n");
       } else {
         io.out(
-          `${header.workload} iteration ${iteration}: ${facts.nodes} nodes, N_tree ${facts.treeTokens}, ${facts.queries} queries, ΣN_i ${facts.pathTokens}; ${shape.name} ${shape.qHeads}/${shape.kvHeads}/${shape.headDim} ${dtype} on ${header.adapter}; ${header.rowsChecked} rows checked\n`,
+          `${header.workload} iteration ${iteration}: ${facts.nodes} nodes, N_tree ${facts.treeTokens}, ${facts.queries} queries, ΣN_i ${facts.pathTokens}; ${shape.name} ${shape.qHeads}/${shape.kvHeads}/${shape.headDim} ${dtype} on ${
+            header.runtimes.map((r) => `${r.adapter} (${r.version})`).join(" and ")
+          }; ${header.rowsChecked} rows checked\n`,
         );
         const t = new Table({
           head: [
             "method",
+            "runtime",
+            "kernel",
             "max rel error",
             "ok",
             "paper KV",
@@ -204,6 +250,8 @@ export function runCommand(io: CliIo) {
           const c = o.plan?.counts;
           t.push([
             o.method,
+            o.runtime,
+            o.kernel ?? "",
             o.maxRelError === null ? `error: ${o.error}` : o.maxRelError.toExponential(2),
             o.passed ? "yes" : "NO",
             c ? mb(c.paper.kvBytes) : "",
@@ -223,13 +271,15 @@ export function runCommand(io: CliIo) {
       if (outcomes.some((o) => !o.passed)) {
         io.err(
           `error: ${
-            outcomes.filter((o) => !o.passed).map((o) => o.method).join(", ")
+            outcomes.filter((o) => !o.passed).map((o) =>
+              gpus.length > 1 ? `${o.method} (${o.runtime})` : o.method
+            ).join(", ")
           } failed the check against the reference\n`,
         );
         throw new ExitCode(1);
       }
     } finally {
-      gpu.destroy();
+      for (const g of gpus) g.destroy();
     }
   });
 }

@@ -1,0 +1,301 @@
+/**
+ * `tune`: measures the method options worth choosing (DeFT-Flatten's block size, the kernel
+ * family, ...) on a few trees for this adapter and runtime, and stores the winners in
+ * `out/tuning/<adapter>-<runtime>.json`, where `bench` finds them.
+ *
+ * @module
+ */
+
+import { Command, InvalidArgumentError, Option } from "../../deps/commander.ts";
+import { Table } from "../../deps/cli_table.ts";
+import { formatNs } from "../../bench/progress.ts";
+import { createTimer } from "../../bench/timer.ts";
+import {
+  DEFAULT_TIE_MARGIN,
+  describeOptions,
+  loadTuning,
+  mergeTuning,
+  saveTuning,
+  tune,
+  type TuneTree,
+  type TuningEntry,
+  tuningPath,
+} from "../../bench/tune.ts";
+import { adapterKey } from "../../bench/calibrate.ts";
+import type { AttentionMethod, MethodName, MethodOptions } from "../../kernels/method.ts";
+import { METHODS } from "../../kernels/methods/mod.ts";
+import { LevelGridRun } from "../../workloads/level_grid.ts";
+import { getPreset } from "../../workloads/presets.ts";
+import { resolveShape } from "../../workloads/shapes.ts";
+import { ExitCode, UsageError } from "../errors.ts";
+import type { CliIo } from "../io.ts";
+import {
+  checkKernel,
+  dawnNodeOption,
+  kernelOption,
+  openRuntimes,
+  runtimeArgs,
+  runtimeOption,
+} from "../runtime_args.ts";
+import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
+import { BENCH_DEFAULTS, isSoftwareAdapter, parseMethods, SOFTWARE_DEFAULTS } from "./bench.ts";
+
+/** Methods tuned by default. */
+export const TUNE_DEFAULT_METHODS = "deft-flatten";
+
+/**
+ * The default trees: the paper's Table 14 tree (a 4000-token prompt with 64 one-token queries),
+ * and the middle iterations of few-shot-b50 and speculative-t64; token counts times `scale`.
+ */
+export function defaultTuneTrees(scale: number, seed: number): TuneTree[] {
+  const prompt = Math.max(1, Math.round(4000 * scale));
+  const table14 = new LevelGridRun([{ nodes: 1, tokens: prompt }, { nodes: 64, tokens: 1 }], "x");
+  const middle = (name: string) => {
+    const run = getPreset(name).build(seed, scale);
+    const [snap] = run.sample(1);
+    return { name: `${name}@${snap!.iteration}`, tree: snap!.tree };
+  };
+  return [
+    { name: `table14 (1x${prompt}, 64x1)`, tree: table14.snapshot(0) },
+    middle("few-shot-b50"),
+    middle("speculative-t64"),
+  ];
+}
+
+function positiveNumber(flag: string) {
+  return (v: string): number => {
+    const x = Number(v);
+    if (v.trim() === "" || !(x > 0) || !Number.isFinite(x)) {
+      throw new InvalidArgumentError(`${flag} must be a positive number, got "${v}"`);
+    }
+    return x;
+  };
+}
+
+/** The candidates of one tuned method as a table (medians per tree, score, winner). */
+export function tuningTable(entry: TuningEntry): string {
+  const t = new Table({
+    head: ["candidate", "kernel", ...entry.trees.map((x) => x.name), "score", "status"],
+    style: { head: [], border: [] },
+  });
+  const winner = describeOptions(entry.choice);
+  for (const c of entry.candidates) {
+    const won = c.score !== null &&
+      Object.entries(entry.choice).every(([k, v]) => c.options[k] === v) &&
+      c.score ===
+        Math.min(...entry.candidates.filter((x) => x.score !== null).map((x) => x.score!));
+    t.push([
+      `${describeOptions(c.options)}${won ? " *" : ""}`,
+      c.kernel,
+      ...c.mediansNs.map((m) => (m === null ? "-" : formatNs(m))),
+      c.score === null ? "-" : c.score.toFixed(3),
+      c.status === "ok" ? "ok" : `${c.status}: ${c.message}`,
+    ]);
+  }
+  return `${entry.method} (${entry.dtype}, ${entry.shape}): ${
+    winner === "defaults" ? "the defaults win" : `winner ${winner}`
+  } (*; score: geometric mean over trees of median / best median; within ${
+    DEFAULT_TIE_MARGIN * 100
+  } % of the best, the candidate closest to the defaults wins)\n${t.toString()}\n`;
+}
+
+/** Options a test can inject. */
+export interface TuneCommandDeps {
+  methods?: ReadonlyMap<MethodName, AttentionMethod>;
+}
+
+/** Builds the `tune` command. */
+export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
+  const registry = deps.methods ?? METHODS;
+  const int = <F extends string>(flags: F, desc: string) =>
+    new Option(flags, desc).argParser(intArg(flags.split(" ")[0]!));
+  const cmd = new Command("tune")
+    .description(
+      "Measure the method options worth choosing on this adapter and runtime (deft-flatten's block size 64/128/256/512, deft-node-chunk's chunk size, the kernel family fma/mma the device offers) on a few trees, checking every candidate against the float64 reference before timing it, and store the winner per dtype and method in out/tuning/<adapter>-<runtime>.json, where bench applies it by default. Default trees: the paper's Table 14 tree (a 4000-token prompt with 64 one-token queries) and the middle iterations of few-shot-b50 and speculative-t64. Exit 1 when a candidate computes wrong results.",
+    )
+    .argument(
+      "[workloads...]",
+      "preset names, generator kinds or .json files, one sampled iteration each (default: Table 14 tree, few-shot-b50, speculative-t64)",
+    )
+    .option("--methods <list>", `comma-separated methods to tune (default ${TUNE_DEFAULT_METHODS})`)
+    .addOption(
+      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").default("llama3-8b"),
+    )
+    .addOption(
+      new Option(
+        "--dtype <dtype>",
+        "storage dtype (default f16 when the adapter has shader-f16, else f32)",
+      ).choices(["f16", "f32"] as const),
+    )
+    .addOption(runtimeOption())
+    .addOption(dawnNodeOption())
+    .addOption(kernelOption())
+    .addOption(
+      new Option("--seed <n>", "seed of generators and Q/K/V").argParser(intArg("--seed"))
+        .default(1),
+    )
+    .addOption(new Option("--scale <s>", "shrink presets by s in (0, 1]").argParser(scaleArg))
+    .addOption(int("--samples <k>", "iterations sampled per workload (default 1, the middle one)"))
+    .addOption(
+      new Option(
+        "--budget-ms <ms>",
+        `time budget per candidate and tree (default ${BENCH_DEFAULTS.budgetMs})`,
+      ).argParser(positiveNumber("--budget-ms")),
+    )
+    .addOption(
+      new Option("--warmup-ms <ms>", `warm-up per tree (default ${BENCH_DEFAULTS.warmupMs})`)
+        .argParser(positiveNumber("--warmup-ms")),
+    )
+    .addOption(int("--min-samples <n>", `samples of the first round (default 10)`))
+    .addOption(int("--max-samples <n>", `most samples per candidate (default 1000)`))
+    .option("--cold", "flush caches (write 128 MiB) before every sample")
+    .addOption(int("--verify-rows <n>", "(query, head) rows checked per candidate (default 64)"))
+    .option(
+      "-o, --output <file>",
+      "tuning file (default out/tuning/<adapter>-<runtime>.json; updated in place)",
+    )
+    .addOption(
+      new Option("--adapter <kind>", "adapter preference").choices(
+        ["high-performance", "fallback"] as const,
+      ),
+    )
+    .option("--json", "print the tuning entries as JSON")
+    .option("--quiet", "no progress output");
+  for (const o of generatorOptions()) cmd.addOption(o);
+  return cmd.action(async (workloadArgs, opts) => {
+    const methods = parseMethods(opts.methods ?? TUNE_DEFAULT_METHODS, registry);
+    const shape = resolveShape(opts.shape);
+    for (
+      const [flag, v] of [
+        ["--samples", opts.samples],
+        ["--min-samples", opts.minSamples],
+        ["--verify-rows", opts.verifyRows],
+      ] as const
+    ) {
+      if (v !== undefined && v < 1) throw new UsageError(`${flag} must be at least 1`);
+    }
+    const rt = runtimeArgs(opts);
+    if (rt.runtimes.length > 1 && opts.output) {
+      throw new UsageError(
+        "--output names one file, but --runtime tunes several runtimes; each writes its own (out/tuning/<adapter>-<runtime>.json)",
+      );
+    }
+    for (const s of workloadArgs) await resolveWorkload(s, { ...opts, scale: opts.scale ?? 1 });
+    const quiet = Boolean(opts.json || opts.quiet);
+    const say = (s: string) => {
+      if (!quiet) io.err(`${s}\n`);
+    };
+    const gpus = await openRuntimes(
+      rt,
+      opts.adapter === "fallback" ? { forceFallbackAdapter: true } : {},
+    );
+    const all: TuningEntry[] = [];
+    let wrong = 0;
+    try {
+      const software = gpus.some((g) => isSoftwareAdapter(g.info));
+      const scaled = software && opts.scale === undefined;
+      const d = scaled ? SOFTWARE_DEFAULTS : BENCH_DEFAULTS;
+      const scale = opts.scale ?? (scaled ? SOFTWARE_DEFAULTS.scale : 1);
+      if (scaled) {
+        say(
+          `note: software adapter: trees scaled to ${scale} and short budgets; a CPU's tuning says nothing about GPUs (pass --scale 1 for full sizes)`,
+        );
+      }
+      const dtype = opts.dtype ?? (gpus.every((g) => g.hasF16) ? "f16" : "f32");
+      for (const g of gpus) {
+        if (dtype === "f16" && !g.hasF16) {
+          throw new UsageError(
+            `--dtype f16 needs shader-f16, which ${g.info.description} does not offer on runtime ${g.runtime.name}`,
+          );
+        }
+        checkKernel(opts.kernel, g, dtype);
+      }
+      let trees: TuneTree[];
+      if (workloadArgs.length === 0) {
+        trees = defaultTuneTrees(scale, opts.seed);
+      } else {
+        trees = [];
+        for (const s of workloadArgs) {
+          const run = await resolveWorkload(s, { ...opts, scale });
+          for (const snap of run.sample(opts.samples ?? 1)) {
+            trees.push({ name: `${run.info.name}@${snap.iteration}`, tree: snap.tree });
+          }
+        }
+      }
+      const fixed: Partial<MethodOptions> = opts.kernel && opts.kernel !== "auto"
+        ? { kernel: opts.kernel }
+        : {};
+      const minSamples = opts.minSamples ?? d.minSamples;
+      const maxSamples = opts.maxSamples ?? Math.max(d.maxSamples, minSamples);
+      if (maxSamples < minSamples) {
+        throw new UsageError("--max-samples must be at least --min-samples");
+      }
+      for (const gpu of gpus) {
+        const timer = createTimer(gpu, { minSampleNs: BENCH_DEFAULTS.minSampleUs * 1e3 });
+        try {
+          const runtime = gpu.runtime.name;
+          const path = opts.output ?? tuningPath(gpu.info, runtime);
+          const key = adapterKey(gpu.info);
+          // Read the store first: a malformed file stops the run before any measurement.
+          const before = await loadTuning(path, { adapterKey: key, runtime });
+          say(
+            `tune: ${runtime} on ${
+              gpu.info.description || gpu.info.vendor
+            }, ${dtype}, ${shape.name}; trees: ${trees.map((t) => t.name).join(", ")}`,
+          );
+          let entries: TuningEntry[];
+          try {
+            entries = await tune(gpu, timer, {
+              methods,
+              trees,
+              shape,
+              dtype,
+              seed: opts.seed,
+              timing: {
+                warmupMs: opts.warmupMs ?? d.warmupMs,
+                budgetMs: opts.budgetMs ?? d.budgetMs,
+                minSamples,
+                maxSamples,
+                targetRelativeCi: d.targetCi,
+                cold: Boolean(opts.cold),
+                interleaved: true,
+              },
+              verifyRows: opts.verifyRows ?? d.verifyRows,
+              fixed,
+              onStep: (m) => say(`tune: ${m}`),
+            });
+          } catch (e) {
+            if (e instanceof Error && /^No candidate of/.test(e.message)) {
+              io.err(`error: ${runtime}: ${e.message}\n`);
+              throw new ExitCode(1);
+            }
+            throw e;
+          }
+          const doc = mergeTuning(before, {
+            adapterKey: key,
+            adapter: gpu.info.description || gpu.info.vendor,
+            runtime: { name: runtime, version: gpu.runtime.version },
+          }, entries);
+          await saveTuning(path, doc);
+          all.push(...entries);
+          for (const e of entries) {
+            wrong += e.candidates.filter((c) => c.status === "failed").length;
+            if (!opts.json) io.out(`${runtime}: ${tuningTable(e)}`);
+          }
+          if (!opts.json) io.out(`tuning: ${path}\n`);
+        } finally {
+          timer.destroy();
+        }
+      }
+    } finally {
+      for (const g of gpus) g.destroy();
+    }
+    if (opts.json) io.out(JSON.stringify(all, null, 1) + "\n");
+    if (wrong > 0) {
+      io.err(
+        `error: ${wrong} candidate(s) computed wrong results (they cannot win; the others were stored)\n`,
+      );
+      throw new ExitCode(1);
+    }
+  });
+}

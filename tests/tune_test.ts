@@ -1,0 +1,432 @@
+import { FakeClock, FakeTimer } from "../bench/timer.ts";
+import {
+  describeOptions,
+  kernelFamilies,
+  mergeTuning,
+  parseTuning,
+  storedChoices,
+  type Tunable,
+  TUNABLES,
+  tune,
+  tuningCandidates,
+  type TuningEntry,
+  TuningError,
+  tuningPath,
+} from "../bench/tune.ts";
+import { benchCommand } from "../cli/commands/bench.ts";
+import { tuneCommand } from "../cli/commands/tune.ts";
+import { ExitCode, UsageError } from "../cli/errors.ts";
+import { captureIo } from "../cli/io.ts";
+import { Command } from "../deps/commander.ts";
+import type { AttentionMethod, KernelCaps, MethodName } from "../kernels/method.ts";
+import { parseResults } from "../results/document.ts";
+import { levelGridTree } from "../workloads/level_grid.ts";
+import { fakeMethod, TINY_SHAPE } from "./_bench_fake.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { testGpu } from "./_gpu.ts";
+
+const FMA_ONLY: KernelCaps = {
+  runtime: "deno",
+  matrix: null,
+  subgroups: true,
+  subgroupSize: 32,
+  workgroupStorage: 32768,
+};
+const WITH_MATRIX: KernelCaps = {
+  ...FMA_ONLY,
+  runtime: "dawn",
+  matrix: { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
+};
+
+Deno.test("tuningCandidates() is the product of the tunables that matter for a method", () => {
+  assertEquals(kernelFamilies(FMA_ONLY, "f16"), ["fma"]);
+  assertEquals(kernelFamilies(WITH_MATRIX, "f16"), ["fma", "mma"]);
+  assertEquals(kernelFamilies(WITH_MATRIX, "f32"), ["fma"]);
+  // The default first, so a later candidate that changes nothing is the one marked the same.
+  assertEquals(tuningCandidates("deft-flatten", FMA_ONLY, "f16"), [
+    { blockSize: 128, kernel: "fma" },
+    { blockSize: 64, kernel: "fma" },
+    { blockSize: 256, kernel: "fma" },
+    { blockSize: 512, kernel: "fma" },
+  ]);
+  // The matrix tile is tried only with the mma family: 4 x (1 + 5).
+  const both = tuningCandidates("deft-flatten", WITH_MATRIX, "f16");
+  assertEquals(both.length, 24);
+  assertEquals(both.slice(0, 3), [
+    { blockSize: 128, kernel: "fma" },
+    { blockSize: 128, kernel: "mma", mma: { rows: 64, keys: 32 } },
+    { blockSize: 128, kernel: "mma", mma: { rows: 32, keys: 32 } },
+  ]);
+  assertEquals(describeOptions(both[1]!), "blockSize=128 kernel=mma mma.rows=64 mma.keys=32");
+  // A pinned option is not tried, and what depends on it follows it.
+  assertEquals(
+    tuningCandidates("deft-flatten", WITH_MATRIX, "f16", { fixed: { kernel: "fma" } }),
+    [{ blockSize: 128 }, { blockSize: 64 }, { blockSize: 256 }, { blockSize: 512 }],
+  );
+  assertEquals(
+    tuningCandidates("deft-node", WITH_MATRIX, "f16", { fixed: { kernel: "mma" } }).length,
+    5,
+  );
+  // sequence has no matrix tile: only the families.
+  assertEquals(tuningCandidates("sequence", WITH_MATRIX, "f16"), [
+    { kernel: "fma" },
+    { kernel: "mma" },
+  ]);
+  assertEquals(tuningCandidates("deft-node-chunk", FMA_ONLY, "f32").length, 3);
+  // Data-driven: a new tunable is one more entry.
+  const extra: Tunable[] = [
+    ...TUNABLES,
+    { option: "targetWorkgroups", methods: ["sequence"], values: () => [0, 264] },
+  ];
+  assertEquals(tuningCandidates("sequence", FMA_ONLY, "f32", { tunables: extra }), [
+    { kernel: "fma", targetWorkgroups: 0 },
+    { kernel: "fma", targetWorkgroups: 264 },
+  ]);
+});
+
+/** A correct fake whose plan (and so its identity) follows the block size. */
+function blockAware(name: MethodName, wrongAt?: number): AttentionMethod {
+  const right = fakeMethod(name) as AttentionMethod;
+  const wrong = fakeMethod(name, { scale: 1.5 }) as AttentionMethod;
+  return {
+    name,
+    description: "test-only, plan follows blockSize",
+    plan(input) {
+      const p = right.plan(input);
+      return { ...p, stats: { ...p.stats, blockSize: input.options.blockSize } };
+    },
+    prepare(gpu, plan, problem) {
+      const m = plan.stats.blockSize === wrongAt ? wrong : right;
+      return m.prepare(gpu, plan, problem);
+    },
+  };
+}
+
+const TREES = [
+  { name: "grid", tree: levelGridTree([{ nodes: 1, tokens: 40 }, { nodes: 6, tokens: 1 }]) },
+  { name: "pair", tree: levelGridTree([{ nodes: 1, tokens: 20 }, { nodes: 2, tokens: 3 }]) },
+];
+
+async function runTune(
+  method: AttentionMethod,
+  medianNs: (blockSize: number, tree: string) => number,
+  over: { tieMargin?: number } = {},
+): Promise<TuningEntry> {
+  const g = await testGpu();
+  const clock = new FakeClock();
+  // Candidates are keyed `tree/method#index`, in the order of the block sizes below.
+  const sizes = [128, 64, 256, 512];
+  const timer = new FakeTimer({
+    sample: (label) => {
+      const [tree, rest] = label.split("/");
+      return medianNs(sizes[Number(rest!.split("#")[1])]!, tree!);
+    },
+    clock,
+  });
+  const [entry] = await tune(g, timer, {
+    methods: [method],
+    trees: TREES,
+    shape: TINY_SHAPE,
+    dtype: "f32",
+    seed: 3,
+    timing: {
+      warmupMs: 1,
+      budgetMs: 10,
+      minSamples: 3,
+      maxSamples: 10,
+      targetRelativeCi: 0.05,
+      cold: false,
+      interleaved: true,
+    },
+    verifyRows: 8,
+    fixed: { kernel: "fma" },
+    now: clock.now,
+    ...over,
+  });
+  return entry!;
+}
+
+Deno.test("tune() verifies every candidate, scores by geometric mean and picks the fastest", async () => {
+  const e = await runTune(
+    blockAware("deft-flatten", 512),
+    (b, tree) => (b === 256 ? 800 : 1000) * (tree === "grid" ? 2 : 1),
+  );
+  assertEquals(e.method, "deft-flatten");
+  assertEquals(e.candidates.map((c) => c.options.blockSize), [128, 64, 256, 512]);
+  assertEquals(e.candidates.map((c) => c.status), ["ok", "ok", "ok", "failed"]);
+  assert(/relative error/.test(e.candidates[3]!.message!), e.candidates[3]!.message!);
+  assertEquals(e.candidates[3]!.score, null); // a wrong candidate cannot win
+  assertEquals(e.candidates[2]!.mediansNs, [1600, 800]);
+  assertEquals(e.candidates[2]!.score, 1);
+  assert(Math.abs(e.candidates[0]!.score! - 1.25) < 1e-12);
+  assertEquals(e.winner, 2);
+  assertEquals(e.choice, { blockSize: 256 });
+  assertEquals(e.trees.map((t) => t.name), ["grid", "pair"]);
+});
+
+Deno.test("tune() keeps the default within the tie margin and marks candidates that change nothing", async () => {
+  // 256 is 0.5 % faster than the default 128: a tie, so the default stays.
+  const tie = await runTune(blockAware("deft-flatten"), (b) => (b === 256 ? 995 : 1000));
+  assertEquals(tie.choice, { blockSize: 128 });
+  assertEquals(tie.winner, 0);
+  const strict = await runTune(blockAware("deft-flatten"), (b) => (b === 256 ? 995 : 1000), {
+    tieMargin: 0,
+  });
+  assertEquals(strict.choice, { blockSize: 256 });
+  // A plan that ignores the block size: every later candidate is the same as the first.
+  const same = await runTune(fakeMethod("deft-flatten") as AttentionMethod, (b) => 1000 - b);
+  assertEquals(same.candidates.map((c) => c.status), ["ok", "same", "same", "same"]);
+  assertEquals(same.candidates[1]!.sameAs, 0);
+  assertEquals(same.choice, {}); // nothing to choose
+});
+
+function doc(entries: unknown[] = [], over: Record<string, unknown> = {}) {
+  return JSON.stringify({
+    format: "deft-bench/tuning",
+    version: 1,
+    adapterKey: "nvidia-hopper-h200",
+    adapter: "NVIDIA H200",
+    runtime: { name: "dawn", version: "dawn (npm webgpu@0.6.2)" },
+    entries,
+    ...over,
+  });
+}
+
+const ENTRY = {
+  method: "deft-flatten",
+  dtype: "f16",
+  shape: "llama3-8b",
+  choice: { blockSize: 256, kernel: "mma" },
+  winner: 0,
+  tunedAt: "2026-01-01T00:00:00.000Z",
+  trees: [],
+  candidates: [{}],
+};
+
+Deno.test("parseTuning() validates a tuning file and names the file and the field", () => {
+  const expect = { adapterKey: "nvidia-hopper-h200", runtime: "dawn" as const };
+  const ok = parseTuning(doc([ENTRY]), "t.json", expect);
+  assertEquals(storedChoices(ok, "f16", ["deft-flatten", "sequence"])!.byMethod, {
+    "deft-flatten": { blockSize: 256, kernel: "mma" },
+  });
+  assertEquals(storedChoices(ok, "f32", ["deft-flatten"]), null);
+  const bad: [string, RegExp][] = [
+    ["{", /^t\.json: not valid JSON/],
+    [doc([], { format: "x" }), /^t\.json: format is "x"/],
+    [doc([], { version: 9 }), /version 9 is unknown/],
+    [doc([{ ...ENTRY, method: "flash" }]), /entries\[0\]\.method must be a method name/],
+    [
+      doc([{ ...ENTRY, choice: { blockSize: -1 } }]),
+      /entries\[0\]\.choice\.blockSize must be an integer >= 1, got -1/,
+    ],
+    [doc([{ ...ENTRY, choice: { kernel: "tc" } }]), /choice\.kernel must be one of auto, fma, mma/],
+    [doc([{ ...ENTRY, choice: { tile: 8 } }]), /choice\.tile must be an unknown method option/],
+    [doc([{ ...ENTRY, winner: 3 }]), /entries\[0\]\.winner must be the index of a candidate/],
+    [doc([ENTRY, ENTRY]), /entries\[1\] repeats deft-flatten f16/],
+  ];
+  for (const [text, re] of bad) {
+    assertThrows(() => parseTuning(text, "t.json"), TuningError, re);
+  }
+  assertThrows(
+    () => parseTuning(doc([]), "t.json", { ...expect, adapterKey: "amd" }),
+    TuningError,
+    /t\.json was tuned on nvidia-hopper-h200, not on this adapter \(amd\)/,
+  );
+  assertThrows(
+    () => parseTuning(doc([]), "t.json", { ...expect, runtime: "deno" }),
+    TuningError,
+    /tuned on runtime dawn, not deno/,
+  );
+  // A newer entry of the same method and dtype replaces the old one; others stay.
+  const f32 = { ...ENTRY, dtype: "f32", choice: { blockSize: 64 } };
+  const merged = mergeTuning(
+    parseTuning(doc([ENTRY, f32]), "t.json"),
+    { adapterKey: "k", adapter: "a", runtime: { name: "dawn", version: "v" } },
+    [{ ...ENTRY, choice: { blockSize: 512 } } as unknown as TuningEntry],
+  );
+  assertEquals(merged.entries.map((e) => [e.dtype, e.choice.blockSize]), [["f32", 64], [
+    "f16",
+    512,
+  ]]);
+  assertEquals(
+    tuningPath(
+      { vendor: "NVIDIA", architecture: "hopper", description: "H200", device: "" },
+      "dawn",
+    ),
+    "out/tuning/nvidia-hopper-h200-dawn.json",
+  );
+});
+
+const TINY = [
+  "few-shot",
+  "--prompt",
+  "24",
+  "--branches",
+  "2",
+  "--generated",
+  "3",
+  "--shape",
+  "4/2/16/2",
+  "--dtype",
+  "f32",
+  "--budget-ms",
+  "10",
+  "--warmup-ms",
+  "2",
+  "--min-samples",
+  "3",
+  "--max-samples",
+  "6",
+  "--verify-rows",
+  "4",
+];
+
+async function cli(
+  make: typeof benchCommand | typeof tuneCommand,
+  args: string[],
+  methods: Map<MethodName, AttentionMethod>,
+) {
+  const io = captureIo();
+  const program = new Command().exitOverride().configureOutput({
+    writeOut: io.out,
+    writeErr: io.err,
+  });
+  program.addCommand(make(io, { methods }).exitOverride());
+  await program.parseAsync(args, { from: "user" });
+  return io;
+}
+
+Deno.test("tune stores the winner; bench applies it, says so, records it, and explicit flags win", async () => {
+  const methods = new Map<MethodName, AttentionMethod>([
+    ["sequence", fakeMethod("sequence") as AttentionMethod],
+    ["deft-flatten", blockAware("deft-flatten")],
+  ]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/tuning.json`;
+    const t = await cli(tuneCommand, ["tune", ...TINY, "--samples", "2", "-o", file], methods);
+    assert(t.stdout.includes(`tuning: ${file}`), t.stdout);
+    assert(/deft-flatten \(f32, custom\)/.test(t.stdout), t.stdout);
+    const g = await testGpu();
+    const stored = parseTuning(await Deno.readTextFile(file), file);
+    assertEquals(stored.runtime.name, g.runtime.name);
+    const entry = stored.entries[0]!;
+    assertEquals(entry.trees.length, 2); // --samples 2 of one workload
+    assertEquals(Object.keys(entry.choice), ["blockSize"]);
+    const blockSize = entry.choice.blockSize as number;
+
+    // Stored tuning, applied and said; explicit --block-size overrides it.
+    const out = `${dir}/a.json`;
+    const b = await cli(benchCommand, [
+      "bench",
+      ...TINY,
+      "--samples",
+      "1",
+      "--no-calibrate",
+      "--tuning",
+      file,
+      "-o",
+      out,
+    ], methods);
+    assert(b.stderr.includes(`tuning: ${file}`), b.stderr);
+    assert(b.stderr.includes(`deft-flatten blockSize=${blockSize}`), b.stderr);
+    const a = parseResults(await Deno.readTextFile(out), out);
+    assertEquals(a.runtimes[0]!.tuning!.applied, { "deft-flatten": { blockSize } });
+    const flat = a.workloads[0]!.snapshots[0]!.cases.find((c) => c.method === "deft-flatten")!;
+    assertEquals(flat.options.blockSize, blockSize);
+    assertEquals(flat.stats.blockSize, blockSize);
+
+    const out2 = `${dir}/b.json`;
+    const c = await cli(benchCommand, [
+      "bench",
+      ...TINY,
+      "--samples",
+      "1",
+      "--no-calibrate",
+      "--tuning",
+      file,
+      "--block-size",
+      "32",
+      "-o",
+      out2,
+    ], methods);
+    assert(/overrides the stored blockSize/.test(c.stderr), c.stderr);
+    const d = parseResults(await Deno.readTextFile(out2), out2);
+    assertEquals(d.runtimes[0]!.tuning, null);
+    assertEquals(
+      d.workloads[0]!.snapshots[0]!.cases.find((x) => x.method === "deft-flatten")!.options
+        .blockSize,
+      32,
+    );
+
+    // --no-tuning ignores it; a missing or malformed file is bad input.
+    const e = await cli(benchCommand, [
+      "bench",
+      ...TINY,
+      "--samples",
+      "1",
+      "--no-calibrate",
+      "--no-tuning",
+      "-o",
+      `${dir}/c.json`,
+    ], methods);
+    assert(!e.stderr.includes("tuning:"), e.stderr);
+    await assertRejects(
+      () =>
+        cli(benchCommand, [
+          "bench",
+          ...TINY,
+          "--no-calibrate",
+          "--tuning",
+          `${dir}/none.json`,
+          "-o",
+          `${dir}/d.json`,
+        ], methods),
+      UsageError,
+      /none\.json does not exist/,
+    );
+    await Deno.writeTextFile(`${dir}/bad.json`, `{"format":"deft-bench/tuning","version":1}`);
+    await assertRejects(
+      () =>
+        cli(benchCommand, [
+          "bench",
+          ...TINY,
+          "--no-calibrate",
+          "--tuning",
+          `${dir}/bad.json`,
+          "-o",
+          `${dir}/e.json`,
+        ], methods),
+      TuningError,
+      /bad\.json: adapterKey must be a string/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tune exits 1 when a candidate computes wrong results, after storing the others' winner", async () => {
+  const methods = new Map<MethodName, AttentionMethod>([
+    ["deft-flatten", blockAware("deft-flatten", 64)],
+  ]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/t.json`;
+    const io = captureIo();
+    const program = new Command().exitOverride().configureOutput({
+      writeOut: io.out,
+      writeErr: io.err,
+    });
+    program.addCommand(tuneCommand(io, { methods }).exitOverride());
+    await assertRejects(
+      () => program.parseAsync(["tune", ...TINY, "-o", file, "--quiet"], { from: "user" }),
+      ExitCode,
+    );
+    assert(/1 candidate\(s\) computed wrong results/.test(io.stderr), io.stderr);
+    const stored = parseTuning(await Deno.readTextFile(file), file);
+    assert(stored.entries[0]!.choice.blockSize !== 64);
+    assertEquals(stored.entries[0]!.candidates[1]!.status, "failed"); // blockSize 64
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
