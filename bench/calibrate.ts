@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { Gpu, GpuInfo } from "../kernels/gpu.ts";
+import { type Gpu, GpuError, type GpuInfo } from "../kernels/gpu.ts";
 import { median } from "../results/stats.ts";
 import type { Calibration } from "../results/schema.ts";
 import { ResultsError, validateCalibration } from "../results/document.ts";
@@ -419,6 +419,112 @@ export async function measureFma(
   }
 }
 
+/**
+ * The WGSL of the subgroup-matrix peak: each subgroup keeps 2 left and 4 right f16 fragments and 8
+ * f32 accumulators in registers and runs `params[0]` rounds of 8 multiply-accumulates (the probe's
+ * register-resident loop); the accumulators are stored so that nothing is optimised away.
+ */
+export function matrixPeakWgsl(gpu: Gpu): string {
+  const c = gpu.matrixConfig();
+  if (!c) throw new GpuError("The device has no f16 subgroup-matrix configuration");
+  const { M, N, K } = c;
+  const L = `subgroup_matrix_left<f16, ${K}, ${M}>`;
+  const R = `subgroup_matrix_right<f16, ${N}, ${K}>`;
+  const C = `subgroup_matrix_result<f32, ${N}, ${M}>`;
+  const acc = Array.from({ length: 8 }, (_, i) => `c${i}`);
+  return `${gpu.wgslEnables({ f16: true, subgroupMatrix: true })}
+@group(0) @binding(0) var<storage, read> params: array<u32>;
+@group(0) @binding(1) var<storage, read> A: array<f16>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(${gpu.info.subgroupMinSize})
+fn main(@builtin(workgroup_id) wg: vec3u) {
+  let a0 = subgroupMatrixLoad<${L}, row_major>(&A, 0u, ${K}u);
+  let a1 = subgroupMatrixLoad<${L}, row_major>(&A, ${M * K}u, ${K}u);
+${
+    [0, 1, 2, 3].map((j) =>
+      `  let b${j} = subgroupMatrixLoad<${R}, row_major>(&A, ${j * K * N}u, ${N}u);`
+    )
+      .join("\n")
+  }
+${acc.map((x) => `  var ${x} = ${C}();`).join("\n")}
+  let n = params[0];
+  for (var i = 0u; i < n; i++) {
+${
+    acc.map((x, i) => `    ${x} = subgroupMatrixMultiplyAccumulate(a${i >> 2}, b${i & 3}, ${x});`)
+      .join("\n")
+  }
+  }
+${
+    acc.map((x, i) =>
+      `  subgroupMatrixStore<row_major>(&C, wg.x * ${8 * M * N}u + ${i * M * N}u, ${x}, ${N}u);`
+    ).join("\n")
+  }
+}`;
+}
+
+/**
+ * Subgroup-matrix f16 x f16 -> f32 throughput (FLOP/s) with operands in registers: the ceiling of
+ * the matrix kernels, as `measureFma` is the FMA kernels'. Null without a matrix configuration.
+ */
+export async function measureMatrixPeak(
+  gpu: Gpu,
+  timer: Timer,
+  options: CalibrateOptions = {},
+): Promise<number | null> {
+  const c = gpu.matrixConfig();
+  if (!c || gpu.info.subgroupMinSize <= 0) return null;
+  const targetNs = options.fmaTargetNs ?? 2e6;
+  const maxWorkgroups = 8 * (options.fmaMaxWorkgroups ?? 4096);
+  const pipeline = await gpu.pipeline("calibrate matrix peak", matrixPeakWgsl(gpu));
+  const params = gpu.buffer("calibrate matrix params", new Uint32Array([16]));
+  const a = gpu.buffer(
+    "calibrate matrix A",
+    new Uint16Array(8 * c.M * c.K + 4 * c.K * c.N).fill(0x2c00),
+  );
+  const sink = gpu.buffer("calibrate matrix sink", maxWorkgroups * 8 * c.M * c.N * 4);
+  try {
+    const bindGroup = gpu.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [params, a, sink].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    let workgroups = Math.min(256, maxWorkgroups);
+    let iterations = 16;
+    const pass = () => ({
+      label: "matrix peak",
+      encode(p: GPUComputePassEncoder) {
+        p.setPipeline(pipeline);
+        p.setBindGroup(0, bindGroup);
+        p.dispatchWorkgroups(workgroups);
+      },
+    });
+    const probe = async (): Promise<number> => {
+      gpu.device.queue.writeBuffer(params, 0, new Uint32Array([iterations]));
+      const t = await timer.time([pass(), pass(), pass()]);
+      const ok = t.slice(1).filter((x): x is number => x !== null && x > 0);
+      return ok.length > 0 ? Math.min(...ok) : 0;
+    };
+    let t = await probe();
+    while (workgroups < maxWorkgroups && t < targetNs / 4) {
+      workgroups = Math.min(maxWorkgroups, workgroups * 4);
+      t = await probe();
+    }
+    const scale = t > 0 ? targetNs / t : 64;
+    iterations = Math.max(4, Math.min(1 << 16, Math.round(iterations * scale)));
+    gpu.device.queue.writeBuffer(params, 0, new Uint32Array([iterations]));
+    const [m] = await gpu.scoped(
+      "Measuring the subgroup-matrix peak",
+      () =>
+        measureInterleaved(timer, [{ key: "matrix peak", encode: pass().encode }], opts(options)),
+    );
+    const flops = workgroups * iterations * 8 * 2 * c.M * c.N * c.K;
+    return flops / (median(m!.samplesNs) * 1e-9);
+  } finally {
+    params.destroy();
+    a.destroy();
+    sink.destroy();
+  }
+}
+
 /** GPU time of a pass with one empty dispatch, and of each further empty dispatch. */
 export async function measureDispatch(
   gpu: Gpu,
@@ -482,6 +588,11 @@ export async function calibrate(
       step("f16 FMA throughput");
       f16FlopsPerS = await measureFma(gpu, timer, "f16", o);
     }
+    let matrixFlopsPerS: number | null = null;
+    if (gpu.matrixConfig()) {
+      step("subgroup-matrix peak");
+      matrixFlopsPerS = await measureMatrixPeak(gpu, timer, o);
+    }
     step("dispatch overhead");
     const { dispatchNs, extraDispatchNs } = await measureDispatch(gpu, timer, o);
     return {
@@ -495,6 +606,7 @@ export async function calibrate(
         : null,
       f32FlopsPerS,
       f16FlopsPerS,
+      matrixFlopsPerS,
       dispatchNs,
       extraDispatchNs,
       reference,

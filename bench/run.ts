@@ -958,7 +958,13 @@ export async function runCases(
         c.key,
         m.referenceNs.filter((_, i) => m.samplesNs[i]! > 0 && Number.isFinite(m.samplesNs[i]!)),
       );
-      c.roofline = roofline(c.counts, c.timing.medianNs, settings.dtype, settings.calibration);
+      c.roofline = roofline(
+        c.counts,
+        c.timing.medianNs,
+        settings.dtype,
+        settings.calibration,
+        c.kernel,
+      );
     }
   } finally {
     for (const p of prepared) {

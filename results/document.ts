@@ -269,6 +269,9 @@ function checkCalibration(c: Checker, v: unknown, at = "calibration"): void {
   // Rooflines divide by these: zero, negative or missing ceilings make every fraction nonsense.
   for (const k of ["peakReadBytesPerS", "f32FlopsPerS"]) c.positive(o, k, at);
   if (o.f16FlopsPerS !== null) c.positive(o, "f16FlopsPerS", at);
+  if (o.matrixFlopsPerS !== undefined && o.matrixFlopsPerS !== null) {
+    c.positive(o, "matrixFlopsPerS", at);
+  }
   for (const k of ["dispatchNs", "extraDispatchNs"]) c.nonNegative(o, k, at);
   if (o.l2ReadBandwidth !== undefined) {
     c.arr(o.l2ReadBandwidth, `${at}.l2ReadBandwidth`).forEach((r, i) => {

@@ -609,6 +609,23 @@ function rooflineChart(doc: ResultsDocument, id: string): ChartSpec | null {
       [5, 3],
     );
     if (l2 !== null) roof(`L2 roof${label} (${formatSi(l2, "B/s")})`, l2, l2Colour!, [2, 2]);
+    const mx = cal.matrixFlopsPerS;
+    if (typeof mx === "number" && mx > 0) {
+      // The matrix kernels' compute roof: flat at the subgroup-matrix peak, under the L2 (or DRAM)
+      // bandwidth slope.
+      const rate = l2 ?? bw;
+      datasets.push({
+        label: `matrix-unit roof${label} (${formatSi(mx, "FLOP/s")}, mma kernels)`,
+        type: "line",
+        data: logGrid(lo, hi * (mx / peakFlops), 64).map((x) => ({ x, y: Math.min(mx, x * rate) })),
+        borderColor: l2Colour!,
+        backgroundColor: l2Colour!,
+        borderDash: [8, 2, 2, 2],
+        borderWidth: 1.5,
+        pointRadius: 0,
+        fill: false,
+      });
+    }
   }
   if (ceilings.length > 0) {
     ceiling = ` under the calibrated roofs of ${
@@ -1187,6 +1204,10 @@ function calibrationRows(c: Calibration | null): string {
       `${esc(formatSi(c.f32FlopsPerS, "FLOP/s"))} / ${
         c.f16FlopsPerS === null ? "n/a" : esc(formatSi(c.f16FlopsPerS, "FLOP/s"))
       }`,
+    ],
+    [
+      "subgroup-matrix f16->f32 peak (mma kernels)",
+      typeof c.matrixFlopsPerS === "number" ? esc(formatSi(c.matrixFlopsPerS, "FLOP/s")) : "n/a",
     ],
     [
       "empty dispatch / extra dispatch",

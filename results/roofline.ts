@@ -10,7 +10,8 @@
  *   at the calibrated cache bandwidth (`l2ReadBytesPerS`: reads of a working set well inside L2,
  *   repeated; never taken below the DRAM bandwidth). Repeated prefix reads that L2 serves count
  *   here, not against DRAM.
- * - **compute**: executed FLOPs at the dtype's FMA peak.
+ * - **compute**: executed FLOPs at the dtype's FMA peak, or, for a case on matrix units (kernel
+ *   variant `mma-*`), at the calibrated subgroup-matrix peak (`matrixFlopsPerS`).
  *
  * The roofline fraction is the largest floor divided by the median: at most 1 when the byte counts
  * and ceilings are right. It is never clamped; a case that beats a floor gets a `roof-exceeded`
@@ -46,9 +47,16 @@ export function roofline(
   medianNs: number,
   dtype: Dtype,
   c: Calibration | null,
+  kernel?: string,
 ): Roofline | null {
   if (!c || !(medianNs > 0) || !(c.peakReadBytesPerS > 0) || !(c.f32FlopsPerS > 0)) return null;
-  const flopsPerS = dtype === "f16" ? (c.f16FlopsPerS ?? c.f32FlopsPerS) : c.f32FlopsPerS;
+  const matrix = kernel?.startsWith("mma") && typeof c.matrixFlopsPerS === "number" &&
+    c.matrixFlopsPerS > 0;
+  const flopsPerS = matrix
+    ? c.matrixFlopsPerS!
+    : dtype === "f16"
+    ? (c.f16FlopsPerS ?? c.f32FlopsPerS)
+    : c.f32FlopsPerS;
   const dramTimeNs = (counts.dramBytes / c.peakReadBytesPerS) * 1e9;
   const cache = cacheBytesPerS(c);
   const l2TimeNs = cache === null ? null : (counts.real.totalBytes / cache) * 1e9;
@@ -111,7 +119,7 @@ export function upgradeRooflines(doc: ResultsDocument): number {
         }
         if (c.roofline && c.roofline.model !== ROOFLINE_MODEL) {
           c.roofline = c.timing
-            ? roofline(c.counts, c.timing.medianNs, dtype, doc.calibration)
+            ? roofline(c.counts, c.timing.medianNs, dtype, doc.calibration, c.kernel)
             : null;
           recomputed++;
         }

@@ -262,6 +262,11 @@ export interface Calibration {
   f32FlopsPerS: number;
   /** FMA throughput, vec4<f16>, FLOP/s, or null without shader-f16. */
   f16FlopsPerS: number | null;
+  /**
+   * Subgroup-matrix f16 x f16 -> f32 throughput with operands in registers, FLOP/s: the compute
+   * roof of the matrix (`mma-*`) kernels. Null or absent without matrix units.
+   */
+  matrixFlopsPerS?: number | null;
   /** GPU time of one empty dispatch, and of each extra dispatch in a pass. */
   dispatchNs: number;
   extraDispatchNs: number;

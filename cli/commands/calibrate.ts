@@ -60,7 +60,7 @@ function gb(x: number): string {
 export function calibrateCommand(io: CliIo) {
   return new Command("calibrate")
     .description(
-      "Measure the device's ceilings for the roofline: read bandwidth at several buffer sizes (DRAM), read bandwidth of a few-MiB working set read repeatedly (L2), vec4<f32> and vec4<f16> FMA throughput, the GPU time of an empty dispatch and of each extra dispatch, and the working speed of the clock reference kernel; store them per adapter and runtime (default out/calibration/<adapter>.json, <adapter>-dawn.json on Dawn), where bench reads them.",
+      "Measure the device's ceilings for the roofline: read bandwidth at several buffer sizes (DRAM), read bandwidth of a few-MiB working set read repeatedly (L2), vec4<f32> and vec4<f16> FMA throughput, the subgroup-matrix peak (Dawn with matrix units), the GPU time of an empty dispatch and of each extra dispatch, and the working speed of the clock reference kernel; store them per adapter and runtime (default out/calibration/<adapter>.json, <adapter>-dawn.json on Dawn), where bench reads them.",
     )
     .option(
       "-o, --output <file>",
@@ -169,6 +169,12 @@ export function calibrateCommand(io: CliIo) {
             ? "no shader-f16"
             : `${(c.f16FlopsPerS / 1e12).toFixed(2)} TFLOP/s`,
         ]);
+        if (typeof c.matrixFlopsPerS === "number") {
+          t.push([
+            "subgroup-matrix f16->f32 peak",
+            `${(c.matrixFlopsPerS / 1e12).toPrecision(3)} TFLOP/s`,
+          ]);
+        }
         t.push(["empty dispatch (pass)", formatNs(c.dispatchNs)]);
         t.push(["each extra dispatch", formatNs(c.extraDispatchNs)]);
         if (c.reference) {

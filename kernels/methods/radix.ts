@@ -164,6 +164,7 @@ export function planRadix(input: PlanInput): RadixPlan {
   ];
   return {
     method: "radix",
+    kernelVariant: "fma-two-pass",
     shape,
     dtype,
     queries: nq,

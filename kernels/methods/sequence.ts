@@ -511,6 +511,7 @@ export function planSequence(
       sharedBytes: tiling.sharedBytes,
     },
     variant,
+    kernelVariant: `fma-${variant.name}-t${tiling.workgroupSize}-k${T}-h${hb}`,
     tiling,
     chunkTokens,
     chunkMeta,

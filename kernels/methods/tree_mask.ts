@@ -307,6 +307,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
 
   return {
     method: "tree-mask",
+    kernelVariant: "fma-unfused-gemms",
     shape,
     dtype,
     queries: nq,
