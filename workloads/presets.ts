@@ -138,6 +138,27 @@ export const PRESETS: ReadonlyMap<string, Preset> = new Map(
       [1, 2, 4, 8, 16, 32, 64, 128, 1024].map((nodes) => ({ nodes, tokens: 16 })),
       "Level grid (FastTree): levels of 1, 2, 4, ..., 128, 1024 nodes of 16 tokens",
     ),
+    grid(
+      "table14",
+      [{ nodes: 1, tokens: 4000 }, { nodes: 64, tokens: 1 }],
+      "The paper's Table 14 tree: a 4000-token prompt with 64 one-token queries",
+    ),
+    grid(
+      "unshared-32x4096",
+      [{ nodes: 1, tokens: 1 }, { nodes: 32, tokens: 4096 }],
+      "Nothing to share: a 1-token root over 32 paths of 4096 tokens, one query on each",
+    ),
+    // Where tree attention starts to pay: 64 queries, each seeing 4096 tokens (so the sequence
+    // methods' work is the same in every tree), over 64 / s shared paths: sharing factor ~s.
+    ...[1, 2, 4, 8, 16, 32, 64].map((s) =>
+      grid(
+        `sharing-${s}`,
+        [{ nodes: 1, tokens: 1 }, { nodes: 64 / s, tokens: 4094 }, { nodes: 64, tokens: 1 }],
+        `Sharing sweep: 64 one-token queries over ${
+          64 / s
+        } shared path(s) of 4096 tokens (sharing factor ~${s})`,
+      )
+    ),
   ].map((p) => [p.name, p]),
 );
 
