@@ -1,7 +1,12 @@
 /**
  * Errors the command line turns into exit codes: {@linkcode UsageError} (bad input: exit 2) and
- * {@linkcode RegressionFound} (exit 1); anything else is an internal failure (exit 1, stack only
- * with `--debug`).
+ * {@linkcode ExitCode} (a command that printed its own verdict, such as `compare` finding a
+ * regression: exit 1); anything else is an internal failure (exit 1, stack only with `--debug`).
+ *
+ * Layers below the command line throw the built-in class that fits (`RangeError` for a size or
+ * name out of range) and cannot know whether the value came from the user or from a harness bug.
+ * So the command line converts at its boundary: option parsers throw {@linkcode UsageError}, and
+ * calls that check what the user typed go through {@linkcode fromInput}.
  *
  * @module
  */
@@ -24,5 +29,37 @@ export class ExitCode extends Error {
   constructor(readonly code: number) {
     super(`exit ${code}`);
     this.name = "ExitCode";
+  }
+}
+
+/**
+ * Runs `check`, a call whose only input is what the user typed (a shape, a method name): a
+ * `RangeError` it throws names the user's mistake, so it is rethrown as a {@linkcode UsageError}
+ * with the same message. Every other error passes through unchanged.
+ *
+ * @example A RangeError from user input becomes a UsageError
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fromInput, UsageError } from "./errors.ts";
+ *
+ * const positive = (n: number) => {
+ *   if (n < 1) throw new RangeError(`Size must be positive, got ${n}`);
+ *   return n;
+ * };
+ * assert.equal(fromInput(() => positive(3)), 3);
+ * assert.throws(() => fromInput(() => positive(0)), UsageError);
+ * // Any other error passes through as it is.
+ * const bug = () => {
+ *   throw new TypeError("A harness bug");
+ * };
+ * assert.throws(() => fromInput(bug), TypeError);
+ * ```
+ */
+export function fromInput<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    if (e instanceof RangeError) throw new UsageError(e.message);
+    throw e;
   }
 }

@@ -15,7 +15,8 @@ import { ReasoningRun } from "../workloads/reasoning.ts";
 import { type DecodingRun, RenamedRun, StoredRun } from "../workloads/run.ts";
 import { SpeculativeRun, type TokenTreeTopology } from "../workloads/speculative.ts";
 import { TreeError } from "../workloads/tree.ts";
-import { UsageError } from "./errors.ts";
+import { resolveShape } from "../workloads/shapes.ts";
+import { fromInput, UsageError } from "./errors.ts";
 
 /** Generator kinds accepted in place of a preset name. */
 export const GENERATOR_KINDS = ["few-shot", "reasoning", "speculative", "grid"] as const;
@@ -58,6 +59,15 @@ export function scaleArg(value: string): number {
     throw new UsageError(`Option --scale must be a number in (0, 1], got ${JSON.stringify(value)}`);
   }
   return n;
+}
+
+/**
+ * Parses `--shape`: a preset name or `Q/KV/D[/LAYERS]`, checked here so that a bad shape is a
+ * {@linkcode UsageError}; returns the text as given (commands resolve it with `resolveShape`).
+ */
+export function shapeArg(value: string): string {
+  fromInput(() => resolveShape(value));
+  return value;
 }
 
 /** The generator options as commander options (added to gen, inspect, bench, run). */
@@ -164,6 +174,7 @@ export async function resolveWorkload(
       }), a generator (${GENERATOR_KINDS.join(", ")}) with its options, or a .json file`,
     );
   } catch (e) {
+    // Every size and name here came from the user: a generator's RangeError is bad input.
     if (e instanceof RangeError) throw new UsageError(e.message);
     throw e;
   }

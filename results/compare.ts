@@ -470,6 +470,30 @@ function geomean(rows: CaseComparison[], group: string): GeomeanRow | null {
  * Compares HEAD against BASE case by case. Throws `RangeError` for a bad threshold or alpha and
  * {@linkcode MismatchError} when the runs hold different cases (named; unless `commonOnly`), when a
  * case's workload differs (its tree facts), or when the model shape or dtype differ.
+ *
+ * @example A run against itself, and against a copy with one case twice as slow
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { compareExitCode, compareRuns } from "./compare.ts";
+ * import { parseResults } from "./document.ts";
+ *
+ * // The committed CI baseline: three small workloads x seven methods on lavapipe.
+ * const path = new URL("./data/ci-baseline/lavapipe.json", import.meta.url);
+ * const base = parseResults(await Deno.readTextFile(path), path.pathname);
+ * const same = compareRuns(base, base);
+ * assert.ok(same.cases.every((c) => c.verdict === "noise"));
+ * assert.equal(compareExitCode(same), 0);
+ *
+ * const head = structuredClone(base);
+ * const slow = head.workloads[0]!.snapshots[0]!.cases[0]!;
+ * slow.timing!.samplesNs = slow.timing!.samplesNs.map((ns) => 2 * ns);
+ * const c = compareRuns(base, head);
+ * const row = c.cases.find((x) => x.key === slow.key)!;
+ * assert.equal(row.verdict, "regression");
+ * assert.equal(row.latency!.ratio, 2);
+ * assert.equal(c.summary.regressions, 1);
+ * assert.equal(compareExitCode(c), 1);
+ * ```
  */
 export function compareRuns(
   base: ResultsDocument,

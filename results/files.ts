@@ -19,10 +19,10 @@ export class FileExistsError extends Deno.errors.AlreadyExists {
 
 /**
  * An output path that cannot or must not be written: it is an input, holds one or lies inside
- * one, cannot be created, or is a broken symbolic link. A `RangeError`, so the command line treats
+ * one, cannot be created, or is a broken symbolic link. Its own class, so the command line treats
  * it as bad input (exit 2).
  */
-export class OutputPathError extends RangeError {
+export class OutputPathError extends Error {
   /** Creates the error. */
   constructor(message: string) {
     super(message);

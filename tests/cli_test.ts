@@ -1,5 +1,8 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { main } from "../cli/main.ts";
+import { exitCodeOf, isUsage, main } from "../cli/main.ts";
+import { fromInput, UsageError } from "../cli/errors.ts";
+import { OutputPathError } from "../results/files.ts";
+import { TreeError } from "../workloads/tree.ts";
 import { captureIo } from "../cli/io.ts";
 import { parseRun, parseTree } from "../workloads/format.ts";
 
@@ -157,3 +160,60 @@ Deno.test("--sweep expands a generator into one named workload per value", async
   assertEquals(preset.code, 2);
   assertMatch(preset.err, /must be few-shot, reasoning or speculative/);
 });
+
+Deno.test("exitCodeOf() makes a RangeError from inside the harness an internal error: exit 1, stack with --debug", () => {
+  // A harness bug, not input: no user value reaches the WGSL unroller.
+  const bug = new RangeError("Cannot unroll a loop bounded by NOPE: not a known constant");
+  assertEquals(isUsage(bug), false);
+  const plain = captureIo();
+  assertEquals(exitCodeOf(bug, plain, false), 1);
+  assertMatch(plain.stderr, /^internal error: Cannot unroll a loop bounded by NOPE/);
+  assertMatch(plain.stderr, /run with --debug for the stack trace/);
+  assert(!/\n\s+at /.test(plain.stderr), "stack trace printed without --debug");
+  const debug = captureIo();
+  assertEquals(exitCodeOf(bug, debug, true), 1);
+  assertMatch(debug.stderr, /RangeError: Cannot unroll[^]*\n\s+at /);
+  // Input errors keep exit 2 with the message alone.
+  for (const e of [new UsageError("u"), new TreeError("t"), new OutputPathError("o")]) {
+    const io = captureIo();
+    assertEquals(exitCodeOf(e, io, true), 2, e.name);
+    assertEquals(io.stderr, `error: ${e.message}\n`);
+  }
+  // fromInput() turns a RangeError from user input into a UsageError, and nothing else.
+  const input = () => {
+    throw new RangeError("Model shape headDim must be a positive integer, got 0");
+  };
+  assertEquals(isUsage(captured(() => fromInput(input))), true);
+  const typeError = () => {
+    throw new TypeError("x is not a function");
+  };
+  assertEquals(isUsage(captured(() => fromInput(typeError))), false);
+});
+
+Deno.test("bad options that lower layers check as RangeError still exit 2 with their message", async () => {
+  const cases: [string[], RegExp][] = [
+    [["bench", "few-shot-b20", "--block-size", "0"], /--block-size must be at least 1/],
+    [["bench", "few-shot-b20", "--shape", "gpt"], /Unknown model shape "gpt"/],
+    [["run", "deft-flatten", "few-shot-b20", "--chunk-size", "-3"], /--chunk-size/],
+    [["run", "deft-flatten", "few-shot-b20", "--block-size", "0"], /--block-size/],
+    [["run", "no-such-method", "few-shot-b20"], /no-such-method/],
+    [["run", "deft-flatten", "few-shot-b20", "--shape", "32/5/128"], /multiple of kvHeads/],
+    [["tune", "--shape", "32/8/130"], /headDim/],
+    [["inspect", "few-shot", "--prompt", "0", "--branches", "1", "--generated", "1"], /prompt/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await cli(...args);
+    assertEquals(r.code, 2, `${args.join(" ")}: ${r.err}`);
+    assertMatch(r.err, re);
+    assert(!/internal error|\n\s+at /.test(r.err), `not bad input: ${args.join(" ")}`);
+  }
+});
+
+function captured(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  throw new Error("expected a throw");
+}

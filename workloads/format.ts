@@ -159,7 +159,45 @@ function parseJson(text: string): unknown {
   }
 }
 
-/** Parses and validates a `deft-bench/tree` document. */
+/**
+ * Parses and validates a `deft-bench/tree` document. Throws {@linkcode TreeError} naming the field
+ * (and the node) that breaks a rule.
+ *
+ * @example Read a prompt with two branches, each with a query
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseTree } from "./format.ts";
+ *
+ * const tree = parseTree(JSON.stringify({
+ *   format: "deft-bench/tree",
+ *   version: 1,
+ *   nodes: [
+ *     { id: 0, parent: null, tokens: 4000 },
+ *     { id: 1, parent: 0, tokens: 10 },
+ *     { id: 2, parent: 0, tokens: 10 },
+ *   ],
+ *   queries: [{ node: 1 }, { node: 2 }],
+ * }));
+ * assert.equal(tree.nodes.length, 3);
+ * assert.deepEqual(tree.queries, [{ node: 1 }, { node: 2 }]);
+ * ```
+ *
+ * @example A malformed tree is refused with a message naming the field
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseTree } from "./format.ts";
+ * import { TreeError } from "./tree.ts";
+ *
+ * const text = JSON.stringify({
+ *   format: "deft-bench/tree",
+ *   version: 1,
+ *   nodes: [{ id: 0, parent: null, tokens: 0 }],
+ *   queries: [],
+ * });
+ * assert.throws(() => parseTree(text), TreeError);
+ * assert.throws(() => parseTree(text), /nodes\[0\]\.tokens must be a positive integer, got 0/);
+ * ```
+ */
 export function parseTree(text: string): Tree {
   const doc = parseJson(text);
   if (!isObject(doc)) throw new TreeError("A tree document must be a JSON object");
@@ -167,7 +205,38 @@ export function parseTree(text: string): Tree {
   return parseTreeBody(doc, "");
 }
 
-/** Parses and validates a `deft-bench/run` document (every snapshot's tree is validated). */
+/**
+ * Parses and validates a `deft-bench/run` document (every snapshot's tree is validated).
+ *
+ * @example A 100-iteration run stored as two weighted snapshots
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseRun, stringifyRun } from "./format.ts";
+ *
+ * const tree = (branchTokens: number) => ({
+ *   nodes: [
+ *     { id: 0, parent: null, tokens: 500 },
+ *     { id: 1, parent: 0, tokens: branchTokens },
+ *   ],
+ *   queries: [{ node: 1 }],
+ * });
+ * const run = parseRun(JSON.stringify({
+ *   format: "deft-bench/run",
+ *   version: 1,
+ *   workload: { kind: "few-shot", name: "tiny", params: { prompt: 500 } },
+ *   iterations: 100,
+ *   snapshots: [
+ *     { iteration: 0, weight: 50, tree: tree(1) },
+ *     { iteration: 50, weight: 50, tree: tree(51) },
+ *   ],
+ * }));
+ * assert.equal(run.workload.name, "tiny");
+ * assert.deepEqual(run.snapshots.map((s) => s.iteration), [0, 50]);
+ * // The weights must add up to the iterations: each snapshot stands for a stretch of the run.
+ * const short = stringifyRun({ ...run, iterations: 90 });
+ * assert.throws(() => parseRun(short), /weights sum to 100, but the run has 90 iterations/);
+ * ```
+ */
 export function parseRun(text: string): RunDocument {
   const doc = parseJson(text);
   if (!isObject(doc)) throw new TreeError("A run document must be a JSON object");
@@ -225,7 +294,24 @@ export function parseRun(text: string): RunDocument {
   };
 }
 
-/** Parses either document kind: a tree becomes a one-snapshot run of kind `file`. */
+/**
+ * Parses either document kind: a tree becomes a one-snapshot run of kind `file`.
+ *
+ * @example A tree document read as a run
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseWorkloadDocument, stringifyTree } from "./format.ts";
+ *
+ * const text = stringifyTree({
+ *   nodes: [{ id: 0, parent: null, tokens: 64 }],
+ *   queries: [{ node: 0 }],
+ * });
+ * const run = parseWorkloadDocument(text, "one-node");
+ * assert.deepEqual(run.workload, { kind: "file", name: "one-node", params: {} });
+ * assert.equal(run.iterations, 1);
+ * assert.equal(run.snapshots[0]!.tree.nodes[0]!.tokens, 64);
+ * ```
+ */
 export function parseWorkloadDocument(text: string, name = "tree"): RunDocument {
   const doc = parseJson(text);
   if (isObject(doc) && doc.format === TREE_FORMAT) {

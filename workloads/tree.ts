@@ -78,6 +78,31 @@ export class TreeError extends Error {
 /**
  * A validated tree with the index structures every consumer needs: node positions by id, parent and
  * children by position, depth, DFS order, and per-query paths. Node positions follow `tree.nodes`.
+ *
+ * @example Index a tree whose nodes are listed out of DFS order
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { IndexedTree, TreeError } from "./tree.ts";
+ *
+ * const ix = new IndexedTree({
+ *   nodes: [
+ *     { id: 7, parent: null, tokens: 100 },
+ *     { id: 3, parent: 9, tokens: 5 },
+ *     { id: 9, parent: 7, tokens: 20 },
+ *   ],
+ *   queries: [{ node: 3 }],
+ * });
+ * assert.equal(ix.root, 0);
+ * assert.deepEqual([...ix.dfsOrder], [0, 2, 1]); // positions in tree.nodes: 7, then 9, then 3
+ * assert.deepEqual([...ix.pathTokens], [100, 125, 120]);
+ * assert.equal(ix.pathTokens[ix.queryNode[0]!], 125);
+ * // A second root breaks the model's rules.
+ * const twoRoots = {
+ *   nodes: [{ id: 0, parent: null, tokens: 1 }, { id: 1, parent: null, tokens: 1 }],
+ *   queries: [],
+ * };
+ * assert.throws(() => new IndexedTree(twoRoots), TreeError);
+ * ```
  */
 export class IndexedTree {
   /** The tree this index was built from. */
@@ -285,7 +310,28 @@ export interface TreeFacts {
   leaves: number;
 }
 
-/** Computes {@linkcode TreeFacts} for a tree (or an existing index of it). */
+/**
+ * Computes {@linkcode TreeFacts} for a tree (or an existing index of it).
+ *
+ * @example A shared prompt of 4000 tokens with two branches of 10, a query on each branch
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { treeFacts } from "./tree.ts";
+ *
+ * const facts = treeFacts({
+ *   nodes: [
+ *     { id: 0, parent: null, tokens: 4000 },
+ *     { id: 1, parent: 0, tokens: 10 },
+ *     { id: 2, parent: 0, tokens: 10 },
+ *   ],
+ *   queries: [{ node: 1 }, { node: 2 }],
+ * });
+ * assert.equal(facts.treeTokens, 4020); // N_tree: the prompt is stored once
+ * assert.equal(facts.pathTokens, 8020); // ΣN_i: each query reads 4000 + 10 tokens
+ * assert.equal(facts.sharingFactor, 8020 / 4020); // F_s, close to 2: two queries share the prompt
+ * assert.deepEqual([facts.nodes, facts.depth, facts.leaves, facts.queries], [3, 2, 2, 2]);
+ * ```
+ */
 export function treeFacts(tree: Tree | IndexedTree): TreeFacts {
   const ix = tree instanceof IndexedTree ? tree : new IndexedTree(tree);
   let treeTokens = 0;

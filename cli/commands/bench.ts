@@ -67,6 +67,7 @@ import {
   requireQueries,
   resolveWorkloads,
   scaleArg,
+  shapeArg,
   uniqueNames,
 } from "../workload_args.ts";
 
@@ -451,7 +452,8 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       "comma-separated methods, or all (default: every registered method)",
     )
     .addOption(
-      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").default("llama3-8b"),
+      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").argParser(shapeArg)
+        .default("llama3-8b"),
     )
     .addOption(
       new Option(

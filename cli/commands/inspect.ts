@@ -12,7 +12,7 @@ import { resolveShape } from "../../workloads/shapes.ts";
 import { type RunFacts, runFacts } from "../../workloads/run.ts";
 import { UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
-import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
+import { generatorOptions, intArg, resolveWorkload, scaleArg, shapeArg } from "../workload_args.ts";
 
 /** One row of the inspect table (also its JSON form). */
 export interface InspectRow {
@@ -77,7 +77,8 @@ export function inspectCommand(io: CliIo) {
     )
     .argument("<workloads...>", "preset names, generator kinds or .json files")
     .addOption(
-      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").default("llama3-8b"),
+      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").argParser(shapeArg)
+        .default("llama3-8b"),
     )
     .addOption(
       new Option("--dtype <dtype>", "KV dtype for byte counts").choices(["f16", "f32"] as const)

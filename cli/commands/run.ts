@@ -16,7 +16,7 @@ import { compareOutput, referenceAttention, type Row } from "../../kernels/refer
 import { Rng } from "../../workloads/rng.ts";
 import { resolveShape } from "../../workloads/shapes.ts";
 import { IndexedTree, treeFacts } from "../../workloads/tree.ts";
-import { ExitCode, UsageError } from "../errors.ts";
+import { ExitCode, fromInput, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 import { chooseDtype } from "../dtype.ts";
 import {
@@ -27,7 +27,7 @@ import {
   runtimeArgs,
   runtimeOption,
 } from "../runtime_args.ts";
-import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
+import { generatorOptions, intArg, resolveWorkload, scaleArg, shapeArg } from "../workload_args.ts";
 
 /** Error bounds per dtype (the paper's kernels reach 0.4% in fp16). */
 export const TOLERANCE = { f32: 1e-4, f16: 1e-2 } as const;
@@ -78,7 +78,11 @@ export function runCommand(io: CliIo) {
         intArg("--snapshot"),
       ),
     )
-    .addOption(new Option("--shape <shape>", "model shape: preset or Q/KV/D").default("llama3-8b"))
+    .addOption(
+      new Option("--shape <shape>", "model shape: preset or Q/KV/D").argParser(shapeArg).default(
+        "llama3-8b",
+      ),
+    )
     .addOption(
       new Option("--dtype <dtype>", "storage dtype (default f16 when the adapter has shader-f16)")
         .choices(["f16", "f32"] as const),
@@ -114,7 +118,9 @@ export function runCommand(io: CliIo) {
     .option("--json", "print JSON");
   for (const o of generatorOptions()) cmd.addOption(o);
   return cmd.action(async (methodArg, workload, opts) => {
-    const methods = methodArg === "all" ? [...METHODS.values()] : [getMethod(methodArg)];
+    const methods = methodArg === "all"
+      ? [...METHODS.values()]
+      : [fromInput(() => getMethod(methodArg))];
     if (methods.length === 0) throw new UsageError("No methods are registered");
     if (opts.blockSize < 1 || opts.chunkSize < 1) {
       throw new UsageError("--block-size and --chunk-size must be at least 1");

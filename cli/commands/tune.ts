@@ -37,7 +37,7 @@ import {
   runtimeArgs,
   runtimeOption,
 } from "../runtime_args.ts";
-import { generatorOptions, intArg, resolveWorkload, scaleArg } from "../workload_args.ts";
+import { generatorOptions, intArg, resolveWorkload, scaleArg, shapeArg } from "../workload_args.ts";
 import { BENCH_DEFAULTS, isSoftwareAdapter, parseMethods, SOFTWARE_DEFAULTS } from "./bench.ts";
 
 /** Methods tuned by default. */
@@ -119,7 +119,8 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
     )
     .option("--methods <list>", `comma-separated methods to tune (default ${TUNE_DEFAULT_METHODS})`)
     .addOption(
-      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").default("llama3-8b"),
+      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").argParser(shapeArg)
+        .default("llama3-8b"),
     )
     .addOption(
       new Option(
