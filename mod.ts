@@ -140,10 +140,19 @@ export {
 export {
   compareOutput,
   type ErrorReport,
+  type OutputScan,
   POISON_BITS,
   referenceAttention,
   type Row,
+  scanOutput,
 } from "./kernels/reference.ts";
+export {
+  F16_MAX,
+  f16LogitRange,
+  logitLimitNote,
+  type LogitLimitOptions,
+  maxAbsScore,
+} from "./kernels/f16_logits.ts";
 export {
   type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
@@ -162,7 +171,13 @@ export {
   type RealIo,
 } from "./kernels/method.ts";
 export { getMethod, METHODS } from "./kernels/methods/mod.ts";
-export { type MethodRun, Problem, type ProblemOptions, runMethod } from "./kernels/problem.ts";
+export {
+  InvalidOutputError,
+  type MethodRun,
+  Problem,
+  type ProblemOptions,
+  runMethod,
+} from "./kernels/problem.ts";
 
 // Benchmarking: the run on one device per runtime, timers, and tuning.
 export {

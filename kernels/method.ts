@@ -198,6 +198,12 @@ export interface AttentionMethod<P extends Plan = Plan> {
   readonly name: MethodName;
   /** One line for help texts and reports. */
   readonly description: string;
+  /**
+   * Set by a method that keeps logits in global memory in the storage dtype, as a published
+   * baseline does: `unscaled` for q·k, `scaled` for q·k / sqrt(d). In f16 that bounds the logits
+   * it computes correctly (see `f16_logits.ts`); unset: logits stay in f32.
+   */
+  readonly storedLogits?: "unscaled" | "scaled";
   /** Builds the plan on the CPU. */
   plan(input: PlanInput): P;
   /** Uploads metadata, builds pipelines and bind groups. */

@@ -24,7 +24,8 @@ import {
   type MethodOptions,
   type Plan,
 } from "./method.ts";
-import { POISON_BITS } from "./reference.ts";
+import { logitLimitNote } from "./f16_logits.ts";
+import { type OutputScan, POISON_BITS, scanOutput } from "./reference.ts";
 
 /** Options of {@linkcode Problem.create}. */
 export interface ProblemOptions {
@@ -112,13 +113,48 @@ export class Problem {
   }
 }
 
+/**
+ * A method's output holds unwritten or NaN/infinite values: {@linkcode runMethod} never returns
+ * such an output as a result. The message counts them and names the limit the method ran into
+ * when one is known (f16 logits); the output and the counts are attached for diagnosis.
+ */
+export class InvalidOutputError extends GpuError {
+  /** Creates the error. */
+  constructor(
+    message: string,
+    readonly output: Float32Array,
+    readonly scan: OutputScan,
+    readonly plan: Plan,
+  ) {
+    super(message);
+    this.name = "InvalidOutputError";
+  }
+}
+
+/** The message of an {@linkcode InvalidOutputError}: what is wrong, and why when known. */
+export function invalidOutputMessage(
+  method: string,
+  total: number,
+  scan: OutputScan,
+  note: string | null,
+): string {
+  const parts = [];
+  if (scan.unwritten > 0) parts.push(`left ${scan.unwritten} of ${total} output values unwritten`);
+  if (scan.nonFinite > 0) parts.push(`wrote ${scan.nonFinite} NaN or infinite output values`);
+  return `${method} ${parts.join(" and ")}${note ? `; ${note}` : ""}`;
+}
+
 /** Result of {@linkcode runMethod}. */
 export interface MethodRun<P extends Plan> {
   plan: P;
   output: Float32Array;
 }
 
-/** Plans, prepares and runs `method` once on `problem` with a poisoned output, and reads it back. */
+/**
+ * Plans, prepares and runs `method` once on `problem` with a poisoned output, and reads it back.
+ * Throws {@linkcode InvalidOutputError} when any output value was left unwritten or is NaN or
+ * infinite.
+ */
 export async function runMethod<P extends Plan>(
   problem: Problem,
   method: AttentionMethod<P>,
@@ -140,6 +176,18 @@ export async function runMethod<P extends Plan>(
       gpu.device.queue.submit([enc.finish()]);
     });
     const output = await problem.readOutput();
+    const scan = scanOutput(output, problem.data.shape);
+    if (scan.unwritten > 0 || scan.nonFinite > 0) {
+      const note = logitLimitNote(method, problem.ix, problem.layout, problem.data, scan.badRows, {
+        overflowOnly: true,
+      });
+      throw new InvalidOutputError(
+        invalidOutputMessage(method.name, output.length, scan, note),
+        output,
+        scan,
+        plan,
+      );
+    }
     return { plan, output };
   } finally {
     prepared.destroy();

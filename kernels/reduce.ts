@@ -8,11 +8,16 @@
  * - `partialLse`: `[partial][qHead]`, lse_g = m_g + ln ℓ_g, or a value <= -3e38 for a row that saw
  *   no key (it then contributes nothing).
  *
+ * Mesa's software adapters end a shader after 65535 loop iterations, so the kernel walks a list 32
+ * entries per loop iteration ({@linkcode reductionLoopIterations}); `prepareReduction` refuses, on
+ * those adapters, a list long enough to reach the limit anyway (over a million partials per query)
+ * instead of returning rows it never wrote.
+ *
  * @module
  */
 
 import type { ModelShape } from "../workloads/shapes.ts";
-import type { Gpu } from "./gpu.ts";
+import { type Gpu, GpuError } from "./gpu.ts";
 import type { DispatchInfo } from "./method.ts";
 import reduceWgsl from "./wgsl/reduce.wgsl" with { type: "text" };
 
@@ -51,6 +56,37 @@ export function reductionIo(
   };
 }
 
+/** Threads of the reduction's workgroup: list entries merged per loop iteration. */
+export const REDUCE_THREADS = 32;
+
+/**
+ * Mesa's llvmpipe (and lavapipe, which shares its compiler) ends a shader invocation after this many
+ * loop iterations in all, silently (`LP_MAX_TGSI_LOOP_ITERATIONS`, shared between every loop of
+ * the shader). The group kernel guards against it too.
+ */
+export const LLVMPIPE_LOOP_LIMIT = 65535;
+
+/**
+ * Loop iterations one invocation of the reduction runs for a query with `entries` partials (an
+ * upper bound: each loop's iterations plus its exit test): the strided max, the 5-step tree over
+ * the threads, the tiles of 32 entries, and the output write.
+ */
+export function reductionLoopIterations(entries: number, headDim: number): number {
+  const strided = Math.ceil(entries / REDUCE_THREADS) + 1;
+  const tree = Math.log2(REDUCE_THREADS) + 1;
+  const write = Math.ceil(headDim / REDUCE_THREADS) + 1;
+  return 2 * strided + tree + write;
+}
+
+/** The longest CSR list (most partials of one query). */
+export function longestList(lists: ReductionLists): number {
+  let most = 0;
+  for (let q = 0; q + 1 < lists.offsets.length; q++) {
+    most = Math.max(most, lists.offsets[q + 1]! - lists.offsets[q]!);
+  }
+  return most;
+}
+
 /** Workgroup grid for `rows` one-workgroup-per-row dispatches within the per-dimension limit. */
 export function rowGrid(rows: number, maxPerDim = 65535): [number, number, number] {
   if (rows <= maxPerDim) return [Math.max(1, rows), 1, 1];
@@ -78,6 +114,15 @@ export async function prepareReduction(
   partialLse: GPUBuffer,
   out: GPUBuffer,
 ): Promise<PreparedReduction> {
+  if (gpu.info.description.includes("llvmpipe")) {
+    const entries = longestList(lists);
+    const n = reductionLoopIterations(entries, shape.headDim);
+    if (n > LLVMPIPE_LOOP_LIMIT) {
+      throw new GpuError(
+        `The reduction of a query with ${entries} partial results needs about ${n} shader loop iterations, more than the ${LLVMPIPE_LOOP_LIMIT} after which Mesa's llvmpipe silently ends a shader; use a hardware GPU, or fewer partials per query (a larger --chunk-size or --block-size)`,
+      );
+    }
+  }
   const pipeline = await gpu.pipeline("reduce", reduceWgsl, {
     Q_HEADS: shape.qHeads,
     HEAD_DIM: shape.headDim,

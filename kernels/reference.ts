@@ -106,6 +106,43 @@ export interface ErrorReport {
   rows: number;
 }
 
+/** Unwritten (still poisoned) and NaN or infinite elements of a whole output. */
+export interface OutputScan {
+  /** Elements still holding the poison pattern. */
+  unwritten: number;
+  /** Elements that are NaN or infinite (poison excluded). */
+  nonFinite: number;
+  /** Rows `[query][qHead]` holding at least one such element, in order (at most `maxRows`). */
+  badRows: Row[];
+}
+
+/**
+ * Scans a whole GPU output `[query][qHead][d]` for elements a method never wrote (the poison
+ * pattern) and for NaN or infinite ones; cheap next to a reference check of sampled rows.
+ */
+export function scanOutput(
+  actual: Float32Array,
+  shape: { qHeads: number; headDim: number },
+  maxRows = 64,
+): OutputScan {
+  const bits = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
+  let unwritten = 0, nonFinite = 0;
+  const badRows: Row[] = [];
+  const d = shape.headDim;
+  for (let i = 0; i < actual.length; i++) {
+    if (Number.isFinite(actual[i]!)) continue;
+    if (bits[i] === POISON_BITS) unwritten++;
+    else nonFinite++;
+    const row = Math.floor(i / d);
+    const last = badRows[badRows.length - 1];
+    const q = Math.floor(row / shape.qHeads), h = row % shape.qHeads;
+    if (badRows.length < maxRows && !(last && last.query === q && last.head === h)) {
+      badRows.push({ query: q, head: h });
+    }
+  }
+  return { unwritten, nonFinite, badRows };
+}
+
 /**
  * Compares a GPU output `[query][qHead][d]` (f32) against reference rows. `expected` is laid out as
  * returned by {@linkcode referenceAttention} for the same `rows` (all rows when omitted).

@@ -1,8 +1,8 @@
 /**
- * `report`: one or more results documents as one self-contained HTML file. Chart.js (from npm) is
- * inlined by default, so the file opens offline; the chart data are computed here and embedded as
- * JSON, and every string from the input is escaped. A content security policy allows only the
- * page's own scripts (by hash), so the report cannot reach the network at view time.
+ * `report`: one or more results documents as one self-contained HTML file. Chart.js (vendored in
+ * `deps/chart.js/`) is inlined by default, so the file opens offline; the chart data are computed
+ * here and embedded as JSON, and every string from the input is escaped. A content security policy
+ * allows only the page's own scripts (by hash), so the report cannot reach the network at view time.
  *
  * Charts: latency per method per workload, speedup over sequence, KV / mask / partial-result IO,
  * roofline position, latency along sweeps, and an SVG drawing of each workload tree with
@@ -12,8 +12,7 @@
  */
 
 import { createHash } from "node:crypto";
-import chartJsSource from "../node_modules/chart.js/dist/chart.umd.min.js" with { type: "text" };
-import chartJsPackage from "../node_modules/chart.js/package.json" with { type: "json" };
+import { CHART_JS_SOURCE, CHART_JS_VERSION } from "../deps/chart_js.ts";
 import { METHOD_NAMES } from "../kernels/method.ts";
 import { IndexedTree, type Tree } from "../workloads/tree.ts";
 import {
@@ -37,10 +36,11 @@ import {
   type WorkloadResult,
 } from "./schema.ts";
 
-/** The bundled chart.js version (inlined, or fetched from the CDN with `--cdn`). */
-export const CHART_JS_VERSION: string = chartJsPackage.version;
-/** The chart.js UMD bundle, for writers that ship it beside the HTML (the dashboard). */
-export const CHART_JS_SOURCE: string = chartJsSource;
+/**
+ * The bundled chart.js version (inlined, or fetched from the CDN with `--cdn`) and its UMD bundle,
+ * for writers that ship it beside the HTML (the dashboard).
+ */
+export { CHART_JS_SOURCE, CHART_JS_VERSION };
 /** CDN address of the same bundle. */
 export const CHART_JS_CDN: string =
   `https://cdn.jsdelivr.net/npm/chart.js@${CHART_JS_VERSION}/dist/chart.umd.min.js`;

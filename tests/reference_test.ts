@@ -7,6 +7,7 @@ import {
   POISON_BITS,
   querySlots,
   referenceAttention,
+  scanOutput,
 } from "../kernels/reference.ts";
 import { chainTree, internalQueriesTree } from "./_conformance.ts";
 
@@ -159,4 +160,22 @@ Deno.test("compareOutput() finds unwritten, NaN and wrong elements", () => {
   assertEquals([r.unwritten, r.nonFinite], [1, 1]);
   assertEquals(r.worst, { query: 1, head: 0 });
   assert(Math.abs(r.maxRelError - 0.5 / 8) < 1e-9);
+});
+
+Deno.test("scanOutput() counts unwritten and NaN/infinite values over the whole output, by row", () => {
+  const shape = { qHeads: 2, headDim: 4 };
+  const out = new Float32Array(3 * 2 * 4).fill(0.5);
+  const bits = new Uint32Array(out.buffer);
+  bits[1] = POISON_BITS; // query 0, head 0
+  bits[2] = POISON_BITS;
+  out[13] = NaN; // query 1, head 1
+  out[22] = -Infinity; // query 2, head 1
+  const scan = scanOutput(out, shape);
+  assertEquals(scan.unwritten, 2);
+  assertEquals(scan.nonFinite, 2);
+  assertEquals(scan.badRows, [{ query: 0, head: 0 }, { query: 1, head: 1 }, {
+    query: 2,
+    head: 1,
+  }]);
+  assertEquals(scanOutput(new Float32Array(8), shape), { unwritten: 0, nonFinite: 0, badRows: [] });
 });

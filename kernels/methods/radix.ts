@@ -272,6 +272,8 @@ export const radix: AttentionMethod<RadixPlan> = {
   name: "radix",
   description:
     "Radix Attention (SGLang token attention): logits of 32-key tiles to global memory, then one softmax-reduce-V program per query head",
+  // Stage 1 writes q·k / sqrt(d) to global memory in the storage dtype, as SGLang's kernel does.
+  storedLogits: "scaled",
   plan: planRadix,
   prepare: prepareRadix,
 };

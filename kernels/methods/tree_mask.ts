@@ -507,6 +507,8 @@ export const treeMask: AttentionMethod<TreeMaskPlan> = {
   name: "tree-mask",
   description:
     "Tree Attention-Medusa: whole-tree KV x all queries with a dense causal mask, unfused steps (QK^T, scale, mask, softmax, PV) through global memory",
+  // S = Q·K^T goes to global memory unscaled in the storage dtype (step 1), as in PyTorch.
+  storedLogits: "unscaled",
   plan: planTreeMask,
   prepare: prepareTreeMask,
 };

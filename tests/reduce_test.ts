@@ -1,0 +1,122 @@
+import { TREE_LIMITS } from "../workloads/tree.ts";
+import { GpuError } from "../kernels/gpu.ts";
+import {
+  EMPTY_LSE,
+  LLVMPIPE_LOOP_LIMIT,
+  longestList,
+  prepareReduction,
+  type ReductionLists,
+  reductionLists,
+  reductionLoopIterations,
+} from "../kernels/reduce.ts";
+import { Rng } from "../workloads/rng.ts";
+import { shape, testGpu } from "./_conformance.ts";
+import { assert, assertEquals, assertRejects, assertStrictEquals } from "./_assert.ts";
+
+Deno.test("reductionLists() groups the partials of each query in CSR form", () => {
+  const lists = reductionLists(3, [2, 0, 2, 2, 0]);
+  assertEquals(Array.from(lists.offsets), [0, 2, 2, 5]);
+  assertEquals(Array.from(lists.entries), [1, 4, 0, 2, 3]);
+  assertStrictEquals(longestList(lists), 3);
+});
+
+Deno.test("reductionLoopIterations() stays under llvmpipe's limit for one partial per node of the largest tree", () => {
+  // deft-node gives a query one partial per node on its path: at most TREE_LIMITS.maxNodes.
+  assert(reductionLoopIterations(TREE_LIMITS.maxNodes, 256) <= LLVMPIPE_LOOP_LIMIT);
+  assert(reductionLoopIterations(2 * TREE_LIMITS.maxNodes, 128) > LLVMPIPE_LOOP_LIMIT);
+});
+
+/** The reduction on the CPU in float64: `[query][qHead][d]`. */
+function cpuReduce(
+  lists: ReductionLists,
+  qHeads: number,
+  d: number,
+  partialO: Float32Array,
+  partialLse: Float32Array,
+): Float64Array {
+  const queries = lists.offsets.length - 1;
+  const out = new Float64Array(queries * qHeads * d);
+  for (let q = 0; q < queries; q++) {
+    const list = lists.entries.subarray(lists.offsets[q], lists.offsets[q + 1]);
+    for (let h = 0; h < qHeads; h++) {
+      let m = -Infinity;
+      for (const p of list) {
+        if (partialLse[p * qHeads + h]! > EMPTY_LSE) m = Math.max(m, partialLse[p * qHeads + h]!);
+      }
+      let total = 0;
+      const o = (q * qHeads + h) * d;
+      for (const p of list) {
+        const lse = partialLse[p * qHeads + h]!;
+        if (!(lse > EMPTY_LSE)) continue;
+        const w = Math.exp(lse - m);
+        total += w;
+        for (let i = 0; i < d; i++) out[o + i]! += w * partialO[(p * qHeads + h) * d + i]!;
+      }
+      for (let i = 0; i < d; i++) out[o + i] = total > 0 ? out[o + i]! / total : 0;
+    }
+  }
+  return out;
+}
+
+// Regression (issue 8, #16): with one loop iteration per partial, the reduction ended early on
+// llvmpipe and lavapipe past about 13,000 partials per query (d = 64) or 10,000 (d = 128), so
+// deft-node and deft-node-chunk left rows unwritten and others wrong on deep chains.
+Deno.test({
+  name: "the reduction merges lists of 20,000 partials, empty rows and short lists exactly",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const gpu = await testGpu();
+    const s = shape(2, 1, 128);
+    // Query 0: 20,000 partials; query 1: none; query 2: 3, one of them empty (saw no key).
+    const partialQuery = new Uint32Array(20_003);
+    partialQuery.fill(2, 20_000);
+    const lists = reductionLists(3, partialQuery);
+    const rng = new Rng(7);
+    const partialO = new Float32Array(partialQuery.length * s.qHeads * s.headDim)
+      .map(() => rng.next() * 2 - 1);
+    const partialLse = new Float32Array(partialQuery.length * s.qHeads).map(() => rng.next() * 8);
+    partialLse[20_001 * s.qHeads] = EMPTY_LSE;
+    const bufO = gpu.buffer("partial o", partialO);
+    const bufLse = gpu.buffer("partial lse", partialLse);
+    const out = gpu.buffer("out", 3 * s.qHeads * s.headDim * 4);
+    const reduction = await prepareReduction(gpu, lists, s, bufO, bufLse, out);
+    try {
+      const enc = gpu.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      reduction.encode(pass);
+      pass.end();
+      gpu.device.queue.submit([enc.finish()]);
+      const got = new Float32Array(await gpu.read(out));
+      const want = cpuReduce(lists, s.qHeads, s.headDim, partialO, partialLse);
+      let worst = 0;
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      assert(worst < 1e-5, `largest error ${worst}`);
+    } finally {
+      reduction.destroy();
+      for (const b of [bufO, bufLse, out]) b.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "prepareReduction() refuses on llvmpipe a list past the shader loop limit",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const gpu = await testGpu();
+    if (!gpu.info.description.includes("llvmpipe")) return; // hardware GPUs have no such limit
+    const entries = 2_200_000;
+    const lists = reductionLists(1, new Uint32Array(entries));
+    const tiny = gpu.buffer("tiny", 16);
+    try {
+      await assertRejects(
+        () => prepareReduction(gpu, lists, shape(4, 1, 64), tiny, tiny, tiny),
+        GpuError,
+        /2200000 partial results .* loop iterations/,
+      );
+    } finally {
+      tiny.destroy();
+    }
+  },
+});
