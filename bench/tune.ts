@@ -388,7 +388,11 @@ export class TuningError extends SyntaxError {
   }
 }
 
-const OPTION_NAMES = Object.keys(DEFAULT_METHOD_OPTIONS) as (keyof MethodOptions)[];
+/** Every method option a tuning may choose; `mma` (the matrix tile) has no default value. */
+const OPTION_NAMES = [
+  ...Object.keys(DEFAULT_METHOD_OPTIONS),
+  "mma",
+] as (keyof MethodOptions)[];
 
 /** Checks one option value; returns why it is wrong, or null. */
 function badOption(name: string, value: unknown): string | null {

@@ -210,6 +210,15 @@ Deno.test("parseTuning() validates a tuning file and names the file and the fiel
     "deft-flatten": { blockSize: 256, kernel: "mma" },
   });
   assertEquals(storedChoices(ok, "f32", ["deft-flatten"]), null);
+  // The matrix tile, an option group with no default, is a valid choice (tune writes it).
+  const tiled = {
+    ...ENTRY,
+    choice: { blockSize: 512, kernel: "mma", mma: { rows: 32, keys: 16 } },
+  };
+  assertEquals(
+    storedChoices(parseTuning(doc([tiled]), "t.json", expect), "f16", ["deft-flatten"])!.byMethod,
+    { "deft-flatten": { blockSize: 512, kernel: "mma", mma: { rows: 32, keys: 16 } } },
+  );
   const bad: [string, RegExp][] = [
     ["{", /^t\.json: not valid JSON/],
     [doc([], { format: "x" }), /^t\.json: format is "x"/],
@@ -221,6 +230,10 @@ Deno.test("parseTuning() validates a tuning file and names the file and the fiel
     ],
     [doc([{ ...ENTRY, choice: { kernel: "tc" } }]), /choice\.kernel must be one of auto, fma, mma/],
     [doc([{ ...ENTRY, choice: { tile: 8 } }]), /choice\.tile must be an unknown method option/],
+    [
+      doc([{ ...ENTRY, choice: { mma: { rows: 0 } } }]),
+      /choice\.mma must be an object of positive integer rows and keys/,
+    ],
     [doc([{ ...ENTRY, winner: 3 }]), /entries\[0\]\.winner must be the index of a candidate/],
     [doc([ENTRY, ENTRY]), /entries\[1\] repeats deft-flatten f16/],
   ];
