@@ -50,11 +50,12 @@ export interface MmaKernelOptions {
 }
 
 /**
- * Default tile: 32 rows (2 subgroups of 32 on NVIDIA), 32-key sub-tiles. On an H200 it was as fast
- * as 64 rows on the paper's Table 14 tree and up to 1.8x faster where blocks serve few queries
- * (results/data/nvidia-h200-dawn/perf_runtimes-3-mma-pipelined.json).
+ * Default tile: 32 rows (2 subgroups of 32 on NVIDIA), 16-key sub-tiles. On an H200, 32 rows were
+ * as fast as 64 on the paper's Table 14 tree and up to 1.8x faster where blocks serve few queries
+ * (results/data/nvidia-h200-dawn/perf_runtimes-3-mma-pipelined.json), and `tune` found 16-key
+ * sub-tiles 1.4x faster than 32 (batch-tune-calibrate.log there).
  */
-export const DEFAULT_MMA_KERNEL: Readonly<MmaKernelOptions> = { rows: 32, keys: 32 };
+export const DEFAULT_MMA_KERNEL: Readonly<MmaKernelOptions> = { rows: 32, keys: 16 };
 
 /** The matrix kernel a plan is made for. */
 export interface MmaKernel {

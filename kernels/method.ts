@@ -44,7 +44,7 @@ export interface MethodOptions {
    * offers. Methods without an `mma` kernel ignore it.
    */
   kernel: KernelChoice;
-  /** Tile of the matrix kernel of the group-attention methods (default 32 rows, 32 keys). */
+  /** Tile of the matrix kernel of the group-attention methods (default 32 rows, 16 keys). */
   mma?: Partial<MmaKernelOptions>;
 }
 

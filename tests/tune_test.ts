@@ -54,10 +54,10 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
   assertEquals(both.length, 24);
   assertEquals(both.slice(0, 3), [
     { blockSize: 128, kernel: "fma" },
-    { blockSize: 128, kernel: "mma", mma: { rows: 32, keys: 32 } },
-    { blockSize: 128, kernel: "mma", mma: { rows: 16, keys: 32 } },
+    { blockSize: 128, kernel: "mma", mma: { rows: 32, keys: 16 } },
+    { blockSize: 128, kernel: "mma", mma: { rows: 16, keys: 16 } },
   ]);
-  assertEquals(describeOptions(both[1]!), "blockSize=128 kernel=mma mma.rows=32 mma.keys=32");
+  assertEquals(describeOptions(both[1]!), "blockSize=128 kernel=mma mma.rows=32 mma.keys=16");
   // A pinned option is not tried, and what depends on it follows it.
   assertEquals(
     tuningCandidates("deft-flatten", WITH_MATRIX, "f16", { fixed: { kernel: "fma" } }),
