@@ -368,55 +368,83 @@ export async function measureFma(
   type: "f32" | "f16",
   options: CalibrateOptions = {},
 ): Promise<number> {
-  const targetNs = options.fmaTargetNs ?? 2e6;
   const maxWorkgroups = options.fmaMaxWorkgroups ?? 4096;
   const pipeline = await gpu.pipeline(`calibrate fma ${type}`, fmaWgsl(type));
   const params = gpu.buffer("calibrate fma params", new Uint32Array([16]));
   const sink = gpu.buffer("calibrate fma sink", maxWorkgroups * 256 * 4);
   try {
-    const bindGroup = gpu.device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: params } }, {
-        binding: 1,
-        resource: { buffer: sink },
-      }],
-    });
-    let workgroups = Math.min(64, maxWorkgroups);
-    let iterations = 16;
-    const pass = () => ({
-      label: `fma ${type}`,
-      encode(p: GPUComputePassEncoder) {
-        p.setPipeline(pipeline);
-        p.setBindGroup(0, bindGroup);
-        p.dispatchWorkgroups(workgroups);
-      },
-    });
-    const probe = async (): Promise<number> => {
-      gpu.device.queue.writeBuffer(params, 0, new Uint32Array([iterations]));
-      const t = await timer.time([pass(), pass(), pass()]); // the first pays any shader JIT
-      const ok = t.slice(1).filter((x): x is number => x !== null && x > 0);
-      return ok.length > 0 ? Math.min(...ok) : 0;
-    };
-    // Size the grid first (to fill a large GPU), then the loop, to about targetNs per sample.
-    let t = await probe();
-    while (workgroups < maxWorkgroups && t < targetNs / 4) {
-      workgroups = Math.min(maxWorkgroups, workgroups * 4);
-      t = await probe();
-    }
-    const scale = t > 0 ? targetNs / t : 64;
-    iterations = Math.max(4, Math.min(1 << 16, Math.round(iterations * scale)));
-    gpu.device.queue.writeBuffer(params, 0, new Uint32Array([iterations]));
-    const [m] = await gpu.scoped(
-      `Measuring ${type} FMA throughput`,
-      () =>
-        measureInterleaved(timer, [{ key: `fma ${type}`, encode: pass().encode }], opts(options)),
-    );
-    const flops = workgroups * 256 * iterations * FMA_FLOPS_PER_ITERATION;
-    return flops / (median(m!.samplesNs) * 1e-9);
+    const r = await measureLoop(gpu, timer, {
+      label: `${type} FMA throughput`,
+      pipeline,
+      buffers: [params, sink],
+      params,
+      workgroups: Math.min(64, maxWorkgroups),
+      maxWorkgroups,
+    }, options);
+    return (r.workgroups * 256 * r.iterations * FMA_FLOPS_PER_ITERATION) / (r.medianNs * 1e-9);
   } finally {
     params.destroy();
     sink.destroy();
   }
+}
+
+/** A throughput kernel whose loop count is `params[0]`, dispatched over a grid of workgroups. */
+interface LoopKernel {
+  label: string;
+  pipeline: GPUComputePipeline;
+  /** Bound at bindings 0, 1, ... */
+  buffers: GPUBuffer[];
+  /** The buffer holding the loop count. */
+  params: GPUBuffer;
+  /** First grid size, and the largest. */
+  workgroups: number;
+  maxWorkgroups: number;
+}
+
+/**
+ * Sizes the grid of `k` (to fill a large GPU), then its loop count, to about `fmaTargetNs` per
+ * sample, and measures it: the grid, loop count and median sample it ended with.
+ */
+async function measureLoop(
+  gpu: Gpu,
+  timer: Timer,
+  k: LoopKernel,
+  options: CalibrateOptions,
+): Promise<{ workgroups: number; iterations: number; medianNs: number }> {
+  const targetNs = options.fmaTargetNs ?? 2e6;
+  const bindGroup = gpu.device.createBindGroup({
+    layout: k.pipeline.getBindGroupLayout(0),
+    entries: k.buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  let workgroups = Math.min(k.workgroups, k.maxWorkgroups);
+  let iterations = 16;
+  const pass = () => ({
+    label: k.label,
+    encode(p: GPUComputePassEncoder) {
+      p.setPipeline(k.pipeline);
+      p.setBindGroup(0, bindGroup);
+      p.dispatchWorkgroups(workgroups);
+    },
+  });
+  const probe = async (): Promise<number> => {
+    gpu.device.queue.writeBuffer(k.params, 0, new Uint32Array([iterations]));
+    const t = await timer.time([pass(), pass(), pass()]); // the first pays any shader JIT
+    const ok = t.slice(1).filter((x): x is number => x !== null && x > 0);
+    return ok.length > 0 ? Math.min(...ok) : 0;
+  };
+  let t = await probe();
+  while (workgroups < k.maxWorkgroups && t < targetNs / 4) {
+    workgroups = Math.min(k.maxWorkgroups, workgroups * 4);
+    t = await probe();
+  }
+  const scale = t > 0 ? targetNs / t : 64;
+  iterations = Math.max(4, Math.min(1 << 16, Math.round(iterations * scale)));
+  gpu.device.queue.writeBuffer(k.params, 0, new Uint32Array([iterations]));
+  const [m] = await gpu.scoped(
+    `Measuring ${k.label}`,
+    () => measureInterleaved(timer, [{ key: k.label, encode: pass().encode }], opts(options)),
+  );
+  return { workgroups, iterations, medianNs: median(m!.samplesNs) };
 }
 
 /**
@@ -473,7 +501,6 @@ export async function measureMatrixPeak(
 ): Promise<number | null> {
   const c = gpu.matrixConfig();
   if (!c || gpu.info.subgroupMinSize <= 0) return null;
-  const targetNs = options.fmaTargetNs ?? 2e6;
   const maxWorkgroups = 8 * (options.fmaMaxWorkgroups ?? 4096);
   const pipeline = await gpu.pipeline("calibrate matrix peak", matrixPeakWgsl(gpu));
   const params = gpu.buffer("calibrate matrix params", new Uint32Array([16]));
@@ -483,41 +510,15 @@ export async function measureMatrixPeak(
   );
   const sink = gpu.buffer("calibrate matrix sink", maxWorkgroups * 8 * c.M * c.N * 4);
   try {
-    const bindGroup = gpu.device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [params, a, sink].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    let workgroups = Math.min(256, maxWorkgroups);
-    let iterations = 16;
-    const pass = () => ({
-      label: "matrix peak",
-      encode(p: GPUComputePassEncoder) {
-        p.setPipeline(pipeline);
-        p.setBindGroup(0, bindGroup);
-        p.dispatchWorkgroups(workgroups);
-      },
-    });
-    const probe = async (): Promise<number> => {
-      gpu.device.queue.writeBuffer(params, 0, new Uint32Array([iterations]));
-      const t = await timer.time([pass(), pass(), pass()]);
-      const ok = t.slice(1).filter((x): x is number => x !== null && x > 0);
-      return ok.length > 0 ? Math.min(...ok) : 0;
-    };
-    let t = await probe();
-    while (workgroups < maxWorkgroups && t < targetNs / 4) {
-      workgroups = Math.min(maxWorkgroups, workgroups * 4);
-      t = await probe();
-    }
-    const scale = t > 0 ? targetNs / t : 64;
-    iterations = Math.max(4, Math.min(1 << 16, Math.round(iterations * scale)));
-    gpu.device.queue.writeBuffer(params, 0, new Uint32Array([iterations]));
-    const [m] = await gpu.scoped(
-      "Measuring the subgroup-matrix peak",
-      () =>
-        measureInterleaved(timer, [{ key: "matrix peak", encode: pass().encode }], opts(options)),
-    );
-    const flops = workgroups * iterations * 8 * 2 * c.M * c.N * c.K;
-    return flops / (median(m!.samplesNs) * 1e-9);
+    const r = await measureLoop(gpu, timer, {
+      label: "the subgroup-matrix peak",
+      pipeline,
+      buffers: [params, a, sink],
+      params,
+      workgroups: 256,
+      maxWorkgroups,
+    }, options);
+    return (r.workgroups * r.iterations * 8 * 2 * c.M * c.N * c.K) / (r.medianNs * 1e-9);
   } finally {
     params.destroy();
     a.destroy();
