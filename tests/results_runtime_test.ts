@@ -25,7 +25,7 @@ const labels = (html: string, id: RegExp) =>
 Deno.test("version 1 documents (before runtimes) still parse: Deno's runtime, FMA kernels, same keys", async () => {
   for (
     const path of [
-      "results/data/ci-baseline/lavapipe.json",
+      "results/data/nvidia-h200-first-look/results.json",
       "results/data/nvidia-h200/results.json",
     ]
   ) {
