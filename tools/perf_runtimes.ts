@@ -20,6 +20,7 @@
 import { parseArgs } from "node:util";
 import { createTimer, type PassSpec } from "../bench/timer.ts";
 import { createFlushPass } from "../bench/measure.ts";
+import { measureMatrixPeak } from "../bench/calibrate.ts";
 import { Gpu, type RuntimeName } from "../kernels/gpu.ts";
 import type { MethodOptions, Plan, PreparedMethod } from "../kernels/method.ts";
 import { getMethod } from "../kernels/methods/mod.ts";
@@ -85,10 +86,6 @@ function star(rootTokens: number, leaves: number, leafTokens: number): Tree {
   return { nodes, queries: nodes.slice(1).map((n) => ({ node: n.id })) };
 }
 
-function grid(prompt: number, branches: number, tokens: number): Tree {
-  return star(prompt, branches, tokens);
-}
-
 function trees(small: boolean): [string, Tree][] {
   const spec = (prefix: number, t: number) =>
     new SpeculativeRun({ prefix, treeTokens: t, steps: 1, seed: 1, topology: "medusa" })
@@ -109,7 +106,7 @@ function trees(small: boolean): [string, Tree][] {
     ["few-shot b=20, iteration 200", few(4000, 20, 400, 200)],
     ["speculative t=64, prefix 4000", spec(4000, 64)],
     ["speculative t=256, prefix 3400", spec(3400, 256)],
-    ["grid 4000 + 50 x 200", grid(4000, 50, 200)],
+    ["grid 4000 + 50 x 200", star(4000, 50, 200)],
     ["unshared 1 + 32 x 4096", star(1, 32, 4096)],
   ];
 }
@@ -136,66 +133,6 @@ interface Result {
   stats: Record<string, number>;
 }
 
-/** Register-resident f16 -> f32 subgroup-matrix peak (TFLOP/s), as the probe measures it. */
-async function matrixPeak(gpu: Gpu): Promise<number | null> {
-  const c = gpu.matrixConfig();
-  if (!c) return null;
-  const { M, N, K } = c;
-  const L = `subgroup_matrix_left<f16, ${K}, ${M}>`;
-  const Rt = `subgroup_matrix_right<f16, ${N}, ${K}>`;
-  const C = `subgroup_matrix_result<f32, ${N}, ${M}>`;
-  const iters = 2048, groups = 8192, sg = gpu.info.subgroupMinSize || 32;
-  const acc = Array.from({ length: 8 }, (_, i) => `c${i}`);
-  const code = `${gpu.wgslEnables({ f16: true, subgroupMatrix: true })}
-@group(0) @binding(0) var<storage, read> A: array<f16>;
-@group(0) @binding(1) var<storage, read_write> C: array<f32>;
-@compute @workgroup_size(${sg}) fn main(@builtin(workgroup_id) wg: vec3u) {
-  let a0 = subgroupMatrixLoad<${L}, row_major>(&A, 0u, ${K}u);
-  let a1 = subgroupMatrixLoad<${L}, row_major>(&A, ${M * K}u, ${K}u);
-${
-    [0, 1, 2, 3].map((j) =>
-      `  let b${j} = subgroupMatrixLoad<${Rt}, row_major>(&A, ${j * K * N}u, ${N}u);`
-    ).join("\n")
-  }
-${acc.map((x) => `  var ${x} = ${C}();`).join("\n")}
-  for (var i = 0u; i < ${iters}u; i++) {
-${
-    acc.map((x, i) => `    ${x} = subgroupMatrixMultiplyAccumulate(a${i >> 2}, b${i & 3}, ${x});`)
-      .join("\n")
-  }
-  }
-${
-    acc.map((x, i) =>
-      `  subgroupMatrixStore<row_major>(&C, wg.x * ${8 * M * N}u + ${i * M * N}u, ${x}, ${N}u);`
-    ).join("\n")
-  }
-}`;
-  const pipeline = await gpu.pipeline("matrix peak", code);
-  const a = gpu.buffer("peak A", new Uint16Array(4 * 256 * 4).fill(0x3c00));
-  const out = gpu.buffer("peak C", groups * 8 * M * N * 4);
-  const bg = gpu.device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [{ binding: 0, resource: { buffer: a } }, { binding: 1, resource: { buffer: out } }],
-  });
-  const timer = createTimer(gpu);
-  const pass: PassSpec = {
-    label: "matrix peak",
-    encode(p) {
-      p.setPipeline(pipeline);
-      p.setBindGroup(0, bg);
-      p.dispatchWorkgroups(groups);
-    },
-  };
-  const ns = (await timer.time([pass, pass, pass, pass, pass, pass])).filter((x): x is number =>
-    x !== null
-  );
-  timer.destroy();
-  a.destroy();
-  out.destroy();
-  const flops = 2 * M * N * K * 8 * iters * groups;
-  return ns.length ? flops / median(ns.slice(1)) / 1e3 : null;
-}
-
 async function runRuntime(
   runtime: RuntimeName,
   opts: {
@@ -218,8 +155,9 @@ async function runRuntime(
     timestamps: gpu.hasTimestamps,
   };
   console.log(`\n=== runtime ${runtime}: ${JSON.stringify(info)}`);
+  const timer = createTimer(gpu);
   const peakTflops = opts.peak
-    ? await matrixPeak(gpu).catch((e) => {
+    ? await measureMatrixPeak(gpu, timer).then((f) => f === null ? null : f / 1e12).catch((e) => {
       console.log(`  matrix peak failed: ${(e as Error).message}`);
       return null;
     })
@@ -227,7 +165,6 @@ async function runRuntime(
   if (peakTflops) console.log(`  subgroup-matrix peak: ${peakTflops.toFixed(1)} TFLOP/s`);
   const shape = MODEL_SHAPES["llama3-8b"]!;
   const dtype = "f16" as const;
-  const timer = createTimer(gpu);
   const flush = opts.hot ? undefined : await createFlushPass(gpu, {});
   const out: Record<string, unknown>[] = [];
   for (const [treeName, tree] of trees(opts.small)) {
