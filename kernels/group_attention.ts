@@ -57,6 +57,7 @@ import {
 } from "./reduce.ts";
 import groupWgsl from "./wgsl/group_attention.wgsl" with { type: "text" };
 import {
+  markSlotRuns,
   type MmaKernel,
   mmaKernel,
   mmaLoopIterations,
@@ -787,7 +788,11 @@ export function groupAttentionSource(c: GroupKernelConfig): string {
  * carries its group's record, so a workgroup finds everything one load away, and every group's
  * segments are expanded into one pool slot per token.
  */
-export function packGroupMeta(groups: GroupSet, items: Uint32Array): Uint32Array {
+export function packGroupMeta(
+  groups: GroupSet,
+  items: Uint32Array,
+  runKeys = 0,
+): Uint32Array {
   const itemCount = items.length / 2;
   const itemsOff = 8;
   const slotsOff = itemsOff + 8 * itemCount;
@@ -820,6 +825,7 @@ export function packGroupMeta(groups: GroupSet, items: Uint32Array): Uint32Array
       const slot = groups.segSlot[s]! - t0;
       for (let t = t0; t < t1; t++) meta[at + t] = slot + t;
     }
+    if (runKeys > 0) markSlotRuns(meta.subarray(at, at + tokens), runKeys);
   }
   meta.set(groups.queries, queriesOff);
   meta.set(groups.mask, maskOff);
@@ -870,7 +876,11 @@ export async function prepareGroupAttention(
     pipeline = await gpu.pipeline(label, groupAttentionSource(config));
   }
   const partials = plan.groups.queries.length;
-  const meta = gpu.buffer(`${plan.method} meta`, packGroupMeta(plan.groups, plan.items));
+  const direct = plan.mma?.load === "direct";
+  const meta = gpu.buffer(
+    `${plan.method} meta`,
+    packGroupMeta(plan.groups, plan.items, direct ? plan.mma!.keys : 0),
+  );
   const partialO = gpu.buffer(
     `${plan.method} partial o`,
     partials * shape.qHeads * shape.headDim * 4,
@@ -881,10 +891,16 @@ export async function prepareGroupAttention(
     const bindGroup = gpu.device.createBindGroup({
       label,
       layout: pipeline.getBindGroupLayout(0),
-      entries: [problem.q, problem.k, problem.v, meta, partialO, partialLse].map((
-        buffer,
-        binding,
-      ) => ({ binding, resource: { buffer } })),
+      // The direct matrix kernel reads K and V a second time, as f16 arrays for fragment loads.
+      entries: [
+        problem.q,
+        problem.k,
+        problem.v,
+        meta,
+        partialO,
+        partialLse,
+        ...(direct ? [problem.k, problem.v] : []),
+      ].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     const reduction = await prepareReduction(
       gpu,

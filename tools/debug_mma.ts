@@ -4,6 +4,7 @@
  * be compared element by element. Prints where they differ (rows, dims) and the values.
  *
  *     deno run -A tools/debug_mma.ts [--runtime dawn] [--rows 64] [--keys 32] [--tokens 40] [--queries 4]
+ *       [--shape llama3-8b|Q/KV/D]
  *
  * @module
  */
@@ -29,7 +30,17 @@ const { values } = parseArgs({
 });
 const gpu = await Gpu.open({ runtime: values.runtime as RuntimeName });
 console.log(gpu.info.description, JSON.stringify(gpu.matrixConfig()), gpu.info.subgroupMinSize);
-const shape = MODEL_SHAPES[values.shape!]!;
+// A named model shape, or Q/KV/D (e.g. 4/4/64).
+const custom = /^(\d+)\/(\d+)\/(\d+)$/.exec(values.shape!);
+const shape = custom
+  ? {
+    name: values.shape!,
+    qHeads: Number(custom[1]),
+    kvHeads: Number(custom[2]),
+    headDim: Number(custom[3]),
+    layers: 1,
+  }
+  : MODEL_SHAPES[values.shape!]!;
 const nq = Number(values.queries);
 const nodes: TreeNode[] = [{ id: 0, parent: null, tokens: Number(values.tokens) }];
 for (let i = 1; i <= nq; i++) nodes.push({ id: i, parent: 0, tokens: 1 });

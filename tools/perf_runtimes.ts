@@ -42,42 +42,36 @@ interface Variant {
   runtimes?: RuntimeName[];
 }
 
+/** The matrix kernel's tiles and load paths worth comparing, at two block sizes. */
+function mmaVariants(): Variant[] {
+  const out: Variant[] = [];
+  for (const b of [512, 256]) {
+    out.push({
+      label: `flatten-mma-staged-b${b}-r32-k16`,
+      method: "deft-flatten",
+      options: { kernel: "mma", blockSize: b, mma: { rows: 32, keys: 16, load: "staged" } },
+      runtimes: ["dawn"],
+    });
+    for (const rows of [16, 32, 64, 128]) {
+      for (const keys of [16, 32]) {
+        out.push({
+          label: `flatten-mma-direct-b${b}-r${rows}-k${keys}`,
+          method: "deft-flatten",
+          options: { kernel: "mma", blockSize: b, mma: { rows, keys, load: "direct" } },
+          runtimes: ["dawn"],
+        });
+      }
+    }
+  }
+  return out;
+}
+
 const VARIANTS: Variant[] = [
   { label: "sequence", method: "sequence", options: {} },
   { label: "tree-mask", method: "tree-mask", options: {} },
-  { label: "flatten-fma-b128", method: "deft-flatten", options: { kernel: "fma", blockSize: 128 } },
   { label: "flatten-fma-b256", method: "deft-flatten", options: { kernel: "fma", blockSize: 256 } },
-  ...[128, 256, 512].map((b): Variant => ({
-    label: `flatten-mma-b${b}`,
-    method: "deft-flatten",
-    options: { kernel: "mma", blockSize: b },
-    runtimes: ["dawn"],
-  })),
-  {
-    label: "flatten-mma-b256-r32",
-    method: "deft-flatten",
-    options: { kernel: "mma", blockSize: 256, mma: { rows: 32, keys: 32 } },
-    runtimes: ["dawn"],
-  },
-  {
-    label: "flatten-mma-b256-r128",
-    method: "deft-flatten",
-    options: { kernel: "mma", blockSize: 256, mma: { rows: 128, keys: 32 } },
-    runtimes: ["dawn"],
-  },
-  {
-    label: "flatten-mma-b256-k64",
-    method: "deft-flatten",
-    options: { kernel: "mma", blockSize: 256, mma: { rows: 32, keys: 64 } },
-    runtimes: ["dawn"],
-  },
-  { label: "cascade-mma", method: "cascade", options: { kernel: "mma" }, runtimes: ["dawn"] },
-  {
-    label: "node-chunk-mma",
-    method: "deft-node-chunk",
-    options: { kernel: "mma" },
-    runtimes: ["dawn"],
-  },
+  { label: "flatten-fma-b512", method: "deft-flatten", options: { kernel: "fma", blockSize: 512 } },
+  ...mmaVariants(),
 ];
 
 function star(rootTokens: number, leaves: number, leafTokens: number): Tree {

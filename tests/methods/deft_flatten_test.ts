@@ -12,7 +12,9 @@ import {
 } from "../../kernels/group_attention.ts";
 import { GpuError } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
+import { DEFAULT_MMA_KERNEL, type MmaLoad } from "../../kernels/group_attention_mma.ts";
 import {
+  type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
   type MethodOptions,
   type PlanInput,
@@ -22,9 +24,11 @@ import { getMethod } from "../../kernels/methods/mod.ts";
 import { querySlots } from "../../kernels/reference.ts";
 import {
   type ConformanceCase,
+  conformanceCases,
   conformanceSuite,
   expectConformant,
   GQA4,
+  HAS_MATRIX,
   internalQueriesTree,
   skipDtype,
   starTree,
@@ -259,6 +263,35 @@ const extra: ConformanceCase[] = [
   },
 ];
 conformanceSuite(deftFlatten, extra.map((c) => ({ ...c, name: `${c.name} ${c.dtype}` })));
+
+// The matrix kernel's other K/V load path (the default one runs in the matrix above): the f16 cases
+// whose trees mix long nodes (fragments loaded straight from the KV pool) with short or shuffled
+// ones (sub-tiles gathered through workgroup memory), and the GQA groups 1 and 8.
+const OTHER_LOAD: MmaLoad = (DEFAULT_MMA_KERNEL.load ?? "staged") === "staged"
+  ? "direct"
+  : "staged";
+const otherLoad: AttentionMethod = {
+  ...deftFlatten,
+  plan: (inp) =>
+    deftFlatten.plan({
+      ...inp,
+      options: { ...inp.options, mma: { ...inp.options.mma, load: OTHER_LOAD } },
+    }),
+};
+conformanceSuite(
+  otherLoad,
+  conformanceCases()
+    .filter((c) =>
+      HAS_MATRIX && c.dtype === "f16" &&
+      /few-shot|speculative|star of 300|GQA group|small blocks/.test(c.name)
+    )
+    .map((c): ConformanceCase => ({
+      ...c,
+      name: `${c.name} [mma]`,
+      options: { ...c.options, kernel: "mma" },
+    })),
+  `deft-flatten (${OTHER_LOAD} loads)`,
+);
 
 Deno.test("withGroupKernel() re-tiles a plan: 128-row tiles read a 100-query block half as often", () => {
   const inp = input(speculative(60, 100));
