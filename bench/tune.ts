@@ -83,8 +83,9 @@ export function kernelFamilies(caps: KernelCaps | null, dtype: Dtype): ("fma" | 
 }
 
 /**
- * The matrix kernel's tiles worth trying: the default and one step either way in rows and in keys
- * (tiles the device cannot run fail their plan and drop out).
+ * The matrix kernel's tiles worth trying: the default, one step either way in rows and in keys, and
+ * twice the keys with Q in workgroup memory (tiles the device cannot run fail their plan and drop
+ * out).
  */
 function mmaTiles(): OptionValue[] {
   const { rows, keys } = DEFAULT_MMA_KERNEL;
@@ -94,6 +95,9 @@ function mmaTiles(): OptionValue[] {
     { rows: rows * 2, keys },
     { rows, keys: keys / 2 },
     { rows, keys: keys * 2 },
+    // Q fragments from workgroup memory leave registers for larger sub-tiles.
+    { rows, keys: keys * 2, q: "shared" },
+    { rows: rows * 2, keys: keys * 2, q: "shared" },
   ];
 }
 

@@ -57,7 +57,6 @@ import {
 } from "./reduce.ts";
 import groupWgsl from "./wgsl/group_attention.wgsl" with { type: "text" };
 import {
-  markSlotRuns,
   type MmaKernel,
   mmaKernel,
   mmaLoopIterations,
@@ -788,11 +787,7 @@ export function groupAttentionSource(c: GroupKernelConfig): string {
  * carries its group's record, so a workgroup finds everything one load away, and every group's
  * segments are expanded into one pool slot per token.
  */
-export function packGroupMeta(
-  groups: GroupSet,
-  items: Uint32Array,
-  runKeys = 0,
-): Uint32Array {
+export function packGroupMeta(groups: GroupSet, items: Uint32Array): Uint32Array {
   const itemCount = items.length / 2;
   const itemsOff = 8;
   const slotsOff = itemsOff + 8 * itemCount;
@@ -825,7 +820,6 @@ export function packGroupMeta(
       const slot = groups.segSlot[s]! - t0;
       for (let t = t0; t < t1; t++) meta[at + t] = slot + t;
     }
-    if (runKeys > 0) markSlotRuns(meta.subarray(at, at + tokens), runKeys);
   }
   meta.set(groups.queries, queriesOff);
   meta.set(groups.mask, maskOff);
@@ -876,11 +870,7 @@ export async function prepareGroupAttention(
     pipeline = await gpu.pipeline(label, groupAttentionSource(config));
   }
   const partials = plan.groups.queries.length;
-  const direct = plan.mma?.load === "direct";
-  const meta = gpu.buffer(
-    `${plan.method} meta`,
-    packGroupMeta(plan.groups, plan.items, direct ? plan.mma!.keys : 0),
-  );
+  const meta = gpu.buffer(`${plan.method} meta`, packGroupMeta(plan.groups, plan.items));
   const partialO = gpu.buffer(
     `${plan.method} partial o`,
     partials * shape.qHeads * shape.headDim * 4,
@@ -891,16 +881,10 @@ export async function prepareGroupAttention(
     const bindGroup = gpu.device.createBindGroup({
       label,
       layout: pipeline.getBindGroupLayout(0),
-      // The direct matrix kernel reads K and V a second time, as f16 arrays for fragment loads.
-      entries: [
-        problem.q,
-        problem.k,
-        problem.v,
-        meta,
-        partialO,
-        partialLse,
-        ...(direct ? [problem.k, problem.v] : []),
-      ].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: [problem.q, problem.k, problem.v, meta, partialO, partialLse].map((
+        buffer,
+        binding,
+      ) => ({ binding, resource: { buffer } })),
     });
     const reduction = await prepareReduction(
       gpu,

@@ -41,26 +41,19 @@ import type { KernelCaps } from "./method.ts";
 /** A row's reference maximum moves only when a sub-tile's maximum exceeds it by this (natural log). */
 export const RESCALE_THRESHOLD = 8;
 
-/**
- * Where the K and V fragments come from:
- * - `staged`: every sub-tile's K and V rows are copied into workgroup memory by the whole
- *   workgroup (gathered slot by slot), and the fragments are loaded from there;
- * - `direct`: when a sub-tile's KT keys sit in KT consecutive pool slots (the packer marks them,
- *   see {@linkcode markSlotRuns}), each subgroup loads its K and V fragments straight from the
- *   storage buffers, strided by the KV heads; other sub-tiles are gathered as in `staged`. The
- *   subgroups of a workgroup read the same fragments at about the same time, so the cache serves
- *   the repeats; no workgroup barrier waits for a copy.
- */
-export type MmaLoad = "staged" | "direct";
-
 /** Tile choices of the matrix kernel. */
 export interface MmaKernelOptions {
   /** Rows per tile: a multiple of the configuration's M (one subgroup per M rows). */
   rows: number;
   /** Keys per sub-tile: a multiple of the configuration's N and K. */
   keys: number;
-  /** Where K and V fragments are loaded from (default `staged`). */
-  load?: MmaLoad;
+  /**
+   * Where Q's fragments live during the KV loop: `registers` (default) holds them for the whole
+   * loop; `shared` keeps Q in workgroup memory and loads its fragments at every sub-tile, which
+   * frees D / K fragments of registers per invocation for larger sub-tiles, at the cost of
+   * R x (D + 8) halves of workgroup memory.
+   */
+  q?: "registers" | "shared";
 }
 
 /**
@@ -83,8 +76,8 @@ export interface MmaKernel {
   readonly keys: number;
   /** Invocations per workgroup. */
   readonly threads: number;
-  /** Where K and V fragments are loaded from. */
-  readonly load: MmaLoad;
+  /** Q fragments are loaded from workgroup memory at every sub-tile (`q: "shared"`, see {@linkcode MmaKernelOptions.q}). */
+  readonly qShared: boolean;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -93,7 +86,7 @@ const ROW_PAD = 8;
 /** A name for results and tools: `mma-16x16x16-r64-k32`. */
 export function mmaVariantName(k: MmaKernel): string {
   const { M, N, K } = k.config;
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${k.load === "direct" ? "-direct" : ""}`;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${k.qShared ? "-qs" : ""}`;
 }
 
 /**
@@ -137,6 +130,9 @@ export function mmaKernel(
   if (!Number.isSafeInteger(o.keys) || o.keys < step || o.keys % step !== 0) {
     throw new RangeError(`Kernel mma keys must be a positive multiple of ${step}, got ${o.keys}`);
   }
+  if (o.q !== undefined && o.q !== "registers" && o.q !== "shared") {
+    throw new RangeError(`Kernel mma q must be registers or shared, got ${String(o.q)}`);
+  }
   const lanes = sg / M; // invocations per row in the softmax
   if (o.keys % lanes !== 0 || (N / lanes) % 4 !== 0) {
     throw new RangeError(
@@ -148,12 +144,9 @@ export function mmaKernel(
     subgroupSize: sg,
     rows: o.rows,
     keys: o.keys,
+    qShared: o.q === "shared",
     threads: (o.rows / M) * sg,
-    load: o.load ?? "staged",
   };
-  if (k.load !== "staged" && k.load !== "direct") {
-    throw new RangeError(`Kernel mma load must be staged or direct, got ${String(k.load)}`);
-  }
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
     throw new RangeError(
@@ -163,16 +156,11 @@ export function mmaKernel(
   return k;
 }
 
-/**
- * Halves of the f16 workgroup array. Staged: max(Q staging, K + V (+ P when it does not fit over
- * K)). Direct: max(Q staging, gathered K + V, P), P over the gathered rows (their fragments are in
- * registers before P is written).
- */
+/** Halves of the f16 workgroup array: max(Q staging, K + V (+ P when it does not fit over K)). */
 function halfArray(shape: ModelShape, k: MmaKernel): { size: number; pOffset: number } {
   const ds = shape.headDim + ROW_PAD;
   const ps = k.keys + ROW_PAD;
   const kv = 2 * k.keys * ds;
-  if (k.load === "direct") return { size: Math.max(k.rows * ds, kv, k.rows * ps), pOffset: 0 };
   const pOverK = k.rows * ps <= k.keys * ds;
   return {
     size: Math.max(k.rows * ds, pOverK ? kv : kv + k.rows * ps),
@@ -184,9 +172,8 @@ function halfArray(shape: ModelShape, k: MmaKernel): { size: number; pOffset: nu
 export function mmaWorkgroupBytes(shape: ModelShape, k: MmaKernel, maskWords: number): number {
   const { size } = halfArray(shape, k);
   const ss = k.keys + 4;
-  if (k.load === "direct") return 2 * size + 4 * k.rows * ss + 8 * k.rows + 16;
   return 2 * size + 4 * k.rows * ss + 4 * k.keys + 4 * Math.max(1, maskWords) * k.keys +
-    4 * k.rows + 4 * k.rows + 16;
+    4 * k.rows + 4 * k.rows + 16 + (k.qShared ? 2 * k.rows * (shape.headDim + ROW_PAD) : 0);
 }
 
 /** Everything {@linkcode mmaSource} needs. */
@@ -213,360 +200,11 @@ export function mmaLoopIterations(
     2 * Math.log2(lanes) + 2 + (k.config.N / lanes / 4 + 1);
   const rescale = (shape.headDim / k.config.N) * per(k.rows * k.config.N);
   const output = (shape.headDim / k.config.N) * (k.config.N / lanes / 4 + 1);
-  if (k.load === "direct") {
-    // Per sub-tile: the gather (when not direct), two softmax loops and the shuffle steps.
-    const direct = per(k.keys * dv) + 2 * (k.keys / lanes + 1) + 2 * Math.log2(lanes) + 2;
-    return 8 + per(k.rows * dv) + Math.ceil(tokens / k.keys) * (direct + rescale) + output;
-  }
   return 8 + per(k.rows * dv) + Math.ceil(tokens / k.keys) * (tile + rescale) + output;
 }
 
 /** The WGSL of the matrix kernel (bindings and metadata as the FMA kernel's). */
 export function mmaSource(o: MmaSourceOptions): string {
-  return o.kernel.load === "direct" ? mmaDirectSource(o) : mmaStagedSource(o);
-}
-
-/** Bit 31 of a slot entry in the metadata: the KT slots from this token on are consecutive. */
-export const SLOT_RUN_BIT = 0x80000000;
-
-/**
- * Marks, in a group's slot list (`slots[t]` = pool slot of token t), every token from which the
- * next `keys` tokens sit in consecutive pool slots, by setting {@linkcode SLOT_RUN_BIT}. The direct
- * matrix kernel loads such a sub-tile's fragments straight from the KV buffers. Slots must be
- * below 2^31 (storage bindings are far smaller).
- */
-export function markSlotRuns(slots: Uint32Array, keys: number): void {
-  let ahead = 0; // consecutive slots from t + 1 on
-  for (let t = slots.length - 1; t >= 0; t--) {
-    const s = slots[t]! & 0x7fffffff;
-    ahead = t + 1 < slots.length && (slots[t + 1]! & 0x7fffffff) === s + 1 ? ahead + 1 : 0;
-    slots[t] = ahead + 1 >= keys ? (s | SLOT_RUN_BIT) >>> 0 : s;
-  }
-}
-
-/** The header, constants and bindings both kernels share. */
-function sharedHeader(o: MmaSourceOptions, hSize: number, pOffset: number): string {
-  const { shape, kernel: k } = o;
-  const { M, N } = k.config;
-  const d = shape.headDim;
-  const lanes = k.subgroupSize / M;
-  return `${o.enables}enable chromium_disable_uniformity_analysis;
-// Generated by kernels/group_attention_mma.ts (see there): ${mmaVariantName(k)}, head dim ${d},
-// ${shape.qHeads} q-heads / ${shape.kvHeads} KV heads.
-
-const D: u32 = ${d}u;
-const DV: u32 = ${d / 4}u;
-const Q_HEADS: u32 = ${shape.qHeads}u;
-const KV_HEADS: u32 = ${shape.kvHeads}u;
-const GROUP: u32 = ${shape.qHeads / shape.kvHeads}u;
-const M: u32 = ${M}u;
-const SG: u32 = ${k.subgroupSize}u;
-const WG: u32 = ${k.threads}u;
-const R: u32 = ${k.rows}u;
-const KT: u32 = ${k.keys}u;
-const DS: u32 = ${d + ROW_PAD}u;   // halves per staged Q/K/V row
-const PS: u32 = ${k.keys + ROW_PAD}u;   // halves per P row
-const SS: u32 = ${k.keys + 4}u;   // floats per S row
-const P_OFF: u32 = ${pOffset}u;
-const LANES: u32 = ${lanes}u;  // invocations per row in the softmax
-const KPL: u32 = ${k.keys / lanes}u;  // keys per invocation
-const NPL: u32 = ${N / lanes}u;  // output columns per invocation and fragment
-const MAXW: u32 = ${o.maskWords}u;
-const SCALE: f32 = ${1 / Math.sqrt(d)};
-const THRESHOLD: f32 = ${RESCALE_THRESHOLD}.0;
-const NO_ROW: u32 = 0xffffffffu;
-const NEG: f32 = -3.0e38;
-const H_SIZE: u32 = ${hSize}u;
-
-@group(0) @binding(0) var<storage, read> q_in: array<vec4<f16>>;   // [query][qHead][d]
-@group(0) @binding(1) var<storage, read> k_in: array<vec4<f16>>;   // [slot][kvHead][d]
-@group(0) @binding(2) var<storage, read> v_in: array<vec4<f16>>;   // [slot][kvHead][d]
-@group(0) @binding(3) var<storage, read> md: array<u32>;
-@group(0) @binding(4) var<storage, read_write> partial_o: array<vec4<f32>>; // [partial][qHead][d]
-@group(0) @binding(5) var<storage, read_write> partial_lse: array<f32>;     // [partial][qHead]
-`;
-}
-
-/**
- * The direct-load kernel: per sub-tile, each subgroup computes S = Q K^T with K^T fragments loaded
- * from the K buffer (or from the gathered rows when the sub-tile's slots are not consecutive),
- * loads its V fragments at the same time (so their latency overlaps the softmax), and after the
- * softmax adds P V. Two workgroup barriers per sub-tile (after S, after P), one more before a
- * gather.
- */
-function mmaDirectSource(o: MmaSourceOptions): string {
-  const { shape, kernel: k } = o;
-  const { M, N, K } = k.config;
-  const d = shape.headDim;
-  const ds = d + ROW_PAD;
-  const { size: hSize, pOffset } = halfArray(shape, k);
-  const lanes = k.subgroupSize / M;
-  if ((k.rows * (d / 4)) % k.threads !== 0) {
-    throw new Error(`mma kernel ${mmaVariantName(k)}: Q rows do not divide among the invocations`);
-  }
-  const ss = k.keys + 4;
-  if (hSize % 8 !== 0 || (k.rows * ss) % 4 !== 0 || k.rows % 4 !== 0) {
-    throw new Error(
-      `mma kernel ${mmaVariantName(k)}: a workgroup array is not a multiple of 16 bytes`,
-    );
-  }
-  const left = `subgroup_matrix_left<f16, ${K}, ${M}>`;
-  const right = `subgroup_matrix_right<f16, ${N}, ${K}>`;
-  const result = `subgroup_matrix_result<f32, ${N}, ${M}>`;
-  const dk = d / K;
-  const dn = d / N;
-  const kn = k.keys / N;
-  const kk = k.keys / K;
-  const lines = (n: number, f: (i: number) => string) =>
-    Array.from({ length: n }, (_, i) => f(i)).join("\n");
-  const nq = (k.rows * (d / 4)) / k.threads;
-  const stage4 = (at: string, x: string, pad = "  ") =>
-    `${pad}{ let a = ${at}; h_sh[a] = ${x}.x; h_sh[a + 1u] = ${x}.y; h_sh[a + 2u] = ${x}.z; h_sh[a + 3u] = ${x}.w; }`;
-  // S fragments and V fragments of a sub-tile from `src` (k16/v16 with the pool stride, or h_sh).
-  const fragments = (direct: boolean, pad: string) => {
-    const kAt = (j: number, i: number) =>
-      direct ? `kb + ${j * N}u * KVS + ${i * K}u` : `${j * N * ds + i * K}u`;
-    const vAt = (j: number, n: number) =>
-      direct ? `kb + ${j * K}u * KVS + ${n * N}u` : `KT * DS + ${j * K * ds + n * N}u`;
-    const kSrc = direct ? "&k16" : "&h_sh";
-    const vSrc = direct ? "&v16" : "&h_sh";
-    const stride = direct ? "KVS" : "DS";
-    return [
-      lines(kn, (j) =>
-        [
-          `${pad}var s${j} = ${result}();`,
-          lines(
-            dk,
-            (i) =>
-              `${pad}s${j} = subgroupMatrixMultiplyAccumulate(q${i}, subgroupMatrixLoad<${right}, col_major>(${kSrc}, ${
-                kAt(j, i)
-              }, ${stride}), s${j});`,
-          ),
-        ].join("\n")),
-      lines(kk, (j) =>
-        lines(
-          dn,
-          (n) =>
-            `${pad}vf${j}_${n} = subgroupMatrixLoad<${right}, row_major>(${vSrc}, ${
-              vAt(j, n)
-            }, ${stride});`,
-        )),
-      lines(
-        kn,
-        (j) => `${pad}subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS + ${j * N}u, s${j}, SS);`,
-      ),
-    ].join("\n");
-  };
-
-  return `${
-    sharedHeader(o, hSize, pOffset)
-  }@group(0) @binding(6) var<storage, read> k16: array<f16>;  // K again, for fragment loads
-@group(0) @binding(7) var<storage, read> v16: array<f16>;  // V again
-const KVS: u32 = ${shape.kvHeads * d}u;  // halves between consecutive slots of one KV head
-const RUN: u32 = ${SLOT_RUN_BIT >>> 0}u;
-
-// Q staging [R][DS] before the loop; then, per sub-tile that is gathered, K [KT][DS] at 0 and V
-// [KT][DS] at KT * DS; P [R][PS] at P_OFF over them once their fragments are loaded. Every
-// workgroup variable is a whole number of 16-byte units (see the staged kernel).
-var<workgroup> h_sh: array<f16, H_SIZE>;
-var<workgroup> f_sh: array<f32, ${k.rows * ss}>;  // S [R][SS]; output and rescale passes
-var<workgroup> rowq_sh: array<u32, R>;
-var<workgroup> alpha_sh: array<f32, R>;
-var<workgroup> flag_sh: array<u32, 4>;  // [kt & 1]: some row's maximum moved in sub-tile kt
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let flat = wg.x + wg.y * nwg.x;
-  let item_count = md[0];
-  if (flat >= item_count * KV_HEADS) { return; }
-  let kvh = flat / item_count;
-  let ib = 8u + 8u * (flat % item_count);
-  let row_start = md[ib];
-  let tokens = md[ib + 1u];
-  let slot_off = md[ib + 2u];
-  let q_begin = md[ib + 3u];
-  let q_count = md[ib + 4u];
-  let mask_words = md[ib + 5u];
-  let mask_off = md[ib + 6u];
-  let rows = min(R, q_count * GROUP - row_start);
-  let masked = mask_words != 0u;
-  let w0 = row_start / GROUP / 32u;
-
-  let sgi = lid / SG;
-  let busy = sgi * M < rows;
-  let row = lid / LANES;
-  let part = lid % LANES;
-  let lq = (row_start + row) / GROUP;
-  let mrow = mask_off + min(lq / 32u, mask_words - 1u) * tokens;  // this row's mask word row
-  let mb = lq % 32u;
-
-  if (lid < R) {
-    var base = NO_ROW;
-    if (lid < rows) {
-      let r = row_start + lid;
-      let query = md[md[1] + q_begin + r / GROUP];
-      base = (query * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
-    }
-    rowq_sh[lid] = base;
-  }
-  if (lid < 4u) { flag_sh[lid] = 0u; }
-  workgroupBarrier();
-${
-    lines(nq, (i) =>
-      [
-        `  let qe${i} = lid + ${i * k.threads}u;`,
-        `  let qb${i} = rowq_sh[qe${i} / DV];`,
-        `  let qx${i} = select(vec4<f16>(), q_in[select(0u, qb${i}, qb${i} != NO_ROW) + qe${i} % DV], qb${i} != NO_ROW);`,
-      ].join("\n"))
-  }
-${lines(nq, (i) => stage4(`(qe${i} / DV) * DS + 4u * (qe${i} % DV)`, `qx${i}`))}
-  workgroupBarrier();
-${lines(dk, (i) => `  var q${i} = ${left}();`)}
-${lines(dn, (i) => `  var o${i} = ${result}();`)}
-${lines(kk, (j) => lines(dn, (n) => `  var vf${j}_${n} = ${right}();`))}
-  if (busy) {
-${
-    lines(
-      dk,
-      (i) =>
-        `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, sgi * M * DS + ${i * K}u, DS);`,
-    )
-  }
-  }
-  var m_run = NEG;
-  var l_run = 0.0;
-  let tiles = (tokens + KT - 1u) / KT;
-  for (var kt = 0u; kt < tiles; kt++) {
-    let t0 = kt * KT;
-    let head = md[slot_off + t0];  // the same for every invocation
-    let kb = ((head & ~RUN) * KV_HEADS + kvh) * D;
-    if ((head & RUN) != 0u) {
-      if (busy) {
-${fragments(true, "        ")}
-      }
-    } else {
-      // Not consecutive (or past the group's end): gather the rows, zeros past the end.
-      workgroupBarrier();  // every subgroup has loaded the previous sub-tile's P
-      for (var e = lid; e < KT * DV; e += WG) {
-        let t = t0 + e / DV;
-        var kx = vec4<f16>();
-        var vx = vec4<f16>();
-        if (t < tokens) {
-          let at = ((md[slot_off + t] & ~RUN) * KV_HEADS + kvh) * DV + e % DV;
-          kx = k_in[at];
-          vx = v_in[at];
-        }
-${stage4("(e / DV) * DS + 4u * (e % DV)", "kx", "        ")}
-${stage4("KT * DS + (e / DV) * DS + 4u * (e % DV)", "vx", "        ")}
-      }
-      workgroupBarrier();
-      if (busy) {
-${fragments(false, "        ")}
-      }
-    }
-    workgroupBarrier();
-    // Softmax of row \`row\` over keys part * KPL ..: scale, mask, maximum, P = exp(S - m) in f16.
-    let fb = kt & 1u;
-    if (lid == 0u) { flag_sh[fb ^ 1u] = 0u; }
-    var mx = NEG;
-    for (var i = 0u; i < KPL; i++) {
-      let key = part * KPL + i;
-      let t = t0 + key;
-      let at = row * SS + key;
-      var ok = t < tokens;
-      if (masked && ok) { ok = ((md[mrow + t] >> mb) & 1u) != 0u; }
-      let sv = select(NEG, f_sh[at] * SCALE, ok);
-      f_sh[at] = sv;
-      mx = max(mx, sv);
-    }
-${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 << i}u));`)}
-    var alpha = 1.0;
-    if (mx > NEG) {
-      if (m_run <= NEG) {
-        m_run = mx;
-      } else if (mx > m_run + THRESHOLD) {
-        alpha = exp(m_run - mx);
-        m_run = mx;
-        flag_sh[fb] = 1u;
-      }
-    }
-    var ls = 0.0;
-    for (var i = 0u; i < KPL; i++) {
-      let key = part * KPL + i;
-      let sv = f_sh[row * SS + key];
-      let p = f16(select(0.0, exp(sv - m_run), sv > NEG));
-      h_sh[P_OFF + row * PS + key] = p;
-      ls += f32(p);
-    }
-${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`)}
-    l_run = l_run * alpha + ls;
-    if (part == 0u) { alpha_sh[row] = alpha; }
-    if (workgroupUniformLoad(&flag_sh[fb]) != 0u) {
-${
-    lines(dn, (n) =>
-      [
-        `      if (busy) { subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS, o${n}, SS); }`,
-        `      workgroupBarrier();`,
-        `      for (var e = lid; e < R * ${N}u; e += WG) {`,
-        `        let r = e / ${N}u;`,
-        `        f_sh[r * SS + e % ${N}u] *= alpha_sh[r];`,
-        `      }`,
-        `      workgroupBarrier();`,
-        `      if (busy) { o${n} = subgroupMatrixLoad<${result}, row_major>(&f_sh, sgi * M * SS, SS); }`,
-        `      workgroupBarrier();`,
-      ].join("\n"))
-  }
-    }
-    workgroupBarrier();
-    if (busy) {
-${
-    lines(
-      kk,
-      (j) =>
-        `      let p${j} = subgroupMatrixLoad<${left}, row_major>(&h_sh, P_OFF + sgi * M * PS + ${
-          j * K
-        }u, PS);`,
-    )
-  }
-${
-    lines(dn, (n) =>
-      lines(
-        kk,
-        (j) => `      o${n} = subgroupMatrixMultiplyAccumulate(p${j}, vf${j}_${n}, o${n});`,
-      ))
-  }
-    }
-  }
-
-  let r = row_start + row;
-  let out_row = (q_begin + r / GROUP) * Q_HEADS + kvh * GROUP + r % GROUP;
-  let inv = select(0.0, 1.0 / l_run, l_run > 0.0);
-${
-    lines(dn, (n) =>
-      [
-        `  workgroupBarrier();`,
-        `  if (busy) { subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS, o${n}, SS); }`,
-        `  workgroupBarrier();`,
-        `  if (row < rows) {`,
-        `    for (var i = 0u; i < NPL; i += 4u) {`,
-        `      let c = part * NPL + i;`,
-        `      let b = row * SS + c;`,
-        `      partial_o[(out_row * D + ${n * N}u + c) / 4u] =`,
-        `        vec4<f32>(f_sh[b], f_sh[b + 1u], f_sh[b + 2u], f_sh[b + 3u]) * inv;`,
-        `    }`,
-        `  }`,
-      ].join("\n"))
-  }
-  if (row < rows && part == 0u) {
-    partial_lse[out_row] = select(NEG, m_run + log(l_run), l_run > 0.0);
-  }
-}
-`;
-}
-
-/** The staged kernel (see the module header). */
-function mmaStagedSource(o: MmaSourceOptions): string {
   const { shape, kernel: k } = o;
   const { M, N, K } = k.config;
   const d = shape.headDim;
@@ -658,7 +296,12 @@ var<workgroup> h_sh: array<f16, ${hSize}>;
 var<workgroup> f_sh: array<f32, ${k.rows * ss}>;
 var<workgroup> slot_sh: array<i32, ${2 * k.keys}>;  // [2][KT]: double-buffered key slots
 var<workgroup> mask_sh: array<u32, ${Math.max(1, o.maskWords) * k.keys}>;
-var<workgroup> rowq_sh: array<u32, R>;
+var<workgroup> rowq_sh: array<u32, R>;${
+    k.qShared
+      ? `
+var<workgroup> q_sh: array<f16, ${k.rows * ds}>;  // Q [R][DS] for the whole loop`
+      : ""
+  }
 var<workgroup> alpha_sh: array<f32, R>;
 var<workgroup> flag_sh: array<u32, 4>;  // [0]: some row's maximum moved in this sub-tile
 
@@ -711,7 +354,13 @@ ${
         `  let qx${i} = select(vec4<f16>(), q_in[select(0u, qb${i}, qb${i} != NO_ROW) + qe${i} % DV], qb${i} != NO_ROW);`,
       ].join("\n"))
   }
-${lines(nq, (i) => stage4(`(qe${i} / DV) * DS + 4u * (qe${i} % DV)`, `qx${i}`))}
+${
+    lines(nq, (i) =>
+      stage4(`(qe${i} / DV) * DS + 4u * (qe${i} % DV)`, `qx${i}`).replaceAll(
+        "h_sh[",
+        k.qShared ? "q_sh[" : "h_sh[",
+      ))
+  }
   // The first sub-tile's key slots (-1 past the group).
   if (lid < KT) {
     var s = -1;
@@ -719,16 +368,20 @@ ${lines(nq, (i) => stage4(`(qe${i} / DV) * DS + 4u * (qe${i} % DV)`, `qx${i}`))}
     slot_sh[lid] = s;
   }
   workgroupBarrier();
-${lines(dk, (i) => `  var q${i} = ${left}();`)}
+${k.qShared ? "" : lines(dk, (i) => `  var q${i} = ${left}();`)}
 ${lines(dn, (i) => `  var o${i} = ${result}();`)}
-  if (busy) {
 ${
-    lines(
-      dk,
-      (i) =>
-        `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, sgi * M * DS + ${i * K}u, DS);`,
-    )
-  }
+    k.qShared ? "" : [
+      "  if (busy) {",
+      lines(
+        dk,
+        (i) =>
+          `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, sgi * M * DS + ${
+            i * K
+          }u, DS);`,
+      ),
+      "  }",
+    ].join("\n")
   }
   // K and V of a sub-tile are loaded into registers one sub-tile ahead (software pipelining): the
   // loads of sub-tile kt + 1 are in flight during the math of sub-tile kt. Past the group, slot 0
@@ -782,9 +435,11 @@ ${
         lines(
           dk,
           (i) =>
-            `      s${j} = subgroupMatrixMultiplyAccumulate(q${i}, subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
-              j * N * ds + i * K
-            }u, DS), s${j});`,
+            `      s${j} = subgroupMatrixMultiplyAccumulate(${
+              k.qShared
+                ? `subgroupMatrixLoad<${left}, row_major>(&q_sh, sgi * M * DS + ${i * K}u, DS)`
+                : `q${i}`
+            }, subgroupMatrixLoad<${right}, col_major>(&h_sh, ${j * N * ds + i * K}u, DS), s${j});`,
         ),
         `      subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS + ${j * N}u, s${j}, SS);`,
       ].join("\n"))

@@ -42,24 +42,24 @@ interface Variant {
   runtimes?: RuntimeName[];
 }
 
-/** The matrix kernel's tiles and load paths worth comparing, at two block sizes. */
+/** The matrix kernel's tiles worth comparing (rows x keys per sub-tile), at two block sizes. */
 function mmaVariants(): Variant[] {
   const out: Variant[] = [];
   for (const b of [512, 256]) {
-    out.push({
-      label: `flatten-mma-staged-b${b}-r32-k16`,
-      method: "deft-flatten",
-      options: { kernel: "mma", blockSize: b, mma: { rows: 32, keys: 16, load: "staged" } },
-      runtimes: ["dawn"],
-    });
-    for (const rows of [16, 32, 64, 128]) {
-      for (const keys of [16, 32]) {
-        out.push({
-          label: `flatten-mma-direct-b${b}-r${rows}-k${keys}`,
-          method: "deft-flatten",
-          options: { kernel: "mma", blockSize: b, mma: { rows, keys, load: "direct" } },
-          runtimes: ["dawn"],
-        });
+    for (const rows of [32, 64, 128]) {
+      for (const keys of [16, 32, 64]) {
+        for (const qShared of [false, true]) {
+          out.push({
+            label: `flatten-mma-b${b}-r${rows}-k${keys}${qShared ? "-qs" : ""}`,
+            method: "deft-flatten",
+            options: {
+              kernel: "mma",
+              blockSize: b,
+              mma: { rows, keys, q: qShared ? "shared" : "registers" },
+            },
+            runtimes: ["dawn"],
+          });
+        }
       }
     }
   }
@@ -72,6 +72,13 @@ const VARIANTS: Variant[] = [
   { label: "flatten-fma-b256", method: "deft-flatten", options: { kernel: "fma", blockSize: 256 } },
   { label: "flatten-fma-b512", method: "deft-flatten", options: { kernel: "fma", blockSize: 512 } },
   ...mmaVariants(),
+  { label: "cascade-mma", method: "cascade", options: { kernel: "mma" }, runtimes: ["dawn"] },
+  {
+    label: "node-chunk-mma",
+    method: "deft-node-chunk",
+    options: { kernel: "mma" },
+    runtimes: ["dawn"],
+  },
 ];
 
 function star(rootTokens: number, leaves: number, leafTokens: number): Tree {

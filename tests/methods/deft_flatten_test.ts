@@ -12,9 +12,7 @@ import {
 } from "../../kernels/group_attention.ts";
 import { GpuError } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
-import { DEFAULT_MMA_KERNEL, type MmaLoad } from "../../kernels/group_attention_mma.ts";
 import {
-  type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
   type MethodOptions,
   type PlanInput,
@@ -264,33 +262,19 @@ const extra: ConformanceCase[] = [
 ];
 conformanceSuite(deftFlatten, extra.map((c) => ({ ...c, name: `${c.name} ${c.dtype}` })));
 
-// The matrix kernel's other K/V load path (the default one runs in the matrix above): the f16 cases
-// whose trees mix long nodes (fragments loaded straight from the KV pool) with short or shuffled
-// ones (sub-tiles gathered through workgroup memory), and the GQA groups 1 and 8.
-const OTHER_LOAD: MmaLoad = (DEFAULT_MMA_KERNEL.load ?? "staged") === "staged"
-  ? "direct"
-  : "staged";
-const otherLoad: AttentionMethod = {
-  ...deftFlatten,
-  plan: (inp) =>
-    deftFlatten.plan({
-      ...inp,
-      options: { ...inp.options, mma: { ...inp.options.mma, load: OTHER_LOAD } },
-    }),
-};
+// The matrix kernel with Q fragments read from workgroup memory at every sub-tile (a tunable choice;
+// the default holds them in registers), on trees with many-query blocks, a mask and short blocks.
 conformanceSuite(
-  otherLoad,
+  deftFlatten,
   conformanceCases()
     .filter((c) =>
-      HAS_MATRIX && c.dtype === "f16" &&
-      /few-shot|speculative|star of 300|GQA group|small blocks/.test(c.name)
+      HAS_MATRIX && c.dtype === "f16" && /speculative \(|star of 300|small blocks/.test(c.name)
     )
     .map((c): ConformanceCase => ({
       ...c,
-      name: `${c.name} [mma]`,
-      options: { ...c.options, kernel: "mma" },
+      name: `${c.name}, Q in workgroup memory, 32-key sub-tiles [mma]`,
+      options: { ...c.options, kernel: "mma", mma: { rows: 32, keys: 32, q: "shared" } },
     })),
-  `deft-flatten (${OTHER_LOAD} loads)`,
 );
 
 Deno.test("withGroupKernel() re-tiles a plan: 128-row tiles read a 100-query block half as often", () => {
