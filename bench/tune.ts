@@ -84,8 +84,8 @@ export function kernelFamilies(caps: KernelCaps | null, dtype: Dtype): ("fma" | 
 
 /**
  * The matrix kernel's tiles worth trying: the default, one step either way in rows and in keys, and
- * twice the keys with Q in workgroup memory (tiles the device cannot run fail their plan and drop
- * out).
+ * two row blocks per subgroup at two and four times the rows (tiles the device cannot run fail
+ * their plan and drop out).
  */
 function mmaTiles(): OptionValue[] {
   const { rows, keys } = DEFAULT_MMA_KERNEL;
@@ -95,9 +95,9 @@ function mmaTiles(): OptionValue[] {
     { rows: rows * 2, keys },
     { rows, keys: keys / 2 },
     { rows, keys: keys * 2 },
-    // Q fragments from workgroup memory leave registers for larger sub-tiles.
-    { rows, keys: keys * 2, q: "shared" },
-    { rows: rows * 2, keys: keys * 2, q: "shared" },
+    // Two row blocks per subgroup: half the fragment loads per multiply-accumulate.
+    { rows: rows * 2, keys, blocks: 2 },
+    { rows: rows * 4, keys, blocks: 2 },
   ];
 }
 

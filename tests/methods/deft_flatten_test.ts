@@ -262,18 +262,19 @@ const extra: ConformanceCase[] = [
 ];
 conformanceSuite(deftFlatten, extra.map((c) => ({ ...c, name: `${c.name} ${c.dtype}` })));
 
-// The matrix kernel with Q fragments read from workgroup memory at every sub-tile (a tunable choice;
-// the default holds them in registers), on trees with many-query blocks, a mask and short blocks.
+// The matrix kernel with two row blocks per subgroup (a tuning choice; one is the default), on
+// trees with many-query blocks, a mask, short blocks and a GQA group of 8.
 conformanceSuite(
   deftFlatten,
   conformanceCases()
     .filter((c) =>
-      HAS_MATRIX && c.dtype === "f16" && /speculative \(|star of 300|small blocks/.test(c.name)
+      HAS_MATRIX && c.dtype === "f16" &&
+      /speculative \(|star of 300|small blocks|GQA group 8/.test(c.name)
     )
     .map((c): ConformanceCase => ({
       ...c,
-      name: `${c.name}, Q in workgroup memory, 32-key sub-tiles [mma]`,
-      options: { ...c.options, kernel: "mma", mma: { rows: 32, keys: 32, q: "shared" } },
+      name: `${c.name}, two row blocks per subgroup [mma]`,
+      options: { ...c.options, kernel: "mma", mma: { rows: 64, keys: 16, blocks: 2 } },
     })),
 );
 
