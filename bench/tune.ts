@@ -83,9 +83,8 @@ export function kernelFamilies(caps: KernelCaps | null, dtype: Dtype): ("fma" | 
 }
 
 /**
- * The matrix kernel's tiles worth trying: the default, one step either way in rows and in keys, and
- * two row blocks per subgroup at two and four times the rows (tiles the device cannot run fail
- * their plan and drop out).
+ * The matrix kernel's tiles worth trying: the default and one step either way in rows and in keys
+ * (tiles the device cannot run fail their plan and drop out).
  */
 function mmaTiles(): OptionValue[] {
   const { rows, keys } = DEFAULT_MMA_KERNEL;
@@ -95,9 +94,6 @@ function mmaTiles(): OptionValue[] {
     { rows: rows * 2, keys },
     { rows, keys: keys / 2 },
     { rows, keys: keys * 2 },
-    // Two row blocks per subgroup: half the fragment loads per multiply-accumulate.
-    { rows: rows * 2, keys, blocks: 2 },
-    { rows: rows * 4, keys, blocks: 2 },
   ];
 }
 

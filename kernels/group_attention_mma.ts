@@ -47,12 +47,6 @@ export interface MmaKernelOptions {
   rows: number;
   /** Keys per sub-tile: a multiple of the configuration's N and K. */
   keys: number;
-  /**
-   * Row blocks (of M rows) per subgroup, 1 or 2 (default 1). With 2, each K^T and V fragment a
-   * subgroup loads feeds two multiply-accumulates (one per row block), which halves the fragment
-   * loads per MMA, at the cost of holding two blocks of Q and O in registers.
-   */
-  blocks?: number;
 }
 
 /**
@@ -75,8 +69,6 @@ export interface MmaKernel {
   readonly keys: number;
   /** Invocations per workgroup. */
   readonly threads: number;
-  /** Row blocks per subgroup (see {@linkcode MmaKernelOptions.blocks}). */
-  readonly blocks: number;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -85,7 +77,7 @@ const ROW_PAD = 8;
 /** A name for results and tools: `mma-16x16x16-r64-k32`. */
 export function mmaVariantName(k: MmaKernel): string {
   const { M, N, K } = k.config;
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${k.blocks > 1 ? `-b${k.blocks}` : ""}`;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}`;
 }
 
 /**
@@ -129,15 +121,6 @@ export function mmaKernel(
   if (!Number.isSafeInteger(o.keys) || o.keys < step || o.keys % step !== 0) {
     throw new RangeError(`Kernel mma keys must be a positive multiple of ${step}, got ${o.keys}`);
   }
-  const blocks = o.blocks ?? 1;
-  if (blocks !== 1 && blocks !== 2) {
-    throw new RangeError(`Kernel mma blocks must be 1 or 2, got ${String(o.blocks)}`);
-  }
-  if (o.rows % (blocks * M) !== 0) {
-    throw new RangeError(
-      `Kernel mma rows must be a multiple of blocks x M = ${blocks * M}, got ${o.rows}`,
-    );
-  }
   const lanes = sg / M; // invocations per row in the softmax
   if (o.keys % lanes !== 0 || (N / lanes) % 4 !== 0) {
     throw new RangeError(
@@ -149,8 +132,7 @@ export function mmaKernel(
     subgroupSize: sg,
     rows: o.rows,
     keys: o.keys,
-    blocks,
-    threads: (o.rows / (blocks * M)) * sg,
+    threads: (o.rows / M) * sg,
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
@@ -201,10 +183,10 @@ export function mmaLoopIterations(
   const dv = shape.headDim / 4;
   const lanes = k.subgroupSize / k.config.M;
   const per = (n: number) => Math.ceil(n / k.threads) + 1;
-  const tile = per(maskWords * k.keys) + per(k.keys * dv) +
-    k.blocks * (2 * (k.keys / lanes + 1) + 2 * Math.log2(lanes) + 2) + (k.config.N / lanes / 4 + 1);
+  const tile = per(maskWords * k.keys) + per(k.keys * dv) + 2 * (k.keys / lanes + 1) +
+    2 * Math.log2(lanes) + 2 + (k.config.N / lanes / 4 + 1);
   const rescale = (shape.headDim / k.config.N) * per(k.rows * k.config.N);
-  const output = k.blocks * (shape.headDim / k.config.N) * (k.config.N / lanes / 4 + 1);
+  const output = (shape.headDim / k.config.N) * (k.config.N / lanes / 4 + 1);
   return 8 + per(k.rows * dv) + Math.ceil(tokens / k.keys) * (tile + rescale) + output;
 }
 
@@ -212,7 +194,6 @@ export function mmaLoopIterations(
 export function mmaSource(o: MmaSourceOptions): string {
   const { shape, kernel: k } = o;
   const { M, N, K } = k.config;
-  const B = k.blocks;
   const d = shape.headDim;
   const ds = d + ROW_PAD;
   const ps = k.keys + ROW_PAD;
@@ -241,8 +222,6 @@ export function mmaSource(o: MmaSourceOptions): string {
     Array.from({ length: n }, (_, i) => f(i)).join("\n");
   const nq = (k.rows * (d / 4)) / k.threads; // Q vec4 per invocation
   const nkv = (k.keys * (d / 4)) / k.threads; // K (and V) vec4 per invocation and sub-tile
-  // First row of row block b of this invocation's subgroup.
-  const rb = (b: number) => `(sgi * ${B}u + ${b}u) * M`;
   // Four halves of `x` to h_sh from `at`.
   const stage4 = (at: string, x: string, pad = "  ") =>
     `${pad}{ let a = ${at}; h_sh[a] = ${x}.x; h_sh[a + 1u] = ${x}.y; h_sh[a + 2u] = ${x}.z; h_sh[a + 3u] = ${x}.w; }`;
@@ -258,47 +237,6 @@ export function mmaSource(o: MmaSourceOptions): string {
         `${pad}  vr${i} = select(vec4<f16>(), v_in[at], s >= 0);`,
         `${pad}}`,
       ].join("\n"));
-  // The softmax of this invocation's row in row block b (scale, mask, maximum, lazy rescale,
-  // P = exp(S - m) in f16, row sum).
-  const softmax = (b: number) =>
-    `    {
-      let row = ${rb(b)} + lrow;
-      let lq = (row_start + row) / GROUP;
-      let mw = min(lq / 32u - w0, MAXW - 1u);
-      let mb = lq % 32u;
-      var mx = NEG;
-      for (var i = 0u; i < KPL; i++) {
-        let key = part * KPL + i;
-        let at = row * SS + key;
-        var ok = slot_sh[buf * KT + key] >= 0;
-        if (masked) { ok = ok && ((mask_sh[mw * KT + key] >> mb) & 1u) != 0u; }
-        let sv = select(NEG, f_sh[at] * SCALE, ok);
-        f_sh[at] = sv;
-        mx = max(mx, sv);
-      }
-${lines(Math.log2(lanes), (i) => `      mx = max(mx, subgroupShuffleXor(mx, ${1 << i}u));`)}
-      var alpha = 1.0;
-      if (mx > NEG) {
-        if (m_run[${b}] <= NEG) {
-          m_run[${b}] = mx;  // the row's first visible keys: its O and l are still zero
-        } else if (mx > m_run[${b}] + THRESHOLD) {
-          alpha = exp(m_run[${b}] - mx);
-          m_run[${b}] = mx;
-          flag_sh[0] = 1u;
-        }
-      }
-      var ls = 0.0;
-      for (var i = 0u; i < KPL; i++) {
-        let key = part * KPL + i;
-        let sv = f_sh[row * SS + key];
-        let p = f16(select(0.0, exp(sv - m_run[${b}]), sv > NEG));
-        h_sh[P_OFF + row * PS + key] = p;
-        ls += f32(p);
-      }
-${lines(Math.log2(lanes), (i) => `      ls += subgroupShuffleXor(ls, ${1 << i}u);`)}
-      l_run[${b}] = l_run[${b}] * alpha + ls;
-      if (part == 0u) { alpha_sh[row] = alpha; }
-    }`;
 
   return `${o.enables}enable chromium_disable_uniformity_analysis;
 // Generated by kernels/group_attention_mma.ts (see there): ${mmaVariantName(k)}, head dim ${d},
@@ -371,19 +309,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var nw = 0u;
   if (masked) { nw = min((row_start + rows - 1u) / GROUP / 32u, mask_words - 1u) - w0 + 1u; }
 
-  let sgi = lid / SG;             // subgroup of this invocation (row blocks sgi * ${B} ..)
-  let busy = ${rb(0)} < rows;   // the subgroup has a real row
-  let lrow = (lid % SG) / LANES;  // softmax row of this invocation within each row block
+  let sgi = lid / SG;             // subgroup (row block) of this invocation
+  let busy = sgi * M < rows;      // the row block has a real row
+  let row = lid / LANES;          // softmax row of this invocation
   let part = lid % LANES;
+  let lq = (row_start + row) / GROUP;
+  let mw = min(lq / 32u - w0, MAXW - 1u);
+  let mb = lq % 32u;
 
-  for (var r = lid; r < R; r += WG) {
+  if (lid < R) {
     var base = NO_ROW;
-    if (r < rows) {
-      let rr = row_start + r;
-      let query = md[md[1] + q_begin + rr / GROUP];
-      base = (query * Q_HEADS + kvh * GROUP + rr % GROUP) * DV;
+    if (lid < rows) {
+      let r = row_start + lid;
+      let query = md[md[1] + q_begin + r / GROUP];
+      base = (query * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
     }
-    rowq_sh[r] = base;
+    rowq_sh[lid] = base;
   }
   workgroupBarrier();
   // Q rows, unrolled so that every load is in flight before the first store.
@@ -403,18 +344,15 @@ ${lines(nq, (i) => stage4(`(qe${i} / DV) * DS + 4u * (qe${i} % DV)`, `qx${i}`))}
     slot_sh[lid] = s;
   }
   workgroupBarrier();
-${lines(B, (b) => lines(dk, (i) => `  var q${b}_${i} = ${left}();`))}
-${lines(B, (b) => lines(dn, (i) => `  var o${b}_${i} = ${result}();`))}
+${lines(dk, (i) => `  var q${i} = ${left}();`)}
+${lines(dn, (i) => `  var o${i} = ${result}();`)}
   if (busy) {
 ${
-    lines(B, (b) =>
-      lines(
-        dk,
-        (i) =>
-          `    q${b}_${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, ${rb(b)} * DS + ${
-            i * K
-          }u, DS);`,
-      ))
+    lines(
+      dk,
+      (i) =>
+        `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, sgi * M * DS + ${i * K}u, DS);`,
+    )
   }
   }
   // K and V of a sub-tile are loaded into registers one sub-tile ahead (software pipelining): the
@@ -426,10 +364,8 @@ ${
   var vr${i} = vec4<f16>();`)
   }
 ${loadKv("0u")}
-  var m_run = array<f32, ${B}>(${
-    lines(B, () => "NEG").replaceAll("\n", ", ")
-  });  // reference maximum of each row
-  var l_run = array<f32, ${B}>();  // sum of P of each row, at m_run
+  var m_run = NEG;  // reference maximum of this invocation's row
+  var l_run = 0.0;  // sum of P of the row, at m_run
   let tiles = (tokens + KT - 1u) / KT;
   for (var kt = 0u; kt < tiles; kt++) {
     let buf = kt & 1u;
@@ -462,122 +398,122 @@ ${
     if (kt + 1u < tiles) {
 ${loadKv("buf ^ 1u", "      ")}
     }
-    // S = Q K^T for this subgroup's row blocks: each K^T fragment is loaded once.
+    // S = Q K^T for this row block.
     if (busy) {
 ${
     lines(kn, (j) =>
       [
-        lines(B, (b) => `      var s${b}_${j} = ${result}();`),
-        lines(dk, (i) =>
-          [
-            `      {`,
-            `        let kf = subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
-              j * N * ds + i * K
-            }u, DS);`,
-            lines(
-              B,
-              (b) =>
-                `        s${b}_${j} = subgroupMatrixMultiplyAccumulate(q${b}_${i}, kf, s${b}_${j});`,
-            ),
-            `      }`,
-          ].join("\n")),
+        `      var s${j} = ${result}();`,
         lines(
-          B,
-          (b) =>
-            `      subgroupMatrixStore<row_major>(&f_sh, ${rb(b)} * SS + ${
-              j * N
-            }u, s${b}_${j}, SS);`,
+          dk,
+          (i) =>
+            `      s${j} = subgroupMatrixMultiplyAccumulate(q${i}, subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
+              j * N * ds + i * K
+            }u, DS), s${j});`,
         ),
+        `      subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS + ${j * N}u, s${j}, SS);`,
       ].join("\n"))
   }
     }
     workgroupBarrier();
-${lines(B, (b) => softmax(b))}
+    // Softmax of row \`row\` over keys part * KPL ..: scale, mask, maximum, P = exp(S - m) in f16.
+    var mx = NEG;
+    for (var i = 0u; i < KPL; i++) {
+      let key = part * KPL + i;
+      let at = row * SS + key;
+      var ok = slot_sh[buf * KT + key] >= 0;
+      if (masked) { ok = ok && ((mask_sh[mw * KT + key] >> mb) & 1u) != 0u; }
+      let sv = select(NEG, f_sh[at] * SCALE, ok);
+      f_sh[at] = sv;
+      mx = max(mx, sv);
+    }
+${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 << i}u));`)}
+    var alpha = 1.0;
+    if (mx > NEG) {
+      if (m_run <= NEG) {
+        m_run = mx;  // the row's first visible keys: its O and l are still zero
+      } else if (mx > m_run + THRESHOLD) {
+        alpha = exp(m_run - mx);
+        m_run = mx;
+        flag_sh[0] = 1u;
+      }
+    }
+    var ls = 0.0;
+    for (var i = 0u; i < KPL; i++) {
+      let key = part * KPL + i;
+      let sv = f_sh[row * SS + key];
+      let p = f16(select(0.0, exp(sv - m_run), sv > NEG));
+      h_sh[P_OFF + row * PS + key] = p;
+      ls += f32(p);
+    }
+${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`)}
+    l_run = l_run * alpha + ls;
+    if (part == 0u) { alpha_sh[row] = alpha; }
     // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
     if (workgroupUniformLoad(&flag_sh[0]) != 0u) {
 ${
-    lines(B, (b) =>
-      lines(dn, (n) =>
-        [
-          `      if (busy) { subgroupMatrixStore<row_major>(&f_sh, ${
-            rb(b)
-          } * SS, o${b}_${n}, SS); }`,
-          `      workgroupBarrier();`,
-          `      for (var e = lid; e < R * ${N}u; e += WG) {`,
-          `        let r = e / ${N}u;`,
-          `        f_sh[r * SS + e % ${N}u] *= alpha_sh[r];`,
-          `      }`,
-          `      workgroupBarrier();`,
-          `      if (busy) { o${b}_${n} = subgroupMatrixLoad<${result}, row_major>(&f_sh, ${
-            rb(b)
-          } * SS, SS); }`,
-          `      workgroupBarrier();`,
-        ].join("\n")))
+    lines(dn, (n) =>
+      [
+        `      if (busy) { subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS, o${n}, SS); }`,
+        `      workgroupBarrier();`,
+        `      for (var e = lid; e < R * ${N}u; e += WG) {`,
+        `        let r = e / ${N}u;`,
+        `        f_sh[r * SS + e % ${N}u] *= alpha_sh[r];`,
+        `      }`,
+        `      workgroupBarrier();`,
+        `      if (busy) { o${n} = subgroupMatrixLoad<${result}, row_major>(&f_sh, sgi * M * SS, SS); }`,
+        `      workgroupBarrier();`,
+      ].join("\n"))
   }
     }
     workgroupBarrier();
-    // O += P V: each V fragment is loaded once for this subgroup's row blocks.
+    // O += P V.
     if (busy) {
 ${
-    lines(B, (b) =>
-      lines(
-        kk,
-        (j) =>
-          `      let p${b}_${j} = subgroupMatrixLoad<${left}, row_major>(&h_sh, P_OFF + ${
-            rb(b)
-          } * PS + ${j * K}u, PS);`,
-      ))
+    lines(
+      kk,
+      (j) =>
+        `      let p${j} = subgroupMatrixLoad<${left}, row_major>(&h_sh, P_OFF + sgi * M * PS + ${
+          j * K
+        }u, PS);`,
+    )
   }
 ${
     lines(dn, (n) =>
-      lines(kk, (j) =>
-        [
-          `      {`,
-          `        let vf = subgroupMatrixLoad<${right}, row_major>(&h_sh, ${
+      lines(
+        kk,
+        (j) =>
+          `      o${n} = subgroupMatrixMultiplyAccumulate(p${j}, subgroupMatrixLoad<${right}, row_major>(&h_sh, ${
             k.keys * ds + j * K * ds + n * N
-          }u, DS);`,
-          lines(
-            B,
-            (b) =>
-              `        o${b}_${n} = subgroupMatrixMultiplyAccumulate(p${b}_${j}, vf, o${b}_${n});`,
-          ),
-          `      }`,
-        ].join("\n")))
+          }u, DS), o${n});`,
+      ))
   }
     }
   }
 
   // Normalised partials and their lse, one fragment column at a time; a row that saw no key
   // writes o = 0 and lse = NEG (EMPTY_LSE).
+  let r = row_start + row;
+  let out_row = (q_begin + r / GROUP) * Q_HEADS + kvh * GROUP + r % GROUP;
+  let inv = select(0.0, 1.0 / l_run, l_run > 0.0);
 ${
-    lines(B, (b) =>
+    lines(dn, (n) =>
       [
-        `  {`,
-        `    let row = ${rb(b)} + lrow;`,
-        `    let r = row_start + row;`,
-        `    let out_row = (q_begin + r / GROUP) * Q_HEADS + kvh * GROUP + r % GROUP;`,
-        `    let inv = select(0.0, 1.0 / l_run[${b}], l_run[${b}] > 0.0);`,
-        lines(dn, (n) =>
-          [
-            `    workgroupBarrier();`,
-            `    if (busy) { subgroupMatrixStore<row_major>(&f_sh, ${
-              rb(b)
-            } * SS, o${b}_${n}, SS); }`,
-            `    workgroupBarrier();`,
-            `    if (row < rows) {`,
-            `      for (var i = 0u; i < NPL; i += 4u) {`,
-            `        let c = part * NPL + i;`,
-            `        let at = row * SS + c;`,
-            `        partial_o[(out_row * D + ${n * N}u + c) / 4u] =`,
-            `          vec4<f32>(f_sh[at], f_sh[at + 1u], f_sh[at + 2u], f_sh[at + 3u]) * inv;`,
-            `      }`,
-            `    }`,
-          ].join("\n")),
-        `    if (row < rows && part == 0u) {`,
-        `      partial_lse[out_row] = select(NEG, m_run[${b}] + log(l_run[${b}]), l_run[${b}] > 0.0);`,
+        `  workgroupBarrier();`,
+        `  if (busy) { subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS, o${n}, SS); }`,
+        `  workgroupBarrier();`,
+        `  if (row < rows) {`,
+        `    for (var i = 0u; i < NPL; i += 4u) {`,
+        `      let c = part * NPL + i;`,
+        `      let b = row * SS + c;`,
+        `      partial_o[(out_row * D + ${n * N}u + c) / 4u] =`,
+        `        vec4<f32>(f_sh[b], f_sh[b + 1u], f_sh[b + 2u], f_sh[b + 3u]) * inv;`,
         `    }`,
         `  }`,
       ].join("\n"))
+  }
+  if (row < rows && part == 0u) {
+    partial_lse[out_row] = select(NEG, m_run + log(l_run), l_run > 0.0);
   }
 }
 `;

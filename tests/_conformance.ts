@@ -50,10 +50,6 @@ const DEVICE: { hasF16: boolean; caps: KernelCaps } | null = await (async () => 
  * Without a device at all nothing is ignored: every kernel test fails with the reason.
  */
 export const HAS_F16: boolean = DEVICE?.hasF16 ?? true;
-
-/** Whether the test device has f16 subgroup matrices (the `mma` kernels can run). */
-export const HAS_MATRIX: boolean = Boolean(DEVICE?.caps.matrix) &&
-  (DEVICE?.caps.subgroupSize ?? 0) > 0;
 const REQUIRE_F16 = Deno.env.get("DEFT_REQUIRE_F16") === "1";
 if (!HAS_F16 && !REQUIRE_F16) {
   console.warn(

@@ -49,9 +49,9 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
     { blockSize: 256, kernel: "fma" },
     { blockSize: 512, kernel: "fma" },
   ]);
-  // The matrix tile is tried only with the mma family: 4 x (1 + 7).
+  // The matrix tile is tried only with the mma family: 4 x (1 + 5).
   const both = tuningCandidates("deft-flatten", WITH_MATRIX, "f16");
-  assertEquals(both.length, 32);
+  assertEquals(both.length, 24);
   assertEquals(both.slice(0, 3), [
     { blockSize: 128, kernel: "fma" },
     { blockSize: 128, kernel: "mma", mma: { rows: 32, keys: 16 } },
@@ -65,7 +65,7 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
   );
   assertEquals(
     tuningCandidates("deft-node", WITH_MATRIX, "f16", { fixed: { kernel: "mma" } }).length,
-    7,
+    5,
   );
   // sequence has no matrix tile: only the families.
   assertEquals(tuningCandidates("sequence", WITH_MATRIX, "f16"), [

@@ -42,25 +42,19 @@ interface Variant {
   runtimes?: RuntimeName[];
 }
 
-/** The matrix kernel's tiles worth comparing (rows, keys, row blocks per subgroup), at two block sizes. */
+/** The matrix kernel's tiles worth comparing (rows x keys per sub-tile), at two block sizes. */
 function mmaVariants(): Variant[] {
   const out: Variant[] = [];
-  const tiles: [number, number, number][] = [
-    [32, 16, 1],
-    [64, 16, 1],
-    [32, 16, 2],
-    [64, 16, 2],
-    [128, 16, 2],
-    [64, 32, 2],
-  ];
   for (const b of [512, 256]) {
-    for (const [rows, keys, blocks] of tiles) {
-      out.push({
-        label: `flatten-mma-b${b}-r${rows}-k${keys}${blocks > 1 ? `-x${blocks}` : ""}`,
-        method: "deft-flatten",
-        options: { kernel: "mma", blockSize: b, mma: { rows, keys, blocks } },
-        runtimes: ["dawn"],
-      });
+    for (const rows of [32, 64]) {
+      for (const keys of [16, 32]) {
+        out.push({
+          label: `flatten-mma-b${b}-r${rows}-k${keys}`,
+          method: "deft-flatten",
+          options: { kernel: "mma", blockSize: b, mma: { rows, keys } },
+          runtimes: ["dawn"],
+        });
+      }
     }
   }
   return out;

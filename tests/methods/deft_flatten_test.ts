@@ -22,11 +22,9 @@ import { getMethod } from "../../kernels/methods/mod.ts";
 import { querySlots } from "../../kernels/reference.ts";
 import {
   type ConformanceCase,
-  conformanceCases,
   conformanceSuite,
   expectConformant,
   GQA4,
-  HAS_MATRIX,
   internalQueriesTree,
   skipDtype,
   starTree,
@@ -261,22 +259,6 @@ const extra: ConformanceCase[] = [
   },
 ];
 conformanceSuite(deftFlatten, extra.map((c) => ({ ...c, name: `${c.name} ${c.dtype}` })));
-
-// The matrix kernel with two row blocks per subgroup (a tuning choice; one is the default), on
-// trees with many-query blocks, a mask, short blocks and a GQA group of 8.
-conformanceSuite(
-  deftFlatten,
-  conformanceCases()
-    .filter((c) =>
-      HAS_MATRIX && c.dtype === "f16" &&
-      /speculative \(|star of 300|small blocks|GQA group 8/.test(c.name)
-    )
-    .map((c): ConformanceCase => ({
-      ...c,
-      name: `${c.name}, two row blocks per subgroup [mma]`,
-      options: { ...c.options, kernel: "mma", mma: { rows: 64, keys: 16, blocks: 2 } },
-    })),
-);
 
 Deno.test("withGroupKernel() re-tiles a plan: 128-row tiles read a 100-query block half as often", () => {
   const inp = input(speculative(60, 100));
