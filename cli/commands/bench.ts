@@ -15,7 +15,6 @@ import {
   loadCalibration,
   QUICK_CALIBRATION,
 } from "../../bench/calibrate.ts";
-import { createProgress, formatNs } from "../../bench/progress.ts";
 import { type BenchDevice, type BenchWorkload, runBench } from "../../bench/run.ts";
 import { createTimer, type Timer } from "../../bench/timer.ts";
 import {
@@ -51,6 +50,7 @@ import { type Dtype, resolveShape } from "../../workloads/shapes.ts";
 import { chooseDtype } from "../dtype.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { createProgress, formatNs } from "../progress.ts";
 import {
   checkKernel,
   dawnNodeOption,
