@@ -215,7 +215,7 @@ export { roofline };
  * sequence on the same runtime).
  */
 export function methodTotals(
-  methods: readonly MethodName[],
+  methods: readonly string[],
   snapshots: readonly SnapshotResult[],
   iterations: number,
   shape: ModelShape,

@@ -57,12 +57,6 @@ const KNOWN_VIOLATIONS: Readonly<Record<string, string>> = {
     "§1/§2: the report's method order comes from the results document, not the kernel registry",
   "results/compare.ts -> workloads/rng.ts":
     "§1: one bootstrap and one RNG, in results/stats.ts; compare stops borrowing the workload RNG",
-  "results/schema.ts -> kernels/method.ts":
-    "§1: the schema owns its own record types, so a new kernel field cannot change version 1",
-  "results/schema.ts -> kernels/gpu.ts":
-    "§1: the schema owns its own record types (adapter info, runtime names)",
-  "results/document.ts -> kernels/gpu.ts":
-    "§1: the document checks runtime names against its own schema type, not the GPU module",
 };
 
 const ROOT = new URL("../", import.meta.url);
