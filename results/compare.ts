@@ -14,7 +14,6 @@
  * @module
  */
 
-import { Rng } from "../workloads/rng.ts";
 import {
   caseProblem,
   type CaseRef,
@@ -24,7 +23,7 @@ import {
   seriesLabel,
 } from "./document.ts";
 import type { CaseResult, ResultsDocument } from "./schema.ts";
-import { mannWhitneyU, median, quantileSorted } from "./stats.ts";
+import { bootstrapRatioCi, mannWhitneyU, median } from "./stats.ts";
 
 /** Format tag of the comparison JSON. */
 export const COMPARE_FORMAT = "deft-bench/compare";
@@ -212,64 +211,6 @@ function hash32(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
   return h;
-}
-
-/** Median by quickselect on a scratch buffer (O(n) per bootstrap resample). */
-function selectMedian(buf: Float64Array): number {
-  const n = buf.length;
-  const kth = (k: number): number => {
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const pivot = buf[(lo + hi) >> 1]!;
-      let i = lo;
-      let j = hi;
-      while (i <= j) {
-        while (buf[i]! < pivot) i++;
-        while (buf[j]! > pivot) j--;
-        if (i <= j) {
-          const t = buf[i]!;
-          buf[i] = buf[j]!;
-          buf[j] = t;
-          i++;
-          j--;
-        }
-      }
-      if (k <= j) hi = j;
-      else if (k >= i) lo = i;
-      else return buf[k]!;
-    }
-    return buf[k]!;
-  };
-  if (n % 2 === 1) return kth((n - 1) >> 1);
-  const a = kth(n / 2 - 1);
-  // After selecting n/2-1, the upper half holds values >= a; its minimum is the other middle.
-  let b = Infinity;
-  for (let i = n / 2; i < n; i++) b = Math.min(b, buf[i]!);
-  return (a + b) / 2;
-}
-
-/**
- * Percentile-bootstrap interval of median(head) / median(base): both samples are resampled
- * independently with a generator seeded by `seed`.
- */
-export function bootstrapRatioCi(
-  base: readonly number[],
-  head: readonly number[],
-  { resamples = 1000, confidence = 0.95, seed = 0 } = {},
-): [number, number] {
-  const rng = new Rng(seed);
-  const bb = new Float64Array(base.length);
-  const hb = new Float64Array(head.length);
-  const ratios = new Float64Array(resamples);
-  for (let r = 0; r < resamples; r++) {
-    for (let i = 0; i < bb.length; i++) bb[i] = base[Math.floor(rng.next() * base.length)]!;
-    for (let i = 0; i < hb.length; i++) hb[i] = head[Math.floor(rng.next() * head.length)]!;
-    ratios[r] = selectMedian(hb) / selectMedian(bb);
-  }
-  ratios.sort();
-  const a = (1 - confidence) / 2;
-  return [quantileSorted(ratios, a), quantileSorted(ratios, 1 - a)];
 }
 
 /** Fewest samples per side for a decision from the bootstrap interval alone. */

@@ -1,7 +1,6 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import { caseOf, failCase, makeRun, retotal } from "./_results_fixture.ts";
 import {
-  bootstrapRatioCi,
   compareExitCode,
   compareRuns,
   escapeMarkdown,
@@ -9,6 +8,7 @@ import {
   MismatchError,
 } from "../results/compare.ts";
 import { parseResults, ResultsError } from "../results/document.ts";
+import { bootstrapRatioCi } from "../results/stats.ts";
 import { main } from "../cli/main.ts";
 import { captureIo } from "../cli/io.ts";
 import type { ResultsDocument } from "../results/schema.ts";

@@ -55,8 +55,6 @@ const DOCUMENT_FILES = ["results/schema.ts", "results/document.ts"];
 const KNOWN_VIOLATIONS: Readonly<Record<string, string>> = {
   "results/report.ts -> kernels/method.ts":
     "§1/§2: the report's method order comes from the results document, not the kernel registry",
-  "results/compare.ts -> workloads/rng.ts":
-    "§1: one bootstrap and one RNG, in results/stats.ts; compare stops borrowing the workload RNG",
 };
 
 const ROOT = new URL("../", import.meta.url);
