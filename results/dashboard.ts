@@ -31,6 +31,7 @@ import {
   type ChartSpec,
   escapeHtml as esc,
   htmlPage,
+  methodOrder,
   orderMethods,
   renderReport,
   seriesColour,
@@ -91,9 +92,10 @@ function historyCharts(runs: OrderedRun[]): { charts: ChartSpec[]; groups: strin
     }
   }
   const labels = runs.map((r) => r.label);
+  const order = methodOrder(runs.map((r) => r.doc));
   const charts = [...groups].map(([group, g], gi): ChartSpec => {
     const pairs = [...g.series].map((x) => x.split("\n") as [string, string]);
-    const ordered = orderMethods(pairs.map(([m]) => m)).flatMap((m) =>
+    const ordered = orderMethods(pairs.map(([m]) => m), order).flatMap((m) =>
       pairs.filter(([pm]) => pm === m).sort((
         a,
         b,

@@ -13,8 +13,7 @@
 
 import { createHash } from "node:crypto";
 import { CHART_JS_SOURCE, CHART_JS_VERSION } from "../deps/chart_js.ts";
-import { METHOD_NAMES } from "../kernels/method.ts";
-import { IndexedTree, type Tree } from "../workloads/tree.ts";
+import { flattenTree, type Tree } from "../workloads/tree.ts";
 import {
   caseProblem,
   caseRefs,
@@ -128,10 +127,39 @@ export function seriesColour(method: string, runtime: string = DEFAULT_RUNTIME):
   return `#${dark.map((c) => c.toString(16).padStart(2, "0")).join("")}`;
 }
 
-/** Methods in the canonical order (known names first, others by first appearance). */
-export function orderMethods(methods: Iterable<string>): string[] {
+/**
+ * The order reports show methods in, read from the documents: a run's `settings.methods` (which
+ * `bench` writes in the method registry's order), then methods only its cases name. Over several
+ * runs, one order that keeps each run's: a method comes after every method listed before it in
+ * any run, ties (and runs that disagree) going to the earliest listed.
+ */
+export function methodOrder(docs: readonly ResultsDocument[]): string[] {
+  const lists = docs.map((d) => [
+    ...new Set([
+      ...d.settings.methods,
+      ...d.workloads.flatMap((w) => w.snapshots.flatMap((s) => s.cases.map((c) => c.method))),
+    ]),
+  ]);
+  const all = [...new Set(lists.flat())];
+  const before = new Map(all.map((m) => [m, new Set<string>()]));
+  for (const list of lists) {
+    list.forEach((m, i) => list.slice(0, i).forEach((p) => before.get(m)!.add(p)));
+  }
+  const out: string[] = [];
+  const placed = new Set<string>();
+  while (out.length < all.length) {
+    const left = all.filter((m) => !placed.has(m));
+    const next = left.find((m) => [...before.get(m)!].every((p) => placed.has(p))) ?? left[0]!;
+    out.push(next);
+    placed.add(next);
+  }
+  return out;
+}
+
+/** `methods` in `order`'s order (see {@linkcode methodOrder}), any others after them as given. */
+export function orderMethods(methods: Iterable<string>, order: readonly string[]): string[] {
   const set = new Set(methods);
-  const known = (METHOD_NAMES as readonly string[]).filter((m) => set.has(m));
+  const known = order.filter((m) => set.has(m));
   return [...known, ...[...set].filter((m) => !known.includes(m))];
 }
 
@@ -300,9 +328,12 @@ function workloadLabel(w: WorkloadResult): string {
   return w.sweep ? `${w.name} (${w.sweep.parameter}=${w.sweep.value})` : w.name;
 }
 
-/** Every (method, runtime) of a run with at least one case, methods in canonical order. */
+/**
+ * Every (method, runtime) of a run with at least one case, methods in the run's own order
+ * (`settings.methods`, then methods only its cases name: {@linkcode methodOrder}).
+ */
 function seriesOf(doc: ResultsDocument): Series[] {
-  return docSeries(doc, orderMethods);
+  return docSeries(doc);
 }
 
 /** The total of a series on a workload. */
@@ -700,52 +731,6 @@ function sweepCharts(doc: ResultsDocument, idBase: string): ChartSpec[] {
 
 // ---------------------------------------------------------------------------------------------
 // Tree drawing
-
-/** DeFT-Flatten's view of a tree: DFS order, token offsets and equal blocks. */
-export interface FlattenedTree {
-  ix: IndexedTree;
-  /** Node positions in DFS order. */
-  order: number[];
-  /** Start of each node (by position) in the flattened KV. */
-  offset: number[];
-  totalTokens: number;
-  blockSize: number;
-  blocks: number;
-  /** Distinct queries that see at least one token of each block. */
-  blockQueries: number[];
-}
-
-/** Flattens a tree in DFS order and cuts it into blocks of `blockSize` tokens. */
-export function flattenTree(tree: Tree, blockSize: number): FlattenedTree {
-  if (!(Number.isSafeInteger(blockSize) && blockSize > 0)) {
-    throw new RangeError(`Block size must be a positive integer, got ${blockSize}`);
-  }
-  const ix = new IndexedTree(tree);
-  const order = [...ix.dfsOrder];
-  const offset = new Array<number>(ix.nodeCount).fill(0);
-  let t = 0;
-  for (const v of order) {
-    offset[v] = t;
-    t += ix.tokens(v);
-  }
-  const blocks = Math.ceil(t / blockSize);
-  const byNode = ix.queriesByNode();
-  const stamp = new Int32Array(ix.queryCount).fill(-1);
-  const blockQueries = new Array<number>(blocks).fill(0);
-  for (const v of order) {
-    const first = Math.floor(offset[v]! / blockSize);
-    const last = Math.floor((offset[v]! + ix.tokens(v) - 1) / blockSize);
-    for (let b = first; b <= last; b++) {
-      for (const q of byNode[v]!) {
-        if (stamp[q] !== b) {
-          stamp[q] = b;
-          blockQueries[b]!++;
-        }
-      }
-    }
-  }
-  return { ix, order, offset, totalTokens: t, blockSize, blocks, blockQueries };
-}
 
 /** Largest value (at least `floor`), in a loop: `Math.max(...a)` overflows on large inputs. */
 function maxOf(values: ArrayLike<number>, floor: number): number {

@@ -298,6 +298,10 @@ export interface TimingSettings {
 
 /** What was asked for. */
 export interface Settings {
+  /**
+   * The methods of the run, in the order reports show them: the method registry's, as `bench`
+   * writes them (reports take their method order from here, never from the kernels).
+   */
   methods: string[];
   dtype: Dtype;
   shape: ModelShape;
