@@ -1,12 +1,7 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import { caseOf, failCase, makeRun, retotal } from "./_results_fixture.ts";
-import {
-  compareExitCode,
-  compareRuns,
-  escapeMarkdown,
-  formatMarkdown,
-  MismatchError,
-} from "../results/compare.ts";
+import { compareExitCode, compareRuns, MismatchError } from "../report/compare.ts";
+import { escapeMarkdown, formatMarkdown } from "../report/compare_markdown.ts";
 import { parseResults, ResultsError } from "../results/document.ts";
 import { bootstrapRatioCi } from "../results/stats.ts";
 import { main } from "../cli/main.ts";

@@ -2,16 +2,12 @@ import { parseResults } from "../results/document.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import { caseOf, makeRun, showcaseRun } from "./_results_fixture.ts";
 import { launchBrowser, openAndCheck, SKIP_BROWSER } from "./_browser.ts";
-import {
-  CHART_JS_CDN,
-  escapeHtml,
-  methodOrder,
-  orderMethods,
-  renderReport,
-  renderTreeSvg,
-  runCharts,
-  scriptJson,
-} from "../results/report.ts";
+import { renderReport } from "../report/report.ts";
+import { runCharts } from "../report/charts.ts";
+import { methodOrder, orderMethods } from "../report/common.ts";
+import { escapeHtml, scriptJson } from "../report/escape.ts";
+import { CHART_JS_CDN } from "../report/page.ts";
+import { renderTreeSvg } from "../report/tree_svg.ts";
 import { main } from "../cli/main.ts";
 import { captureIo } from "../cli/io.ts";
 import type { Tree } from "../workloads/tree.ts";

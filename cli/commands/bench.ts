@@ -43,7 +43,7 @@ import {
   saveFallback,
   writeFileAtomic,
 } from "../../results/files.ts";
-import { renderReport } from "../../results/report.ts";
+import { renderReport } from "../../report/report.ts";
 import type { Calibration, ResultsDocument, TuningUse } from "../../results/schema.ts";
 import { PAPER_PRESETS } from "../../workloads/presets.ts";
 import { type Dtype, resolveShape } from "../../workloads/shapes.ts";

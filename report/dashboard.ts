@@ -16,7 +16,7 @@ import {
   runLabel,
   runSlug,
   seriesLabel,
-} from "./document.ts";
+} from "../results/document.ts";
 import {
   checkReplaceable,
   FileExistsError,
@@ -24,20 +24,18 @@ import {
   SITE_MANIFEST,
   withTemp,
   writeTarget,
-} from "./files.ts";
+} from "../results/files.ts";
 import {
-  axis,
-  CHART_JS_SOURCE,
-  type ChartSpec,
-  escapeHtml as esc,
-  htmlPage,
-  methodOrder,
-  orderMethods,
-  renderReport,
-  seriesColour,
-  statusBadge,
-} from "./report.ts";
-import { caseKey, type CaseResult, DEFAULT_RUNTIME, type ResultsDocument } from "./schema.ts";
+  caseKey,
+  type CaseResult,
+  DEFAULT_RUNTIME,
+  type ResultsDocument,
+} from "../results/schema.ts";
+import { axis, type ChartSpec, methodOrder, orderMethods, seriesColour } from "./common.ts";
+import { escapeHtml as esc } from "./escape.ts";
+import { CHART_JS_SOURCE, htmlPage } from "./page.ts";
+import { renderReport } from "./report.ts";
+import { statusBadge } from "./tables.ts";
 
 /** One input run; `source` (its file name) is shown in the runs table. */
 export interface DashboardRun {
