@@ -203,5 +203,7 @@ export {
 // Results: the versioned results document and its readers.
 export * from "./results/schema.ts";
 export { parseResults, seriesLabel } from "./results/document.ts";
-export { renderReport } from "./results/report.ts";
-export { compareRuns } from "./results/compare.ts";
+
+// Report: readers of results documents (HTML report, comparison, dashboard).
+export { renderReport } from "./report/report.ts";
+export { compareRuns } from "./report/compare.ts";

@@ -24,7 +24,7 @@ import type {
   Plan,
   PreparedMethod,
 } from "../kernels/method.ts";
-import { zeroPlanCounts } from "../kernels/method.ts";
+import { METHOD_NAMES, zeroPlanCounts } from "../kernels/method.ts";
 import { Problem } from "../kernels/problem.ts";
 import { logitLimitNote } from "../kernels/f16_logits.ts";
 import { compareOutput, referenceAttention, type Row, scanOutput } from "../kernels/reference.ts";
@@ -211,11 +211,23 @@ export function verificationRows(
 export { roofline };
 
 /**
+ * Method names in the registry's order ({@linkcode METHOD_NAMES}; others after them, as given):
+ * the order `settings.methods` records, which reports show methods in.
+ */
+export function registryOrder(names: readonly MethodName[]): MethodName[] {
+  const rank = (n: MethodName) => {
+    const i = METHOD_NAMES.indexOf(n);
+    return i < 0 ? METHOD_NAMES.length : i;
+  };
+  return [...names].sort((a, b) => rank(a) - rank(b));
+}
+
+/**
  * Per-method totals over a workload on one runtime (Σ weight x median, whole model, speedup vs
  * sequence on the same runtime).
  */
 export function methodTotals(
-  methods: readonly MethodName[],
+  methods: readonly string[],
   snapshots: readonly SnapshotResult[],
   iterations: number,
   shape: ModelShape,
@@ -695,7 +707,7 @@ export async function runBench(
   const t = config.timing;
   const timer = first.timer;
   const settings: Settings = {
-    methods: config.methods.map((m) => m.name),
+    methods: registryOrder(config.methods.map((m) => m.name)),
     dtype: config.dtype,
     shape: config.shape,
     blockSize: config.methodOptions.blockSize,

@@ -11,15 +11,17 @@
  * @module
  */
 
-import { RUNTIME_NAMES, type RuntimeName } from "../kernels/gpu.ts";
 import {
   type Calibration,
   type CaseResult,
   DEFAULT_RUNTIME,
+  KERNEL_FAMILIES,
   READABLE_RESULTS_VERSIONS,
   RESULTS_FORMAT,
+  RESULTS_RUNTIMES,
   RESULTS_VERSION,
   type ResultsDocument,
+  type ResultsRuntime,
   type RuntimeRun,
   type SnapshotResult,
   type WorkloadResult,
@@ -219,12 +221,12 @@ function checkSettings(c: Checker, v: unknown, version: number): void {
   const s = c.obj(v, at);
   c.strings(s, "methods", at);
   if (version >= 2) {
-    c.oneOf(s, "kernel", at, ["auto", "fma", "mma"]);
+    c.oneOf(s, "kernel", at, KERNEL_FAMILIES);
     const rs = c.arr(s.runtimes, `${at}.runtimes`);
     if (rs.length === 0) c.fail(`${at}.runtimes`, "a non-empty array", rs);
     rs.forEach((r, i) => {
-      if (!(RUNTIME_NAMES as readonly unknown[]).includes(r) || rs.indexOf(r) !== i) {
-        c.fail(`${at}.runtimes[${i}]`, `a runtime named once (${RUNTIME_NAMES.join(", ")})`, r);
+      if (!(RESULTS_RUNTIMES as readonly unknown[]).includes(r) || rs.indexOf(r) !== i) {
+        c.fail(`${at}.runtimes[${i}]`, `a runtime named once (${RESULTS_RUNTIMES.join(", ")})`, r);
       }
     });
   }
@@ -323,7 +325,7 @@ function checkRuntimes(c: Checker, v: unknown, names: readonly unknown[]): void 
   rs.forEach((r, i) => {
     const at = `runtimes[${i}]`;
     const o = c.obj(r, at);
-    const name = c.oneOf(o, "name", at, RUNTIME_NAMES);
+    const name = c.oneOf(o, "name", at, RESULTS_RUNTIMES);
     if (names[i] !== name) {
       c.fail(`${at}.name`, `settings.runtimes[${i}] (${show(names[i])})`, name);
     }
@@ -364,7 +366,7 @@ function checkCase(c: Checker, v: unknown, at: string, version: number): string 
   if (key === "") c.fail(`${at}.key`, "a non-empty string", key);
   c.str(o, "method", at);
   if (version >= 2) {
-    c.oneOf(o, "runtime", at, RUNTIME_NAMES);
+    c.oneOf(o, "runtime", at, RESULTS_RUNTIMES);
     c.str(o, "kernel", at);
     checkOptions(c, c.obj(o.options, `${at}.options`), `${at}.options`);
   }
@@ -466,7 +468,7 @@ function checkWorkload(
     const ta = `${at}.totals[${i}]`;
     const to = c.obj(t, ta);
     c.str(to, "method", ta);
-    if (version >= 2) c.oneOf(to, "runtime", ta, RUNTIME_NAMES);
+    if (version >= 2) c.oneOf(to, "runtime", ta, RESULTS_RUNTIMES);
     for (const k of ["runNs", "modelRunNs", "meanIterationNs", "realBytes"]) c.num(to, k, ta);
     c.numOrNull(to, "speedupVsSequence", ta);
     c.nums(to, "paperIo", ta, PAPER_IO_FIELDS);
@@ -536,7 +538,7 @@ export function parseResults(text: string, path: string): ResultsDocument {
 
 /** Every case's key and runtime agree, and its runtime is one of the run's. */
 function checkRuntimeKeys(c: Checker, doc: ResultsDocument): void {
-  const runtimes = new Set<RuntimeName>(doc.settings.runtimes);
+  const runtimes = new Set<ResultsRuntime>(doc.settings.runtimes);
   doc.workloads.forEach((w, i) =>
     w.snapshots.forEach((s, j) =>
       s.cases.forEach((k, l) => {
@@ -605,7 +607,7 @@ export async function readResults(path: string): Promise<ResultsDocument> {
 /** One line of a chart or column of a table: a method on a runtime. */
 export interface Series {
   method: string;
-  runtime: RuntimeName;
+  runtime: ResultsRuntime;
   /** `deft-flatten`, or `deft-flatten (dawn)` when the run is not Deno's alone. */
   label: string;
 }
@@ -616,8 +618,8 @@ export interface Series {
  */
 export function seriesLabel(
   method: string,
-  runtime: RuntimeName,
-  runtimes: readonly RuntimeName[],
+  runtime: ResultsRuntime,
+  runtimes: readonly ResultsRuntime[],
 ): string {
   return runtimes.length === 1 && runtime === DEFAULT_RUNTIME ? method : `${method} (${runtime})`;
 }

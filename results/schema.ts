@@ -18,6 +18,11 @@
  *
  * Units are in the field names: `Ns` nanoseconds, `Bytes`, `Flops`, `PerS` per second.
  *
+ * The format owns its record types (adapter, IO counts, runtime names, kernel families) rather than
+ * borrowing the kernels' live ones, so a field a kernel record gains does not silently change the
+ * persisted format; `tests/schema_test.ts` checks at compile time that the live records still fit
+ * these field for field.
+ *
  * Fields added within a version are optional on read (`?` below: `clock` of the environment, of
  * each runtime and of each case, `l2ReadBytesPerS` and `reference` of the calibration, the DRAM/L2
  * fields of a roofline, `partial`). A document written before the DRAM/L2 roofline model is
@@ -27,8 +32,6 @@
  * @module
  */
 
-import type { KernelChoice, MethodName, PaperIo, PlanCounts } from "../kernels/method.ts";
-import type { GpuInfo, RuntimeName } from "../kernels/gpu.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { Tree, TreeFacts } from "../workloads/tree.ts";
 
@@ -39,8 +42,97 @@ export const RESULTS_VERSION = 2;
 /** Versions {@linkcode parseResults} reads (older ones are upgraded in memory). */
 export const READABLE_RESULTS_VERSIONS: readonly number[] = [1, 2];
 
+/**
+ * The WebGPU runtimes a results document names (`kernels/gpu.ts` opens them): Deno's built-in
+ * WebGPU and Dawn. The format owns this list: a runtime the kernels gain is not a runtime of the
+ * format until it is added here (`tests/schema_test.ts` fails until then).
+ */
+export const RESULTS_RUNTIMES = ["deno", "dawn"] as const;
+
+/** A runtime as results documents name it (see {@linkcode RESULTS_RUNTIMES}). */
+export type ResultsRuntime = (typeof RESULTS_RUNTIMES)[number];
+
 /** The runtime every run before version 2 used, and the one whose case keys carry no suffix. */
-export const DEFAULT_RUNTIME: RuntimeName = "deno";
+export const DEFAULT_RUNTIME: ResultsRuntime = "deno";
+
+/** Kernel families a run asks for (`bench --kernel`; each case records the variant it ran). */
+export const KERNEL_FAMILIES = ["auto", "fma", "mma"] as const;
+
+/** A kernel family (see {@linkcode KERNEL_FAMILIES}). */
+export type KernelFamily = (typeof KERNEL_FAMILIES)[number];
+
+/** One subgroup-matrix configuration of an adapter (`left x right -> result`, M x N x K). */
+export interface SubgroupMatrixRecord {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** What the adapter was and what the device was granted, as recorded. */
+export interface AdapterRecord {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  /** Features granted to the device. */
+  features: string[];
+  /** Limits granted to the device. */
+  limits: Record<string, number>;
+  /** Subgroup sizes the adapter may use (0 when unknown; absent in version 1 documents). */
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+  /** Subgroup-matrix configurations usable on the device (absent in version 1 documents). */
+  subgroupMatrixConfigs?: SubgroupMatrixRecord[];
+}
+
+/**
+ * IO of a case in the paper's accounting (Table 12 formulas, per layer, counted per query head as
+ * the paper's Table 17 does: elements x qHeads x dtype bytes).
+ */
+export interface PaperIoRecord {
+  /** KV cache: 2·d·ΣN_i (sequence-based) or 2·d·N_tree (tree-aware), x qHeads x bytes. */
+  kvBytes: number;
+  /** Masks: dense causal mask l_n·N_tree (tree-mask), N_tree (deft-flatten), 0 otherwise. */
+  maskBytes: number;
+  /** Partial results: 8·l_n·N_tree (tree-mask: QK^T, scaled, masked, softmax), 0 otherwise. */
+  partialBytes: number;
+  /** Sum of the above. */
+  totalBytes: number;
+}
+
+/** Bytes the kernels of a case load and store per layer, re-reads included. */
+export interface RealIoRecord {
+  kvBytes: number;
+  qBytes: number;
+  maskBytes: number;
+  metadataBytes: number;
+  /** Split partial results (o and lse), written and read back. */
+  partialBytes: number;
+  /** Materialized logits / probabilities (radix, tree-mask), written and read back. */
+  logitsBytes: number;
+  /** Final output written. */
+  outputBytes: number;
+  totalBytes: number;
+}
+
+/** The deterministic counts of a case's plan: compared exactly by `compare`. */
+export interface CountsRecord {
+  paper: PaperIoRecord;
+  real: RealIoRecord;
+  /**
+   * The bytes that must cross DRAM at least once (KV on some query's path once per KV head, Q,
+   * uploaded masks, the output): the roofline's DRAM floor. Estimated on read for documents
+   * written before it existed (`results/roofline.ts`).
+   */
+  dramBytes: number;
+  /** FLOPs the kernels execute (multiply and add count 2), masked-out and padded work included. */
+  flops: number;
+  /** FLOPs of exact tree attention (4·d·ΣN_i·qHeads), the same for every method. */
+  usefulFlops: number;
+}
 
 /**
  * The key of a case: `workload@iteration/method`, plus `@runtime` for runtimes other than
@@ -50,7 +142,7 @@ export function caseKey(
   workload: string,
   iteration: number,
   method: string,
-  runtime: RuntimeName = DEFAULT_RUNTIME,
+  runtime: ResultsRuntime = DEFAULT_RUNTIME,
 ): string {
   const key = `${workload}@${iteration}/${method}`;
   return runtime === DEFAULT_RUNTIME ? key : `${key}@${runtime}`;
@@ -59,7 +151,7 @@ export function caseKey(
 /** Where the run happened. */
 export interface Environment {
   /** The adapter of the first runtime (every runtime's adapter is in `runtimes[]`). */
-  adapter: GpuInfo;
+  adapter: AdapterRecord;
   deno: string;
   v8: string;
   typescript: string;
@@ -153,19 +245,19 @@ export interface TuningUse {
   /** When the tuning was measured. */
   tunedAt: string;
   /** Options applied per method (explicit command-line options are not among them). */
-  applied: Partial<Record<MethodName, Record<string, OptionValue>>>;
+  applied: Record<string, Record<string, OptionValue>>;
 }
 
 /** One WebGPU runtime of a run: what it is, how it was started, its adapter and ceilings. */
 export interface RuntimeRun {
-  name: RuntimeName;
+  name: ResultsRuntime;
   /** `deno 2.9.6` or `dawn (npm webgpu@0.6.2)`. */
   version: string;
   /** Flags the runtime was created with (Dawn's `create()` options; empty for Deno). */
   flags: string[];
   /** Where the runtime was loaded from (Dawn's addon path or npm specifier), or null. */
   source: string | null;
-  adapter: GpuInfo;
+  adapter: AdapterRecord;
   /** This runtime's device ceilings, or null. */
   calibration: Calibration | null;
   /** Timestamp tick check of this runtime's device (see `Environment.tickRatio`). */
@@ -206,15 +298,19 @@ export interface TimingSettings {
 
 /** What was asked for. */
 export interface Settings {
-  methods: MethodName[];
+  /**
+   * The methods of the run, in the order reports show them: the method registry's, as `bench`
+   * writes them (reports take their method order from here, never from the kernels).
+   */
+  methods: string[];
   dtype: Dtype;
   shape: ModelShape;
   blockSize: number;
   chunkSize: number;
   /** Kernel family asked for (`auto`, `fma`, `mma`); each case records the variant it ran. */
-  kernel: KernelChoice;
+  kernel: KernelFamily;
   /** The runtimes of the run, in the order their cases appear. */
-  runtimes: RuntimeName[];
+  runtimes: ResultsRuntime[];
   /** Sampled iterations per workload run. */
   samplesPerRun: number;
   seed: number;
@@ -334,9 +430,9 @@ export interface Verification {
 export interface CaseResult {
   /** `workload@iteration/method[@runtime]` (see {@linkcode caseKey}): stable across runs. */
   key: string;
-  method: MethodName;
+  method: string;
   /** The WebGPU runtime the case ran on. */
-  runtime: RuntimeName;
+  runtime: ResultsRuntime;
   /**
    * The kernel variant the plan chose (`fma`, `mma`, or a method's own name for it); the kernel
    * family asked for when the plan does not name one.
@@ -349,7 +445,7 @@ export interface CaseResult {
   status: "ok" | "failed" | "error";
   /** Why it failed or errored. */
   message: string | null;
-  counts: PlanCounts;
+  counts: CountsRecord;
   stats: Record<string, number>;
   dispatches: number;
   /** Pipeline creation and metadata upload time (wall clock), not part of latency. */
@@ -376,8 +472,8 @@ export interface SnapshotResult {
 
 /** Per-method totals over a workload's run on one runtime. */
 export interface MethodTotal {
-  method: MethodName;
-  runtime: RuntimeName;
+  method: string;
+  runtime: ResultsRuntime;
   /** Σ weight x median: estimated attention time of one layer over the whole run. */
   runNs: number;
   /** runNs x layers: the paper's Table 16 shape (whole model, one query batch per iteration). */
@@ -390,7 +486,7 @@ export interface MethodTotal {
    */
   speedupVsSequence: number | null;
   /** Run totals of paper-accounting IO for the whole model (x layers). */
-  paperIo: PaperIo;
+  paperIo: PaperIoRecord;
   /** Run total of real bytes for the whole model (x layers). */
   realBytes: number;
   /** True when every snapshot of this method ran and passed verification. */

@@ -1,8 +1,9 @@
 /**
- * Pure statistics for timing samples: order statistics, robust spread (MAD), a seeded bootstrap
- * confidence interval of the median, Tukey outlier labels (criterion style: label, never drop), and
- * the Mann-Whitney U test (normal approximation with tie and continuity correction, as scipy's
- * `mannwhitneyu(..., method="asymptotic")` computes it).
+ * Pure statistics for timing samples: order statistics, robust spread (MAD), the one seeded
+ * bootstrap (confidence intervals of a median, for `bench`, and of a ratio of medians, for
+ * `compare`, both from one seeded generator), Tukey outlier labels (criterion style: label, never
+ * drop), and the Mann-Whitney U test (normal approximation with tie and continuity correction, as
+ * scipy's `mannwhitneyu(..., method="asymptotic")` computes it).
  *
  * Every function takes plain number arrays and leaves them unchanged. Empty input is a
  * `RangeError`, never a silent NaN.
@@ -92,19 +93,69 @@ export function mad(xs: ArrayLike<number>): number {
   return median(dev);
 }
 
-/** mulberry32: a tiny seeded generator, enough for resampling indices. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+/**
+ * The one random source of the statistics: sfc32 seeded through splitmix32 (twelve draws
+ * discarded), as uniform floats in [0, 1). The same seed gives the same stream on every platform,
+ * so every interval is a pure function of its sample and seed.
+ */
+function seededUniform(seed: number): () => number {
+  let s = seed >>> 0;
+  const spread = (): number => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = Math.imul(s ^ (s >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return (z ^ (z >>> 16)) >>> 0;
   };
+  let a = spread(), b = spread(), c = spread(), d = spread();
+  const u32 = (): number => {
+    const t = (((a + b) >>> 0) + d) >>> 0;
+    d = (d + 1) >>> 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) >>> 0;
+    c = (((c << 21) | (c >>> 11)) + t) >>> 0;
+    return t;
+  };
+  for (let i = 0; i < 12; i++) u32();
+  return () => u32() / 4294967296;
 }
 
-/** Options of {@linkcode bootstrapMedianCi}. */
+/**
+ * A sample prepared for resampling: {@linkcode MedianResampler.draw} takes `n` values with
+ * replacement (one uniform draw each, picking an input position) and returns their median, in O(n)
+ * without sorting: it counts the draws per position and walks the positions in value order to the
+ * middle one(s).
+ */
+class MedianResampler {
+  readonly #values: ArrayLike<number>;
+  /** Input positions in ascending order of value. */
+  readonly #byValue: Uint32Array;
+  readonly #counts: Uint32Array;
+
+  constructor(values: ArrayLike<number>) {
+    this.#values = values;
+    this.#byValue = Uint32Array.from({ length: values.length }, (_, i) => i)
+      .sort((i, j) => values[i]! - values[j]!);
+    this.#counts = new Uint32Array(values.length);
+  }
+
+  /** The median of one resample drawn with `rand`. */
+  draw(rand: () => number): number {
+    const n = this.#values.length, counts = this.#counts;
+    counts.fill(0);
+    for (let i = 0; i < n; i++) counts[Math.floor(rand() * n)]!++;
+    const lo = (n - 1) >> 1, hi = n >> 1;
+    let seen = 0, loValue = NaN;
+    for (let r = 0; r < n; r++) {
+      const i = this.#byValue[r]!;
+      seen += counts[i]!;
+      if (Number.isNaN(loValue) && seen > lo) loValue = this.#values[i]!;
+      if (seen > hi) return (loValue + this.#values[i]!) / 2;
+    }
+    throw new Error("unreachable: the resample holds n values");
+  }
+}
+
+/** Options of {@linkcode bootstrapMedianCi} and {@linkcode bootstrapRatioCi}. */
 export interface BootstrapOptions {
   /** Coverage of the interval (default 0.95). */
   confidence?: number;
@@ -112,6 +163,22 @@ export interface BootstrapOptions {
   resamples?: number;
   /** Seed of the resampler (default 0): the same seed and sample give the same interval. */
   seed?: number;
+}
+
+function checkBootstrap(confidence: number, resamples: number): void {
+  if (!(confidence > 0 && confidence < 1)) {
+    throw new RangeError(`Confidence must be in (0, 1), got ${confidence}`);
+  }
+  if (!Number.isSafeInteger(resamples) || resamples < 1) {
+    throw new RangeError(`Resamples must be a positive integer, got ${resamples}`);
+  }
+}
+
+/** The central `confidence` range of resampled statistics (sorted in place). */
+function percentileInterval(stats: Float64Array, confidence: number): [number, number] {
+  stats.sort();
+  const alpha = (1 - confidence) / 2;
+  return [quantileSorted(stats, alpha), quantileSorted(stats, 1 - alpha)];
 }
 
 /**
@@ -137,37 +204,48 @@ export function bootstrapMedianCi(
   { confidence = 0.95, resamples = 1000, seed = 0 }: BootstrapOptions = {},
 ): [number, number] {
   nonEmpty(xs, "bootstrap interval");
-  if (!(confidence > 0 && confidence < 1)) {
-    throw new RangeError(`Confidence must be in (0, 1), got ${confidence}`);
-  }
-  if (!Number.isSafeInteger(resamples) || resamples < 1) {
-    throw new RangeError(`Resamples must be a positive integer, got ${resamples}`);
-  }
-  const n = xs.length;
-  if (n === 1) return [xs[0]!, xs[0]!];
-  const rand = mulberry32(seed);
-  // A resample is a multiset of ranks of the sorted sample: count draws per rank, then walk the
-  // counts to the middle rank(s). O(n) per resample instead of a sort.
-  const s = sorted(xs);
-  const counts = new Uint32Array(n);
-  const lo = Math.floor((n - 1) / 2), hi = Math.floor(n / 2);
+  checkBootstrap(confidence, resamples);
+  if (xs.length === 1) return [xs[0]!, xs[0]!];
+  const rand = seededUniform(seed);
+  const sample = new MedianResampler(xs);
   const medians = new Float64Array(resamples);
-  for (let b = 0; b < resamples; b++) {
-    counts.fill(0);
-    for (let i = 0; i < n; i++) counts[Math.floor(rand() * n)]!++;
-    let seen = 0, loValue = NaN;
-    for (let r = 0; r < n; r++) {
-      seen += counts[r]!;
-      if (Number.isNaN(loValue) && seen > lo) loValue = s[r]!;
-      if (seen > hi) {
-        medians[b] = (loValue + s[r]!) / 2;
-        break;
-      }
-    }
+  for (let b = 0; b < resamples; b++) medians[b] = sample.draw(rand);
+  return percentileInterval(medians, confidence);
+}
+
+/**
+ * Percentile-bootstrap confidence interval of median(head) / median(base): each resample draws
+ * `base` and then `head` with replacement from one seeded generator, and the interval is the
+ * central `confidence` range of the resampled ratios (`compare`'s latency interval).
+ *
+ * @example Twice as slow, with an interval around 2
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bootstrapRatioCi } from "./stats.ts";
+ *
+ * const base = [10, 11, 9, 10, 10.5, 9.5, 10.2, 9.8];
+ * const [lo, hi] = bootstrapRatioCi(base, base.map((x) => 2 * x), { seed: 3 });
+ * assert.ok(lo <= 2 && 2 <= hi && hi - lo < 0.3);
+ * assert.deepEqual(bootstrapRatioCi([5], [10]), [2, 2]);
+ * ```
+ */
+export function bootstrapRatioCi(
+  base: ArrayLike<number>,
+  head: ArrayLike<number>,
+  { confidence = 0.95, resamples = 1000, seed = 0 }: BootstrapOptions = {},
+): [number, number] {
+  nonEmpty(base, "bootstrap interval");
+  nonEmpty(head, "bootstrap interval");
+  checkBootstrap(confidence, resamples);
+  const rand = seededUniform(seed);
+  const b = new MedianResampler(base);
+  const h = new MedianResampler(head);
+  const ratios = new Float64Array(resamples);
+  for (let r = 0; r < resamples; r++) {
+    const mb = b.draw(rand);
+    ratios[r] = h.draw(rand) / mb;
   }
-  medians.sort();
-  const alpha = (1 - confidence) / 2;
-  return [quantileSorted(medians, alpha), quantileSorted(medians, 1 - alpha)];
+  return percentileInterval(ratios, confidence);
 }
 
 /** Half the width of a confidence interval relative to a centre (e.g. the median). */

@@ -333,7 +333,7 @@ export function retotal(doc: ResultsDocument): ResultsDocument {
 
 function runtimeTotals(
   w: WorkloadResult,
-  methods: MethodName[],
+  methods: readonly string[],
   runtime: RuntimeName,
   layers: number,
 ): MethodTotal[] {

@@ -19,10 +19,10 @@ import {
   DEFAULT_METHOD_OPTIONS,
   type MethodName,
 } from "../kernels/method.ts";
-import { compareRuns } from "../results/compare.ts";
-import { buildDashboard } from "../results/dashboard.ts";
+import { compareRuns } from "../report/compare.ts";
+import { buildDashboard } from "../report/dashboard.ts";
 import { parseResults, ResultsError } from "../results/document.ts";
-import { renderReport } from "../results/report.ts";
+import { renderReport } from "../report/report.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { parseRun, stringifyRun, stringifyTree } from "../workloads/format.ts";
 import { levelGridTree } from "../workloads/level_grid.ts";

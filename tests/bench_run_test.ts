@@ -2,6 +2,7 @@ import {
   type BenchConfig,
   methodTotals,
   parseSmiCsv,
+  registryOrder,
   roofline,
   runBench,
   smClockFraction,
@@ -365,4 +366,13 @@ Deno.test("nvidia-smi CSV parsing and the throttle fraction", () => {
   assertEquals(smClockFraction(r), 1410 / 1980);
   assertEquals(parseSmiCsv("only a header"), null);
   assertEquals(smClockFraction({ name: "x" }), null);
+});
+
+Deno.test("registryOrder() lists methods as the registry does, the order settings.methods records", () => {
+  assertEquals(registryOrder(["cascade", "deft-flatten", "sequence"]), [
+    "sequence",
+    "deft-flatten",
+    "cascade",
+  ]);
+  assertEquals(registryOrder(["tree-mask", "radix"]), ["radix", "tree-mask"]);
 });

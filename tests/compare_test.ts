@@ -1,14 +1,9 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import { caseOf, failCase, makeRun, retotal } from "./_results_fixture.ts";
-import {
-  bootstrapRatioCi,
-  compareExitCode,
-  compareRuns,
-  escapeMarkdown,
-  formatMarkdown,
-  MismatchError,
-} from "../results/compare.ts";
+import { compareExitCode, compareRuns, MismatchError } from "../report/compare.ts";
+import { escapeMarkdown, formatMarkdown } from "../report/compare_markdown.ts";
 import { parseResults, ResultsError } from "../results/document.ts";
+import { bootstrapRatioCi } from "../results/stats.ts";
 import { main } from "../cli/main.ts";
 import { captureIo } from "../cli/io.ts";
 import type { ResultsDocument } from "../results/schema.ts";

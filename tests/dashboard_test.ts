@@ -1,8 +1,8 @@
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./_assert.ts";
 import { caseOf, failCase, makeRun, retotal } from "./_results_fixture.ts";
 import { launchBrowser, openAndCheck, SKIP_BROWSER } from "./_browser.ts";
-import { buildDashboard, writeSite } from "../results/dashboard.ts";
-import { CHART_JS_SOURCE } from "../results/report.ts";
+import { buildDashboard, writeSite } from "../report/dashboard.ts";
+import { CHART_JS_SOURCE } from "../report/page.ts";
 import { FileExistsError } from "../results/files.ts";
 import { main } from "../cli/main.ts";
 import { captureIo } from "../cli/io.ts";

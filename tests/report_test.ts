@@ -2,15 +2,12 @@ import { parseResults } from "../results/document.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import { caseOf, makeRun, showcaseRun } from "./_results_fixture.ts";
 import { launchBrowser, openAndCheck, SKIP_BROWSER } from "./_browser.ts";
-import {
-  CHART_JS_CDN,
-  escapeHtml,
-  flattenTree,
-  renderReport,
-  renderTreeSvg,
-  runCharts,
-  scriptJson,
-} from "../results/report.ts";
+import { renderReport } from "../report/report.ts";
+import { runCharts } from "../report/charts.ts";
+import { methodOrder, orderMethods } from "../report/common.ts";
+import { escapeHtml, scriptJson } from "../report/escape.ts";
+import { CHART_JS_CDN } from "../report/page.ts";
+import { renderTreeSvg } from "../report/tree_svg.ts";
 import { main } from "../cli/main.ts";
 import { captureIo } from "../cli/io.ts";
 import type { Tree } from "../workloads/tree.ts";
@@ -153,7 +150,30 @@ Deno.test("renderReport() renders several runs with an overview and rejects none
   assertThrows(() => renderReport([]), RangeError);
 });
 
-Deno.test("flattenTree() cuts the DFS-flattened KV into equal blocks and counts queries per block", () => {
+Deno.test("methodOrder() takes the method order from the documents, never from the kernels", () => {
+  const all = makeRun({ seed: 1 });
+  const two = makeRun({ seed: 2, methods: ["sequence", "deft-flatten"] });
+  const order = all.settings.methods;
+  assertEquals(methodOrder([all]), order);
+  // Several runs: one order that keeps each run's, whichever run comes first.
+  assertEquals(methodOrder([two, all]), order);
+  assertEquals(methodOrder([all, two]), order);
+  // A run that lists its methods otherwise is shown in its own order, charts included.
+  const mine = makeRun({ seed: 3, methods: ["deft-flatten", "sequence"] });
+  assertEquals(methodOrder([mine]), ["deft-flatten", "sequence"]);
+  const latency = runCharts(mine, "x")[0]!.config.data as { datasets: { label: string }[] };
+  assertEquals(latency.datasets.map((d) => d.label), ["deft-flatten", "sequence"]);
+  // Methods only the cases name come after the listed ones; unknown names after known ones.
+  mine.settings.methods = ["sequence"];
+  assertEquals(methodOrder([mine]), ["sequence", "deft-flatten"]);
+  assertEquals(orderMethods(["x", "deft-flatten", "sequence"], order), [
+    "sequence",
+    "deft-flatten",
+    "x",
+  ]);
+});
+
+Deno.test("renderTreeSvg() draws every node and DeFT-Flatten's blocks with their queries", () => {
   // root(100) -> a(50) -> a1(30); root -> b(40). Queries on a1, a1, b.
   const tree: Tree = {
     nodes: [
@@ -164,15 +184,6 @@ Deno.test("flattenTree() cuts the DFS-flattened KV into equal blocks and counts 
     ],
     queries: [{ node: 3 }, { node: 3 }, { node: 2 }],
   };
-  const f = flattenTree(tree, 64);
-  assertEquals(f.order, [0, 1, 3, 2]); // DFS: root, a, a1, b
-  assertEquals(f.offset, [0, 100, 180, 150]);
-  assertEquals(f.totalTokens, 220);
-  assertEquals(f.blocks, 4);
-  // Block 0 [0,64): root only -> 3 queries; block 1 [64,128): root+a -> 3; block 2 [128,192):
-  // a, a1, b -> 3; block 3 [192,220): b -> 1.
-  assertEquals(f.blockQueries, [3, 3, 3, 1]);
-  assertThrows(() => flattenTree(tree, 0), RangeError);
   const svg = renderTreeSvg(tree, 64);
   assertEquals(svg.match(/<title>node /g)?.length, 4);
   assertEquals(svg.match(/<title>block /g)?.length, 4);

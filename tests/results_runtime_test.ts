@@ -1,8 +1,10 @@
 import { summaryTables } from "../cli/commands/bench.ts";
-import { compareRuns, MismatchError } from "../results/compare.ts";
-import { buildDashboard } from "../results/dashboard.ts";
+import { compareRuns, MismatchError } from "../report/compare.ts";
+import { buildDashboard } from "../report/dashboard.ts";
 import { caseRefs, docSeries, parseResults, ResultsError } from "../results/document.ts";
-import { renderReport, runCharts, seriesColour } from "../results/report.ts";
+import { renderReport } from "../report/report.ts";
+import { runCharts } from "../report/charts.ts";
+import { seriesColour } from "../report/common.ts";
 import { caseKey, RESULTS_VERSION, type ResultsDocument } from "../results/schema.ts";
 import { makeRun } from "./_results_fixture.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";

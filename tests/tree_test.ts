@@ -1,5 +1,15 @@
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
-import { IndexedTree, type Tree, TREE_LIMITS, TreeError, treeFacts } from "../workloads/tree.ts";
+import {
+  flattenTree,
+  IndexedTree,
+  type Tree,
+  TREE_LIMITS,
+  TreeError,
+  treeFacts,
+} from "../workloads/tree.ts";
+import { flattenBlocks } from "../kernels/methods/deft_flatten.ts";
+import { kvLayout } from "../kernels/layout.ts";
+import { propertySeed, randomTree, withSeed } from "./_arbitrary.ts";
 import {
   parseRun,
   parseTree,
@@ -160,4 +170,56 @@ Deno.test("IndexedTree handles a long chain without recursion", () => {
   const ix = new IndexedTree({ nodes, queries: [{ node: n - 1 }] });
   assertEquals(ix.depth[n - 1], n);
   assert(ix.pathTokens[n - 1] === n);
+});
+
+Deno.test("flattenTree() cuts the DFS-flattened KV into equal blocks and counts queries per block", () => {
+  // root(100) -> a(50) -> a1(30); root -> b(40). Queries on a1, a1, b.
+  const tree: Tree = {
+    nodes: [
+      { id: 0, parent: null, tokens: 100 },
+      { id: 1, parent: 0, tokens: 50 },
+      { id: 2, parent: 0, tokens: 40 },
+      { id: 3, parent: 1, tokens: 30 },
+    ],
+    queries: [{ node: 3 }, { node: 3 }, { node: 2 }],
+  };
+  const f = flattenTree(tree, 64);
+  assertEquals(f.order, [0, 1, 3, 2]); // DFS: root, a, a1, b
+  assertEquals(f.offset, [0, 100, 180, 150]);
+  assertEquals(f.totalTokens, 220);
+  assertEquals(f.blocks, 4);
+  // Block 0 [0,64): root only -> 3 queries; block 1 [64,128): root+a -> 3; block 2 [128,192):
+  // a, a1, b -> 3; block 3 [192,220): b -> 1.
+  assertEquals(f.blockQueries, [3, 3, 3, 1]);
+  assertThrows(() => flattenTree(tree, 0), RangeError);
+  assertThrows(() => flattenTree(tree, 1.5), RangeError);
+});
+
+Deno.test("flattenTree() agrees with a brute-force count and with DeFT-Flatten's planner on random trees", async () => {
+  await withSeed(propertySeed(), (rng) => {
+    for (let i = 0; i < 200; i++) {
+      const ix = new IndexedTree(randomTree(rng, 40, { huge: false }));
+      const blockSize = [1, 7, 32, 128, 1000][rng.int(0, 4)]!;
+      const f = flattenTree(ix, blockSize);
+      // Brute force: a query sees a block when a node on its path has a token in it.
+      const brute = new Array<number>(f.blocks).fill(0);
+      for (let b = 0; b < f.blocks; b++) {
+        const [t0, t1] = [b * blockSize, Math.min(f.totalTokens, (b + 1) * blockSize)];
+        for (let q = 0; q < ix.queryCount; q++) {
+          const sees = ix.queryPath(q).some((v) =>
+            f.offset[v]! < t1 && f.offset[v]! + ix.tokens(v) > t0
+          );
+          if (sees) brute[b]!++;
+        }
+      }
+      assertEquals(f.blockQueries, brute);
+      // The kernel's blocks: the same count, tokens and query union per block.
+      const { groups } = flattenBlocks(ix, kvLayout(ix, "shuffled", i), blockSize);
+      assertEquals(groups.count, f.blocks);
+      for (let b = 0; b < f.blocks; b++) {
+        assertEquals(groups.tokens[b], Math.min(blockSize, f.totalTokens - b * blockSize));
+        assertEquals(groups.queryOffset[b + 1]! - groups.queryOffset[b]!, f.blockQueries[b]);
+      }
+    }
+  });
 });

@@ -355,6 +355,95 @@ export function treeFacts(tree: Tree | IndexedTree): TreeFacts {
   };
 }
 
+/**
+ * A tree's KV flattened in depth-first order and cut into equal blocks: DeFT-Flatten's geometry
+ * (DeFT paper, section 3.4), which the report draws. `kernels/methods/deft_flatten.ts` cuts the
+ * same blocks with slots and masks; a test keeps the two equal.
+ */
+export interface FlattenedTree {
+  /** The index the geometry was computed on. */
+  ix: IndexedTree;
+  /** Node positions in DFS order. */
+  order: number[];
+  /** Start of each node (by position) in the flattened KV. */
+  offset: number[];
+  /** N_tree: tokens in the flattened KV. */
+  totalTokens: number;
+  /** Tokens per block (the last block holds the rest). */
+  blockSize: number;
+  /** Number of blocks: ⌈N_tree / blockSize⌉. */
+  blocks: number;
+  /** Distinct queries that see at least one token of each block. */
+  blockQueries: number[];
+}
+
+/**
+ * Flattens a tree's KV in DFS order and cuts it into blocks of `blockSize` tokens, counting the
+ * queries each block serves, in O(nodes + queries + blocks). Throws `RangeError` for a block size
+ * that is not a positive integer, {@linkcode TreeError} for a broken tree.
+ *
+ * With queries ordered by the DFS position of their node, the queries that see a node (those in its
+ * subtree) are one range, and so are those that see a run of consecutive DFS nodes: from the first
+ * node's range start to the largest range end.
+ *
+ * @example A 100-token prompt with two branches, cut into blocks of 64
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { flattenTree } from "./tree.ts";
+ *
+ * const f = flattenTree({
+ *   nodes: [
+ *     { id: 0, parent: null, tokens: 100 },
+ *     { id: 1, parent: 0, tokens: 20 },
+ *     { id: 2, parent: 0, tokens: 30 },
+ *   ],
+ *   queries: [{ node: 1 }, { node: 2 }, { node: 2 }],
+ * }, 64);
+ * assert.deepEqual(f.offset, [0, 100, 120]); // node 1 at token 100, node 2 after it
+ * assert.equal(f.blocks, 3); // 150 tokens: [0, 64), [64, 128), [128, 150)
+ * assert.deepEqual(f.blockQueries, [3, 3, 2]); // the prompt serves every query
+ * ```
+ */
+export function flattenTree(tree: Tree | IndexedTree, blockSize: number): FlattenedTree {
+  if (!(Number.isSafeInteger(blockSize) && blockSize > 0)) {
+    throw new RangeError(`Block size must be a positive integer, got ${blockSize}`);
+  }
+  const ix = tree instanceof IndexedTree ? tree : new IndexedTree(tree);
+  const n = ix.nodeCount;
+  const order = Array.from(ix.dfsOrder);
+  // Queries on each node, and in each subtree (children before parents: reverse DFS order).
+  const own = new Float64Array(n);
+  for (let q = 0; q < ix.queryCount; q++) own[ix.queryNode[q]!]!++;
+  const below = Float64Array.from(own);
+  for (let i = n - 1; i > 0; i--) {
+    const v = order[i]!;
+    below[ix.parent[v]!]! += below[v]!;
+  }
+  // Each node's query range is [lo, lo + below): a node's own queries, then its subtrees'.
+  const lo = new Float64Array(n);
+  const offset = new Array<number>(n).fill(0);
+  let queriesBefore = 0, t = 0;
+  for (const v of order) {
+    lo[v] = queriesBefore;
+    queriesBefore += own[v]!;
+    offset[v] = t;
+    t += ix.tokens(v);
+  }
+  const blocks = Math.ceil(t / blockSize);
+  const first = new Float64Array(blocks).fill(-1);
+  const end = new Float64Array(blocks);
+  for (const v of order) {
+    const b0 = Math.floor(offset[v]! / blockSize);
+    const b1 = Math.floor((offset[v]! + ix.tokens(v) - 1) / blockSize);
+    for (let b = b0; b <= b1; b++) {
+      if (first[b]! < 0) first[b] = lo[v]!;
+      end[b] = Math.max(end[b]!, lo[v]! + below[v]!);
+    }
+  }
+  const blockQueries = Array.from({ length: blocks }, (_, b) => end[b]! - first[b]!);
+  return { ix, order, offset, totalTokens: t, blockSize, blocks, blockQueries };
+}
+
 /** Formats a value for an error message. */
 export function show(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value);

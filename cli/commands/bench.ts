@@ -15,7 +15,6 @@ import {
   loadCalibration,
   QUICK_CALIBRATION,
 } from "../../bench/calibrate.ts";
-import { createProgress, formatNs } from "../../bench/progress.ts";
 import { type BenchDevice, type BenchWorkload, runBench } from "../../bench/run.ts";
 import { createTimer, type Timer } from "../../bench/timer.ts";
 import {
@@ -44,13 +43,14 @@ import {
   saveFallback,
   writeFileAtomic,
 } from "../../results/files.ts";
-import { renderReport } from "../../results/report.ts";
+import { renderReport } from "../../report/report.ts";
 import type { Calibration, ResultsDocument, TuningUse } from "../../results/schema.ts";
 import { PAPER_PRESETS } from "../../workloads/presets.ts";
 import { type Dtype, resolveShape } from "../../workloads/shapes.ts";
 import { chooseDtype } from "../dtype.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { createProgress, formatNs } from "../progress.ts";
 import {
   checkKernel,
   dawnNodeOption,

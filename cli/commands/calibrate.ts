@@ -16,12 +16,12 @@ import {
   parseCalibrationDocument,
   saveCalibration,
 } from "../../bench/calibrate.ts";
-import { formatNs } from "../../bench/progress.ts";
 import { createTimer, type Timer } from "../../bench/timer.ts";
 import { type Gpu, GpuError } from "../../kernels/gpu.ts";
 import { checkWritable } from "../../results/files.ts";
 import { UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { formatNs } from "../progress.ts";
 import {
   dawnNodeOption,
   openRuntimes,

@@ -11,9 +11,9 @@ import {
   compareExitCode,
   compareRuns,
   DEFAULT_COMPARE_OPTIONS,
-  formatMarkdown,
   MismatchError,
-} from "../../results/compare.ts";
+} from "../../report/compare.ts";
+import { formatMarkdown } from "../../report/compare_markdown.ts";
 import { readResults } from "../../results/document.ts";
 import { refuseOverlap, writeFileAtomic } from "../../results/files.ts";
 import { ExitCode, UsageError } from "../errors.ts";

@@ -11,7 +11,7 @@ import {
   type DashboardRun,
   type SkippedFile,
   writeSite,
-} from "../../results/dashboard.ts";
+} from "../../report/dashboard.ts";
 import { parseResults } from "../../results/document.ts";
 import { refuseOverlap } from "../../results/files.ts";
 import { UsageError } from "../errors.ts";

@@ -8,7 +8,7 @@
 import { Command } from "../../deps/commander.ts";
 import { readResults } from "../../results/document.ts";
 import { refuseOverlap, writeFileAtomic } from "../../results/files.ts";
-import { renderReport } from "../../results/report.ts";
+import { renderReport } from "../../report/report.ts";
 import type { CliIo } from "../io.ts";
 
 /** Builds the `report` command. */

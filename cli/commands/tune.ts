@@ -8,7 +8,6 @@
 
 import { Command, InvalidArgumentError, Option } from "../../deps/commander.ts";
 import { Table } from "../../deps/cli_table.ts";
-import { formatNs } from "../../bench/progress.ts";
 import { createTimer } from "../../bench/timer.ts";
 import {
   DEFAULT_TIE_MARGIN,
@@ -29,6 +28,7 @@ import { getPreset } from "../../workloads/presets.ts";
 import { resolveShape } from "../../workloads/shapes.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { formatNs } from "../progress.ts";
 import {
   checkKernel,
   dawnNodeOption,

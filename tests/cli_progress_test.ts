@@ -1,4 +1,4 @@
-import { createProgress, describeCase, formatDuration, formatNs } from "../bench/progress.ts";
+import { createProgress, describeCase, formatDuration, formatNs } from "../cli/progress.ts";
 import { captureIo } from "../cli/io.ts";
 import { zeroPlanCounts } from "../kernels/method.ts";
 import type { CaseResult } from "../results/schema.ts";

@@ -5,26 +5,18 @@
  * metrics (IO bytes, FLOPs) are compared exactly. A case measured below its adapter's working
  * clock on either side (`clock.lowClock`) gets the verdict `unreliable-clock` instead of a latency
  * verdict: it is neither a regression nor an improvement, and does not change the exit code. The
- * comparison is computed as data first
- * ({@linkcode compareRuns}), then formatted ({@linkcode formatMarkdown}); the JSON output is the
- * data itself. Runtimes stay apart: a case's key names its runtime (Deno's keys carry none), so a
+ * comparison is computed as data here ({@linkcode compareRuns}), then formatted apart
+ * (`compare_markdown.ts`: Markdown for terminals and CI job summaries); the JSON output is the data
+ * itself. Runtimes stay apart: a case's key names its runtime (Deno's keys carry none), so a
  * case is only ever compared with the same method on the same runtime, and a runtime whose version
  * changed between the runs is noted.
  *
  * @module
  */
 
-import { Rng } from "../workloads/rng.ts";
-import {
-  caseProblem,
-  type CaseRef,
-  caseRefs,
-  formatNs,
-  runLabel,
-  seriesLabel,
-} from "./document.ts";
-import type { CaseResult, ResultsDocument } from "./schema.ts";
-import { mannWhitneyU, median, quantileSorted } from "./stats.ts";
+import { caseProblem, type CaseRef, caseRefs, runLabel, seriesLabel } from "../results/document.ts";
+import type { CaseResult, ResultsDocument } from "../results/schema.ts";
+import { bootstrapRatioCi, mannWhitneyU, median } from "../results/stats.ts";
 
 /** Format tag of the comparison JSON. */
 export const COMPARE_FORMAT = "deft-bench/compare";
@@ -147,7 +139,7 @@ export interface RunRef {
   runtimes: string[];
 }
 
-/** The whole comparison: data only, formatted by {@linkcode formatMarkdown}. */
+/** The whole comparison: data only, formatted by `compare_markdown.ts`. */
 export interface Comparison {
   format: typeof COMPARE_FORMAT;
   version: typeof COMPARE_VERSION;
@@ -214,64 +206,6 @@ function hash32(s: string): number {
   return h;
 }
 
-/** Median by quickselect on a scratch buffer (O(n) per bootstrap resample). */
-function selectMedian(buf: Float64Array): number {
-  const n = buf.length;
-  const kth = (k: number): number => {
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const pivot = buf[(lo + hi) >> 1]!;
-      let i = lo;
-      let j = hi;
-      while (i <= j) {
-        while (buf[i]! < pivot) i++;
-        while (buf[j]! > pivot) j--;
-        if (i <= j) {
-          const t = buf[i]!;
-          buf[i] = buf[j]!;
-          buf[j] = t;
-          i++;
-          j--;
-        }
-      }
-      if (k <= j) hi = j;
-      else if (k >= i) lo = i;
-      else return buf[k]!;
-    }
-    return buf[k]!;
-  };
-  if (n % 2 === 1) return kth((n - 1) >> 1);
-  const a = kth(n / 2 - 1);
-  // After selecting n/2-1, the upper half holds values >= a; its minimum is the other middle.
-  let b = Infinity;
-  for (let i = n / 2; i < n; i++) b = Math.min(b, buf[i]!);
-  return (a + b) / 2;
-}
-
-/**
- * Percentile-bootstrap interval of median(head) / median(base): both samples are resampled
- * independently with a generator seeded by `seed`.
- */
-export function bootstrapRatioCi(
-  base: readonly number[],
-  head: readonly number[],
-  { resamples = 1000, confidence = 0.95, seed = 0 } = {},
-): [number, number] {
-  const rng = new Rng(seed);
-  const bb = new Float64Array(base.length);
-  const hb = new Float64Array(head.length);
-  const ratios = new Float64Array(resamples);
-  for (let r = 0; r < resamples; r++) {
-    for (let i = 0; i < bb.length; i++) bb[i] = base[Math.floor(rng.next() * base.length)]!;
-    for (let i = 0; i < hb.length; i++) hb[i] = head[Math.floor(rng.next() * head.length)]!;
-    ratios[r] = selectMedian(hb) / selectMedian(bb);
-  }
-  ratios.sort();
-  const a = (1 - confidence) / 2;
-  return [quantileSorted(ratios, a), quantileSorted(ratios, 1 - a)];
-}
-
 /** Fewest samples per side for a decision from the bootstrap interval alone. */
 const MIN_SAMPLES_FOR_CI = 3;
 
@@ -318,7 +252,13 @@ function compareLatency(
   };
 }
 
-function pct(ratio: number): string {
+/** A p-value as the comparison prints it: `0.042`, or `3.1e-5` below 0.001. */
+export function formatP(p: number): string {
+  return p >= 0.001 ? p.toFixed(3) : p.toExponential(1);
+}
+
+/** A ratio as a signed percentage change: `+15.0 %`, `-3.2 %`. */
+export function formatChange(ratio: number): string {
   const d = (ratio - 1) * 100;
   return `${d >= 0 ? "+" : ""}${d.toFixed(1)} %`;
 }
@@ -379,7 +319,7 @@ function compareCase(
       const sides = [lowClock.base ? "base" : "", lowClock.head ? "head" : ""].filter((x) => x);
       const at = (c: CaseResult) => `${((c.clock?.fraction ?? 0) * 100).toFixed(0)} %`;
       reasons.push(
-        `latency ${pct(latency.ratio)} not judged: ${
+        `latency ${formatChange(latency.ratio)} not judged: ${
           sides.join(" and ")
         } measured below the working clock (${
           sides.map((x) => `${x} at ${at(x === "base" ? bc : hc)}`).join(", ")
@@ -389,10 +329,10 @@ function compareCase(
       unreliable = true;
     } else if (latency.verdict === "regression") {
       regression = true;
-      reasons.push(`latency ${pct(latency.ratio)} (p = ${fmtP(latency.p)})`);
+      reasons.push(`latency ${formatChange(latency.ratio)} (p = ${formatP(latency.p)})`);
     } else if (latency.verdict === "improvement") {
       improvement = true;
-      reasons.push(`latency ${pct(latency.ratio)} (p = ${fmtP(latency.p)})`);
+      reasons.push(`latency ${formatChange(latency.ratio)} (p = ${formatP(latency.p)})`);
     }
     if (Math.min(base.length, head.length) < MIN_SAMPLES_FOR_CI) {
       reasons.push(`too few samples to decide (${base.length} base, ${head.length} head)`);
@@ -429,7 +369,7 @@ function compareCase(
 }
 
 /** Names up to `max` items and counts the rest. */
-function nameSome(items: readonly string[], max = 8): string {
+export function nameSome(items: readonly string[], max = 8): string {
   const shown = items.slice(0, max).join(", ");
   return items.length > max ? `${shown} and ${items.length - max} more` : shown;
 }
@@ -475,10 +415,10 @@ function geomean(rows: CaseComparison[], group: string): GeomeanRow | null {
  * ```ts
  * import assert from "node:assert/strict";
  * import { compareExitCode, compareRuns } from "./compare.ts";
- * import { parseResults } from "./document.ts";
+ * import { parseResults } from "../results/document.ts";
  *
  * // The committed CI baseline: three small workloads x seven methods on lavapipe.
- * const path = new URL("./data/ci-baseline/lavapipe.json", import.meta.url);
+ * const path = new URL("../results/data/ci-baseline/lavapipe.json", import.meta.url);
  * const base = parseResults(await Deno.readTextFile(path), path.pathname);
  * const same = compareRuns(base, base);
  * assert.ok(same.cases.every((c) => c.verdict === "noise"));
@@ -663,143 +603,4 @@ export function compareRuns(
  */
 export function compareExitCode(c: Comparison): number {
   return c.summary.regressions > 0 ? 1 : 0;
-}
-
-/** Escapes text for a Markdown table cell (also safe where the summary renders HTML). */
-export function escapeMarkdown(s: string): string {
-  return s
-    .replace(/&/g, "&amp;")
-    .replace(/</g, "&lt;")
-    .replace(/>/g, "&gt;")
-    .replace(/([\\`*_[\]|#~])/g, "\\$1")
-    .replace(/\r?\n/g, " ");
-}
-
-function fmtP(p: number): string {
-  return p >= 0.001 ? p.toFixed(3) : p.toExponential(1);
-}
-
-function fmtRatio(r: number): string {
-  return Number.isFinite(r) ? r.toFixed(3) : String(r);
-}
-
-const VERDICT_TEXT: Record<Verdict, string> = {
-  regression: "**regression**",
-  improvement: "improvement",
-  noise: "noise",
-  "unreliable-clock": "unreliable clock ⚠",
-};
-
-/** Formats a comparison as Markdown for a CI job summary (a headline, a table, then details). */
-export function formatMarkdown(c: Comparison): string {
-  const s = c.summary;
-  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
-  const L: string[] = [];
-  L.push(
-    `### deft-bench compare: ${plural(s.regressions, "regression")}, ${
-      plural(s.improvements, "improvement")
-    }, ${s.noise} unchanged${
-      s.unreliableClock > 0 ? `, ${s.unreliableClock} not judged (low clock)` : ""
-    }`,
-  );
-  L.push("");
-  L.push(
-    `Base ${escapeMarkdown(c.base.label)} (${escapeMarkdown(c.base.adapter)}; ${
-      escapeMarkdown(c.base.runtimes.join(", "))
-    }) → head ${escapeMarkdown(c.head.label)} (${escapeMarkdown(c.head.adapter)}; ${
-      escapeMarkdown(c.head.runtimes.join(", "))
-    }). Ratio = head median / base median with a 95 % bootstrap interval; a change counts when the ratio is beyond ±${+(c
-      .threshold * 100).toFixed(2)} % (above ${(1 + c.threshold).toFixed(3)} or below ${
-      (1 / (1 + c.threshold)).toFixed(3)
-    }) and the Mann-Whitney U test gives p < ${c.alpha}. IO bytes and FLOPs must match exactly; a case that fails in head is a regression.`,
-  );
-  L.push("");
-  L.push("| case | base | head | ratio | 95 % CI | p | verdict |");
-  L.push("|:-----|-----:|-----:|------:|:-------:|--:|:--------|");
-  for (const k of c.cases) {
-    const name = `${escapeMarkdown(k.key)}${k.sourceChanged ? " †" : ""}${
-      k.metricChanges.length > 0 ? " ‡" : ""
-    }${k.lowClock.base || k.lowClock.head ? " §" : ""}`;
-    const l = k.latency;
-    const verdict = k.headProblem !== null
-      ? `**regression** (head ${escapeMarkdown(k.headProblem.split(":")[0]!)})`
-      : k.baseProblem !== null
-      ? `improvement (fixed)`
-      : VERDICT_TEXT[k.verdict];
-    if (l) {
-      L.push(
-        `| ${name} | ${formatNs(l.baseMedianNs)} | ${formatNs(l.headMedianNs)} | ${
-          fmtRatio(l.ratio)
-        } | ${fmtRatio(l.ratioCi95[0])} – ${fmtRatio(l.ratioCi95[1])} | ${fmtP(l.p)}${
-          l.enough ? "" : "*"
-        } | ${verdict} |`,
-      );
-    } else {
-      const side = (p: string | null) => p === null ? "ok" : escapeMarkdown(p.split(":")[0]!);
-      L.push(
-        `| ${name} | ${side(k.baseProblem)} | ${side(k.headProblem)} | – | – | – | ${verdict} |`,
-      );
-    }
-  }
-  for (const g of s.geomean) {
-    const label = g.group === "all"
-      ? `**geometric mean** (${plural(g.cases, "case")})`
-      : `geometric mean, ${escapeMarkdown(g.group)} (${plural(g.cases, "case")})`;
-    L.push(`| ${label} | | | ${fmtRatio(g.ratio)} | | | |`);
-  }
-  L.push("");
-  const marks: string[] = [];
-  if (c.cases.some((k) => k.sourceChanged)) marks.push("† kernel source changed");
-  if (c.cases.some((k) => k.metricChanges.length > 0)) marks.push("‡ IO bytes or FLOPs changed");
-  if (c.cases.some((k) => k.latency && !k.latency.enough)) {
-    marks.push("\\* too few samples for the U test; the interval decided");
-  }
-  if (c.cases.some((k) => k.lowClock.base || k.lowClock.head)) {
-    marks.push("§ measured below the working clock on a side: latency not judged");
-  }
-  if (marks.length > 0) L.push(marks.join(" · "), "");
-
-  const flagged = c.cases.filter((k) => k.verdict !== "noise" || k.reasons.length > 0);
-  if (flagged.length > 0) {
-    L.push("#### Details", "");
-    for (const k of flagged) {
-      L.push(
-        `- ${escapeMarkdown(k.key)}: ${k.verdict}; ${escapeMarkdown(k.reasons.join("; "))}`,
-      );
-    }
-    L.push("");
-  }
-  const changed = c.cases.filter((k) => k.metricChanges.length > 0);
-  if (changed.length > 0) {
-    L.push("#### Deterministic metrics that differ", "");
-    L.push("| case | metric | base | head | change |");
-    L.push("|:-----|:-------|-----:|-----:|-------:|");
-    for (const k of changed) {
-      for (const m of k.metricChanges) {
-        L.push(
-          `| ${escapeMarkdown(k.key)} | ${m.field} | ${m.base} | ${m.head} | ${
-            m.base === 0 ? "new" : pct(m.head / m.base)
-          } |`,
-        );
-      }
-    }
-    L.push("");
-  }
-  if (c.onlyInBase.length > 0 || c.onlyInHead.length > 0) {
-    L.push("#### Cases not compared", "");
-    if (c.onlyInBase.length > 0) {
-      L.push(`- only in base: ${escapeMarkdown(nameSome(c.onlyInBase, 20))}`);
-    }
-    if (c.onlyInHead.length > 0) {
-      L.push(`- only in head: ${escapeMarkdown(nameSome(c.onlyInHead, 20))}`);
-    }
-    L.push("");
-  }
-  if (c.settingsDiffs.length > 0 || c.notes.length > 0) {
-    L.push("#### Notes", "");
-    for (const d of c.settingsDiffs) L.push(`- ${escapeMarkdown(d)}`);
-    for (const n of c.notes) L.push(`- ${escapeMarkdown(n)}`);
-    L.push("");
-  }
-  return L.join("\n");
 }

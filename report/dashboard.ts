@@ -16,7 +16,7 @@ import {
   runLabel,
   runSlug,
   seriesLabel,
-} from "./document.ts";
+} from "../results/document.ts";
 import {
   checkReplaceable,
   FileExistsError,
@@ -24,19 +24,18 @@ import {
   SITE_MANIFEST,
   withTemp,
   writeTarget,
-} from "./files.ts";
+} from "../results/files.ts";
 import {
-  axis,
-  CHART_JS_SOURCE,
-  type ChartSpec,
-  escapeHtml as esc,
-  htmlPage,
-  orderMethods,
-  renderReport,
-  seriesColour,
-  statusBadge,
-} from "./report.ts";
-import { caseKey, type CaseResult, DEFAULT_RUNTIME, type ResultsDocument } from "./schema.ts";
+  caseKey,
+  type CaseResult,
+  DEFAULT_RUNTIME,
+  type ResultsDocument,
+} from "../results/schema.ts";
+import { axis, type ChartSpec, methodOrder, orderMethods, seriesColour } from "./common.ts";
+import { escapeHtml as esc } from "./escape.ts";
+import { CHART_JS_SOURCE, htmlPage } from "./page.ts";
+import { renderReport } from "./report.ts";
+import { statusBadge } from "./tables.ts";
 
 /** One input run; `source` (its file name) is shown in the runs table. */
 export interface DashboardRun {
@@ -91,9 +90,10 @@ function historyCharts(runs: OrderedRun[]): { charts: ChartSpec[]; groups: strin
     }
   }
   const labels = runs.map((r) => r.label);
+  const order = methodOrder(runs.map((r) => r.doc));
   const charts = [...groups].map(([group, g], gi): ChartSpec => {
     const pairs = [...g.series].map((x) => x.split("\n") as [string, string]);
-    const ordered = orderMethods(pairs.map(([m]) => m)).flatMap((m) =>
+    const ordered = orderMethods(pairs.map(([m]) => m), order).flatMap((m) =>
       pairs.filter(([pm]) => pm === m).sort((
         a,
         b,
