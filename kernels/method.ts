@@ -34,8 +34,9 @@ export interface MethodOptions {
   /** DeFT-Node-Chunk: most tokens per node chunk (paper: 128). */
   chunkSize: number;
   /**
-   * Sequence (Flash-Decoding): workgroups to aim for when splitting each query's KV into chunks
-   * (0: derive from the device, e.g. a few waves of the GPU).
+   * Workgroups to aim for (0: the method's default). Sequence (Flash-Decoding) splits each query's
+   * KV into chunks to reach it; deft-flatten on matrix units halves its blocks (down to 64 tokens)
+   * while a tree gives fewer.
    */
   targetWorkgroups: number;
   /**

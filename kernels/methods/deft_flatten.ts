@@ -144,6 +144,18 @@ export interface DeftFlattenPlan extends GroupPlan {
   readonly blockSize: number;
 }
 
+/**
+ * Stage-1 workgroups a matrix-unit plan aims for when `options.targetWorkgroups` is 0. A matrix
+ * workgroup walks its block's sub-tiles one after another, so a tree too small to fill the device
+ * with `blockSize` blocks runs as long as one block takes, whatever its size (on an H200 about
+ * 130 us for 512 tokens: results/data/nvidia-h200-dawn/presets.log, the reasoning presets);
+ * smaller blocks then finish sooner. Like `sequence`'s split count (1024 workgroups).
+ */
+export const FLATTEN_TARGET_WORKGROUPS = 1024;
+
+/** The smallest block a matrix-unit plan shrinks to (see {@linkcode FLATTEN_TARGET_WORKGROUPS}). */
+export const FLATTEN_MIN_BLOCK = 64;
+
 /** DeFT-Flatten (`deft-flatten`). */
 export const deftFlatten: AttentionMethod<DeftFlattenPlan> = {
   name: "deft-flatten",
@@ -151,17 +163,32 @@ export const deftFlatten: AttentionMethod<DeftFlattenPlan> = {
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
-    const blockSize = positiveOption("blockSize", options.blockSize);
-    const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize);
+    const largest = positiveOption("blockSize", options.blockSize);
     const n = treeTokens(ix);
-    const plan = planGroupAttention(
-      "deft-flatten",
-      input,
-      groups,
-      paperIo(shape, dtype, n, n, 0),
-      { blocks: groups.count, blockSize, maskWordsPerToken: maxMaskWords },
-    );
-    return { ...plan, blockSize };
+    const planAt = (blockSize: number): DeftFlattenPlan => {
+      const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize);
+      const plan = planGroupAttention(
+        "deft-flatten",
+        input,
+        groups,
+        paperIo(shape, dtype, n, n, 0),
+        { blocks: groups.count, blockSize, maskWordsPerToken: maxMaskWords },
+      );
+      return { ...plan, blockSize };
+    };
+    // `blockSize` is the largest block. On matrix units, halve it while the tree leaves the device
+    // short of workgroups (see FLATTEN_TARGET_WORKGROUPS); the FMA kernels keep it as given.
+    const target = options.targetWorkgroups > 0
+      ? options.targetWorkgroups
+      : FLATTEN_TARGET_WORKGROUPS;
+    let plan = planAt(largest);
+    while (
+      plan.mma !== null && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK &&
+      (plan.items.length / 2) * shape.kvHeads < target
+    ) {
+      plan = planAt(Math.ceil(plan.blockSize / 2));
+    }
+    return plan;
   },
   prepare: prepareGroupAttention,
 };

@@ -14,6 +14,7 @@ import { GpuError } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
 import {
   DEFAULT_METHOD_OPTIONS,
+  type KernelCaps,
   type MethodOptions,
   type PlanInput,
 } from "../../kernels/method.ts";
@@ -394,3 +395,35 @@ for (const v of VARIANTS) {
     });
   }
 }
+
+Deno.test("deft-flatten on matrix units halves its blocks while a small tree leaves the device short of workgroups", () => {
+  const caps: KernelCaps = {
+    runtime: "dawn",
+    matrix: { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
+    subgroups: true,
+    subgroupSize: 32,
+    workgroupStorage: 49152,
+  };
+  const llama = { name: "llama3-8b", qHeads: 32, kvHeads: 8, headDim: 128, layers: 1 };
+  const small = (o: Partial<MethodOptions>) => ({
+    ...input(starTree(3000, 4, 20), { blockSize: 512, ...o }, llama),
+    caps,
+  });
+  const wgs = (p: { items: Uint32Array }) => (p.items.length / 2) * llama.kvHeads;
+  // 3080 tokens in 512-token blocks: 7 blocks x 1 row tile x 8 KV heads = 56 workgroups.
+  const auto = deftFlatten.plan(small({}));
+  assert(auto.mma !== null);
+  assertEquals(auto.blockSize, 64, "halved down to the smallest block");
+  assert(wgs(auto) > wgs(deftFlatten.plan(small({ targetWorkgroups: 1 }))));
+  // A reachable target stops the halving there; the FMA kernel keeps the block as given.
+  assertEquals(deftFlatten.plan(small({ targetWorkgroups: 100 })).blockSize, 256);
+  assertEquals(deftFlatten.plan(small({ targetWorkgroups: 1 })).blockSize, 512);
+  assertEquals(deftFlatten.plan(small({ kernel: "fma" })).blockSize, 512);
+  // A tree that fills the device keeps its blocks: 20 000 tokens, 64 queries (8 row tiles).
+  const big = deftFlatten.plan({
+    ...input(starTree(20000, 64, 1), { blockSize: 512 }, llama),
+    caps,
+  });
+  assertEquals(big.blockSize, 512);
+  assert(wgs(big) >= 1024);
+});
