@@ -55,6 +55,7 @@ import {
   reductionLists,
   rowGrid,
 } from "./reduce.ts";
+import { specializeWgsl } from "./wgsl.ts";
 import groupWgsl from "./wgsl/group_attention.wgsl" with { type: "text" };
 import {
   type MmaKernel,
@@ -750,36 +751,26 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 export function groupAttentionSource(c: GroupKernelConfig): string {
   const { shape } = c;
   const { q, kv } = groupArrays(c);
-  const values: Record<string, string> = {
-    HEAD_DIM: `${shape.headDim}u`,
-    Q_HEADS: `${shape.qHeads}u`,
-    KV_HEADS: `${shape.kvHeads}u`,
-    WG: `${c.threads}u`,
-    ROWS: `${c.rows}u`,
-    KEYS: `${c.keys}u`,
-    Q_RES: `${c.qType !== null}`,
-    CHUNK_V: `${c.chunkV}u`,
-    V_KEYS: `${c.vKeys}u`,
-    MAXW: `${c.maskWords}u`,
-    Q_SIZE: `${q}u`,
-    KV_SIZE: `${kv}u`,
-    SCALE: `${1 / Math.sqrt(shape.headDim)}`,
-  };
-  let src = groupWgsl;
-  for (const [name, value] of Object.entries(values)) {
-    const re = new RegExp(`^const ${name}: (u32|f32|bool) = [^;]+;`, "m");
-    if (!re.test(src)) throw new Error(`group_attention.wgsl lost its constant ${name}`);
-    src = src.replace(re, `const ${name}: $1 = ${value};`);
-  }
-  const alias = (name: string, type: Dtype) => {
-    const re = new RegExp(`^alias ${name} = vec4<f32>;`, "m");
-    if (!re.test(src)) throw new Error(`group_attention.wgsl lost its alias ${name}`);
-    src = src.replace(re, `alias ${name} = vec4<${type}>;`);
-  };
-  alias("elem4", c.dtype);
-  alias("qelem4", c.qType ?? "f32");
-  if (c.dtype === "f16" || c.qType === "f16") src = "enable f16;\n" + src;
-  return src;
+  return specializeWgsl(groupWgsl, {
+    consts: {
+      HEAD_DIM: shape.headDim,
+      Q_HEADS: shape.qHeads,
+      KV_HEADS: shape.kvHeads,
+      WG: c.threads,
+      ROWS: c.rows,
+      KEYS: c.keys,
+      Q_RES: c.qType !== null,
+      CHUNK_V: c.chunkV,
+      V_KEYS: c.vKeys,
+      MAXW: c.maskWords,
+      Q_SIZE: q,
+      KV_SIZE: kv,
+      SCALE: `${1 / Math.sqrt(shape.headDim)}`,
+    },
+    aliases: { elem4: `vec4<${c.dtype}>`, qelem4: `vec4<${c.qType ?? "f32"}>` },
+    f16: c.dtype === "f16" || c.qType === "f16",
+    name: "group_attention.wgsl",
+  });
 }
 
 /**

@@ -32,7 +32,7 @@ import {
   realIo,
 } from "../method.ts";
 import { rowGrid } from "../reduce.ts";
-import { specializeWgsl } from "./sequence.ts";
+import { specializeWgsl } from "../wgsl.ts";
 import logitsWgsl from "../wgsl/radix_logits.wgsl" with { type: "text" };
 import reducevWgsl from "../wgsl/radix_reducev.wgsl" with { type: "text" };
 
@@ -66,9 +66,25 @@ function lanesFor(headDim: number): number {
   return headDim <= 64 ? 4 : 8;
 }
 
+/** Rewrites a radix kernel's constants and, for f16, its K/V and logits storage types. */
+function radixSource(
+  src: string,
+  name: string,
+  dtype: Dtype,
+  consts: Record<string, number>,
+): string {
+  const f16 = dtype === "f16";
+  return specializeWgsl(src, {
+    consts,
+    aliases: f16 ? { KV4: "vec4<f16>", LT: "f16" } : {},
+    f16,
+    name,
+  });
+}
+
 /** Stage-1 kernel source for a shape and dtype. */
 export function radixLogitsShader(shape: ModelShape, dtype: Dtype): string {
-  return specializeWgsl(logitsWgsl, dtype, {
+  return radixSource(logitsWgsl, "radix_logits.wgsl", dtype, {
     D4: shape.headDim / 4,
     KV_HEADS: shape.kvHeads,
     Q_HEADS: shape.qHeads,
@@ -80,7 +96,7 @@ export function radixLogitsShader(shape: ModelShape, dtype: Dtype): string {
 
 /** Stage-2 kernel source for a shape and dtype. */
 export function radixReduceShader(shape: ModelShape, dtype: Dtype): string {
-  return specializeWgsl(reducevWgsl, dtype, {
+  return radixSource(reducevWgsl, "radix_reducev.wgsl", dtype, {
     D4: shape.headDim / 4,
     KV_HEADS: shape.kvHeads,
     Q_HEADS: shape.qHeads,

@@ -45,6 +45,7 @@ import {
   reductionLists,
   rowGrid,
 } from "../reduce.ts";
+import { specializeWgsl, unrollWgsl } from "../wgsl.ts";
 import sequenceWgsl from "../wgsl/sequence.wgsl" with { type: "text" };
 
 /** Fewest tokens per chunk (chunks are also at least one block), so partials stay small. */
@@ -247,74 +248,6 @@ export function sequenceTiling(
   );
 }
 
-/**
- * Specialises a kernel: replaces `const NAME: u32 = ...u;` / `const NAME: f32 = ...;` lines and,
- * for f16, switches `alias KV4` / `alias LT` to f16 and enables the extension. Throws `RangeError`
- * when the source lacks a constant, so a renamed constant never goes silently unspecialised.
- */
-export function specializeWgsl(
-  src: string,
-  dtype: Dtype,
-  consts: Readonly<Record<string, number>>,
-): string {
-  let out = src;
-  for (const [name, value] of Object.entries(consts)) {
-    const re = new RegExp(`^const ${name}: (u32|f32) = [^;]+;`, "m");
-    const m = re.exec(out);
-    if (!m) throw new RangeError(`Kernel source has no constant ${name} to specialise`);
-    const lit = m[1] === "u32" ? `${value}u` : value.toPrecision(12);
-    out = out.replace(re, `const ${name}: ${m[1]} = ${lit};`);
-  }
-  if (dtype === "f16") {
-    out = "enable f16;\n" +
-      out.replace(/^alias KV4 = vec4<f32>;/m, "alias KV4 = vec4<f16>;")
-        .replace(/^alias LT = f32;/m, "alias LT = f16;");
-  }
-  return out;
-}
-
-const UNROLL_RE = /^(\s*)for \(var (\w+) = 0u; \2 < (\w+); \2\+\+\) \{\s*\/\/ unroll\s*$/;
-
-/**
- * Unrolls every loop written `for (var i = 0u; i < N; i++) { // unroll` (N a literal such as `4u`
- * or a name in `consts`): the body is repeated N times, each copy in its own block that starts
- * with `const i = <k>u;`, so indices built from `i` are constant expressions. Nested loops are
- * unrolled too. The loop's closing brace must be alone on its line, and braces inside the body
- * must balance line by line (no braces in comments). Throws `RangeError` for an unknown bound or
- * an unclosed loop.
- */
-export function unrollWgsl(src: string, consts: Readonly<Record<string, number>>): string {
-  let lines = src.split("\n");
-  for (;;) {
-    const at = lines.findIndex((l) => UNROLL_RE.test(l));
-    if (at < 0) return lines.join("\n");
-    const [, indent, name, bound] = UNROLL_RE.exec(lines[at]!)!;
-    const n = /^\d+u?$/.test(bound!) ? parseInt(bound!, 10) : consts[bound!];
-    if (n === undefined || !Number.isSafeInteger(n) || n < 0) {
-      throw new RangeError(`Cannot unroll a loop bounded by ${bound}: not a known constant`);
-    }
-    let depth = 1;
-    let close = at + 1;
-    for (; close < lines.length; close++) {
-      const code = lines[close]!.replace(/\/\/.*$/, "");
-      for (const ch of code) {
-        if (ch === "{") depth++;
-        else if (ch === "}") depth--;
-      }
-      if (depth === 0) break;
-    }
-    if (close >= lines.length || lines[close]!.trim() !== "}") {
-      throw new RangeError(`Unclosed unrolled loop at line ${at + 1}: ${lines[at]!.trim()}`);
-    }
-    const body = lines.slice(at + 1, close);
-    const copies: string[] = [];
-    for (let i = 0; i < n; i++) {
-      copies.push(`${indent}{ const ${name} = ${i}u;`, ...body, `${indent}}`);
-    }
-    lines = [...lines.slice(0, at), ...copies, ...lines.slice(close + 1)];
-  }
-}
-
 /** The kernel's constants for a shape and tiling (also the bounds of its unrolled loops). */
 export function sequenceConstants(
   shape: ModelShape,
@@ -358,7 +291,16 @@ export function sequenceConstants(
 /** The kernel source for a shape, dtype and tiling (specialised and unrolled). */
 export function sequenceShader(shape: ModelShape, dtype: Dtype, tiling: SequenceTiling): string {
   const consts = sequenceConstants(shape, tiling);
-  return unrollWgsl(specializeWgsl(sequenceWgsl, dtype, consts), consts);
+  const f16 = dtype === "f16";
+  return unrollWgsl(
+    specializeWgsl(sequenceWgsl, {
+      consts,
+      aliases: f16 ? { KV4: "vec4<f16>" } : {},
+      f16,
+      name: "sequence.wgsl",
+    }),
+    consts,
+  );
 }
 
 /** Builds the plan: path segments, even chunks of every query's KV, counts. */

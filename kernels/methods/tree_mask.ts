@@ -38,6 +38,7 @@ import {
   realIo,
 } from "../method.ts";
 import { rowGrid } from "../reduce.ts";
+import { specializeWgsl } from "../wgsl.ts";
 import qkWgsl from "../wgsl/tree_mask_qk.wgsl" with { type: "text" };
 import scaleWgsl from "../wgsl/tree_mask_scale.wgsl" with { type: "text" };
 import addWgsl from "../wgsl/tree_mask_add.wgsl" with { type: "text" };
@@ -348,20 +349,14 @@ export interface PreparedTreeMask extends PreparedMethod {
   encodeStep(pass: GPUComputePassEncoder, i: number): void;
 }
 
-/** Rewrites the kernel's storage alias and `const NAME: u32 = ...u;` tile constants. */
+/** Rewrites a step kernel's storage alias `ST` (f16: `enable f16;` too) and its tile constants. */
 export function specializeKernel(
   src: string,
   dtype: Dtype,
   consts: Readonly<Record<string, number>> = {},
 ): string {
-  let out = src;
-  for (const [name, value] of Object.entries(consts)) {
-    const re = new RegExp(`^const ${name}: u32 = \\d+u;`, "m");
-    if (!re.test(out)) throw new RangeError(`Kernel source has no constant ${name} to specialise`);
-    out = out.replace(re, `const ${name}: u32 = ${value}u;`);
-  }
-  if (dtype === "f16") out = "enable f16;\n" + out.replace(/^alias ST = f32;/m, "alias ST = f16;");
-  return out;
+  const f16 = dtype === "f16";
+  return specializeWgsl(src, { consts, aliases: f16 ? { ST: "f16" } : {}, f16 });
 }
 
 function uniform(gpu: Gpu, label: string, values: readonly number[]): GPUBuffer {

@@ -23,7 +23,6 @@ import {
   sequenceTiling,
   type SequenceVariant,
   sequenceVariant,
-  unrollWgsl,
 } from "../../kernels/methods/sequence.ts";
 import { kvLayout } from "../../kernels/layout.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodOptions } from "../../kernels/method.ts";
@@ -254,32 +253,6 @@ Deno.test("planSequence() uses the variant's target and reports its geometry", (
     big.counts.flops - 2 * big.lists.entries.length * s.qHeads * s.headDim,
     4 * s.headDim * s.qHeads * treeFacts(ix).pathTokens,
   );
-});
-
-Deno.test("unrollWgsl() repeats marked loops with constant indices, nested too", () => {
-  const src = [
-    "fn f() {",
-    "  for (var i = 0u; i < N; i++) { // unroll",
-    "    for (var j = 0u; j < 2u; j++) { // unroll",
-    "      x[i * 2u + j] = 1.0;",
-    "    }",
-    "  }",
-    "  for (var k = 0u; k < N; k++) {",
-    "  }",
-    "}",
-  ].join("\n");
-  const out = unrollWgsl(src, { N: 3 });
-  assertEquals(out.match(/x\[i \* 2u \+ j\] = 1\.0;/g)?.length, 6);
-  assertEquals(out.match(/const i = \d+u;/g), ["const i = 0u;", "const i = 1u;", "const i = 2u;"]);
-  assert(!out.includes("// unroll"));
-  assert(out.includes("for (var k = 0u; k < N; k++) {"), "unmarked loops stay");
-  let threw = false;
-  try {
-    unrollWgsl("for (var i = 0u; i < M; i++) { // unroll\n}", {});
-  } catch (e) {
-    threw = e instanceof RangeError;
-  }
-  assert(threw);
 });
 
 Deno.test("sequenceShader() leaves no marked loop and no unspecialised constant", () => {

@@ -6,6 +6,7 @@ import { GpuError } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodOptions } from "../../kernels/method.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
+import { WgslError } from "../../kernels/wgsl.ts";
 import {
   MAX_INTERMEDIATE_BYTES,
   MIN_SPLIT_TOKENS,
@@ -218,5 +219,5 @@ Deno.test("specializeKernel() rewrites the storage dtype and tile constants", ()
     "enable f16;\nalias ST = f16;\nconst TM: u32 = 8u;\nconst BK: u32 = 32u;\n",
   );
   assertEquals(specializeKernel(src, "f32"), src);
-  assertThrows(() => specializeKernel(src, "f32", { NOPE: 1 }), RangeError, /NOPE/);
+  assertThrows(() => specializeKernel(src, "f32", { NOPE: 1 }), WgslError, /NOPE/);
 });
