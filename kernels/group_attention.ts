@@ -584,7 +584,7 @@ function tileGroups(
   const kvh = shape.kvHeads;
   const red = reductionIo(lists, shape);
   const partials = groups.queries.length;
-  const nTree = treeTokens(ix);
+  const nTree = ix.treeTokens;
   const workgroups = itemCount * kvh;
   const dispatches: DispatchInfo[] = [];
   if (workgroups > 0) {
@@ -644,8 +644,6 @@ export function planGroupAttention(
   const mma = useMatrixUnits(input) ? mmaKernel(shape, dtype, input.caps, input.options.mma) : null;
   const lists = reductionLists(ix.queryCount, groups.queries);
   const t = tileGroups(input, groups, mma ?? k, lists);
-  let pathTokens = 0;
-  for (let q = 0; q < ix.queryCount; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
   return {
     method,
     shape,
@@ -664,7 +662,7 @@ export function planGroupAttention(
       real: t.real,
       dramBytes: dramFloorBytes(input),
       flops: t.flops,
-      usefulFlops: 4 * shape.headDim * pathTokens * shape.qHeads,
+      usefulFlops: 4 * shape.headDim * ix.sumPathTokens * shape.qHeads,
     },
     stats: { ...t.stats, ...stats },
   };
@@ -913,13 +911,6 @@ export function positiveOption(name: string, value: number): number {
     throw new RangeError(`Option ${name} must be a positive integer, got ${value}`);
   }
   return value;
-}
-
-/** N_tree: tokens in the tree. */
-export function treeTokens(ix: IndexedTree): number {
-  let n = 0;
-  for (let v = 0; v < ix.nodeCount; v++) n += ix.tokens(v);
-  return n;
 }
 
 /**

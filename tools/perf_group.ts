@@ -158,8 +158,7 @@ async function main() {
     if (wantTrees && !wantTrees.some((w) => treeName.startsWith(w))) continue;
     const problem = Problem.create(gpu, tree, { shape, dtype, seed: 1 });
     const ix = problem.ix;
-    let nTree = 0;
-    for (let v = 0; v < ix.nodeCount; v++) nTree += ix.tokens(v);
+    const nTree = ix.treeTokens;
     console.log(`\n${treeName}: ${ix.nodeCount} nodes, ${nTree} tokens, ${ix.queryCount} queries`);
     const rows = sampleRows(ix.queryCount, shape.qHeads);
     const expected = referenceAttention(ix, problem.layout, problem.data, rows);

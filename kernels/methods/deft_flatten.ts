@@ -24,7 +24,6 @@ import {
   positiveOption,
   prepareGroupAttention,
   queryRanges,
-  treeTokens,
 } from "../group_attention.ts";
 
 /** The flattened blocks of a tree, with their mask. */
@@ -44,7 +43,7 @@ export interface FlattenBlocks {
 export function flattenBlocks(ix: IndexedTree, layout: KvLayout, blockSize: number): FlattenBlocks {
   positiveOption("blockSize", blockSize);
   const { order, lo, hi } = queryRanges(ix);
-  const total = treeTokens(ix);
+  const total = ix.treeTokens;
   const count = Math.ceil(total / blockSize);
   const maxSegs = ix.nodeCount + count;
   const tokens = new Uint32Array(count);
@@ -153,7 +152,7 @@ export const deftFlatten: AttentionMethod<DeftFlattenPlan> = {
     const { ix, layout, shape, dtype, options } = input;
     const blockSize = positiveOption("blockSize", options.blockSize);
     const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize);
-    const n = treeTokens(ix);
+    const n = ix.treeTokens;
     const plan = planGroupAttention(
       "deft-flatten",
       input,

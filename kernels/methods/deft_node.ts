@@ -17,7 +17,6 @@ import {
   planGroupAttention,
   prepareGroupAttention,
   queryRanges,
-  treeTokens,
 } from "../group_attention.ts";
 
 /**
@@ -55,7 +54,7 @@ export const deftNode: AttentionMethod<GroupPlan> = {
       "deft-node",
       input,
       groups,
-      paperIo(shape, dtype, treeTokens(ix), 0, 0),
+      paperIo(shape, dtype, ix.treeTokens, 0, 0),
       { nodes: ix.nodeCount },
     );
   },

@@ -12,7 +12,6 @@ import {
   planGroupAttention,
   positiveOption,
   prepareGroupAttention,
-  treeTokens,
 } from "../group_attention.ts";
 import { nodeGroups } from "./deft_node.ts";
 
@@ -34,7 +33,7 @@ export const deftNodeChunk: AttentionMethod<DeftNodeChunkPlan> = {
       "deft-node-chunk",
       input,
       groups,
-      paperIo(shape, dtype, treeTokens(ix), 0, 0),
+      paperIo(shape, dtype, ix.treeTokens, 0, 0),
       { nodes: ix.nodeCount, chunkSize },
     );
     return { ...plan, chunkSize };

@@ -317,13 +317,9 @@ export function planSequence(
   const nq = ix.queryCount;
 
   // Path segments, root first, plus a sentinel per query.
+  const sumN = ix.sumPathTokens;
   let segCount = 0;
-  let sumN = 0;
-  for (let q = 0; q < nq; q++) {
-    const v = ix.queryNode[q]!;
-    segCount += ix.depth[v]! + 1;
-    sumN += ix.pathTokens[v]!;
-  }
+  for (let q = 0; q < nq; q++) segCount += ix.depth[ix.queryNode[q]!]! + 1;
   const segments = new Uint32Array(2 * segCount);
   const segBegin = new Uint32Array(nq);
   let so = 0;

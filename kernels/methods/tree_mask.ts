@@ -140,24 +140,15 @@ export function pvTile(rows: number, headDim: number): GemmTile {
   return { ...t, bk: sliceDepth(t, "pv", TILE_STORAGE_BUDGET) };
 }
 
-/** DFS start of each node in the concatenated tree and the slot of every tree token. */
-function dfsTokens(
-  ix: IndexedTree,
-  layout: KvLayout,
-): { dfsStart: Float64Array; slots: Uint32Array; n: number } {
-  const dfsStart = new Float64Array(ix.nodeCount);
-  let n = 0;
-  for (const v of ix.dfsOrder) {
-    dfsStart[v] = n;
-    n += ix.tokens(v);
-  }
-  const slots = new Uint32Array(n);
+/** The KV-pool slot of every tree token, nodes concatenated in DFS order. */
+function dfsTokenSlots(ix: IndexedTree, layout: KvLayout): Uint32Array {
+  const slots = new Uint32Array(ix.treeTokens);
   for (const v of ix.dfsOrder) {
     const s = layout.slotStart[v]!;
-    const o = dfsStart[v]!;
+    const o = ix.dfsStart[v]!;
     for (let t = 0, len = ix.tokens(v); t < len; t++) slots[o + t] = s + t;
   }
-  return { dfsStart, slots, n };
+  return slots;
 }
 
 /**
@@ -166,7 +157,6 @@ function dfsTokens(
  */
 export function denseCausalMask(
   ix: IndexedTree,
-  dfsStart: ArrayLike<number>,
   rowStride: number,
   dtype: Dtype,
 ): Uint16Array | Uint32Array {
@@ -177,7 +167,7 @@ export function denseCausalMask(
   for (let q = 0; q < ix.queryCount; q++) {
     const row = q * rowStride;
     for (let v = ix.queryNode[q]!; v >= 0; v = ix.parent[v]!) {
-      const start = row + dfsStart[v]!;
+      const start = row + ix.dfsStart[v]!;
       mask.fill(0, start, start + ix.tokens(v));
     }
   }
@@ -202,7 +192,8 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
   const b = dtypeBytes(dtype);
   const nq = ix.queryCount;
   const group = qHeads / kvHeads;
-  const { dfsStart, slots: tokenSlot, n } = dfsTokens(ix, layout);
+  const tokenSlot = dfsTokenSlots(ix, layout);
+  const n = ix.treeTokens;
   const stride = Math.ceil(n / 4) * 4;
 
   const E = qHeads * nq * stride;
@@ -214,7 +205,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
         `maxStorageBufferBindingSize can bind (${MAX_INTERMEDIATE_BYTES} bytes)`,
     );
   }
-  const maskBits = denseCausalMask(ix, dfsStart, stride, dtype);
+  const maskBits = denseCausalMask(ix, stride, dtype);
 
   const rows = group * nq;
   const qk = qkTile(rows);
@@ -280,8 +271,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
     6 * E + // step 4: subtract, exp, add; subtract, exp, multiply
     2 * kvHeads * pvRowTiles * pv.bm * pvColTiles * pv.bn * pvDepth + // step 5
     (splits > 1 ? splits * Eo : 0);
-  let pathTokens = 0;
-  for (let q = 0; q < nq; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
+  const pathTokens = ix.sumPathTokens;
 
   const outBytes = Eo * 4;
   const counts: PlanCounts = {
