@@ -27,20 +27,14 @@ import {
   type MethodOptions,
 } from "../kernels/method.ts";
 import { Problem } from "../kernels/problem.ts";
-import { referenceAttention } from "../kernels/reference.ts";
+import { referenceOf, sampleRows } from "../kernels/verify.ts";
 import { writeFileAtomic } from "../results/files.ts";
 import type { CaseResult, OptionValue } from "../results/schema.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import { IndexedTree, type Tree, treeFacts } from "../workloads/tree.ts";
 import { adapterKey } from "./calibrate.ts";
 import { createFlushPass } from "./measure.ts";
-import {
-  type CaseSpec,
-  runCases,
-  type TimingConfig,
-  verificationRows,
-  VERIFY_TOLERANCE,
-} from "./run.ts";
+import { type CaseSpec, runCases, type TimingConfig } from "./run.ts";
 import type { Timer } from "./timer.ts";
 
 /** Format tag of a tuning file. */
@@ -243,7 +237,6 @@ function identity(c: CaseResult): string {
 export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<TuningEntry[]> {
   if (o.trees.length === 0) throw new RangeError("tune() needs at least one tree");
   const caps = kernelCaps(gpu);
-  const tolerance = VERIFY_TOLERANCE[o.dtype];
   const fixed = o.fixed ?? {};
   const base: MethodOptions = { ...DEFAULT_METHOD_OPTIONS, ...fixed };
   const flush = o.timing.cold ? await createFlushPass(gpu, { bytes: o.flushBytes }) : undefined;
@@ -268,19 +261,18 @@ export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<Tuni
           seed: (o.seed * 1_000_003 + ti) >>> 0,
         });
         try {
-          const rows = verificationRows(ix.queryCount, o.shape.qHeads, o.verifyRows, o.seed ^ ti);
-          const expected = referenceAttention(problem.ix, problem.layout, problem.data, rows);
+          const rows = sampleRows(ix.queryCount, o.shape.qHeads, o.verifyRows, o.seed ^ ti);
+          const reference = referenceOf(problem, rows);
           const specs: CaseSpec[] = candidates.map((c, i) => ({
             key: `${t.name}/${method.name}#${i}`,
             method,
             options: { ...base, ...c } as MethodOptions,
           }));
-          const cases = await runCases(gpu, timer, problem, specs, { rows, expected }, {
+          const cases = await runCases(gpu, timer, problem, specs, reference, {
             dtype: o.dtype,
             timing: o.timing,
             seed: o.seed,
             calibration: null,
-            tolerance,
             flush,
             now: o.now,
           });

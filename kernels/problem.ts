@@ -23,6 +23,7 @@ import {
   kernelCaps,
   type MethodOptions,
   type Plan,
+  type PreparedMethod,
 } from "./method.ts";
 import { logitLimitNote } from "./f16_logits.ts";
 import { type OutputScan, POISON_BITS, scanOutput } from "./reference.ts";
@@ -144,6 +145,27 @@ export function invalidOutputMessage(
   return `${method} ${parts.join(" and ")}${note ? `; ${note}` : ""}`;
 }
 
+/**
+ * Runs a prepared method once on `problem` with a poisoned output (see {@linkcode POISON_BITS}) and
+ * reads the output back; `label` names it in GPU errors.
+ */
+export async function runPrepared(
+  problem: Problem,
+  prepared: PreparedMethod,
+  label: string,
+): Promise<Float32Array> {
+  const gpu = problem.gpu;
+  problem.poisonOutput();
+  await gpu.scoped(`Running ${label}`, () => {
+    const enc = gpu.device.createCommandEncoder({ label });
+    const pass = enc.beginComputePass({ label });
+    prepared.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+  });
+  return await problem.readOutput();
+}
+
 /** Result of {@linkcode runMethod}. */
 export interface MethodRun<P extends Plan> {
   plan: P;
@@ -167,15 +189,7 @@ export async function runMethod<P extends Plan>(
     () => method.prepare(gpu, plan, problem.buffers),
   );
   try {
-    problem.poisonOutput();
-    await gpu.scoped(`Running ${method.name}`, () => {
-      const enc = gpu.device.createCommandEncoder({ label: method.name });
-      const pass = enc.beginComputePass({ label: method.name });
-      prepared.encode(pass);
-      pass.end();
-      gpu.device.queue.submit([enc.finish()]);
-    });
-    const output = await problem.readOutput();
+    const output = await runPrepared(problem, prepared, method.name);
     const scan = scanOutput(output, problem.data.shape);
     if (scan.unwritten > 0 || scan.nonFinite > 0) {
       const note = logitLimitNote(method, problem.ix, problem.layout, problem.data, scan.badRows, {

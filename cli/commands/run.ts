@@ -13,8 +13,15 @@ import { kernelVariant } from "../../bench/run.ts";
 import { getMethod, METHODS } from "../../kernels/methods/mod.ts";
 import { logitLimitNote } from "../../kernels/f16_logits.ts";
 import { InvalidOutputError, Problem, runMethod } from "../../kernels/problem.ts";
-import { compareOutput, referenceAttention, type Row } from "../../kernels/reference.ts";
-import { Rng } from "../../workloads/rng.ts";
+import type { Row } from "../../kernels/reference.ts";
+import {
+  allRows,
+  type Reference,
+  referenceOf,
+  sampleRows,
+  TOLERANCE,
+  verify,
+} from "../../kernels/verify.ts";
 import { resolveShape } from "../../workloads/shapes.ts";
 import { IndexedTree, treeFacts } from "../../workloads/tree.ts";
 import { ExitCode, fromInput, UsageError } from "../errors.ts";
@@ -29,9 +36,6 @@ import {
   runtimeOption,
 } from "../runtime_args.ts";
 import { generatorOptions, intArg, resolveWorkload, scaleArg, shapeArg } from "../workload_args.ts";
-
-/** Error bounds per dtype (the paper's kernels reach 0.4% in fp16). */
-export const TOLERANCE = { f32: 1e-4, f16: 1e-2 } as const;
 
 /** One method's outcome on one runtime in `run`. */
 export interface RunOutcome {
@@ -50,7 +54,7 @@ export interface RunOutcome {
   plan: Pick<Plan, "counts" | "stats" | "dispatches"> | null;
 }
 
-/** Rows to check: every row when the reference is cheap, else a seeded sample. */
+/** Rows to check: every row when the reference is cheap, else a seeded sample of `limit`. */
 function chooseRows(
   queries: number,
   qHeads: number,
@@ -58,14 +62,9 @@ function chooseRows(
   headDim: number,
   limit: number,
   seed: number,
-): Row[] | undefined {
-  if (pathTokens * qHeads * headDim <= 2e8 || queries * qHeads <= limit) return undefined;
-  const rng = new Rng(seed ^ 0x5eed);
-  const rows: Row[] = [];
-  for (let i = 0; i < limit; i++) {
-    rows.push({ query: rng.int(0, queries - 1), head: rng.int(0, qHeads - 1) });
-  }
-  return rows;
+): Row[] {
+  if (pathTokens * qHeads * headDim <= 2e8) return allRows(queries, qHeads);
+  return sampleRows(queries, qHeads, limit, seed ^ 0x5eed);
 }
 
 /** Builds the `run` command. */
@@ -170,29 +169,28 @@ export function runCommand(io: CliIo) {
         opts.seed,
       );
       const outcomes: RunOutcome[] = [];
-      let expected: Float64Array | null = null;
+      let reference: Reference | null = null;
       const tolerance = TOLERANCE[dtype];
       for (const gpu of gpus) {
         const runtime = gpu.runtime.name;
         // The same seeded data on every runtime: one reference serves them all.
         const problem = Problem.create(gpu, ix, { shape, dtype, seed: opts.seed });
         try {
-          expected ??= referenceAttention(problem.ix, problem.layout, problem.data, rows);
+          reference ??= referenceOf(problem, rows);
           for (const method of methods) {
             try {
               let output: Float32Array, plan: Plan;
-              let unwritten = 0, nonFinite = 0, note: string | null = null;
+              let note: string | null = null;
               try {
                 ({ output, plan } = await runMethod(problem, method, options));
               } catch (e) {
                 // Unwritten or NaN values: still report the error of the values that were written.
                 if (!(e instanceof InvalidOutputError)) throw e;
                 ({ output, plan } = e);
-                ({ unwritten, nonFinite } = e.scan);
                 note = e.message;
               }
-              const r = compareOutput(output, expected, shape, facts.queries, rows);
-              const passed = unwritten === 0 && nonFinite === 0 && r.maxRelError <= tolerance;
+              const r = verify(output, reference, shape, dtype);
+              const { passed, unwritten, nonFinite, tolerance } = r;
               if (!passed && note === null) {
                 note = logitLimitNote(method, problem.ix, problem.layout, problem.data, rows, {
                   tolerance,
@@ -246,7 +244,7 @@ export function runCommand(io: CliIo) {
           version: g.runtime.version,
           adapter: g.info.description || g.info.vendor,
         })),
-        rowsChecked: rows ? rows.length : facts.queries * shape.qHeads,
+        rowsChecked: rows.length,
       };
       if (opts.json) {
         io.out(JSON.stringify({ ...header, outcomes }, null, 2) + "\n");

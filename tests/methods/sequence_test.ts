@@ -9,7 +9,6 @@ import {
   skipDtype,
   starTree,
   testGpu,
-  TOLERANCE,
 } from "../_conformance.ts";
 import {
   checkSequenceVariant,
@@ -27,7 +26,8 @@ import {
 import { kvLayout } from "../../kernels/layout.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodOptions } from "../../kernels/method.ts";
 import { Problem, runMethod } from "../../kernels/problem.ts";
-import { compareOutput, querySlots, referenceAttention } from "../../kernels/reference.ts";
+import { querySlots } from "../../kernels/reference.ts";
+import { referenceOf, verdictProblems, verify } from "../../kernels/verify.ts";
 import { FewShotRun } from "../../workloads/few_shot.ts";
 import { ReasoningRun } from "../../workloads/reasoning.ts";
 import { type Dtype, MODEL_SHAPES, type ModelShape } from "../../workloads/shapes.ts";
@@ -385,10 +385,8 @@ for (
             const { output } = await runMethod(problem, sequenceVariant(overrides), {
               targetWorkgroups,
             });
-            const expected = referenceAttention(ix, layout, data);
-            const r = compareOutput(output, expected, s, ix.queryCount);
-            assertEquals([r.unwritten, r.nonFinite], [0, 0]);
-            assert(r.maxRelError <= TOLERANCE[dtype], `max relative error ${r.maxRelError}`);
+            const r = verify(output, referenceOf(problem), s, dtype);
+            assert(r.passed, verdictProblems(r).join(", "));
           }
         } finally {
           problem.destroy();
