@@ -33,7 +33,7 @@
 
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
-import { type Gpu, GpuError } from "./gpu.ts";
+import { type Gpu, GpuError, PLAN_STORAGE_BUDGET } from "./gpu.ts";
 import {
   type AttentionMethod,
   type DispatchInfo,
@@ -302,11 +302,10 @@ export const DEFAULT_GROUP_KERNEL: Readonly<GroupKernelOptions> = {
 };
 
 /**
- * Workgroup memory a plan assumes when it decides Q residency (`"auto"`): what the software
- * adapter grants, and less than any current GPU. The plan's IO counts hold on every device that
- * offers at least this much; `prepare` picks the K chunk and V slice sizes for the real device.
+ * Workgroup memory a plan assumes when it decides Q residency (`"auto"`); `prepare` picks the K
+ * chunk and V slice sizes for the real device.
  */
-export const PLAN_STORAGE_BUDGET = 32768;
+export { PLAN_STORAGE_BUDGET };
 
 /** The kernel a plan is made for: the tile geometry and where Q lives (fixed by the plan). */
 export interface GroupKernel {

@@ -8,7 +8,7 @@
 
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import { IndexedTree, type Tree } from "../workloads/tree.ts";
-import { type Gpu, GpuError } from "./gpu.ts";
+import { type Gpu, GpuError, requireF16 } from "./gpu.ts";
 import {
   type AttentionData,
   type KvLayout,
@@ -63,11 +63,7 @@ export class Problem {
   /** Validates the tree, generates its data and uploads it. */
   static create(gpu: Gpu, tree: Tree | IndexedTree, options: ProblemOptions): Problem {
     const ix = tree instanceof IndexedTree ? tree : new IndexedTree(tree);
-    if (options.dtype === "f16" && !gpu.hasF16) {
-      throw new GpuError(
-        `dtype f16 needs the WebGPU feature shader-f16, which this adapter (${gpu.info.description}) does not offer; use --dtype f32`,
-      );
-    }
+    requireF16(gpu, options.dtype);
     if (ix.queryCount === 0) throw new GpuError("The tree has no queries: nothing to attend");
     const layout = kvLayout(ix, options.layout ?? "shuffled", options.seed);
     const { shape } = options;

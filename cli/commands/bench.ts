@@ -48,7 +48,7 @@ import { renderReport } from "../../results/report.ts";
 import type { Calibration, ResultsDocument, TuningUse } from "../../results/schema.ts";
 import { PAPER_PRESETS } from "../../workloads/presets.ts";
 import { type Dtype, resolveShape } from "../../workloads/shapes.ts";
-import { chooseDtype } from "../dtype.ts";
+import { storageDtype } from "../dtype.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 import {
@@ -650,9 +650,8 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         : null;
       if (scaleReason) say(`note: ${scaleReason}`);
       const noF16 = gpus.filter((g) => !g.hasF16);
-      // --dtype f16 must be possible on every runtime (chooseDtype says why not).
-      for (const g of gpus) chooseDtype(g, opts.dtype);
-      const dtype = opts.dtype ?? (noF16.length === 0 ? "f16" : "f32");
+      // --dtype f16 must be possible on every runtime (storageDtype says why not).
+      const dtype = storageDtype(gpus, opts.dtype);
       if (!opts.dtype && noF16.length > 0) {
         say(
           `note: ${

@@ -26,7 +26,7 @@ import { resolveShape } from "../../workloads/shapes.ts";
 import { IndexedTree, treeFacts } from "../../workloads/tree.ts";
 import { ExitCode, fromInput, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
-import { chooseDtype } from "../dtype.ts";
+import { storageDtype } from "../dtype.ts";
 import {
   checkKernel,
   dawnNodeOption,
@@ -150,9 +150,8 @@ export function runCommand(io: CliIo) {
         : { powerPreference: opts.adapter },
     );
     try {
-      // --dtype f16 must be possible on every runtime (chooseDtype says why not).
-      for (const g of gpus) chooseDtype(g, opts.dtype);
-      const dtype = opts.dtype ?? (gpus.every((g) => g.hasF16) ? "f16" : "f32");
+      // --dtype f16 must be possible on every runtime (storageDtype says why not).
+      const dtype = storageDtype(gpus, opts.dtype);
       for (const g of gpus) checkKernel(opts.kernel, g, dtype);
       const options = {
         ...DEFAULT_METHOD_OPTIONS,

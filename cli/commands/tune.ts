@@ -29,6 +29,7 @@ import { getPreset } from "../../workloads/presets.ts";
 import { resolveShape } from "../../workloads/shapes.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { storageDtype } from "../dtype.ts";
 import {
   checkKernel,
   dawnNodeOption,
@@ -202,15 +203,8 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
           `note: software adapter: trees scaled to ${scale} and short budgets; a CPU's tuning says nothing about GPUs (pass --scale 1 for full sizes)`,
         );
       }
-      const dtype = opts.dtype ?? (gpus.every((g) => g.hasF16) ? "f16" : "f32");
-      for (const g of gpus) {
-        if (dtype === "f16" && !g.hasF16) {
-          throw new UsageError(
-            `--dtype f16 needs shader-f16, which ${g.info.description} does not offer on runtime ${g.runtime.name}`,
-          );
-        }
-        checkKernel(opts.kernel, g, dtype);
-      }
+      const dtype = storageDtype(gpus, opts.dtype);
+      for (const g of gpus) checkKernel(opts.kernel, g, dtype);
       let trees: TuneTree[];
       if (workloadArgs.length === 0) {
         trees = defaultTuneTrees(scale, opts.seed);

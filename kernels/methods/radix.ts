@@ -18,7 +18,7 @@
  */
 
 import { type Dtype, dtypeBytes, groupSize, type ModelShape } from "../../workloads/shapes.ts";
-import { type Gpu, GpuError } from "../gpu.ts";
+import { type Gpu, requireF16 } from "../gpu.ts";
 import {
   type AttentionMethod,
   type DispatchInfo,
@@ -213,9 +213,7 @@ async function prepareRadix(
   problem: GpuProblem,
 ): Promise<PreparedMethod> {
   const { shape, dtype } = plan;
-  if (dtype === "f16" && !gpu.hasF16) {
-    throw new GpuError("radix with dtype f16 needs the WebGPU feature shader-f16");
-  }
+  requireF16(gpu, dtype);
   const [logitsPipeline, reducePipeline] = await Promise.all([
     gpu.pipeline("radix logits", radixLogitsShader(shape, dtype)),
     gpu.pipeline("radix reducev", radixReduceShader(shape, dtype)),

@@ -23,7 +23,7 @@
  */
 
 import { type Dtype, dtypeBytes, groupSize, type ModelShape } from "../../workloads/shapes.ts";
-import { type Gpu, GpuError } from "../gpu.ts";
+import { checkWorkgroup, type Gpu, PLAN_STORAGE_BUDGET, requireF16 } from "../gpu.ts";
 import {
   type AttentionMethod,
   type DispatchInfo,
@@ -52,12 +52,6 @@ import sequenceWgsl from "../wgsl/sequence.wgsl" with { type: "text" };
 export const MIN_CHUNK_TOKENS = 64;
 /** Most threads per workgroup (WebGPU's default `maxComputeInvocationsPerWorkgroup`). */
 export const MAX_SEQUENCE_WORKGROUP_SIZE = 256;
-/**
- * Workgroup memory a workgroup may use by default: 32 KiB, which every desktop Vulkan/Metal/D3D12
- * device grants (plans are device-free; `prepare` checks the real limit). Llama-3-8B f16 uses
- * about 13 KiB (24 KiB with 256 threads and 128-key blocks).
- */
-export const SEQUENCE_STORAGE_BUDGET = 32768;
 /** Most Q vec4s a lane keeps in registers when `qPlacement` is `"auto"` (64 registers). */
 export const Q_REGISTER_VEC4S = 16;
 const MAX_PER_DIM = 65535;
@@ -97,7 +91,8 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   prefetchV: false,
   targetWorkgroups: 1024,
   maxHeadsPerWorkgroup: 8,
-  storageBudget: SEQUENCE_STORAGE_BUDGET,
+  // Llama-3-8B f16 uses about 13 KiB (24 KiB with 256 threads and 128-key blocks).
+  storageBudget: PLAN_STORAGE_BUDGET,
 };
 
 /**
@@ -467,21 +462,8 @@ async function prepareSequence(
   problem: GpuProblem,
 ): Promise<PreparedMethod> {
   const { shape, dtype, tiling } = plan;
-  if (dtype === "f16" && !gpu.hasF16) {
-    throw new GpuError("sequence with dtype f16 needs the WebGPU feature shader-f16");
-  }
-  const storage = gpu.limit("maxComputeWorkgroupStorageSize");
-  if (tiling.sharedBytes > storage) {
-    throw new GpuError(
-      `sequence needs ${tiling.sharedBytes} bytes of workgroup memory, more than this device's maxComputeWorkgroupStorageSize of ${storage}`,
-    );
-  }
-  const invocations = gpu.limit("maxComputeInvocationsPerWorkgroup");
-  if (tiling.workgroupSize > invocations) {
-    throw new GpuError(
-      `sequence needs ${tiling.workgroupSize} threads per workgroup, more than this device's maxComputeInvocationsPerWorkgroup of ${invocations}`,
-    );
-  }
+  requireF16(gpu, dtype);
+  checkWorkgroup(gpu, "sequence", { bytes: tiling.sharedBytes, threads: tiling.workgroupSize });
   const pipeline = await gpu.pipeline("sequence", sequenceShader(shape, dtype, tiling));
   const chunks = plan.chunkMeta.length / 4;
   const own: GPUBuffer[] = [];

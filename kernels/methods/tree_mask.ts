@@ -23,7 +23,7 @@
 
 import { type Dtype, dtypeBytes } from "../../workloads/shapes.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
-import { type Gpu, GpuError } from "../gpu.ts";
+import { checkWorkgroup, type Gpu, requireF16, WEBGPU_MIN_WORKGROUP_STORAGE } from "../gpu.ts";
 import type { KvLayout } from "../layout.ts";
 import {
   type AttentionMethod,
@@ -47,11 +47,12 @@ import pvWgsl from "../wgsl/tree_mask_pv.wgsl" with { type: "text" };
 import sumWgsl from "../wgsl/tree_mask_sum.wgsl" with { type: "text" };
 
 /**
- * Workgroup memory the planned tiles fit in: WebGPU's guaranteed minimum, so a plan runs as planned
- * on every device (on H200, 16-deep slices of the 128 x 64 step-1 tile ran faster than 32-deep
- * ones). `prepare` still checks the device and would fall back to shallower slices.
+ * Workgroup memory the planned tiles fit in: WebGPU's guaranteed minimum rather than the plans'
+ * usual `PLAN_STORAGE_BUDGET`, so a plan runs as planned on every device (on H200,
+ * 16-deep slices of the 128 x 64 step-1 tile ran faster than 32-deep ones). `prepare` still checks
+ * the device and would fall back to shallower slices.
  */
-export const TILE_STORAGE_BUDGET = 16384;
+export const TILE_STORAGE_BUDGET = WEBGPU_MIN_WORKGROUP_STORAGE;
 /** Fewest tokens per split of step 5, so split partials stay small next to the P reads. */
 export const MIN_SPLIT_TOKENS = 256;
 /** Workgroups step 5 aims for when `options.targetWorkgroups` is 0 (a few waves of an H100). */
@@ -363,9 +364,7 @@ async function prepareTreeMask(
   const { shape, dtype, queries: nq, treeTokens: n, rowStride: stride, rows, splits } = plan;
   const { qHeads, kvHeads, headDim: d } = shape;
   const b = dtypeBytes(dtype);
-  if (dtype === "f16" && !gpu.hasF16) {
-    throw new GpuError("tree-mask with dtype f16 needs the WebGPU feature shader-f16");
-  }
+  requireF16(gpu, dtype);
   const E = plan.intermediateElements;
   const Eo = nq * qHeads * d;
   // Every buffer is checked before any is made, so a too-large tree fails cleanly.
@@ -382,11 +381,7 @@ async function prepareTreeMask(
   const fit = (tile: GemmTile, kernel: "qk" | "pv"): GemmTile => {
     const bk = Math.min(tile.bk, sliceDepth(tile, kernel, storage));
     if (bk === 0) {
-      throw new GpuError(
-        `tree-mask ${kernel} tiles need ${
-          tileBytes(tile, 4, kernel)
-        } bytes of workgroup memory, more than the device's maxComputeWorkgroupStorageSize of ${storage}`,
-      );
+      checkWorkgroup(gpu, `tree-mask ${kernel} tiles`, { bytes: tileBytes(tile, 4, kernel) });
     }
     return { ...tile, bk };
   };

@@ -17,12 +17,12 @@ import {
   MIN_CHUNK_TOKENS,
   planSequence,
   sequence,
-  SEQUENCE_STORAGE_BUDGET,
   sequenceShader,
   sequenceTiling,
   type SequenceVariant,
   sequenceVariant,
 } from "../../kernels/methods/sequence.ts";
+import { PLAN_STORAGE_BUDGET } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodOptions } from "../../kernels/method.ts";
 import { Problem, runMethod } from "../../kernels/problem.ts";
@@ -196,7 +196,7 @@ Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for eve
     const t = sequenceTiling(s, "f16");
     assertEquals(t.headBlocks, 1, s.name);
     assert(t.keysPerTile >= 64, s.name);
-    assert(t.sharedBytes <= SEQUENCE_STORAGE_BUDGET, s.name);
+    assert(t.sharedBytes <= PLAN_STORAGE_BUDGET, s.name);
   }
   const llama = sequenceTiling(MODEL_SHAPES["llama3-8b"]!, "f16");
   assertEquals(
