@@ -25,8 +25,9 @@
  * a shader after 65535 loop iterations in all, so on that adapter `prepare` refuses groups long
  * enough to reach the limit instead of returning wrong numbers.
  *
- * Variants (threads, rows, keys, Q residency) are selectable through {@linkcode withGroupKernel},
- * so that tools can time several on one device.
+ * Variants (threads, rows, keys, Q residency) are the `fma` option group, and the matrix kernel's
+ * tile the `mma` group (the methods' kernel variants, `group_variants.ts`), so that the command
+ * line, `tune` and tools can pick and time them.
  *
  * @module
  */
@@ -34,19 +35,17 @@
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
 import { type Gpu, GpuError, PLAN_STORAGE_BUDGET } from "./gpu.ts";
-import {
-  type AttentionMethod,
-  type DispatchInfo,
-  dramFloorBytes,
-  type GpuProblem,
-  type MethodName,
-  type PaperIo,
-  type Plan,
-  type PlanInput,
-  type PreparedMethod,
-  type RealIo,
-  realIo,
+import type {
+  DispatchInfo,
+  GpuProblem,
+  MethodName,
+  PaperIo,
+  Plan,
+  PlanInput,
+  PreparedMethod,
+  RealIo,
 } from "./method.ts";
+import { dramFloorBytes, realIo } from "./plan_counts.ts";
 import {
   prepareReduction,
   reductionDispatch,
@@ -273,7 +272,7 @@ function elemBytes(dtype: Dtype): number {
  */
 export type QResidency = "auto" | "f16" | "f32" | "none";
 
-/** Tile choices of the group-attention kernel; every method uses {@linkcode DEFAULT_GROUP_KERNEL}. */
+/** Tile choices of the group-attention kernel (`options.fma`; {@linkcode DEFAULT_GROUP_KERNEL} by default). */
 export interface GroupKernelOptions {
   /** Threads per workgroup: 64, 128 or 256. */
   threads: number;
@@ -627,8 +626,9 @@ function tileGroups(
 
 /**
  * Plans the group attention of `groups`: work items, dispatches, real IO and FLOPs as the kernel
- * issues them, and the common stats (method-specific `stats` are merged in). `kernel` picks a
- * kernel variant (default {@linkcode DEFAULT_GROUP_KERNEL}).
+ * issues them, and the common stats (method-specific `stats` are merged in). The FMA kernel's tile
+ * is `options.fma` (missing fields from {@linkcode DEFAULT_GROUP_KERNEL}), the matrix kernel's
+ * `options.mma`.
  */
 export function planGroupAttention(
   method: MethodName,
@@ -636,10 +636,9 @@ export function planGroupAttention(
   groups: GroupSet,
   paper: PaperIo,
   stats: Record<string, number>,
-  kernel: Partial<GroupKernelOptions> = {},
 ): GroupPlan {
   const { ix, shape, dtype, layout } = input;
-  const k = groupKernel(shape, dtype, kernel);
+  const k = groupKernel(shape, dtype, input.options.fma);
   const mma = useMatrixUnits(input) ? mmaKernel(shape, dtype, input.caps, input.options.mma) : null;
   const lists = reductionLists(ix.queryCount, groups.queries);
   const t = tileGroups(input, groups, mma ?? k, lists);
@@ -687,38 +686,6 @@ function useMatrixUnits(input: PlanInput): boolean {
       return input.dtype === "f16" && Boolean(input.caps?.matrix) &&
         (input.caps?.subgroupSize ?? 0) > 0;
   }
-}
-
-/**
- * `method` (a group-attention method) with another kernel variant: same groups, re-tiled for
- * `options` (missing fields from {@linkcode DEFAULT_GROUP_KERNEL}), with counts for that kernel.
- */
-export function withGroupKernel<P extends GroupPlan>(
-  method: AttentionMethod<P>,
-  options: Partial<GroupKernelOptions>,
-): AttentionMethod<P> {
-  const o = { ...DEFAULT_GROUP_KERNEL, ...options };
-  return {
-    name: method.name,
-    description:
-      `${method.description} (kernel: ${o.threads} threads, ${o.rows} rows, ${o.keys} keys, Q ${o.qResident})`,
-    plan(input) {
-      const base = method.plan(input);
-      const kernel = groupKernel(input.shape, input.dtype, o);
-      const t = tileGroups(input, base.groups, kernel, base.lists);
-      return {
-        ...base,
-        kernel,
-        mma: null,
-        kernelVariant: fmaVariantName(kernel),
-        items: t.items,
-        dispatches: t.dispatches,
-        counts: { ...base.counts, real: t.real, flops: t.flops },
-        stats: { ...base.stats, ...t.stats },
-      };
-    },
-    prepare: method.prepare,
-  };
 }
 
 /**

@@ -15,16 +15,16 @@
 
 import { createTimer } from "../bench/timer.ts";
 import { Gpu } from "../kernels/gpu.ts";
-import type { AttentionMethod, Plan } from "../kernels/method.ts";
-import { radix } from "../kernels/methods/radix.ts";
-import { type SequenceVariant, sequenceVariant } from "../kernels/methods/sequence.ts";
+import type { Plan } from "../kernels/method.ts";
+import { getMethod } from "../kernels/methods/mod.ts";
+import type { SequenceParams } from "../kernels/methods/sequence.ts";
 import { Problem } from "../kernels/problem.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { getPreset } from "../workloads/presets.ts";
 import { type Dtype, MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import { type Tree, treeFacts } from "../workloads/tree.ts";
-import { verifyAndTime } from "./_verify_time.ts";
+import { type ToolVariant, verifyAndTime } from "./_verify_time.ts";
 
 const args = Deno.args;
 const flag = (name: string) => args.includes(`--${name}`);
@@ -36,12 +36,13 @@ const onlyTrees = opt("trees")?.split(",");
 const onlyMethods = opt("methods")?.split(",");
 
 /** New-kernel variants timed by default (overrides of the default variant). */
-const VARIANTS: (Partial<SequenceVariant> & { name: string })[] = [
+/** Kernel variants (`options.sequence`, the method's variant parameters), each with a label. */
+const VARIANTS: (SequenceParams & { name: string })[] = [
   { name: "default" },
   { name: "t256-b128", threads: 256, blockKeys: 128 },
   { name: "q-wgmem", qPlacement: "workgroup" },
   { name: "lanes16", lanes: 16 },
-  { name: "prefetch-v", prefetchV: true },
+  { name: "prefetch-v", prefetchV: 1 },
   { name: "target2048", targetWorkgroups: 2048 },
 ];
 for (const a of args.filter((a) => a.startsWith("--variant="))) {
@@ -73,12 +74,13 @@ const TREES: [string, () => Tree][] = small
     ["sorting-1800", () => sorting(1)],
   ];
 
-const METHODS: [string, AttentionMethod][] = [
-  ...VARIANTS.map(({ name, ...o }): [string, AttentionMethod] => [
-    name,
-    sequenceVariant({ ...o, name }) as AttentionMethod,
-  ]),
-  ["radix", radix as AttentionMethod],
+const METHODS: ToolVariant[] = [
+  ...VARIANTS.map(({ name, ...sequence }): ToolVariant => ({
+    label: name,
+    method: getMethod("sequence"),
+    options: { sequence },
+  })),
+  { label: "radix", method: getMethod("radix") },
 ];
 
 const t0 = performance.now();
@@ -97,7 +99,9 @@ const quantile = (sorted: number[], p: number) =>
 
 interface Result {
   method: string;
-  variant: Partial<SequenceVariant> | null;
+  variant: SequenceParams | null;
+  /** The kernel variant the plan reports (`fma-threads256-blockKeys128-t256-k128-h4`). */
+  kernel: string | null;
   status: "ok" | "failed";
   message?: string;
   medianUs?: number;
@@ -145,15 +149,10 @@ for (const [treeName, make] of TREES) {
   console.log(
     `\n== ${treeName}: ${facts.queries} queries, ${facts.nodes} nodes, ΣN ${facts.pathTokens}, tree tokens ${facts.treeTokens}`,
   );
-  const chosen = METHODS.filter(([name]) => !onlyMethods || onlyMethods.includes(name));
+  const chosen = METHODS.filter((m) => !onlyMethods || onlyMethods.includes(m.label));
   let measured;
   try {
-    measured = await verifyAndTime(
-      problem,
-      timer,
-      chosen.map(([label, method]) => ({ label, method })),
-      { samples, warmup },
-    );
+    measured = await verifyAndTime(problem, timer, chosen, { samples, warmup });
   } finally {
     problem.destroy();
   }
@@ -161,6 +160,7 @@ for (const [treeName, make] of TREES) {
     const r: Result = {
       method: m.label,
       variant: VARIANTS.find((v) => v.name === m.label) ?? null,
+      kernel: m.plan?.kernelVariant ?? null,
       status: m.status === "ok" ? "ok" : "failed",
     };
     if (m.status !== "ok") r.message = m.message?.slice(0, 500);

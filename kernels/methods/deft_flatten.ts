@@ -15,7 +15,10 @@
  */
 
 import type { KvLayout } from "../layout.ts";
-import { type AttentionMethod, paperIo } from "../method.ts";
+import type { MethodRecord } from "../method.ts";
+import { paperIo } from "../plan_counts.ts";
+import { intOption, type MethodOption } from "../options.ts";
+import { GROUP_VARIANTS } from "../group_variants.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import {
   type GroupPlan,
@@ -143,14 +146,25 @@ export interface DeftFlattenPlan extends GroupPlan {
   readonly blockSize: number;
 }
 
+/** DeFT-Flatten's block size: tokens per flattened KV block (the paper's 128). */
+export const BLOCK_SIZE: MethodOption<number> = intOption({
+  key: "blockSize",
+  flag: "--block-size <tokens>",
+  doc: "deft-flatten block size",
+  default: 128,
+  tune: [128, 64, 256, 512],
+});
+
 /** DeFT-Flatten (`deft-flatten`). */
-export const deftFlatten: AttentionMethod<DeftFlattenPlan> = {
+export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
   name: "deft-flatten",
   description:
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
+  options: [BLOCK_SIZE],
+  variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
-    const blockSize = positiveOption("blockSize", options.blockSize);
+    const blockSize = BLOCK_SIZE.read(options);
     const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize);
     const n = ix.treeTokens;
     const plan = planGroupAttention(

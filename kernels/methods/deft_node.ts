@@ -7,7 +7,9 @@
  * @module
  */
 
-import { type AttentionMethod, paperIo } from "../method.ts";
+import type { MethodRecord } from "../method.ts";
+import { paperIo } from "../plan_counts.ts";
+import { GROUP_VARIANTS } from "../group_variants.ts";
 import type { KvLayout } from "../layout.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import {
@@ -44,9 +46,11 @@ export function nodeGroups(ix: IndexedTree, layout: KvLayout, chunk = Infinity):
 }
 
 /** DeFT-Node (`deft-node`). */
-export const deftNode: AttentionMethod<GroupPlan> = {
+export const deftNode: MethodRecord<GroupPlan, "deft-node"> = {
   name: "deft-node",
   description: "DeFT-Node: one group per tree node with all queries below it, no mask",
+  options: [],
+  variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype } = input;
     const groups = nodeGroups(ix, layout);

@@ -19,18 +19,16 @@
 
 import { type Dtype, dtypeBytes, groupSize, type ModelShape } from "../../workloads/shapes.ts";
 import { type Gpu, requireF16 } from "../gpu.ts";
-import {
-  type AttentionMethod,
-  type DispatchInfo,
-  dramFloorBytes,
-  type GpuProblem,
-  paperIo,
-  type Plan,
-  type PlanCounts,
-  type PlanInput,
-  type PreparedMethod,
-  realIo,
+import type {
+  DispatchInfo,
+  GpuProblem,
+  MethodRecord,
+  Plan,
+  PlanCounts,
+  PlanInput,
+  PreparedMethod,
 } from "../method.ts";
+import { dramFloorBytes, paperIo, realIo } from "../plan_counts.ts";
 import { rowGrid } from "../reduce.ts";
 import { specializeWgsl } from "../wgsl.ts";
 import logitsWgsl from "../wgsl/radix_logits.wgsl" with { type: "text" };
@@ -282,10 +280,16 @@ async function prepareRadix(
 }
 
 /** The `radix` method (SGLang's two-pass token attention on paged KV). */
-export const radix: AttentionMethod<RadixPlan> = {
+export const radix: MethodRecord<RadixPlan, "radix"> = {
   name: "radix",
   description:
     "Radix Attention (SGLang token attention): logits of 32-key tiles to global memory, then one softmax-reduce-V program per query head",
+  options: [],
+  variants: [{
+    family: "fma",
+    description: "two passes: logits to global memory, then softmax and P·V per query head",
+    needs: [],
+  }],
   // Stage 1 writes q·k / sqrt(d) to global memory in the storage dtype, as SGLang's kernel does.
   storedLogits: "scaled",
   plan: planRadix,

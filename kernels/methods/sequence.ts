@@ -11,9 +11,9 @@
  * with several lanes per key for the scores and one thread per (key group, dim quad) for P·V, and
  * walks a chunk in blocks of keys (64 by default) with two barriers per block; see the kernel's
  * header.
- * Every geometry parameter is a field of {@linkcode SequenceVariant}, and
- * {@linkcode sequenceVariant} builds the method for any variant (the registered `sequence` is the
- * default one), so variants can be timed side by side.
+ * Every geometry parameter is a field of {@linkcode SequenceVariant}; the method's one kernel
+ * variant ({@linkcode SEQUENCE_KERNEL}) takes them from `options.sequence` (on the command line
+ * `--variant sequence.threads=256,...`), so variants can be timed side by side.
  *
  * Its KV IO is the paper's `2·d·ΣN_i` (Table 12), loaded once per KV head rather than once per
  * query head, so this is the strong GQA-aware form of the baseline every speedup is measured
@@ -24,18 +24,17 @@
 
 import { type Dtype, dtypeBytes, groupSize, type ModelShape } from "../../workloads/shapes.ts";
 import { checkWorkgroup, type Gpu, PLAN_STORAGE_BUDGET, requireF16 } from "../gpu.ts";
-import {
-  type AttentionMethod,
-  type DispatchInfo,
-  dramFloorBytes,
-  type GpuProblem,
-  paperIo,
-  type Plan,
-  type PlanCounts,
-  type PlanInput,
-  type PreparedMethod,
-  realIo,
+import type {
+  DispatchInfo,
+  GpuProblem,
+  MethodRecord,
+  Plan,
+  PlanCounts,
+  PlanInput,
+  PreparedMethod,
 } from "../method.ts";
+import { dramFloorBytes, paperIo, realIo } from "../plan_counts.ts";
+import { type KernelVariant, TARGET_WORKGROUPS } from "../options.ts";
 import {
   type PreparedReduction,
   prepareReduction,
@@ -93,6 +92,102 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   maxHeadsPerWorkgroup: 8,
   // Llama-3-8B f16 uses about 13 KiB (24 KiB with 256 threads and 128-key blocks).
   storageBudget: PLAN_STORAGE_BUDGET,
+};
+
+/**
+ * `options.sequence`: the fields of {@linkcode SequenceVariant} to change from the default (its
+ * name follows from them; `prefetchV` is 0 or 1).
+ */
+export type SequenceParams = Readonly<{
+  threads?: number;
+  lanes?: number;
+  blockKeys?: number;
+  qPlacement?: SequenceVariant["qPlacement"];
+  prefetchV?: 0 | 1;
+  targetWorkgroups?: number;
+  maxHeadsPerWorkgroup?: number;
+  storageBudget?: number;
+}>;
+
+/**
+ * The variant `params` ask for (checked; `RangeError` naming a bad field). Its name is `default`,
+ * or the changed fields (`threads256-blockKeys128`).
+ */
+export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant {
+  const { prefetchV, ...rest } = params;
+  if (prefetchV !== undefined && prefetchV !== 0 && prefetchV !== 1) {
+    throw new RangeError(
+      `Sequence variant prefetchV must be 0 or 1, got ${JSON.stringify(prefetchV)}`,
+    );
+  }
+  const base: Record<string, unknown> = {
+    ...DEFAULT_SEQUENCE_VARIANT,
+    prefetchV: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
+  };
+  const changed = Object.entries(params).filter(([k, v]) => v !== undefined && v !== base[k]);
+  const name = changed.length === 0 ? "default" : changed.map(([k, v]) => `${k}${v}`).join("-");
+  return checkSequenceVariant({
+    ...DEFAULT_SEQUENCE_VARIANT,
+    ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
+    ...(prefetchV === undefined ? {} : { prefetchV: prefetchV === 1 }),
+    name,
+  });
+}
+
+/** The kernel of `sequence`, its one variant: every field of {@linkcode SequenceVariant}. */
+export const SEQUENCE_KERNEL: KernelVariant = {
+  family: "fma",
+  description: "split-KV Flash-Decoding, K and V straight into registers (wgsl/sequence.wgsl)",
+  needs: [],
+  params: {
+    key: "sequence",
+    params: [
+      {
+        name: "threads",
+        doc: "threads per workgroup, a power of two in [64, 256]",
+        default: DEFAULT_SEQUENCE_VARIANT.threads,
+      },
+      {
+        name: "lanes",
+        doc: "lanes per key in the score phase, a power of two (0: min(8, head dim / 4))",
+        default: DEFAULT_SEQUENCE_VARIANT.lanes,
+        min: 0,
+      },
+      {
+        name: "blockKeys",
+        doc: "keys per block, a power of two (an upper bound)",
+        default: DEFAULT_SEQUENCE_VARIANT.blockKeys,
+      },
+      {
+        name: "qPlacement",
+        doc: "where a lane keeps its Q quads",
+        default: DEFAULT_SEQUENCE_VARIANT.qPlacement,
+        choices: ["auto", "registers", "workgroup"],
+      },
+      {
+        name: "prefetchV",
+        doc: "1: issue a block's V loads before its first barrier",
+        default: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
+        min: 0,
+        max: 1,
+      },
+      {
+        name: "targetWorkgroups",
+        doc: "workgroups aimed for when --target-workgroups is 0",
+        default: DEFAULT_SEQUENCE_VARIANT.targetWorkgroups,
+      },
+      {
+        name: "maxHeadsPerWorkgroup",
+        doc: "most query heads per workgroup",
+        default: DEFAULT_SEQUENCE_VARIANT.maxHeadsPerWorkgroup,
+      },
+      {
+        name: "storageBudget",
+        doc: "workgroup memory budget, bytes",
+        default: DEFAULT_SEQUENCE_VARIANT.storageBudget,
+      },
+    ],
+  },
 };
 
 /**
@@ -298,12 +393,10 @@ export function sequenceShader(shape: ModelShape, dtype: Dtype, tiling: Sequence
   );
 }
 
-/** Builds the plan: path segments, even chunks of every query's KV, counts. */
-export function planSequence(
-  input: PlanInput,
-  variant: SequenceVariant = DEFAULT_SEQUENCE_VARIANT,
-): SequencePlan {
+/** Builds the plan for the variant `options.sequence` asks for: path segments, even chunks of every query's KV, counts. */
+export function planSequence(input: PlanInput): SequencePlan {
   const { ix, layout, shape, dtype, options } = input;
+  const variant = sequenceVariantOf(options.sequence);
   const { qHeads, kvHeads, headDim: d } = shape;
   const tiling = sequenceTiling(shape, dtype, variant);
   const T = tiling.keysPerTile;
@@ -333,7 +426,8 @@ export function planSequence(
 
   // Chunk size: enough chunks for the target workgroup count, at least MIN_CHUNK_TOKENS, whole
   // blocks. Each query's KV is then split evenly (block-aligned), so no chunk is a tiny leftover.
-  const target = options.targetWorkgroups > 0 ? options.targetWorkgroups : variant.targetWorkgroups;
+  const asked = TARGET_WORKGROUPS.read(options);
+  const target = asked > 0 ? asked : variant.targetWorkgroups;
   const chunkTokens = ceilDiv(
     Math.max(MIN_CHUNK_TOKENS, T, ceilDiv(sumN * blocks, target)),
     T,
@@ -512,20 +606,13 @@ async function prepareSequence(
   };
 }
 
-/** The `sequence` method of a variant (overrides on top of {@linkcode DEFAULT_SEQUENCE_VARIANT}). */
-export function sequenceVariant(
-  overrides: Partial<SequenceVariant> = {},
-): AttentionMethod<SequencePlan> & { readonly variant: Readonly<SequenceVariant> } {
-  const variant = checkSequenceVariant({ ...DEFAULT_SEQUENCE_VARIANT, ...overrides });
-  return {
-    name: "sequence",
-    description:
-      "Flash-Decoding on paged KV: each query's root-to-node KV split into chunks, GQA-aware, then a gather reduction",
-    variant,
-    plan: (input) => planSequence(input, variant),
-    prepare: prepareSequence,
-  };
-}
-
-/** The `sequence` method (Flash-Decoding on paged KV), default variant. */
-export const sequence: AttentionMethod<SequencePlan> = sequenceVariant();
+/** The `sequence` method (Flash-Decoding on paged KV). */
+export const sequence: MethodRecord<SequencePlan, "sequence"> = {
+  name: "sequence",
+  description:
+    "Flash-Decoding on paged KV: each query's root-to-node KV split into chunks, GQA-aware, then a gather reduction",
+  options: [TARGET_WORKGROUPS],
+  variants: [SEQUENCE_KERNEL],
+  plan: planSequence,
+  prepare: prepareSequence,
+};

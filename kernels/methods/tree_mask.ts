@@ -25,19 +25,18 @@ import { type Dtype, dtypeBytes } from "../../workloads/shapes.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import { checkWorkgroup, type Gpu, requireF16, WEBGPU_MIN_WORKGROUP_STORAGE } from "../gpu.ts";
 import type { KvLayout } from "../layout.ts";
-import {
-  type AttentionMethod,
-  type DispatchInfo,
-  dramFloorBytes,
-  type GpuProblem,
-  paperIo,
-  type Plan,
-  type PlanCounts,
-  type PlanInput,
-  type PreparedMethod,
-  realIo,
+import type {
+  DispatchInfo,
+  GpuProblem,
+  MethodRecord,
+  Plan,
+  PlanCounts,
+  PlanInput,
+  PreparedMethod,
 } from "../method.ts";
+import { dramFloorBytes, paperIo, realIo } from "../plan_counts.ts";
 import { rowGrid } from "../reduce.ts";
+import { TARGET_WORKGROUPS } from "../options.ts";
 import { specializeWgsl } from "../wgsl.ts";
 import qkWgsl from "../wgsl/tree_mask_qk.wgsl" with { type: "text" };
 import scaleWgsl from "../wgsl/tree_mask_scale.wgsl" with { type: "text" };
@@ -216,9 +215,8 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
   const pvRowTiles = Math.ceil(rows / pv.bm);
   const pvColTiles = Math.ceil(d / pv.bn);
   const pvBase = kvHeads * pvRowTiles * pvColTiles;
-  const target = options.targetWorkgroups > 0
-    ? options.targetWorkgroups
-    : DEFAULT_TARGET_WORKGROUPS;
+  const asked = TARGET_WORKGROUPS.read(options);
+  const target = asked > 0 ? asked : DEFAULT_TARGET_WORKGROUPS;
   const maxSplits = Math.max(1, Math.floor(n / MIN_SPLIT_TOKENS));
   let splits = Math.min(maxSplits, Math.max(1, Math.ceil(target / pvBase)));
   // Chunks are whole 32-token multiples, so whole slices of any depth prepare may pick.
@@ -483,10 +481,16 @@ async function prepareTreeMask(
 }
 
 /** Tree Attention-Medusa: all tree KV against all queries with a dense causal mask, unfused. */
-export const treeMask: AttentionMethod<TreeMaskPlan> = {
+export const treeMask: MethodRecord<TreeMaskPlan, "tree-mask"> = {
   name: "tree-mask",
   description:
     "Tree Attention-Medusa: whole-tree KV x all queries with a dense causal mask, unfused steps (QK^T, scale, mask, softmax, PV) through global memory",
+  options: [TARGET_WORKGROUPS],
+  variants: [{
+    family: "fma",
+    description: "unfused tiled GEMMs and elementwise steps through global memory",
+    needs: [],
+  }],
   // S = Q·K^T goes to global memory unscaled in the storage dtype (step 1), as in PyTorch.
   storedLogits: "unscaled",
   plan: planTreeMask,

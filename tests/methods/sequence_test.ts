@@ -17,10 +17,11 @@ import {
   MIN_CHUNK_TOKENS,
   planSequence,
   sequence,
+  type SequenceParams,
   sequenceShader,
   sequenceTiling,
   type SequenceVariant,
-  sequenceVariant,
+  sequenceVariantOf,
 } from "../../kernels/methods/sequence.ts";
 import { PLAN_STORAGE_BUDGET } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
@@ -154,20 +155,20 @@ Deno.test("planSequence() folds large grids within 65535 workgroups per dimensio
 });
 
 /** Variants that move every knob of the kernel (the perf script times some of them). */
-const VARIANTS: Partial<SequenceVariant>[] = [
+const VARIANTS: SequenceParams[] = [
   {},
   { threads: 256, blockKeys: 128 },
   { threads: 64, blockKeys: 32 },
   { lanes: 16, blockKeys: 64 },
   { lanes: 4, qPlacement: "workgroup" },
   { qPlacement: "registers", maxHeadsPerWorkgroup: 2 },
-  { prefetchV: true },
+  { prefetchV: 1 },
   { blockKeys: 32, storageBudget: 16384 },
 ];
 
 Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for every shape", () => {
   for (const overrides of VARIANTS) {
-    const variant = { ...DEFAULT_SEQUENCE_VARIANT, ...overrides };
+    const variant = sequenceVariantOf(overrides);
     for (const d of [4, 8, 32, 36, 64, 96, 128, 256]) {
       for (const [qh, kvh] of [[4, 4], [8, 2], [8, 1], [6, 2], [32, 2], [64, 8], [32, 32]]) {
         for (const dtype of ["f16", "f32"] as const) {
@@ -227,7 +228,23 @@ Deno.test("checkSequenceVariant() rejects impossible variants", () => {
     }
     assert(threw, JSON.stringify(b));
   }
-  assertEquals(sequenceVariant({ threads: 128 }).variant.threads, 128);
+  assertEquals(sequenceVariantOf({ threads: 256 }).threads, 256);
+  assertEquals(sequenceVariantOf({}), DEFAULT_SEQUENCE_VARIANT);
+  // Named after what it changes; a field at its default changes nothing.
+  assertEquals(
+    sequenceVariantOf({ threads: 128, prefetchV: 1, blockKeys: 32 }).name,
+    "prefetchV1-blockKeys32",
+  );
+  assertEquals(sequenceVariantOf({ prefetchV: 1 }).prefetchV, true);
+  for (const b of [{ prefetchV: 2 as 1 }, { lanes: 3 }]) {
+    let threw = false;
+    try {
+      sequenceVariantOf(b);
+    } catch (e) {
+      threw = e instanceof RangeError;
+    }
+    assert(threw, JSON.stringify(b));
+  }
   assertEquals(sequence.name, "sequence");
 });
 
@@ -242,8 +259,10 @@ Deno.test("planSequence() uses the variant's target and reports its geometry", (
     dtype: "f16" as const,
     options: DEFAULT_METHOD_OPTIONS,
   };
-  const small = sequenceVariant({ targetWorkgroups: 400, threads: 256 }).plan(input);
-  const big = sequenceVariant({ targetWorkgroups: 4000 }).plan(input);
+  const variant = (sequence: SequenceParams) =>
+    planSequence({ ...input, options: { ...DEFAULT_METHOD_OPTIONS, sequence } });
+  const small = variant({ targetWorkgroups: 400, threads: 256 });
+  const big = variant({ targetWorkgroups: 4000 });
   assert(small.workgroups < big.workgroups);
   assertEquals(small.stats.workgroupSize, 256);
   assertEquals(small.variant.threads, 256);
@@ -257,7 +276,7 @@ Deno.test("planSequence() uses the variant's target and reports its geometry", (
 
 Deno.test("sequenceShader() leaves no marked loop and no unspecialised constant", () => {
   for (const overrides of VARIANTS) {
-    const variant = { ...DEFAULT_SEQUENCE_VARIANT, ...overrides };
+    const variant = sequenceVariantOf(overrides);
     for (const s of [MODEL_SHAPES["llama3-8b"]!, shape(6, 2, 36), shape(16, 2, 256)]) {
       const src = sequenceShader(s, "f16", sequenceTiling(s, "f16", variant));
       assert(!/\{\s*\/\/ unroll\s*$/m.test(src));
@@ -348,13 +367,20 @@ for (const overrides of VARIANTS.slice(1)) {
       dtype: "f16",
     },
   );
-  conformanceSuite(sequenceVariant(overrides), cases, `sequence ${JSON.stringify(overrides)}`);
+  conformanceSuite(
+    sequence,
+    cases.map((c) => ({ ...c, options: { ...c.options, sequence: overrides } })),
+    `sequence ${JSON.stringify(overrides)}`,
+  );
 }
 
 // Logits that keep growing along the path move the running maximum by more than the kernel's
 // threshold in later blocks (its rarely taken rescaling path), and push early keys to underflow.
 for (
-  const overrides of [{}, { prefetchV: true }, { threads: 128, qPlacement: "workgroup" as const }]
+  const overrides of [{}, { prefetchV: 1 }, {
+    threads: 128,
+    qPlacement: "workgroup",
+  }] as SequenceParams[]
 ) {
   for (const dtype of ["f32", "f16"] as const) {
     Deno.test({
@@ -382,8 +408,9 @@ for (
           }
           gpu.device.queue.writeBuffer(problem.buffers.k, 0, data.k as Float32Array<ArrayBuffer>);
           for (const targetWorkgroups of [1, 0]) {
-            const { output } = await runMethod(problem, sequenceVariant(overrides), {
+            const { output } = await runMethod(problem, sequence, {
               targetWorkgroups,
+              sequence: overrides,
             });
             const r = verify(output, referenceOf(problem), s, dtype);
             assert(r.passed, verdictProblems(r).join(", "));

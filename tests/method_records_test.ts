@@ -1,0 +1,97 @@
+import { DEFAULT_METHOD_OPTIONS, METHOD_NAMES } from "../kernels/method.ts";
+import { getMethod, METHOD_LIST, METHOD_OPTIONS, METHODS } from "../kernels/methods/mod.ts";
+import {
+  badParamGroup,
+  type DeviceOffer,
+  missingNeeds,
+  parseVariantParams,
+} from "../kernels/options.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+
+Deno.test("the method list is the one source of names, registry, options and defaults", () => {
+  assertEquals(METHOD_NAMES, METHOD_LIST.map((m) => m.name));
+  assertEquals(new Set(METHOD_NAMES).size, METHOD_NAMES.length);
+  assertEquals([...METHODS.keys()], METHOD_NAMES);
+  for (const m of METHOD_LIST) {
+    assertEquals(getMethod(m.name), m);
+    assert(m.description.length > 0, m.name);
+    assert(m.variants.length > 0, `${m.name} has no kernel variant`);
+    for (const o of m.options) assert(METHOD_OPTIONS.includes(o), `${m.name}: ${o.key}`);
+  }
+  assertEquals(new Set(METHOD_OPTIONS.map((o) => o.key)).size, METHOD_OPTIONS.length);
+  assertEquals(
+    new Set(METHOD_OPTIONS.map((o) => o.flag.split(" ")[0])).size,
+    METHOD_OPTIONS.length,
+  );
+  // Results record the options in this order (the documents written before the list existed).
+  assertEquals(Object.keys(DEFAULT_METHOD_OPTIONS), [
+    "blockSize",
+    "chunkSize",
+    "targetWorkgroups",
+    "kernel",
+  ]);
+  for (const o of METHOD_OPTIONS) assertEquals(DEFAULT_METHOD_OPTIONS[o.key], o.default);
+  assertThrows(() => getMethod("flash"), RangeError, /known methods: sequence, radix/);
+});
+
+Deno.test("every kernels module loads on its own: method modules import only types from method.ts", async () => {
+  // methods/mod.ts reads the method modules while it loads, and method.ts re-exports it: a value
+  // import of method.ts from a module that mod.ts loads would read a method before it exists.
+  const root = new URL("../kernels/", import.meta.url);
+  const files: string[] = [];
+  for (const dir of ["", "methods/"]) {
+    for await (const e of Deno.readDir(new URL(dir, root))) {
+      if (e.isFile && e.name.endsWith(".ts")) files.push(dir + e.name);
+    }
+  }
+  const allowed = new Set(["method.ts", "problem.ts", "verify.ts"]);
+  for (const f of files.filter((f) => !allowed.has(f))) {
+    const src = await Deno.readTextFile(new URL(f, root));
+    for (const m of src.matchAll(/^import\s+(type\s+)?[^;]*?from\s+"([^"]+)";/gms)) {
+      if (!/(^|\/)method\.ts$/.test(m[2]!)) continue;
+      assert(m[1] !== undefined, `${f} imports values from method.ts: ${m[0]}`);
+    }
+  }
+});
+
+Deno.test("kernel variants say what they need; the conformance suite and tune read it", () => {
+  const all: DeviceOffer = { f16: true, subgroups: true, subgroupMatrix: true };
+  const flatten = getMethod("deft-flatten");
+  const [fma, mma] = flatten.variants;
+  assertEquals([fma!.family, mma!.family], ["fma", "mma"]);
+  assertEquals(missingNeeds(mma!, all, "f16"), []);
+  assertEquals(missingNeeds(mma!, all, "f32"), ["f32 storage (it takes f16)"]);
+  assertEquals(missingNeeds(mma!, { ...all, subgroupMatrix: false }, "f16"), ["subgroup-matrix"]);
+  assertEquals(missingNeeds(fma!, { ...all, f16: false }, "f16"), ["shader-f16"]);
+  assertEquals(missingNeeds(fma!, { ...all, f16: false }, "f32"), []);
+});
+
+Deno.test("parseVariantParams() reads GROUP.PARAM=VALUE against the variants' parameters", () => {
+  const variants = METHOD_LIST.flatMap((m) => m.variants);
+  assertEquals(parseVariantParams("mma.rows=64, mma.keys=32,fma.qResident=f32", variants), {
+    mma: { rows: 64, keys: 32 },
+    fma: { qResident: "f32" },
+  });
+  assertEquals(parseVariantParams("sequence.prefetchV=1,sequence.lanes=0", variants), {
+    sequence: { prefetchV: 1, lanes: 0 },
+  });
+  const bad: [string, RegExp][] = [
+    ["", /needs GROUP\.PARAM=VALUE; known: .*mma\.rows/],
+    ["rows=64", /must look like GROUP\.PARAM=VALUE/],
+    ["mma.tile=8", /unknown parameter mma\.tile/],
+    ["mma.rows=0", /mma\.rows must be an integer >= 1, got 0/],
+    ["mma.rows=x", /mma\.rows must be an integer >= 1, got x/],
+    ["sequence.prefetchV=2", /prefetchV must be an integer from 0 to 1/],
+    ["fma.qResident=gpu", /must be one of auto, f16, f32, none/],
+    ["mma.rows=32,mma.rows=64", /names mma\.rows twice/],
+  ];
+  for (const [text, re] of bad) {
+    assertThrows(() => parseVariantParams(text, variants), RangeError, re);
+  }
+  const mmaParams = getMethod("cascade").variants[1]!.params!;
+  assertEquals(badParamGroup(mmaParams, { rows: 64 }), null);
+  assertEquals(
+    badParamGroup(mmaParams, { rows: 0 }),
+    "an object of positive integer rows and keys",
+  );
+});
