@@ -1,3 +1,6 @@
+import { TUNABLES } from "../bench/tune.ts";
+import { captureIo } from "../cli/io.ts";
+import { main } from "../cli/main.ts";
 import { DEFAULT_METHOD_OPTIONS, METHOD_NAMES } from "../kernels/method.ts";
 import { getMethod, METHOD_LIST, METHOD_OPTIONS, METHODS } from "../kernels/methods/mod.ts";
 import {
@@ -6,7 +9,7 @@ import {
   missingNeeds,
   parseVariantParams,
 } from "../kernels/options.ts";
-import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 
 Deno.test("the method list is the one source of names, registry, options and defaults", () => {
   assertEquals(METHOD_NAMES, METHOD_LIST.map((m) => m.name));
@@ -64,6 +67,13 @@ Deno.test("kernel variants say what they need; the conformance suite and tune re
   assertEquals(missingNeeds(mma!, { ...all, subgroupMatrix: false }, "f16"), ["subgroup-matrix"]);
   assertEquals(missingNeeds(fma!, { ...all, f16: false }, "f16"), ["shader-f16"]);
   assertEquals(missingNeeds(fma!, { ...all, f16: false }, "f32"), []);
+  // Tunables come from the records: an option for the methods that read it, a variant's tile
+  // for the methods that have the variant.
+  const of = (option: string) => TUNABLES.find((t) => t.option === option)!.methods;
+  assertEquals(of("blockSize"), ["deft-flatten"]);
+  assertEquals(of("chunkSize"), ["deft-node-chunk", "cascade"]);
+  assertEquals(of("kernel"), "all");
+  assertEquals(of("mma"), ["deft-node", "deft-node-chunk", "deft-flatten", "cascade"]);
 });
 
 Deno.test("parseVariantParams() reads GROUP.PARAM=VALUE against the variants' parameters", () => {
@@ -94,4 +104,47 @@ Deno.test("parseVariantParams() reads GROUP.PARAM=VALUE against the variants' pa
     badParamGroup(mmaParams, { rows: 0 }),
     "an object of positive integer rows and keys",
   );
+});
+
+const TREE = ["few-shot", "--prompt", "40", "--branches", "3", "--generated", "4"];
+const OPTS = ["--shape", "4/1/64", "--dtype", "f32", "--json"];
+
+Deno.test({
+  name: "run reaches every option and kernel variant of the records from the command line",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const run = async (...args: string[]) => {
+      const io = captureIo();
+      const code = await main(["run", ...args, ...TREE, ...OPTS], io);
+      return { code, io, outcome: code === 0 ? JSON.parse(io.stdout).outcomes[0] : null };
+    };
+    const seq = await run("sequence", "--variant", "sequence.threads=256,sequence.blockKeys=128");
+    assertEquals(seq.code, 0, seq.io.stderr);
+    assertMatch(seq.outcome.kernel, /^fma-threads256-blockKeys128-t256-k/);
+    const target = await run("sequence", "--target-workgroups", "1");
+    assertEquals(target.outcome.plan.stats.direct, 1);
+    const flat = await run(
+      "deft-flatten",
+      "--kernel",
+      "fma",
+      "--variant",
+      "fma.threads=128,fma.rows=64,fma.keys=32",
+      "--block-size",
+      "16",
+    );
+    assertEquals(flat.code, 0, flat.io.stderr);
+    assertEquals(flat.outcome.kernel, "fma-t128-r64-k32-qnone");
+    assertEquals(flat.outcome.plan.stats.blockSize, 16);
+    for (
+      const [args, re] of [
+        [["deft-flatten", "--variant", "fma.lanes=4"], /unknown parameter fma\.lanes/],
+        [["sequence", "--target-workgroups", "-1"], /--target-workgroups must be at least 0/],
+      ] as const
+    ) {
+      const r = await run(...args);
+      assertEquals(r.code, 2, r.io.stderr);
+      assertMatch(r.io.stderr, re);
+    }
+  },
 });

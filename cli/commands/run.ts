@@ -10,7 +10,7 @@ import { Table } from "../../deps/cli_table.ts";
 import { GpuError, type RuntimeName } from "../../kernels/gpu.ts";
 import { DEFAULT_METHOD_OPTIONS, METHOD_NAMES, type Plan } from "../../kernels/method.ts";
 import { kernelVariant } from "../../bench/run.ts";
-import { getMethod, METHODS } from "../../kernels/methods/mod.ts";
+import { getMethod, METHOD_LIST } from "../../kernels/methods/mod.ts";
 import { logitLimitNote } from "../../kernels/f16_logits.ts";
 import { InvalidOutputError, Problem, runMethod } from "../../kernels/problem.ts";
 import type { Row } from "../../kernels/reference.ts";
@@ -26,6 +26,7 @@ import { resolveShape } from "../../workloads/shapes.ts";
 import { IndexedTree, treeFacts } from "../../workloads/tree.ts";
 import { ExitCode, fromInput, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { givenOptions, methodOptionFlags, variantOption } from "../method_args.ts";
 import { storageDtype } from "../dtype.ts";
 import {
   checkKernel,
@@ -95,16 +96,6 @@ export function runCommand(io: CliIo) {
     )
     .addOption(new Option("--scale <s>", "shrink presets by s in (0, 1]").argParser(scaleArg))
     .addOption(
-      new Option("--block-size <tokens>", "deft-flatten block size").argParser(
-        intArg("--block-size"),
-      ).default(128),
-    )
-    .addOption(
-      new Option("--chunk-size <tokens>", "deft-node-chunk chunk size").argParser(
-        intArg("--chunk-size"),
-      ).default(128),
-    )
-    .addOption(
       new Option("--rows <n>", "rows (query, head) checked when the tree is large").argParser(
         intArg("--rows"),
       ).default(512),
@@ -117,16 +108,16 @@ export function runCommand(io: CliIo) {
     .addOption(runtimeOption())
     .addOption(dawnNodeOption())
     .addOption(kernelOption())
+    .addOption(variantOption())
     .option("--json", "print JSON");
-  for (const o of generatorOptions()) cmd.addOption(o);
+  for (const o of [...methodOptionFlags({ withDefaults: true }), ...generatorOptions()]) {
+    cmd.addOption(o);
+  }
   return cmd.action(async (methodArg, workload, opts) => {
     const methods = methodArg === "all"
-      ? [...METHODS.values()]
+      ? [...METHOD_LIST]
       : [fromInput(() => getMethod(methodArg))];
     if (methods.length === 0) throw new UsageError("No methods are registered");
-    if (opts.blockSize < 1 || opts.chunkSize < 1) {
-      throw new UsageError("--block-size and --chunk-size must be at least 1");
-    }
     const shape = resolveShape(opts.shape);
     const run = await resolveWorkload(workload, opts);
     const iteration = opts.snapshot ?? run.iterations - 1;
@@ -153,12 +144,7 @@ export function runCommand(io: CliIo) {
       // --dtype f16 must be possible on every runtime (storageDtype says why not).
       const dtype = storageDtype(gpus, opts.dtype);
       for (const g of gpus) checkKernel(opts.kernel, g, dtype);
-      const options = {
-        ...DEFAULT_METHOD_OPTIONS,
-        blockSize: opts.blockSize,
-        chunkSize: opts.chunkSize,
-        kernel: opts.kernel ?? DEFAULT_METHOD_OPTIONS.kernel,
-      };
+      const options = { ...DEFAULT_METHOD_OPTIONS, ...givenOptions(opts) };
       const rows = chooseRows(
         facts.queries,
         shape.qHeads,
