@@ -31,8 +31,6 @@ import {
 } from "../_conformance.ts";
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
 
-conformanceSuite(deftFlatten);
-
 const LLAMA3_8B: ModelShape = {
   name: "llama3-8b",
   qHeads: 32,

@@ -35,8 +35,6 @@ import { type Dtype, MODEL_SHAPES, type ModelShape } from "../../workloads/shape
 import { SpeculativeRun } from "../../workloads/speculative.ts";
 import { IndexedTree, type Tree, treeFacts } from "../../workloads/tree.ts";
 
-conformanceSuite(sequence);
-
 function plan(
   tree: Tree,
   s: ModelShape = GQA4,

@@ -19,7 +19,7 @@ import {
   type TreeMaskPlan,
   visiblePairs,
 } from "../../kernels/methods/tree_mask.ts";
-import { conformanceSuite, GQA4, internalQueriesTree, starTree, testGpu } from "../_conformance.ts";
+import { GQA4, internalQueriesTree, starTree, testGpu } from "../_conformance.ts";
 import {
   assert,
   assertEquals,
@@ -27,8 +27,6 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../_assert.ts";
-
-conformanceSuite(treeMask);
 
 function plan(
   tree: Tree,
