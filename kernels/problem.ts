@@ -169,17 +169,17 @@ export interface MethodRun<P extends Plan> {
 }
 
 /**
- * Plans, prepares and runs `method` once on `problem` with a poisoned output, and reads it back.
- * Throws {@linkcode InvalidOutputError} when any output value was left unwritten or is NaN or
- * infinite.
+ * Plans (unless given `plan`), prepares and runs `method` once on `problem` with a poisoned output,
+ * and reads it back. Throws {@linkcode InvalidOutputError} when any output value was left unwritten
+ * or is NaN or infinite.
  */
 export async function runMethod<P extends Plan>(
   problem: Problem,
   method: AttentionMethod<P>,
   options: Partial<MethodOptions> = {},
+  plan: P = problem.plan(method, options),
 ): Promise<MethodRun<P>> {
   const gpu = problem.gpu;
-  const plan = problem.plan(method, options);
   const prepared = await gpu.scoped(
     `Preparing ${method.name}`,
     () => method.prepare(gpu, plan, problem.buffers),

@@ -154,6 +154,8 @@ export function runCommand(io: CliIo) {
         opts.seed,
       );
       const outcomes: RunOutcome[] = [];
+      // Methods whose plan refused this input (a size or option beyond the method's limits).
+      const limited: RunOutcome[] = [];
       let reference: Reference | null = null;
       const tolerance = TOLERANCE[dtype];
       for (const gpu of gpus) {
@@ -163,11 +165,36 @@ export function runCommand(io: CliIo) {
         try {
           reference ??= referenceOf(problem, rows);
           for (const method of methods) {
+            const failure = (error: string): RunOutcome => ({
+              method: method.name,
+              runtime,
+              kernel: null,
+              maxRelError: null,
+              tolerance,
+              unwritten: 0,
+              nonFinite: 0,
+              passed: false,
+              error,
+              note: null,
+              plan: null,
+            });
+            let plan: Plan;
             try {
-              let output: Float32Array, plan: Plan;
+              plan = problem.plan(method, options);
+            } catch (e) {
+              // A plan reads only the tree, the shape and the options given here: a RangeError
+              // names a limit of this input (bad input, exit 2), not a bug.
+              if (!(e instanceof RangeError)) throw e;
+              const o = failure(e.message);
+              outcomes.push(o);
+              limited.push(o);
+              continue;
+            }
+            try {
+              let output: Float32Array;
               let note: string | null = null;
               try {
-                ({ output, plan } = await runMethod(problem, method, options));
+                ({ output } = await runMethod(problem, method, options, plan));
               } catch (e) {
                 // Unwritten or NaN values: still report the error of the values that were written.
                 if (!(e instanceof InvalidOutputError)) throw e;
@@ -197,19 +224,7 @@ export function runCommand(io: CliIo) {
               });
             } catch (e) {
               if (!(e instanceof GpuError)) throw e;
-              outcomes.push({
-                method: method.name,
-                runtime,
-                kernel: null,
-                maxRelError: null,
-                tolerance,
-                unwritten: 0,
-                nonFinite: 0,
-                passed: false,
-                error: e.message,
-                note: null,
-                plan: null,
-              });
+              outcomes.push(failure(e.message));
             }
           }
         } finally {
@@ -284,15 +299,19 @@ export function runCommand(io: CliIo) {
           "max rel error over the rows checked; unwritten and NaN/inf over the whole output. IO per layer; paper accounting counts per query head (the paper's Table 12/17); real accounting counts the bytes the kernels load and store.\n",
         );
       }
-      if (outcomes.some((o) => !o.passed)) {
-        io.err(
-          `error: ${
-            outcomes.filter((o) => !o.passed).map((o) =>
-              gpus.length > 1 ? `${o.method} (${o.runtime})` : o.method
-            ).join(", ")
-          } failed the check against the reference\n`,
-        );
+      const name = (o: RunOutcome) => (gpus.length > 1 ? `${o.method} (${o.runtime})` : o.method);
+      const failed = outcomes.filter((o) => !o.passed && !limited.includes(o));
+      if (failed.length > 0) {
+        io.err(`error: ${failed.map(name).join(", ")} failed the check against the reference\n`);
         throw new ExitCode(1);
+      }
+      // Nothing wrong but the input: bad input (exit 2), naming each method's limit.
+      if (limited.length > 0) {
+        throw new UsageError(
+          [...new Set(limited.map((o) => `${o.method} cannot run this input: ${o.error}`))].join(
+            "; ",
+          ),
+        );
       }
     } finally {
       for (const g of gpus) g.destroy();
