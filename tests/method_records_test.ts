@@ -148,3 +148,24 @@ Deno.test({
     }
   },
 });
+
+Deno.test("the README's worked example of adding a method is the code, line for line", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const section = readme.slice(
+    readme.indexOf("### Adding a method"),
+    readme.indexOf("## Workloads"),
+  );
+  const blocks = [...section.matchAll(/```ts ignore\n([^]*?)```/g)].map((m) => m[1]!);
+  assertEquals(blocks.length, 2);
+  const files = ["../kernels/methods/deft_node_chunk.ts", "../kernels/methods/mod.ts"];
+  for (const [i, block] of blocks.entries()) {
+    const source = (await Deno.readTextFile(new URL(files[i]!, import.meta.url))).split("\n");
+    // Every line of the snippet appears in the file, in order (doc comments left out).
+    let at = 0;
+    for (const line of block.split("\n").filter((l) => l.trim() !== "")) {
+      const found = source.indexOf(line, at);
+      assert(found >= 0, `${files[i]}: README line not found in order: ${line}`);
+      at = found + 1;
+    }
+  }
+});
