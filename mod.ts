@@ -174,13 +174,23 @@ export {
   METHOD_NAMES,
   type MethodName,
   type MethodOptions,
+  type MethodRecord,
   type PaperIo,
   type Plan,
   type PlanCounts,
   type PreparedMethod,
   type RealIo,
 } from "./kernels/method.ts";
-export { getMethod, METHODS } from "./kernels/methods/mod.ts";
+export { getMethod, METHOD_LIST, METHOD_OPTIONS, METHODS } from "./kernels/methods/mod.ts";
+export {
+  type AdapterFeature,
+  type KernelVariant,
+  type MethodOption,
+  type OptionValue as MethodOptionValue,
+  parseVariantParams,
+  type VariantParam,
+  type VariantParams,
+} from "./kernels/options.ts";
 export {
   InvalidOutputError,
   type MethodRun,
