@@ -10,14 +10,14 @@
  * @example Run DeFT-Flatten on one few-shot tree and check it against the reference
  * ```ts
  * import {
- *   compareOutput,
  *   FewShotRun,
  *   getMethod,
  *   Gpu,
  *   MODEL_SHAPES,
  *   Problem,
- *   referenceAttention,
+ *   referenceOf,
  *   runMethod,
+ *   verify,
  * } from "./mod.ts";
  *
  * // Iteration 7 of a few-shot run: a 256-token prompt and 4 branches of 8 tokens.
@@ -29,9 +29,9 @@
  *   seed: 1,
  * });
  * const { output, plan } = await runMethod(problem, getMethod("deft-flatten"));
- * const expected = referenceAttention(problem.ix, problem.layout, problem.data);
- * const error = compareOutput(output, expected, problem.data.shape, problem.ix.queryCount);
- * console.log(error.maxRelError < 1e-4, plan.counts.paper.kvBytes, plan.counts.real.totalBytes);
+ * // Every output row against the float64 reference, within the f32 tolerance (1e-4).
+ * const verdict = verify(output, referenceOf(problem), problem.data.shape, "f32");
+ * console.log(verdict.passed, plan.counts.paper.kvBytes, plan.counts.real.totalBytes);
  * problem.destroy();
  * gpu.destroy();
  * ```
@@ -147,6 +147,16 @@ export {
   scanOutput,
 } from "./kernels/reference.ts";
 export {
+  allRows,
+  type Reference,
+  referenceOf,
+  sampleRows,
+  TOLERANCE,
+  type Verdict,
+  verdictProblems,
+  verify,
+} from "./kernels/verify.ts";
+export {
   F16_MAX,
   f16LogitRange,
   logitLimitNote,
@@ -164,19 +174,30 @@ export {
   METHOD_NAMES,
   type MethodName,
   type MethodOptions,
+  type MethodRecord,
   type PaperIo,
   type Plan,
   type PlanCounts,
   type PreparedMethod,
   type RealIo,
 } from "./kernels/method.ts";
-export { getMethod, METHODS } from "./kernels/methods/mod.ts";
+export { getMethod, METHOD_LIST, METHOD_OPTIONS, METHODS } from "./kernels/methods/mod.ts";
+export {
+  type AdapterFeature,
+  type KernelVariant,
+  type MethodOption,
+  type OptionValue as MethodOptionValue,
+  parseVariantParams,
+  type VariantParam,
+  type VariantParams,
+} from "./kernels/options.ts";
 export {
   InvalidOutputError,
   type MethodRun,
   Problem,
   type ProblemOptions,
   runMethod,
+  runPrepared,
 } from "./kernels/problem.ts";
 
 // Benchmarking: the run on one device per runtime, timers, and tuning.

@@ -25,9 +25,16 @@ import type {
   PreparedMethod,
 } from "../kernels/method.ts";
 import { METHOD_NAMES, zeroPlanCounts } from "../kernels/method.ts";
-import { Problem } from "../kernels/problem.ts";
+import { Problem, runPrepared } from "../kernels/problem.ts";
 import { logitLimitNote } from "../kernels/f16_logits.ts";
-import { compareOutput, referenceAttention, type Row, scanOutput } from "../kernels/reference.ts";
+import {
+  type Reference,
+  referenceOf,
+  sampleRows,
+  TOLERANCE,
+  verdictProblems,
+  verify,
+} from "../kernels/verify.ts";
 import {
   type Calibration,
   type CaseClock,
@@ -52,7 +59,6 @@ import {
 } from "../results/schema.ts";
 import { roofline } from "../results/roofline.ts";
 import { median, summarize } from "../results/stats.ts";
-import { Rng } from "../workloads/rng.ts";
 import { type DecodingRun, runFacts, type Snapshot } from "../workloads/run.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import { IndexedTree, treeFacts } from "../workloads/tree.ts";
@@ -71,12 +77,6 @@ import {
 } from "./clock.ts";
 import { type ProgressReporter, silentProgress } from "./progress.ts";
 import { busyPass, checkTicks, type Timer } from "./timer.ts";
-
-/**
- * Largest relative error against the float64 reference: f32 1e-4; f16 1e-2, because the paper's
- * kernels reach 0.4% in f16 and we allow 1%.
- */
-export const VERIFY_TOLERANCE: Record<Dtype, number> = { f32: 1e-4, f16: 1e-2 };
 
 /** Trees with at most this many nodes are stored in the results. */
 export const MAX_STORED_TREE_NODES = 4096;
@@ -189,22 +189,6 @@ export async function sourceHash(
   const bytes = new TextEncoder().encode(JSON.stringify([method, items]));
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return [...digest.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** A seeded sample of `count` distinct (query, head) rows (all rows when there are fewer). */
-export function verificationRows(
-  queries: number,
-  heads: number,
-  count: number,
-  seed: number,
-): Row[] {
-  const total = queries * heads;
-  const pick = (i: number): Row => ({ query: Math.floor(i / heads), head: i % heads });
-  if (total <= count) return Array.from({ length: total }, (_, i) => pick(i));
-  const rng = new Rng(seed);
-  const chosen = new Set<number>();
-  while (chosen.size < count) chosen.add(rng.int(0, total - 1));
-  return [...chosen].sort((a, b) => a - b).map(pick);
 }
 
 /** The roofline of a case (see `results/roofline.ts`). */
@@ -354,10 +338,7 @@ export interface CaseSpec {
 }
 
 /** The float64 reference of a problem on a sample of rows (shared by every runtime). */
-export interface ProblemReference {
-  rows: Row[];
-  expected: Float64Array;
-}
+export type ProblemReference = Reference;
 
 /** How {@linkcode runCases} checks and times. */
 export interface CaseRunSettings {
@@ -365,8 +346,6 @@ export interface CaseRunSettings {
   timing: TimingConfig;
   seed: number;
   calibration: Calibration | null;
-  /** Largest relative error that passes. */
-  tolerance: number;
   /** Cold-mode flush pass of this device, if any. */
   flush?: Awaited<ReturnType<typeof createFlushPass>>;
   now?: () => number;
@@ -406,13 +385,13 @@ function sharedReference(config: BenchConfig, iteration: number) {
   let ref: ProblemReference | null = null;
   return (problem: Problem): ProblemReference => {
     if (ref) return ref;
-    const rows = verificationRows(
+    const rows = sampleRows(
       problem.ix.queryCount,
       config.shape.qHeads,
       config.verifyRows,
       config.seed ^ iteration,
     );
-    ref = { rows, expected: referenceAttention(problem.ix, problem.layout, problem.data, rows) };
+    ref = referenceOf(problem, rows);
     return ref;
   };
 }
@@ -449,7 +428,6 @@ export async function runBench(
   };
   const many = devices.length > 1;
   const on = (d: BenchDevice) => (many ? `${d.gpu.runtime.name}: ` : "");
-  const tolerance = VERIFY_TOLERANCE[config.dtype];
   // Case keys are workload@iteration/method: two workloads with one name would collide.
   const workloadNames = new Set<string>();
   for (const w of config.workloads) {
@@ -568,7 +546,6 @@ export async function runBench(
             timing: config.timing,
             seed: config.seed,
             calibration: d.calibration,
-            tolerance,
             flush: flushes[i],
             now,
             clocks: clocks[i],
@@ -814,7 +791,7 @@ async function runSnapshot(
     });
   } catch (e) {
     return specs.map((s) => {
-      const c = blankCase(s, runtime, settings.tolerance);
+      const c = blankCase(s, runtime, TOLERANCE[settings.dtype]);
       c.status = "error";
       c.message = (e as Error)?.message ?? String(e);
       return c;
@@ -874,7 +851,7 @@ export async function runCases(
   try {
     for (const spec of specs) {
       const m = spec.method;
-      const c = blankCase(spec, runtime, settings.tolerance);
+      const c = blankCase(spec, runtime, TOLERANCE[settings.dtype]);
       results.set(spec.key, c);
       const sources: PipelineSource[] = [];
       try {
@@ -897,51 +874,25 @@ export async function runCases(
         c.sourceHash = await sourceHash(m.name, sources);
         prepared.push({ spec, plan, prepared: pm });
         if (reference) {
-          const { rows, expected } = reference;
-          problem.poisonOutput();
-          await gpu.scoped(`Running ${m.name}`, () => {
-            const enc = gpu.device.createCommandEncoder({ label: `verify ${m.name}` });
-            const pass = enc.beginComputePass({ label: m.name });
-            pm.encode(pass);
-            pass.end();
-            gpu.device.queue.submit([enc.finish()]);
-          });
-          const out = await problem.readOutput();
-          const r = compareOutput(out, expected, problem.data.shape, problem.ix.queryCount, rows);
-          const tolerance = settings.tolerance;
+          const out = await runPrepared(problem, pm, m.name);
           // Unwritten and NaN values count over the whole output, not only the sampled rows.
-          const scan = scanOutput(out, problem.data.shape);
-          const passed = scan.unwritten === 0 && scan.nonFinite === 0 &&
-            r.maxRelError <= tolerance;
+          const v = verify(out, reference, problem.data.shape, problem.data.dtype);
           c.verification = {
             checked: true,
-            rows: r.rows,
-            maxRelError: finite(r.maxRelError),
-            tolerance,
-            unwritten: scan.unwritten,
-            nonFinite: scan.nonFinite,
-            passed,
+            rows: v.rows,
+            maxRelError: finite(v.maxRelError),
+            tolerance: v.tolerance,
+            unwritten: v.unwritten,
+            nonFinite: v.nonFinite,
+            passed: v.passed,
           };
-          if (!passed) {
+          if (!v.passed) {
             c.status = "failed";
-            const worst = r.worst
-              ? ` (worst row: query ${r.worst.query}, head ${r.worst.head})`
-              : "";
             const note = logitLimitNote(m, problem.ix, problem.layout, problem.data, [
-              ...rows,
-              ...scan.badRows,
-            ], { tolerance, overflowOnly: r.maxRelError <= tolerance });
-            const problems = [];
-            if (!(r.maxRelError <= tolerance)) {
-              problems.push(
-                `max relative error ${
-                  r.maxRelError.toPrecision(3)
-                } > ${tolerance} over ${r.rows} rows${worst}`,
-              );
-            }
-            if (scan.unwritten > 0) problems.push(`${scan.unwritten} output values unwritten`);
-            if (scan.nonFinite > 0) problems.push(`${scan.nonFinite} NaN or infinite values`);
-            c.message = `${problems.join(", ")}${note ? `; ${note}` : ""}`;
+              ...reference.rows,
+              ...v.badRows,
+            ], { tolerance: v.tolerance, overflowOnly: v.maxRelError <= v.tolerance });
+            c.message = `${verdictProblems(v).join(", ")}${note ? `; ${note}` : ""}`;
           }
         }
       } catch (e) {

@@ -9,13 +9,14 @@
  *
  * The candidates come from data ({@linkcode TUNABLES}): each tunable names a method option, the
  * methods it matters for, its values on a device and, optionally, the candidates it applies to
- * (the matrix tile only with the `mma` family); a new option is one more entry.
+ * (the matrix tile only with the `mma` family). They are made from the method records: every
+ * option with `tune` values, the kernel family, and every kernel variant's parameter group with
+ * `tune` groups; a new method's tunables need no edit here.
  *
  * @module
  */
 
 import type { Gpu, RuntimeName } from "../kernels/gpu.ts";
-import { DEFAULT_MMA_KERNEL } from "../kernels/group_attention_mma.ts";
 import {
   type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
@@ -26,21 +27,17 @@ import {
   type MethodName,
   type MethodOptions,
 } from "../kernels/method.ts";
+import { METHOD_LIST, METHOD_OPTIONS } from "../kernels/methods/mod.ts";
+import { badParamGroup, type KernelVariant, type VariantParams } from "../kernels/options.ts";
 import { Problem } from "../kernels/problem.ts";
-import { referenceAttention } from "../kernels/reference.ts";
+import { referenceOf, sampleRows } from "../kernels/verify.ts";
 import { writeFileAtomic } from "../results/files.ts";
 import type { CaseResult, OptionValue } from "../results/schema.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import { IndexedTree, type Tree, treeFacts } from "../workloads/tree.ts";
 import { adapterKey } from "./calibrate.ts";
 import { createFlushPass } from "./measure.ts";
-import {
-  type CaseSpec,
-  runCases,
-  type TimingConfig,
-  verificationRows,
-  VERIFY_TOLERANCE,
-} from "./run.ts";
+import { type CaseSpec, runCases, type TimingConfig } from "./run.ts";
 import type { Timer } from "./timer.ts";
 
 /** Format tag of a tuning file. */
@@ -63,11 +60,13 @@ export interface Tunable {
 }
 
 /** The value of each tunable option when nothing is chosen: the tie-break prefers these. */
-export const TUNING_DEFAULTS: Readonly<OptionValues> = {
-  blockSize: DEFAULT_METHOD_OPTIONS.blockSize,
-  chunkSize: DEFAULT_METHOD_OPTIONS.chunkSize,
-  mma: { ...DEFAULT_MMA_KERNEL },
-};
+export const TUNING_DEFAULTS: Readonly<OptionValues> = Object.fromEntries([
+  ...METHOD_OPTIONS.filter((o) => o.tune).map((o) => [o.key, o.default]),
+  ...tunedParams().map(({ params }) => [
+    params.key,
+    Object.fromEntries(params.params.map((p) => [p.name, p.default])),
+  ]),
+]);
 
 /** Deep equality of option values. */
 export function sameValue(a: OptionValue | undefined, b: OptionValue | undefined): boolean {
@@ -82,40 +81,41 @@ export function kernelFamilies(caps: KernelCaps | null, dtype: Dtype): ("fma" | 
   return caps?.matrix && dtype === "f16" ? ["fma", "mma"] : ["fma"];
 }
 
-/**
- * The matrix kernel's tiles worth trying: the default and one step either way in rows and in keys
- * (tiles the device cannot run fail their plan and drop out).
- */
-function mmaTiles(): OptionValue[] {
-  const { rows, keys } = DEFAULT_MMA_KERNEL;
-  return [
-    { rows, keys },
-    { rows: rows / 2, keys },
-    { rows: rows * 2, keys },
-    { rows, keys: keys / 2 },
-    { rows, keys: keys * 2 },
-  ];
+/** The kernel variants whose parameter group has `tune` groups, once per group, with their users. */
+function tunedParams(): { variant: KernelVariant; params: VariantParams; methods: MethodName[] }[] {
+  const out = new Map<
+    string,
+    { variant: KernelVariant; params: VariantParams; methods: MethodName[] }
+  >();
+  for (const m of METHOD_LIST) {
+    for (const v of m.variants) {
+      if (!v.params?.tune) continue;
+      const e = out.get(v.params.key) ?? { variant: v, params: v.params, methods: [] };
+      e.methods.push(m.name);
+      out.set(v.params.key, e);
+    }
+  }
+  return [...out.values()];
 }
 
-/** The methods built on the group-attention kernel, which has the matrix variant. */
-const GROUP_METHODS: readonly MethodName[] = [
-  "deft-flatten",
-  "deft-node-chunk",
-  "deft-node",
-  "cascade",
-];
-
-/** Everything `tune` tries, by default. */
+/**
+ * Everything `tune` tries, by default, from the method records: each option with `tune` values
+ * (for the methods that read it), the kernel family (every method), and each kernel variant's
+ * parameter groups (for the methods with that variant, when its family is tried).
+ */
 export const TUNABLES: readonly Tunable[] = [
-  { option: "blockSize", methods: ["deft-flatten"], values: () => [128, 64, 256, 512] },
-  { option: "chunkSize", methods: ["deft-node-chunk"], values: () => [128, 64, 256] },
+  ...METHOD_OPTIONS.filter((o) => o.tune).map((o): Tunable => ({
+    option: o.key,
+    methods: METHOD_LIST.filter((m) => m.options.includes(o)).map((m) => m.name),
+    values: () => o.tune!,
+  })),
   { option: "kernel", methods: "all", values: (caps, dtype) => kernelFamilies(caps, dtype) },
-  {
-    option: "mma",
-    methods: GROUP_METHODS,
-    values: () => mmaTiles(),
-    when: (c) => c.kernel === "mma",
-  },
+  ...tunedParams().map(({ variant, params, methods }): Tunable => ({
+    option: params.key,
+    methods,
+    values: () => params.tune!,
+    when: (c) => c.kernel === variant.family,
+  })),
 ];
 
 /**
@@ -243,7 +243,6 @@ function identity(c: CaseResult): string {
 export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<TuningEntry[]> {
   if (o.trees.length === 0) throw new RangeError("tune() needs at least one tree");
   const caps = kernelCaps(gpu);
-  const tolerance = VERIFY_TOLERANCE[o.dtype];
   const fixed = o.fixed ?? {};
   const base: MethodOptions = { ...DEFAULT_METHOD_OPTIONS, ...fixed };
   const flush = o.timing.cold ? await createFlushPass(gpu, { bytes: o.flushBytes }) : undefined;
@@ -268,19 +267,18 @@ export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<Tuni
           seed: (o.seed * 1_000_003 + ti) >>> 0,
         });
         try {
-          const rows = verificationRows(ix.queryCount, o.shape.qHeads, o.verifyRows, o.seed ^ ti);
-          const expected = referenceAttention(problem.ix, problem.layout, problem.data, rows);
+          const rows = sampleRows(ix.queryCount, o.shape.qHeads, o.verifyRows, o.seed ^ ti);
+          const reference = referenceOf(problem, rows);
           const specs: CaseSpec[] = candidates.map((c, i) => ({
             key: `${t.name}/${method.name}#${i}`,
             method,
             options: { ...base, ...c } as MethodOptions,
           }));
-          const cases = await runCases(gpu, timer, problem, specs, { rows, expected }, {
+          const cases = await runCases(gpu, timer, problem, specs, reference, {
             dtype: o.dtype,
             timing: o.timing,
             seed: o.seed,
             calibration: null,
-            tolerance,
             flush,
             now: o.now,
           });
@@ -388,32 +386,26 @@ export class TuningError extends SyntaxError {
   }
 }
 
-/** Every method option a tuning may choose; `mma` (the matrix tile) has no default value. */
-const OPTION_NAMES = [
-  ...Object.keys(DEFAULT_METHOD_OPTIONS),
-  "mma",
-] as (keyof MethodOptions)[];
+/** The kernel variants' parameter groups by key (`mma`, `fma`, ...), from the method records. */
+const PARAM_GROUPS: ReadonlyMap<string, VariantParams> = new Map(
+  METHOD_LIST.flatMap((m) =>
+    m.variants.flatMap((v) => (v.params ? [[v.params.key, v.params]] : []))
+  ),
+);
 
-/** Checks one option value; returns why it is wrong, or null. */
+/** Checks one option value against the method records; returns why it is wrong, or null. */
 function badOption(name: string, value: unknown): string | null {
-  if (!(OPTION_NAMES as string[]).includes(name)) {
-    return `an unknown method option (known: ${OPTION_NAMES.join(", ")})`;
-  }
   if (name === "kernel") {
     return (KERNEL_CHOICES as readonly unknown[]).includes(value)
       ? null
       : `one of ${KERNEL_CHOICES.join(", ")}`;
   }
-  if (name === "mma") {
-    const o = value as Record<string, unknown>;
-    const ok = typeof o === "object" && o !== null && !Array.isArray(o) &&
-      Object.entries(o).every(([k, v]) =>
-        ["rows", "keys"].includes(k) && Number.isSafeInteger(v) && (v as number) >= 1
-      );
-    return ok ? null : "an object of positive integer rows and keys";
-  }
-  const min = name === "targetWorkgroups" ? 0 : 1;
-  return Number.isSafeInteger(value) && (value as number) >= min ? null : `an integer >= ${min}`;
+  const option = METHOD_OPTIONS.find((o) => o.key === name);
+  if (option) return option.valid(value) ? null : option.want;
+  const group = PARAM_GROUPS.get(name);
+  if (group) return badParamGroup(group, value);
+  const known = [...METHOD_OPTIONS.map((o) => o.key), "kernel", ...PARAM_GROUPS.keys()];
+  return `an unknown method option (known: ${known.join(", ")})`;
 }
 
 /**

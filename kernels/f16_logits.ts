@@ -7,7 +7,7 @@
  *   returns NaN; for `tree-mask` that is at |logit| = 65504 / sqrt(d) (5790 at d = 128);
  * - **rounding**: f16 keeps 11 significant bits, so a stored logit x is off by up to |x| / 2048 and
  *   its softmax weight by a factor up to e^(|x| / 2048): beyond about ±20 (2048 x the f16 error
- *   bound of 1e-2) the output can miss that bound.
+ *   bound, `TOLERANCE.f16` = 1e-2) the output can miss that bound.
  *
  * Every other method keeps logits in f32 registers. {@linkcode logitLimitNote} names the limit a
  * failed check ran into.
@@ -19,6 +19,7 @@ import type { IndexedTree } from "../workloads/tree.ts";
 import type { AttentionData, KvLayout } from "./layout.ts";
 import type { AttentionMethod } from "./method.ts";
 import { querySlots, type Row } from "./reference.ts";
+import { TOLERANCE } from "./verify.ts";
 
 /** The largest finite f16 value. */
 export const F16_MAX = 65504;
@@ -64,7 +65,7 @@ export function maxAbsScore(
 export function f16LogitRange(
   method: Pick<AttentionMethod, "storedLogits">,
   headDim: number,
-  tolerance = 1e-2,
+  tolerance: number = TOLERANCE.f16,
 ): { overflow: number; accurate: number } | null {
   if (!method.storedLogits) return null;
   return {
@@ -77,7 +78,7 @@ const fmt = (x: number) => (x >= 100 ? Math.round(x).toString() : x.toPrecision(
 
 /** Options of {@linkcode logitLimitNote}. */
 export interface LogitLimitOptions {
-  /** The error bound the output was checked against (default 1e-2, the f16 bound). */
+  /** The error bound the output was checked against (default `TOLERANCE.f16`). */
   tolerance?: number;
   /** Only the overflow limit (for NaN or infinite outputs); default false: rounding too. */
   overflowOnly?: boolean;
@@ -94,7 +95,7 @@ export function logitLimitNote(
   layout: KvLayout,
   data: AttentionData,
   rows?: readonly Row[],
-  { tolerance = 1e-2, overflowOnly = false }: LogitLimitOptions = {},
+  { tolerance = TOLERANCE.f16, overflowOnly = false }: LogitLimitOptions = {},
 ): string | null {
   const range = f16LogitRange(method, data.shape.headDim, tolerance);
   if (!range || data.dtype !== "f16") return null;

@@ -25,6 +25,70 @@ export class GpuError extends Error {
   }
 }
 
+/**
+ * Workgroup memory every plan may assume: 32 KiB, what the software adapters grant and less than
+ * any current GPU. A plan sized for it (tiles, Q residency, IO counts) holds on every device that
+ * offers at least this much; `prepare` still checks the device it runs on
+ * ({@linkcode checkWorkgroup}).
+ */
+export const PLAN_STORAGE_BUDGET = 32768;
+
+/** The workgroup memory WebGPU guarantees on every device (`maxComputeWorkgroupStorageSize`). */
+export const WEBGPU_MIN_WORKGROUP_STORAGE = 16384;
+
+/** What {@linkcode f16Missing} and {@linkcode checkWorkgroup} read of a device. */
+export interface DeviceFacts {
+  readonly hasF16: boolean;
+  readonly info: { readonly description: string; readonly vendor: string };
+  readonly runtime?: { readonly name: string };
+}
+
+/** The adapter's name for messages. */
+export function adapterName(gpu: DeviceFacts): string {
+  return gpu.info.description || gpu.info.vendor || "this adapter";
+}
+
+/**
+ * The one message for f16 storage on a device without `shader-f16` (null when it has it). The
+ * command line raises it as bad input (exit 2); the kernels as a {@linkcode GpuError}.
+ */
+export function f16Missing(gpu: DeviceFacts): string | null {
+  if (gpu.hasF16) return null;
+  const on = gpu.runtime ? ` on runtime ${gpu.runtime.name}` : "";
+  return `--dtype f16 needs shader-f16, which ${
+    adapterName(gpu)
+  } does not offer${on}; use --dtype f32`;
+}
+
+/** Throws {@linkcode GpuError} ({@linkcode f16Missing}) when `dtype` is f16 on a device without it. */
+export function requireF16(gpu: DeviceFacts, dtype: "f16" | "f32"): void {
+  const missing = dtype === "f16" ? f16Missing(gpu) : null;
+  if (missing) throw new GpuError(missing);
+}
+
+/**
+ * Throws {@linkcode GpuError} when a kernel's workgroup needs more workgroup memory (`bytes`) or
+ * threads (`threads`) than the device grants; `what` names the kernel.
+ */
+export function checkWorkgroup(
+  gpu: Pick<Gpu, "limit">,
+  what: string,
+  { bytes = 0, threads = 0 }: { bytes?: number; threads?: number },
+): void {
+  const storage = gpu.limit("maxComputeWorkgroupStorageSize");
+  if (bytes > storage) {
+    throw new GpuError(
+      `${what} needs ${bytes} bytes of workgroup memory, more than this device's maxComputeWorkgroupStorageSize of ${storage}`,
+    );
+  }
+  const invocations = gpu.limit("maxComputeInvocationsPerWorkgroup");
+  if (threads > invocations) {
+    throw new GpuError(
+      `${what} needs ${threads} threads per workgroup, more than this device's maxComputeInvocationsPerWorkgroup of ${invocations}`,
+    );
+  }
+}
+
 /** The WebGPU implementations deft-bench can run on. */
 export const RUNTIME_NAMES = ["deno", "dawn"] as const;
 
@@ -270,7 +334,7 @@ export class Gpu {
   wgslEnables(wanted: { f16?: boolean; subgroups?: boolean; subgroupMatrix?: boolean }): string {
     const lines: string[] = [];
     if (wanted.f16) {
-      if (!this.hasF16) throw new GpuError(`${this.#name()} has no shader-f16`);
+      requireF16(this, "f16");
       lines.push("enable f16;");
     }
     if (wanted.subgroups || wanted.subgroupMatrix) {

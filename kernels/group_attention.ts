@@ -25,28 +25,27 @@
  * a shader after 65535 loop iterations in all, so on that adapter `prepare` refuses groups long
  * enough to reach the limit instead of returning wrong numbers.
  *
- * Variants (threads, rows, keys, Q residency) are selectable through {@linkcode withGroupKernel},
- * so that tools can time several on one device.
+ * Variants (threads, rows, keys, Q residency) are the `fma` option group, and the matrix kernel's
+ * tile the `mma` group (the methods' kernel variants, `group_variants.ts`), so that the command
+ * line, `tune` and tools can pick and time them.
  *
  * @module
  */
 
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
-import { type Gpu, GpuError } from "./gpu.ts";
-import {
-  type AttentionMethod,
-  type DispatchInfo,
-  dramFloorBytes,
-  type GpuProblem,
-  type MethodName,
-  type PaperIo,
-  type Plan,
-  type PlanInput,
-  type PreparedMethod,
-  type RealIo,
-  realIo,
+import { type Gpu, GpuError, PLAN_STORAGE_BUDGET } from "./gpu.ts";
+import type {
+  DispatchInfo,
+  GpuProblem,
+  MethodName,
+  PaperIo,
+  Plan,
+  PlanInput,
+  PreparedMethod,
+  RealIo,
 } from "./method.ts";
+import { dramFloorBytes, realIo } from "./plan_counts.ts";
 import {
   prepareReduction,
   reductionDispatch,
@@ -55,6 +54,7 @@ import {
   reductionLists,
   rowGrid,
 } from "./reduce.ts";
+import { specializeWgsl } from "./wgsl.ts";
 import groupWgsl from "./wgsl/group_attention.wgsl" with { type: "text" };
 import {
   type MmaKernel,
@@ -272,7 +272,7 @@ function elemBytes(dtype: Dtype): number {
  */
 export type QResidency = "auto" | "f16" | "f32" | "none";
 
-/** Tile choices of the group-attention kernel; every method uses {@linkcode DEFAULT_GROUP_KERNEL}. */
+/** Tile choices of the group-attention kernel (`options.fma`; {@linkcode DEFAULT_GROUP_KERNEL} by default). */
 export interface GroupKernelOptions {
   /** Threads per workgroup: 64, 128 or 256. */
   threads: number;
@@ -301,11 +301,10 @@ export const DEFAULT_GROUP_KERNEL: Readonly<GroupKernelOptions> = {
 };
 
 /**
- * Workgroup memory a plan assumes when it decides Q residency (`"auto"`): what the software
- * adapter grants, and less than any current GPU. The plan's IO counts hold on every device that
- * offers at least this much; `prepare` picks the K chunk and V slice sizes for the real device.
+ * Workgroup memory a plan assumes when it decides Q residency (`"auto"`); `prepare` picks the K
+ * chunk and V slice sizes for the real device.
  */
-export const PLAN_STORAGE_BUDGET = 32768;
+export { PLAN_STORAGE_BUDGET };
 
 /** The kernel a plan is made for: the tile geometry and where Q lives (fixed by the plan). */
 export interface GroupKernel {
@@ -583,7 +582,7 @@ function tileGroups(
   const kvh = shape.kvHeads;
   const red = reductionIo(lists, shape);
   const partials = groups.queries.length;
-  const nTree = treeTokens(ix);
+  const nTree = ix.treeTokens;
   const workgroups = itemCount * kvh;
   const dispatches: DispatchInfo[] = [];
   if (workgroups > 0) {
@@ -627,8 +626,9 @@ function tileGroups(
 
 /**
  * Plans the group attention of `groups`: work items, dispatches, real IO and FLOPs as the kernel
- * issues them, and the common stats (method-specific `stats` are merged in). `kernel` picks a
- * kernel variant (default {@linkcode DEFAULT_GROUP_KERNEL}).
+ * issues them, and the common stats (method-specific `stats` are merged in). The FMA kernel's tile
+ * is `options.fma` (missing fields from {@linkcode DEFAULT_GROUP_KERNEL}), the matrix kernel's
+ * `options.mma`.
  */
 export function planGroupAttention(
   method: MethodName,
@@ -636,15 +636,12 @@ export function planGroupAttention(
   groups: GroupSet,
   paper: PaperIo,
   stats: Record<string, number>,
-  kernel: Partial<GroupKernelOptions> = {},
 ): GroupPlan {
   const { ix, shape, dtype, layout } = input;
-  const k = groupKernel(shape, dtype, kernel);
+  const k = groupKernel(shape, dtype, input.options.fma);
   const mma = useMatrixUnits(input) ? mmaKernel(shape, dtype, input.caps, input.options.mma) : null;
   const lists = reductionLists(ix.queryCount, groups.queries);
   const t = tileGroups(input, groups, mma ?? k, lists);
-  let pathTokens = 0;
-  for (let q = 0; q < ix.queryCount; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
   return {
     method,
     shape,
@@ -663,7 +660,7 @@ export function planGroupAttention(
       real: t.real,
       dramBytes: dramFloorBytes(input),
       flops: t.flops,
-      usefulFlops: 4 * shape.headDim * pathTokens * shape.qHeads,
+      usefulFlops: 4 * shape.headDim * ix.sumPathTokens * shape.qHeads,
     },
     stats: { ...t.stats, ...stats },
   };
@@ -689,38 +686,6 @@ function useMatrixUnits(input: PlanInput): boolean {
       return input.dtype === "f16" && Boolean(input.caps?.matrix) &&
         (input.caps?.subgroupSize ?? 0) > 0;
   }
-}
-
-/**
- * `method` (a group-attention method) with another kernel variant: same groups, re-tiled for
- * `options` (missing fields from {@linkcode DEFAULT_GROUP_KERNEL}), with counts for that kernel.
- */
-export function withGroupKernel<P extends GroupPlan>(
-  method: AttentionMethod<P>,
-  options: Partial<GroupKernelOptions>,
-): AttentionMethod<P> {
-  const o = { ...DEFAULT_GROUP_KERNEL, ...options };
-  return {
-    name: method.name,
-    description:
-      `${method.description} (kernel: ${o.threads} threads, ${o.rows} rows, ${o.keys} keys, Q ${o.qResident})`,
-    plan(input) {
-      const base = method.plan(input);
-      const kernel = groupKernel(input.shape, input.dtype, o);
-      const t = tileGroups(input, base.groups, kernel, base.lists);
-      return {
-        ...base,
-        kernel,
-        mma: null,
-        kernelVariant: fmaVariantName(kernel),
-        items: t.items,
-        dispatches: t.dispatches,
-        counts: { ...base.counts, real: t.real, flops: t.flops },
-        stats: { ...base.stats, ...t.stats },
-      };
-    },
-    prepare: method.prepare,
-  };
 }
 
 /**
@@ -750,36 +715,26 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 export function groupAttentionSource(c: GroupKernelConfig): string {
   const { shape } = c;
   const { q, kv } = groupArrays(c);
-  const values: Record<string, string> = {
-    HEAD_DIM: `${shape.headDim}u`,
-    Q_HEADS: `${shape.qHeads}u`,
-    KV_HEADS: `${shape.kvHeads}u`,
-    WG: `${c.threads}u`,
-    ROWS: `${c.rows}u`,
-    KEYS: `${c.keys}u`,
-    Q_RES: `${c.qType !== null}`,
-    CHUNK_V: `${c.chunkV}u`,
-    V_KEYS: `${c.vKeys}u`,
-    MAXW: `${c.maskWords}u`,
-    Q_SIZE: `${q}u`,
-    KV_SIZE: `${kv}u`,
-    SCALE: `${1 / Math.sqrt(shape.headDim)}`,
-  };
-  let src = groupWgsl;
-  for (const [name, value] of Object.entries(values)) {
-    const re = new RegExp(`^const ${name}: (u32|f32|bool) = [^;]+;`, "m");
-    if (!re.test(src)) throw new Error(`group_attention.wgsl lost its constant ${name}`);
-    src = src.replace(re, `const ${name}: $1 = ${value};`);
-  }
-  const alias = (name: string, type: Dtype) => {
-    const re = new RegExp(`^alias ${name} = vec4<f32>;`, "m");
-    if (!re.test(src)) throw new Error(`group_attention.wgsl lost its alias ${name}`);
-    src = src.replace(re, `alias ${name} = vec4<${type}>;`);
-  };
-  alias("elem4", c.dtype);
-  alias("qelem4", c.qType ?? "f32");
-  if (c.dtype === "f16" || c.qType === "f16") src = "enable f16;\n" + src;
-  return src;
+  return specializeWgsl(groupWgsl, {
+    consts: {
+      HEAD_DIM: shape.headDim,
+      Q_HEADS: shape.qHeads,
+      KV_HEADS: shape.kvHeads,
+      WG: c.threads,
+      ROWS: c.rows,
+      KEYS: c.keys,
+      Q_RES: c.qType !== null,
+      CHUNK_V: c.chunkV,
+      V_KEYS: c.vKeys,
+      MAXW: c.maskWords,
+      Q_SIZE: q,
+      KV_SIZE: kv,
+      SCALE: `${1 / Math.sqrt(shape.headDim)}`,
+    },
+    aliases: { elem4: `vec4<${c.dtype}>`, qelem4: `vec4<${c.qType ?? "f32"}>` },
+    f16: c.dtype === "f16" || c.qType === "f16",
+    name: "group_attention.wgsl",
+  });
 }
 
 /**
@@ -922,13 +877,6 @@ export function positiveOption(name: string, value: number): number {
     throw new RangeError(`Option ${name} must be a positive integer, got ${value}`);
   }
   return value;
-}
-
-/** N_tree: tokens in the tree. */
-export function treeTokens(ix: IndexedTree): number {
-  let n = 0;
-  for (let v = 0; v < ix.nodeCount; v++) n += ix.tokens(v);
-  return n;
 }
 
 /**

@@ -2,32 +2,43 @@
  * The one interface every attention method implements: a CPU `plan` (tree + shape + options ->
  * metadata, dispatch list, analytic IO and FLOP counts) and a GPU `prepare` whose result records
  * the method's dispatches into one compute pass. The data flows one way: tree -> plan -> prepare ->
- * encode.
+ * encode. A {@linkcode MethodRecord} adds what the harness needs to know: the options the planner
+ * reads and the kernel variants it has; the list of records is `methods/mod.ts`, and the names,
+ * the registry and the default options come from it (re-exported here).
+ *
+ * Loading: this module re-exports values of `methods/mod.ts`, so the method modules (and every
+ * kernels module they load) import only types from here (`import type`), and their helpers from
+ * `plan_counts.ts` and `options.ts`; a value import would let a method module that is loaded first
+ * be read by `methods/mod.ts` before it is initialised (`tests/method_records_test.ts` checks).
  *
  * @module
  */
 
-import { type Dtype, dtypeBytes, type ModelShape } from "../workloads/shapes.ts";
+import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
 import type { Gpu, RuntimeName, SubgroupMatrixConfig } from "./gpu.ts";
+import type { GroupKernelOptions } from "./group_attention.ts";
 import type { MmaKernelOptions } from "./group_attention_mma.ts";
 import type { KvLayout } from "./layout.ts";
+import type { SequenceParams } from "./methods/sequence.ts";
+import type { KernelChoice, KernelVariant, MethodOption, OptionValue } from "./options.ts";
 
-/** Names of the methods, as used on the command line and in results. */
-export const METHOD_NAMES = [
-  "sequence",
-  "radix",
-  "tree-mask",
-  "deft-node",
-  "deft-node-chunk",
-  "deft-flatten",
-  "cascade",
-] as const;
+export { DEFAULT_METHOD_OPTIONS, METHOD_NAMES, type MethodName } from "./methods/mod.ts";
+import type { MethodName } from "./methods/mod.ts";
+export { dramFloorBytes, paperIo, realIo, visibleTokens, zeroPlanCounts } from "./plan_counts.ts";
+export {
+  KERNEL_CHOICES,
+  type KernelChoice,
+  type KernelVariant,
+  type MethodOption,
+  type OptionValue,
+} from "./options.ts";
 
-/** A method name. */
-export type MethodName = (typeof METHOD_NAMES)[number];
-
-/** Tunables of the methods; every method ignores those it does not use. */
+/**
+ * Options of the methods; every method ignores those it does not read (its record lists those it
+ * does). The fields below are the options of the built-in methods; a method may read further
+ * options through its {@linkcode MethodOption}s.
+ */
 export interface MethodOptions {
   /** DeFT-Flatten: tokens per flattened KV block (paper: 128). */
   blockSize: number;
@@ -47,13 +58,13 @@ export interface MethodOptions {
   kernel: KernelChoice;
   /** Tile of the matrix kernel of the group-attention methods (default 32 rows, 16 keys). */
   mma?: Partial<MmaKernelOptions>;
+  /** Tile of the FMA kernel of the group-attention methods (default 256 threads, 64 rows, 64 keys). */
+  fma?: Partial<GroupKernelOptions>;
+  /** Kernel variant of `sequence` (its geometry; default `DEFAULT_SEQUENCE_VARIANT`). */
+  sequence?: SequenceParams;
+  /** Options of further methods, read through their {@linkcode MethodOption}s. */
+  [option: string]: OptionValue | undefined;
 }
-
-/** Kernel families (see {@linkcode MethodOptions.kernel}). */
-export const KERNEL_CHOICES = ["auto", "fma", "mma"] as const;
-
-/** A kernel family. */
-export type KernelChoice = (typeof KERNEL_CHOICES)[number];
 
 /** What a planner may assume about the device it plans for. */
 export interface KernelCaps {
@@ -80,14 +91,6 @@ export function kernelCaps(gpu: Gpu): KernelCaps {
     workgroupStorage: gpu.limit("maxComputeWorkgroupStorageSize"),
   };
 }
-
-/** Defaults of {@linkcode MethodOptions}. */
-export const DEFAULT_METHOD_OPTIONS: Readonly<MethodOptions> = {
-  blockSize: 128,
-  chunkSize: 128,
-  targetWorkgroups: 0,
-  kernel: "auto",
-};
 
 /** Everything a planner reads. */
 export interface PlanInput {
@@ -195,8 +198,8 @@ export interface PreparedMethod {
 }
 
 /** One attention method. */
-export interface AttentionMethod<P extends Plan = Plan> {
-  readonly name: MethodName;
+export interface AttentionMethod<P extends Plan = Plan, N extends string = MethodName> {
+  readonly name: N;
   /** One line for help texts and reports. */
   readonly description: string;
   /**
@@ -211,86 +214,15 @@ export interface AttentionMethod<P extends Plan = Plan> {
   prepare(gpu: Gpu, plan: P, problem: GpuProblem): Promise<PreparedMethod>;
 }
 
-/** Plan counts that are all zero (a case that never got a plan), with `overrides` applied. */
-export function zeroPlanCounts(
-  overrides: {
-    paper?: Partial<PaperIo>;
-    real?: Partial<RealIo>;
-    dramBytes?: number;
-    flops?: number;
-    usefulFlops?: number;
-  } = {},
-): PlanCounts {
-  return {
-    paper: { kvBytes: 0, maskBytes: 0, partialBytes: 0, totalBytes: 0, ...overrides.paper },
-    real: {
-      kvBytes: 0,
-      qBytes: 0,
-      maskBytes: 0,
-      metadataBytes: 0,
-      partialBytes: 0,
-      logitsBytes: 0,
-      outputBytes: 0,
-      totalBytes: 0,
-      ...overrides.real,
-    },
-    dramBytes: overrides.dramBytes ?? 0,
-    flops: overrides.flops ?? 0,
-    usefulFlops: overrides.usefulFlops ?? 0,
-  };
-}
-
-/** Sums the fields of a {@linkcode RealIo} into `totalBytes`. */
-export function realIo(io: Omit<RealIo, "totalBytes">): RealIo {
-  return {
-    ...io,
-    totalBytes: io.kvBytes + io.qBytes + io.maskBytes + io.metadataBytes + io.partialBytes +
-      io.logitsBytes + io.outputBytes,
-  };
-}
-
-/** Paper-accounting IO (see {@linkcode PaperIo}) from element counts per query head. */
-export function paperIo(
-  shape: ModelShape,
-  dtype: Dtype,
-  kvTokens: number,
-  maskElements: number,
-  partialElements: number,
-): PaperIo {
-  const b = (dtype === "f16" ? 2 : 4) * shape.qHeads;
-  const kvBytes = 2 * shape.headDim * kvTokens * b;
-  const maskBytes = maskElements * b;
-  const partialBytes = partialElements * b;
-  return { kvBytes, maskBytes, partialBytes, totalBytes: kvBytes + maskBytes + partialBytes };
-}
-
-/** Tokens on at least one query's root-to-node path: the KV every correct method must read. */
-export function visibleTokens(ix: IndexedTree): number {
-  const seen = new Uint8Array(ix.nodeCount);
-  let n = 0;
-  for (let q = 0; q < ix.queryCount; q++) {
-    for (let u = ix.queryNode[q]!; u >= 0 && seen[u] === 0; u = ix.parent[u]!) {
-      seen[u] = 1;
-      n += ix.tokens(u);
-    }
-  }
-  return n;
-}
-
 /**
- * {@linkcode PlanCounts.dramBytes} of a plan: `kvTokens` (default: {@linkcode visibleTokens}) of K
- * and V per KV head, Q and the f32 output once, plus `extraBytes` the method must read once (a
- * mask it uploads).
+ * A method with what the harness needs to know about it: the options its planner reads and its
+ * kernel variants with the adapter features each needs. The command line's flags, `tune`'s
+ * candidates and the conformance suite come from these.
  */
-export function dramFloorBytes(
-  input: Pick<PlanInput, "ix" | "shape" | "dtype">,
-  { kvTokens, extraBytes = 0 }: { kvTokens?: number; extraBytes?: number } = {},
-): number {
-  const { ix, shape, dtype } = input;
-  const b = dtypeBytes(dtype);
-  const tokens = kvTokens ?? visibleTokens(ix);
-  const kv = 2 * tokens * shape.kvHeads * shape.headDim * b;
-  const q = ix.queryCount * shape.qHeads * shape.headDim * b;
-  const out = ix.queryCount * shape.qHeads * shape.headDim * 4;
-  return kv + q + out + extraBytes;
+export interface MethodRecord<P extends Plan = Plan, N extends string = MethodName>
+  extends AttentionMethod<P, N> {
+  /** Options the planner reads, besides `kernel` and its variants' parameters. */
+  readonly options: readonly MethodOption[];
+  /** Its kernel variants, the default (what `kernel: "auto"` runs without matrix units) first. */
+  readonly variants: readonly KernelVariant[];
 }

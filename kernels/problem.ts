@@ -8,7 +8,7 @@
 
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import { IndexedTree, type Tree } from "../workloads/tree.ts";
-import { type Gpu, GpuError } from "./gpu.ts";
+import { type Gpu, GpuError, requireF16 } from "./gpu.ts";
 import {
   type AttentionData,
   type KvLayout,
@@ -23,6 +23,7 @@ import {
   kernelCaps,
   type MethodOptions,
   type Plan,
+  type PreparedMethod,
 } from "./method.ts";
 import { logitLimitNote } from "./f16_logits.ts";
 import { type OutputScan, POISON_BITS, scanOutput } from "./reference.ts";
@@ -62,11 +63,7 @@ export class Problem {
   /** Validates the tree, generates its data and uploads it. */
   static create(gpu: Gpu, tree: Tree | IndexedTree, options: ProblemOptions): Problem {
     const ix = tree instanceof IndexedTree ? tree : new IndexedTree(tree);
-    if (options.dtype === "f16" && !gpu.hasF16) {
-      throw new GpuError(
-        `dtype f16 needs the WebGPU feature shader-f16, which this adapter (${gpu.info.description}) does not offer; use --dtype f32`,
-      );
-    }
+    requireF16(gpu, options.dtype);
     if (ix.queryCount === 0) throw new GpuError("The tree has no queries: nothing to attend");
     const layout = kvLayout(ix, options.layout ?? "shuffled", options.seed);
     const { shape } = options;
@@ -144,6 +141,27 @@ export function invalidOutputMessage(
   return `${method} ${parts.join(" and ")}${note ? `; ${note}` : ""}`;
 }
 
+/**
+ * Runs a prepared method once on `problem` with a poisoned output (see {@linkcode POISON_BITS}) and
+ * reads the output back; `label` names it in GPU errors.
+ */
+export async function runPrepared(
+  problem: Problem,
+  prepared: PreparedMethod,
+  label: string,
+): Promise<Float32Array> {
+  const gpu = problem.gpu;
+  problem.poisonOutput();
+  await gpu.scoped(`Running ${label}`, () => {
+    const enc = gpu.device.createCommandEncoder({ label });
+    const pass = enc.beginComputePass({ label });
+    prepared.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+  });
+  return await problem.readOutput();
+}
+
 /** Result of {@linkcode runMethod}. */
 export interface MethodRun<P extends Plan> {
   plan: P;
@@ -151,31 +169,23 @@ export interface MethodRun<P extends Plan> {
 }
 
 /**
- * Plans, prepares and runs `method` once on `problem` with a poisoned output, and reads it back.
- * Throws {@linkcode InvalidOutputError} when any output value was left unwritten or is NaN or
- * infinite.
+ * Plans (unless given `plan`), prepares and runs `method` once on `problem` with a poisoned output,
+ * and reads it back. Throws {@linkcode InvalidOutputError} when any output value was left unwritten
+ * or is NaN or infinite.
  */
 export async function runMethod<P extends Plan>(
   problem: Problem,
   method: AttentionMethod<P>,
   options: Partial<MethodOptions> = {},
+  plan: P = problem.plan(method, options),
 ): Promise<MethodRun<P>> {
   const gpu = problem.gpu;
-  const plan = problem.plan(method, options);
   const prepared = await gpu.scoped(
     `Preparing ${method.name}`,
     () => method.prepare(gpu, plan, problem.buffers),
   );
   try {
-    problem.poisonOutput();
-    await gpu.scoped(`Running ${method.name}`, () => {
-      const enc = gpu.device.createCommandEncoder({ label: method.name });
-      const pass = enc.beginComputePass({ label: method.name });
-      prepared.encode(pass);
-      pass.end();
-      gpu.device.queue.submit([enc.finish()]);
-    });
-    const output = await problem.readOutput();
+    const output = await runPrepared(problem, prepared, method.name);
     const scan = scanOutput(output, problem.data.shape);
     if (scan.unwritten > 0 || scan.nonFinite > 0) {
       const note = logitLimitNote(method, problem.ix, problem.layout, problem.data, scan.badRows, {

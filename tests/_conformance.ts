@@ -1,9 +1,9 @@
 /**
  * The conformance suite every attention method runs (hono-style shared behavioural suite): each
  * method against the float64 reference on random, non-zero data drawn fresh per test, over trees of
- * every kind, GQA groups 1/4/8, head dims 64/128 and dtypes f16/f32, and every kernel family the
- * device offers: `fma` always, and `mma` (subgroup matrices) for f16 cases on a device with an
- * f16 x f16 -> f32 matrix configuration, for the methods whose plan changes with it. The device
+ * every kind, GQA groups 1/4/8, head dims 64/128 and dtypes f16/f32, and every kernel variant of the
+ * method's record the device can run: `fma` always, and `mma` (subgroup matrices) for f16 cases on
+ * a device with an f16 x f16 -> f32 matrix configuration, for the methods that have it. The device
  * comes from `tests/_gpu.ts` (`DEFT_RUNTIME`, `DAWN_NODE`, `DEFT_REQUIRE_SUBGROUP_MATRIX`).
  */
 
@@ -12,19 +12,18 @@ import { ReasoningRun } from "../workloads/reasoning.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { Tree, TreeNode } from "../workloads/tree.ts";
-import { kvLayout } from "../kernels/layout.ts";
 import {
   type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
-  type KernelCaps,
   kernelCaps,
   type MethodOptions,
+  type MethodRecord,
   type Plan,
 } from "../kernels/method.ts";
-import { IndexedTree } from "../workloads/tree.ts";
+import { type DeviceOffer, deviceOffer, missingNeeds } from "../kernels/options.ts";
 import { REQUIRE_SUBGROUP_MATRIX, TEST_RUNTIME, testGpu } from "./_gpu.ts";
 import { Problem, runMethod } from "../kernels/problem.ts";
-import { compareOutput, referenceAttention } from "../kernels/reference.ts";
+import { referenceOf, type Verdict, verdictProblems, verify } from "../kernels/verify.ts";
 
 export { testGpu };
 
@@ -32,10 +31,10 @@ export { testGpu };
  * What the test device offers, or null when it cannot be opened (its tests then fail one by one
  * with the reason; with DEFT_REQUIRE_SUBGROUP_MATRIX=1 the suite fails to load instead).
  */
-const DEVICE: { hasF16: boolean; caps: KernelCaps } | null = await (async () => {
+const DEVICE: { hasF16: boolean; offer: DeviceOffer } | null = await (async () => {
   try {
     const gpu = await testGpu();
-    return { hasF16: gpu.hasF16, caps: kernelCaps(gpu) };
+    return { hasF16: gpu.hasF16, offer: deviceOffer(kernelCaps(gpu), gpu.hasF16) };
   } catch (e) {
     if (REQUIRE_SUBGROUP_MATRIX) throw e;
     console.warn(`warning: no test device on runtime ${TEST_RUNTIME}: ${(e as Error).message}`);
@@ -61,12 +60,6 @@ if (!HAS_F16 && !REQUIRE_F16) {
 export function skipDtype(dtype: Dtype): boolean {
   return dtype === "f16" && !HAS_F16 && !REQUIRE_F16;
 }
-
-/**
- * Largest relative error against the float64 reference: f32 1e-4; f16 1e-2, because the paper's
- * kernels reach 0.4% in f16 and we allow 1%.
- */
-export const TOLERANCE: Record<Dtype, number> = { f32: 1e-4, f16: 1e-2 };
 
 /** A chain of `n` nodes of `tokens` tokens with one query on the last node. */
 export function chainTree(n: number, tokens: number): Tree {
@@ -203,19 +196,17 @@ async function logCase(method: string, c: ConformanceCase, seed: number, maxRelE
   await Deno.writeTextFile(path, line + "\n", { append: true });
 }
 
-/** Runs one case of a method and returns the error report and the plan. */
+/** Runs one case of a method and returns the verdict on every row and the plan. */
 export async function runCase(
   method: AttentionMethod,
   c: ConformanceCase,
   seed: number,
-): Promise<{ maxRelError: number; unwritten: number; nonFinite: number; plan: Plan }> {
+): Promise<Verdict & { plan: Plan }> {
   const gpu = await testGpu();
   const problem = Problem.create(gpu, c.tree(), { shape: c.shape, dtype: c.dtype, seed });
   try {
     const { output, plan } = await runMethod(problem, method, c.options ?? {});
-    const expected = referenceAttention(problem.ix, problem.layout, problem.data);
-    const r = compareOutput(output, expected, c.shape, problem.ix.queryCount);
-    return { maxRelError: r.maxRelError, unwritten: r.unwritten, nonFinite: r.nonFinite, plan };
+    return { ...verify(output, referenceOf(problem), c.shape, c.dtype), plan };
   } finally {
     problem.destroy();
   }
@@ -230,52 +221,30 @@ export async function expectConformant(method: AttentionMethod, c: ConformanceCa
   const seed = fixed ? Number(fixed) : (Math.random() * 2 ** 31) >>> 0;
   const r = await runCase(method, c, seed);
   await logCase(method.name, c, seed, r.maxRelError);
-  const where = `(${method.name}, ${c.name}, seed ${seed})`;
-  if (r.unwritten > 0) throw new Error(`${r.unwritten} output elements unwritten ${where}`);
-  if (r.nonFinite > 0) throw new Error(`${r.nonFinite} output elements NaN/inf ${where}`);
-  if (!(r.maxRelError <= TOLERANCE[c.dtype])) {
+  if (!r.passed) {
     throw new Error(
-      `max relative error ${r.maxRelError.toExponential(3)} exceeds ${TOLERANCE[c.dtype]} ${where}`,
+      `${verdictProblems(r).join(", ")} (${method.name}, ${c.name}, seed ${seed})`,
     );
   }
 }
 
-/** What decides whether a plan runs other kernels: its variant and its dispatches' kernels. */
-function planSignature(plan: Plan): string {
-  return JSON.stringify([
-    (plan as { kernelVariant?: unknown }).kernelVariant ?? null,
-    plan.dispatches.map((d) => [d.kernel, d.workgroupSize]),
-  ]);
-}
-
 /**
- * The kernel families `method` runs `c` with on a device with `caps`: `fma` always; `mma` too for
- * an f16 case on a device with subgroup matrices, unless the method's plan is the same with it
- * (a method without `mma` kernels ignores the option). A case that pins `options.kernel` runs as
- * given.
+ * The kernel families of `record` that run `c` on a device offering `offer`: every variant whose
+ * needs (adapter features, storage dtypes) the device meets, the method's first variant when none
+ * does or there is no device (its test then fails with the reason). A case that pins
+ * `options.kernel` runs as given (null).
  */
 export function kernelFamiliesFor(
-  method: AttentionMethod,
+  record: MethodRecord,
   c: ConformanceCase,
-  caps: KernelCaps | null,
+  offer: DeviceOffer | null,
 ): ("fma" | "mma")[] | null {
   if (c.options?.kernel !== undefined) return null;
-  if (c.dtype !== "f16" || !caps?.matrix) return ["fma"];
-  const ix = new IndexedTree(c.tree());
-  const input = (kernel: "fma" | "mma") => ({
-    ix,
-    layout: kvLayout(ix, "shuffled", 1),
-    shape: c.shape,
-    dtype: c.dtype,
-    options: { ...DEFAULT_METHOD_OPTIONS, ...c.options, kernel },
-    caps,
-  });
-  try {
-    const fma = planSignature(method.plan(input("fma")));
-    return fma === planSignature(method.plan(input("mma"))) ? ["fma"] : ["fma", "mma"];
-  } catch {
-    return ["fma", "mma"]; // a plan that throws is worth a failing test
-  }
+  const runs = offer
+    ? record.variants.filter((v) => missingNeeds(v, offer, c.dtype).length === 0)
+    : [];
+  const families = (runs.length > 0 ? runs : record.variants.slice(0, 1)).map((v) => v.family);
+  return [...new Set(families)];
 }
 
 /**
@@ -286,18 +255,21 @@ export function kernelFamiliesFor(
 const SKIP_CASES = (Deno.env.get("DEFT_CONFORMANCE_SKIP") ?? "").split(",").filter((s) => s);
 
 /**
- * Registers `cases` (the whole matrix by default) as Deno tests of `method`, named after `label`,
- * once per kernel family the device offers ({@linkcode kernelFamiliesFor}; the family is named in
- * the test when there are two); f16 cases are ignored on adapters without shader-f16 (see
- * {@linkcode skipDtype}).
+ * Registers `cases` (the whole matrix by default) as Deno tests of a method, named after `label`,
+ * once per kernel variant of its record that the device can run ({@linkcode kernelFamiliesFor};
+ * the family is named in the test, `[mma]`, when there are two); f16 cases are ignored on adapters
+ * without shader-f16 (see {@linkcode skipDtype}). `tests/methods/conformance_test.ts` runs the
+ * whole matrix for every method of the list; a method's own test file adds its own cases.
  */
 export function conformanceSuite(
-  method: AttentionMethod,
+  record: MethodRecord,
   cases: ConformanceCase[] = conformanceCases(),
-  label: string = method.name,
+  label: string = record.name,
 ): void {
   for (const c of cases) {
-    const families = skipDtype(c.dtype) ? null : kernelFamiliesFor(method, c, DEVICE?.caps ?? null);
+    const families = skipDtype(c.dtype)
+      ? null
+      : kernelFamiliesFor(record, c, DEVICE?.offer ?? null);
     const runs: ConformanceCase[] = families === null ? [c] : families.map((kernel) => ({
       ...c,
       name: families.length > 1 ? `${c.name} [${kernel}]` : c.name,
@@ -309,7 +281,7 @@ export function conformanceSuite(
         ignore: skipDtype(r.dtype) || SKIP_CASES.some((s) => r.name.includes(s)),
         sanitizeResources: false,
         sanitizeOps: false,
-        fn: () => expectConformant(method, r),
+        fn: () => expectConformant(record, r),
       });
     }
   }

@@ -7,7 +7,6 @@ import {
   runBench,
   smClockFraction,
   sourceHash,
-  verificationRows,
 } from "../bench/run.ts";
 import { FakeClock, FakeTimer, TimestampTimer, WallClockTimer } from "../bench/timer.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodName, zeroPlanCounts } from "../kernels/method.ts";
@@ -241,16 +240,6 @@ Deno.test("a problem too large for the device makes every case an error, and the
     }
   }
   parseResults(JSON.stringify(doc), "x.json");
-});
-
-Deno.test("verificationRows() samples distinct seeded rows, or all of them", () => {
-  const all = verificationRows(2, 3, 10, 1);
-  assertEquals(all.length, 6);
-  const some = verificationRows(100, 32, 64, 5);
-  assertEquals(some.length, 64);
-  assertEquals(new Set(some.map((r) => r.query * 32 + r.head)).size, 64);
-  assertEquals(verificationRows(100, 32, 64, 5), some);
-  assert(some.every((r) => r.query < 100 && r.head < 32));
 });
 
 Deno.test("roofline() picks the largest of the DRAM, L2 and FLOP floors", () => {

@@ -11,16 +11,12 @@ import {
   runtimeCalibrationPath,
 } from "../cli/runtime_args.ts";
 import type { Gpu, RuntimeInfo } from "../kernels/gpu.ts";
-import {
-  type AttentionMethod,
-  DEFAULT_METHOD_OPTIONS,
-  type KernelCaps,
-  type Plan,
-  zeroPlanCounts,
-} from "../kernels/method.ts";
+import { DEFAULT_METHOD_OPTIONS, type Plan, zeroPlanCounts } from "../kernels/method.ts";
+import { getMethod } from "../kernels/methods/mod.ts";
+import type { DeviceOffer } from "../kernels/options.ts";
 import { parseResults } from "../results/document.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
-import { fakeMethod, fakeRegistry, TINY_SHAPE } from "./_bench_fake.ts";
+import { fakeRegistry, TINY_SHAPE } from "./_bench_fake.ts";
 import { type ConformanceCase, GQA4, kernelFamiliesFor, starTree } from "./_conformance.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import { testGpu } from "./_gpu.ts";
@@ -295,35 +291,21 @@ Deno.test("runBench() on two runtimes: keys, totals, speedups and options kept a
   );
 });
 
-Deno.test("the conformance suite adds the mma family only where a method's plan changes with it", () => {
-  const caps: KernelCaps = {
-    runtime: "dawn",
-    matrix: { componentType: "f16", resultComponentType: "f32", M: 8, N: 8, K: 8 },
-    subgroups: true,
-    subgroupSize: 8,
-    workgroupStorage: 32768,
-  };
-  const base = fakeMethod("deft-flatten") as AttentionMethod;
-  // A method whose planner picks another kernel for mma, and one that ignores the option.
-  const follows: AttentionMethod = {
-    ...base,
-    plan(input) {
-      const p = base.plan(input);
-      return input.options.kernel === "mma"
-        ? { ...p, dispatches: p.dispatches.map((d) => ({ ...d, kernel: "mma copy" })) }
-        : p;
-    },
-  };
+Deno.test("the conformance suite runs each variant of a method's record the device can run", () => {
+  const offer: DeviceOffer = { f16: true, subgroups: true, subgroupMatrix: true };
+  // A method with the matrix kernel, and one with FMA kernels only.
+  const follows = getMethod("deft-flatten");
+  const base = getMethod("sequence");
   const c: ConformanceCase = {
     name: "star",
     tree: () => starTree(20, 3, 2),
     shape: GQA4,
     dtype: "f16",
   };
-  assertEquals(kernelFamiliesFor(follows, c, caps), ["fma", "mma"]);
-  assertEquals(kernelFamiliesFor(base, c, caps), ["fma"]);
-  assertEquals(kernelFamiliesFor(follows, { ...c, dtype: "f32" }, caps), ["fma"]);
-  assertEquals(kernelFamiliesFor(follows, c, { ...caps, matrix: null }), ["fma"]);
+  assertEquals(kernelFamiliesFor(follows, c, offer), ["fma", "mma"]);
+  assertEquals(kernelFamiliesFor(base, c, offer), ["fma"]);
+  assertEquals(kernelFamiliesFor(follows, { ...c, dtype: "f32" }, offer), ["fma"]);
+  assertEquals(kernelFamiliesFor(follows, c, { ...offer, subgroupMatrix: false }), ["fma"]);
   assertEquals(kernelFamiliesFor(follows, c, null), ["fma"]);
-  assertEquals(kernelFamiliesFor(follows, { ...c, options: { kernel: "auto" } }, caps), null);
+  assertEquals(kernelFamiliesFor(follows, { ...c, options: { kernel: "auto" } }, offer), null);
 });

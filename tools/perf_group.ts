@@ -2,8 +2,9 @@
  * Times group-attention kernel variants of deft-flatten against the default kernel and against
  * `tree-mask`, on the trees the H200 first look found slow: speculative t=256 and t=64, few-shot b=50 and b=20, a sorting snapshot
  * (Llama-3-8B shape, f16, one layer). Every variant is first run once on a poisoned output and 32
- * sampled rows are checked against the float64 reference; then all methods of a tree are timed
- * interleaved (round-robin, hot cache) with pass timestamps, and the median is reported.
+ * sampled rows are checked against the float64 reference (a wrong one is never timed;
+ * `_verify_time.ts`); then all methods of a tree are timed interleaved (round-robin, hot cache)
+ * with pass timestamps, and the median is reported.
  *
  *     deno run -A tools/perf_group.ts [--small] [--samples 40] [--variants a,b] [--trees x,y]
  *
@@ -13,36 +14,31 @@
  */
 
 import { parseArgs } from "node:util";
-import { createTimer, type PassSpec } from "../bench/timer.ts";
+import { createTimer } from "../bench/timer.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import {
   groupKernelConfig,
   type GroupKernelOptions,
   type GroupPlan,
-  withGroupKernel,
 } from "../kernels/group_attention.ts";
-import type { AttentionMethod, Plan, PreparedMethod } from "../kernels/method.ts";
 import { deftFlatten } from "../kernels/methods/deft_flatten.ts";
 import { getMethod } from "../kernels/methods/mod.ts";
 import { Problem } from "../kernels/problem.ts";
-import { compareOutput, referenceAttention, type Row } from "../kernels/reference.ts";
-import { median } from "../results/stats.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { getPreset } from "../workloads/presets.ts";
 import { MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import type { Tree } from "../workloads/tree.ts";
+import { type ToolVariant, verifyAndTime } from "./_verify_time.ts";
 
 /** One timed method: a deft-flatten kernel variant or the reference. */
-interface Entry {
-  label: string;
-  method: AttentionMethod;
+interface Entry extends ToolVariant {
   /** Group-kernel options of a new variant (null: the old kernel or tree-mask). */
   kernel: Partial<GroupKernelOptions> | null;
 }
 
 /**
- * The kernel variants; the first is the default (`deftFlatten` itself). On an H200 (f16
+ * The kernel variants (`options.fma`, the FMA kernel); the first is the default. On an H200 (f16
  * Llama-3-8B) the default was 1.43x the first kernel in geometric mean, the others 1.01-1.31x.
  */
 const VARIANTS: [string, Partial<GroupKernelOptions>][] = [
@@ -57,10 +53,8 @@ function entries(): Entry[] {
   return [
     ...VARIANTS.map(([label, kernel]): Entry => ({
       label,
-      method:
-        (Object.keys(kernel).length === 0
-          ? deftFlatten
-          : withGroupKernel(deftFlatten, kernel)) as unknown as AttentionMethod,
+      method: deftFlatten,
+      options: Object.keys(kernel).length === 0 ? {} : { kernel: "fma", fma: kernel },
       kernel,
     })),
     { label: "tree-mask", method: getMethod("tree-mask"), kernel: null },
@@ -95,20 +89,12 @@ function trees(small: boolean): [string, Tree][] {
   ];
 }
 
-/** 32 (query, head) rows spread over the problem. */
-function sampleRows(queries: number, qHeads: number): Row[] {
-  return Array.from({ length: 32 }, (_, i) => ({
-    query: Math.floor((i * queries) / 32) % queries,
-    head: (i * 11 + 3) % qHeads,
-  }));
-}
-
 interface Result {
   label: string;
   kernel: Partial<GroupKernelOptions> | null;
   /** Staging the device got (new variants only). */
   config: Record<string, number | string | null> | null;
-  status: "ok" | "error";
+  status: "ok" | "wrong" | "error";
   message: string | null;
   medianUs: number | null;
   minUs: number | null;
@@ -158,105 +144,54 @@ async function main() {
     if (wantTrees && !wantTrees.some((w) => treeName.startsWith(w))) continue;
     const problem = Problem.create(gpu, tree, { shape, dtype, seed: 1 });
     const ix = problem.ix;
-    let nTree = 0;
-    for (let v = 0; v < ix.nodeCount; v++) nTree += ix.tokens(v);
+    const nTree = ix.treeTokens;
     console.log(`\n${treeName}: ${ix.nodeCount} nodes, ${nTree} tokens, ${ix.queryCount} queries`);
-    const rows = sampleRows(ix.queryCount, shape.qHeads);
-    const expected = referenceAttention(ix, problem.layout, problem.data, rows);
-    const results: Result[] = [];
-    const live: { result: Result; prepared: PreparedMethod; times: number[] }[] = [];
+    let results: Result[];
     try {
-      for (const e of methods) {
-        const result: Result = {
-          label: e.label,
-          kernel: e.kernel,
-          config: null,
-          status: "ok",
-          message: null,
-          medianUs: null,
-          minUs: null,
-          samples: 0,
-          maxRelError: null,
-          unwritten: 0,
-          nonFinite: 0,
-          usefulTflops: null,
-          stats: {},
-        };
-        results.push(result);
-        let prepared: PreparedMethod | null = null;
-        try {
-          const plan: Plan = problem.plan(e.method);
-          result.stats = {
-            ...plan.stats,
-            flops: plan.counts.flops,
-            usefulFlops: plan.counts.usefulFlops,
-            realBytes: plan.counts.real.totalBytes,
+      const measured = await verifyAndTime(problem, timer, methods, {
+        samples,
+        warmup,
+        log: (line) => console.log(line),
+      });
+      results = measured.map((m, i): Result => {
+        const e = methods[i]!;
+        let config: Result["config"] = null;
+        if (e.kernel && m.plan) {
+          const c = groupKernelConfig(shape, dtype, (m.plan as GroupPlan).kernel, storage);
+          config = {
+            threads: c.threads,
+            rows: c.rows,
+            keys: c.keys,
+            qType: c.qType,
+            chunkV: c.chunkV,
+            vKeys: c.vKeys,
+            maskWords: c.maskWords,
           };
-          if (e.kernel) {
-            const c = groupKernelConfig(shape, dtype, (plan as GroupPlan).kernel, storage);
-            result.config = {
-              threads: c.threads,
-              rows: c.rows,
-              keys: c.keys,
-              qType: c.qType,
-              chunkV: c.chunkV,
-              vKeys: c.vKeys,
-              maskWords: c.maskWords,
-            };
-          }
-          const p = await gpu.scoped(
-            `Preparing ${e.label}`,
-            () => e.method.prepare(gpu, plan, problem.buffers),
-          );
-          prepared = p;
-          // Verification: one run on a poisoned output, 32 sampled rows against the reference.
-          problem.poisonOutput();
-          await gpu.scoped(`Running ${e.label}`, () => {
-            const enc = gpu.device.createCommandEncoder({ label: e.label });
-            const pass = enc.beginComputePass({ label: e.label });
-            p.encode(pass);
-            pass.end();
-            gpu.device.queue.submit([enc.finish()]);
-          });
-          const output = await problem.readOutput();
-          const r = compareOutput(output, expected, shape, ix.queryCount, rows);
-          result.maxRelError = r.maxRelError;
-          result.unwritten = r.unwritten;
-          result.nonFinite = r.nonFinite;
-          live.push({ result, prepared: p, times: [] });
-        } catch (err) {
-          result.status = "error";
-          result.message = (err as Error).message;
-          prepared?.destroy();
-          console.log(`  ${e.label}: ${result.message}`);
         }
-      }
-      // Interleaved timing: warm-up rounds untimed, then `samples` timed rounds.
-      const passes: PassSpec[] = [];
-      const owner: number[] = [];
-      for (let round = 0; round < warmup + samples; round++) {
-        live.forEach((l, i) => {
-          passes.push({ label: l.result.label, encode: l.prepared.encode, timed: round >= warmup });
-          owner.push(i);
-        });
-      }
-      if (live.length > 0) {
-        const ns = await timer.time(passes);
-        ns.forEach((v, k) => {
-          if (v !== null) live[owner[k]!]!.times.push(v);
-        });
-      }
-      for (const l of live) {
-        const r = l.result;
-        r.samples = l.times.length;
-        if (r.samples > 0) {
-          r.medianUs = median(l.times) / 1e3;
-          r.minUs = Math.min(...l.times) / 1e3;
-          r.usefulTflops = (r.stats.usefulFlops ?? 0) / (r.medianUs * 1e-6) / 1e12;
-        }
-      }
+        return {
+          label: m.label,
+          kernel: e.kernel,
+          config,
+          status: m.status,
+          message: m.message,
+          medianUs: m.medianUs,
+          minUs: m.minUs,
+          samples: m.samplesUs.length,
+          maxRelError: m.verdict?.maxRelError ?? null,
+          unwritten: m.verdict?.unwritten ?? 0,
+          nonFinite: m.verdict?.nonFinite ?? 0,
+          usefulTflops: m.usefulTflops,
+          stats: m.plan
+            ? {
+              ...m.plan.stats,
+              flops: m.plan.counts.flops,
+              usefulFlops: m.plan.counts.usefulFlops,
+              realBytes: m.plan.counts.real.totalBytes,
+            }
+            : {},
+        };
+      });
     } finally {
-      for (const l of live) l.prepared.destroy();
       problem.destroy();
     }
     printTable(results);
@@ -321,15 +256,14 @@ function printTable(results: Result[]) {
     const staging = c
       ? `Q ${c.qType ?? "staged"}, K chunk ${c.chunkV} vec4, V slice ${c.vKeys}`
       : "";
-    const bad = r.unwritten > 0 || r.nonFinite > 0 || (r.maxRelError ?? 0) > 1e-2;
     return [
       r.label,
-      r.status === "ok" ? f(r.medianUs) : "ERROR",
+      r.status === "ok" ? f(r.medianUs) : r.status.toUpperCase(),
       f(r.minUs),
       r.medianUs && base ? f(base / r.medianUs, 2) : "-",
       r.medianUs && tm ? f(tm / r.medianUs, 2) : "-",
       f(r.usefulTflops, 2),
-      r.maxRelError === null ? "-" : r.maxRelError.toExponential(2) + (bad ? " FAIL" : ""),
+      r.maxRelError === null ? "-" : r.maxRelError.toExponential(2),
       String(r.stats.workgroups ?? "-"),
       staging,
     ];

@@ -4,7 +4,7 @@
  * issue (the paper's Table 14 tree, few-shot b=50, speculative t=64, the 4000+50x200 grid, an
  * unshared batch of 32 x 4096 tokens), Llama-3-8B shape, f16, one layer. Every variant is first
  * run once on a poisoned output and 32 sampled rows are checked against the float64 reference (a
- * wrong variant is reported and never timed); then the variants of a tree on a runtime are timed
+ * wrong variant is reported and never timed; `_verify_time.ts`); then the variants of a tree on a runtime are timed
  * interleaved with pass timestamps, cold (a 128 MiB cache-flush pass before every sample) unless
  * `--hot`, and the median is reported with useful TFLOP/s and the matrix-unit peak share.
  *
@@ -18,20 +18,19 @@
  */
 
 import { parseArgs } from "node:util";
-import { createTimer, type PassSpec } from "../bench/timer.ts";
+import { createTimer } from "../bench/timer.ts";
 import { createFlushPass } from "../bench/measure.ts";
 import { measureMatrixPeak } from "../bench/calibrate.ts";
 import { Gpu, type RuntimeName } from "../kernels/gpu.ts";
-import type { MethodOptions, Plan, PreparedMethod } from "../kernels/method.ts";
+import type { MethodOptions } from "../kernels/method.ts";
 import { getMethod } from "../kernels/methods/mod.ts";
 import { Problem } from "../kernels/problem.ts";
-import { compareOutput, referenceAttention, type Row } from "../kernels/reference.ts";
-import { median } from "../results/stats.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import type { Tree, TreeNode } from "../workloads/tree.ts";
 import type { MethodName } from "../kernels/method.ts";
+import { verifyAndTime } from "./_verify_time.ts";
 
 /** One timed variant: a method with options. */
 interface Variant {
@@ -106,13 +105,6 @@ function trees(small: boolean): [string, Tree][] {
   ];
 }
 
-function sampleRows(queries: number, qHeads: number): Row[] {
-  return Array.from({ length: 32 }, (_, i) => ({
-    query: Math.floor((i * queries) / 32) % queries,
-    head: (i * 11 + 3) % qHeads,
-  }));
-}
-
 interface Result {
   runtime: RuntimeName;
   label: string;
@@ -166,116 +158,41 @@ async function runRuntime(
     if (want.trees && !want.trees.some((w) => treeName.startsWith(w))) continue;
     const problem = Problem.create(gpu, tree, { shape, dtype, seed: 1 });
     const ix = problem.ix;
-    const rows = sampleRows(ix.queryCount, shape.qHeads);
-    const expected = referenceAttention(ix, problem.layout, problem.data, rows);
-    const results: Result[] = [];
-    const live: { result: Result; prepared: PreparedMethod; times: number[] }[] = [];
+    let results: Result[];
     try {
-      for (const v of VARIANTS) {
-        if (v.runtimes && !v.runtimes.includes(runtime)) continue;
-        if (want.variants && !want.variants.some((w) => v.label.startsWith(w))) continue;
-        const result: Result = {
-          runtime,
-          label: v.label,
-          variant: null,
-          status: "ok",
-          message: null,
-          medianUs: null,
-          minUs: null,
-          samples: 0,
-          maxRelError: null,
-          usefulTflops: null,
-          realBytes: 0,
-          stats: {},
-        };
-        results.push(result);
-        let prepared: PreparedMethod | null = null;
-        try {
-          const method = getMethod(v.method);
-          const plan: Plan = problem.plan(method, v.options);
-          result.variant = plan.kernelVariant ?? null;
-          result.realBytes = plan.counts.real.totalBytes;
-          result.stats = {
-            ...plan.stats,
-            flops: plan.counts.flops,
-            usefulFlops: plan.counts.usefulFlops,
-          };
-          const p = await gpu.scoped(
-            `Preparing ${v.label}`,
-            () => method.prepare(gpu, plan, problem.buffers),
-          );
-          prepared = p;
-          problem.poisonOutput();
-          await gpu.scoped(`Running ${v.label}`, () => {
-            const enc = gpu.device.createCommandEncoder({ label: v.label });
-            const pass = enc.beginComputePass({ label: v.label });
-            p.encode(pass);
-            pass.end();
-            gpu.device.queue.submit([enc.finish()]);
-          });
-          const output = await problem.readOutput();
-          const r = compareOutput(output, expected, shape, ix.queryCount, rows);
-          result.maxRelError = r.maxRelError;
-          if (r.unwritten > 0 || r.nonFinite > 0 || !(r.maxRelError <= 1e-2)) {
-            result.status = "wrong";
-            result.message =
-              `max rel error ${r.maxRelError}, unwritten ${r.unwritten}, non-finite ${r.nonFinite}`;
-            p.destroy();
-            prepared = null;
-            console.log(`  ${v.label}: WRONG ${result.message}`);
-            continue;
-          }
-          live.push({ result, prepared: p, times: [] });
-        } catch (err) {
-          result.status = "error";
-          result.message = (err as Error).message;
-          prepared?.destroy();
-          console.log(`  ${v.label}: ${result.message}`);
-        }
-      }
-      const passes: PassSpec[] = [];
-      const owner: number[] = [];
-      for (let round = 0; round < opts.warmup + opts.samples; round++) {
-        live.forEach((l, i) => {
-          if (flush) {
-            passes.push({ label: flush.label, encode: flush.encode, timed: false });
-            owner.push(-1);
-          }
-          passes.push({
-            label: l.result.label,
-            encode: l.prepared.encode,
-            timed: round >= opts.warmup,
-          });
-          owner.push(i);
-        });
-      }
-      if (live.length > 0 && opts.spinMs > 0) {
-        // Bring the GPU to its working clock: repeat the first variant for spinMs.
-        const t = performance.now();
-        const spin: PassSpec[] = Array.from({ length: 200 }, () => ({
-          label: "spin",
-          encode: live[0]!.prepared.encode,
-          timed: false,
-        }));
-        while (performance.now() - t < opts.spinMs) await timer.time(spin);
-      }
-      if (live.length > 0) {
-        const ns = await timer.time(passes);
-        ns.forEach((x, k) => {
-          if (x !== null && owner[k]! >= 0) live[owner[k]!]!.times.push(x);
-        });
-      }
-      for (const l of live) {
-        const r = l.result;
-        r.samples = l.times.length;
-        if (r.samples > 0) {
-          r.medianUs = median(l.times) / 1e3;
-          r.minUs = Math.min(...l.times) / 1e3;
-          r.usefulTflops = (r.stats.usefulFlops ?? 0) / (r.medianUs * 1e-6) / 1e12;
-        }
-      }
+      const variants = VARIANTS.filter((v) =>
+        (!v.runtimes || v.runtimes.includes(runtime)) &&
+        (!want.variants || want.variants.some((w) => v.label.startsWith(w)))
+      );
+      const measured = await verifyAndTime(
+        problem,
+        timer,
+        variants.map((v) => ({ label: v.label, method: getMethod(v.method), options: v.options })),
+        {
+          samples: opts.samples,
+          warmup: opts.warmup,
+          flush,
+          spinMs: opts.spinMs,
+          log: (line) => console.log(line),
+        },
+      );
+      results = measured.map((m): Result => ({
+        runtime,
+        label: m.label,
+        variant: m.plan?.kernelVariant ?? null,
+        status: m.status,
+        message: m.message,
+        medianUs: m.medianUs,
+        minUs: m.minUs,
+        samples: m.samplesUs.length,
+        maxRelError: m.verdict?.maxRelError ?? null,
+        usefulTflops: m.usefulTflops,
+        realBytes: m.plan?.counts.real.totalBytes ?? 0,
+        stats: m.plan
+          ? { ...m.plan.stats, flops: m.plan.counts.flops, usefulFlops: m.plan.counts.usefulFlops }
+          : {},
+      }));
     } finally {
-      for (const l of live) l.prepared.destroy();
       problem.destroy();
     }
     console.log(`\n${runtime} | ${treeName}: ${ix.nodeCount} nodes, ${ix.queryCount} queries`);

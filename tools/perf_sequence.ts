@@ -13,18 +13,18 @@
  * @module
  */
 
-import { createTimer, type PassSpec } from "../bench/timer.ts";
+import { createTimer } from "../bench/timer.ts";
 import { Gpu } from "../kernels/gpu.ts";
-import type { AttentionMethod, Plan, PreparedMethod } from "../kernels/method.ts";
-import { radix } from "../kernels/methods/radix.ts";
-import { type SequenceVariant, sequenceVariant } from "../kernels/methods/sequence.ts";
+import type { Plan } from "../kernels/method.ts";
+import { getMethod } from "../kernels/methods/mod.ts";
+import type { SequenceParams } from "../kernels/methods/sequence.ts";
 import { Problem } from "../kernels/problem.ts";
-import { compareOutput, referenceAttention, type Row } from "../kernels/reference.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { getPreset } from "../workloads/presets.ts";
 import { type Dtype, MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import { type Tree, treeFacts } from "../workloads/tree.ts";
+import { type ToolVariant, verifyAndTime } from "./_verify_time.ts";
 
 const args = Deno.args;
 const flag = (name: string) => args.includes(`--${name}`);
@@ -36,12 +36,13 @@ const onlyTrees = opt("trees")?.split(",");
 const onlyMethods = opt("methods")?.split(",");
 
 /** New-kernel variants timed by default (overrides of the default variant). */
-const VARIANTS: (Partial<SequenceVariant> & { name: string })[] = [
+/** Kernel variants (`options.sequence`, the method's variant parameters), each with a label. */
+const VARIANTS: (SequenceParams & { name: string })[] = [
   { name: "default" },
   { name: "t256-b128", threads: 256, blockKeys: 128 },
   { name: "q-wgmem", qPlacement: "workgroup" },
   { name: "lanes16", lanes: 16 },
-  { name: "prefetch-v", prefetchV: true },
+  { name: "prefetch-v", prefetchV: 1 },
   { name: "target2048", targetWorkgroups: 2048 },
 ];
 for (const a of args.filter((a) => a.startsWith("--variant="))) {
@@ -73,12 +74,13 @@ const TREES: [string, () => Tree][] = small
     ["sorting-1800", () => sorting(1)],
   ];
 
-const METHODS: [string, AttentionMethod][] = [
-  ...VARIANTS.map(({ name, ...o }): [string, AttentionMethod] => [
-    name,
-    sequenceVariant({ ...o, name }) as AttentionMethod,
-  ]),
-  ["radix", radix as AttentionMethod],
+const METHODS: ToolVariant[] = [
+  ...VARIANTS.map(({ name, ...sequence }): ToolVariant => ({
+    label: name,
+    method: getMethod("sequence"),
+    options: { sequence },
+  })),
+  { label: "radix", method: getMethod("radix") },
 ];
 
 const t0 = performance.now();
@@ -97,7 +99,9 @@ const quantile = (sorted: number[], p: number) =>
 
 interface Result {
   method: string;
-  variant: Partial<SequenceVariant> | null;
+  variant: SequenceParams | null;
+  /** The kernel variant the plan reports (`fma-threads256-blockKeys128-t256-k128-h4`). */
+  kernel: string | null;
   status: "ok" | "failed";
   message?: string;
   medianUs?: number;
@@ -142,88 +146,46 @@ for (const [treeName, make] of TREES) {
   if (onlyTrees && !onlyTrees.includes(treeName)) continue;
   const problem = Problem.create(gpu, make(), { shape, dtype, seed: 5 });
   const facts = treeFacts(problem.ix);
-  const nq = problem.ix.queryCount;
-  const rows: Row[] = Array.from({ length: 32 }, (_, i) => ({
-    query: Math.floor((i * nq) / 32 + (i * 7919) % Math.max(1, Math.floor(nq / 32))) % nq,
-    head: (i * 13) % shape.qHeads,
-  }));
-  const expected = referenceAttention(problem.ix, problem.layout, problem.data, rows);
   console.log(
     `\n== ${treeName}: ${facts.queries} queries, ${facts.nodes} nodes, ΣN ${facts.pathTokens}, tree tokens ${facts.treeTokens}`,
   );
-  const results: Result[] = [];
-  const live: { r: Result; plan: Plan; prep: PreparedMethod }[] = [];
-  for (const [name, method] of METHODS) {
-    if (onlyMethods && !onlyMethods.includes(name)) continue;
-    const variant = VARIANTS.find((v) => v.name === name) ?? null;
-    const r: Result = { method: name, variant, status: "ok" };
-    results.push(r);
-    try {
-      const plan = problem.plan(method);
-      const prep = await gpu.scoped(
-        `Preparing ${name}`,
-        () => method.prepare(gpu, plan, problem.buffers),
-      );
-      problem.poisonOutput();
-      await gpu.scoped(`Running ${name}`, () => {
-        const enc = gpu.device.createCommandEncoder({ label: name });
-        const pass = enc.beginComputePass({ label: name });
-        prep.encode(pass);
-        pass.end();
-        gpu.device.queue.submit([enc.finish()]);
-      });
-      const err = compareOutput(await problem.readOutput(), expected, shape, nq, rows);
-      r.maxRelError = err.maxRelError;
-      r.unwritten = err.unwritten;
-      r.nonFinite = err.nonFinite;
-      r.stats = { ...plan.stats };
-      r.threads = plan.dispatches[0]!.workgroupSize;
-      r.counts = plan.counts;
-      live.push({ r, plan, prep });
-    } catch (e) {
-      r.status = "failed";
-      r.message = (e as Error).message.slice(0, 500);
-    }
-  }
-  // One batch: warm-up passes, then `samples` rounds of every method, round-robin.
-  const passes: PassSpec[] = [];
-  const owner: number[] = [];
-  for (let w = 0; w < warmup; w++) {
-    for (const { r, prep } of live) {
-      passes.push({ label: r.method, encode: (p) => prep.encode(p), timed: false });
-      owner.push(-1);
-    }
-  }
-  for (let s = 0; s < samples; s++) {
-    live.forEach(({ r, prep }, i) => {
-      passes.push({ label: r.method, encode: (p) => prep.encode(p) });
-      owner.push(i);
-    });
-  }
+  const chosen = METHODS.filter((m) => !onlyMethods || onlyMethods.includes(m.label));
+  let measured;
   try {
-    const ns = await timer.time(passes);
-    const per = live.map(() => [] as number[]);
-    ns.forEach((v, k) => {
-      if (v !== null && owner[k]! >= 0) per[owner[k]!]!.push(v / 1e3);
-    });
-    live.forEach(({ r, plan }, i) => {
-      const us = per[i]!.slice().sort((a, b) => a - b);
-      r.samplesUs = per[i]!.map((x) => Math.round(x * 100) / 100);
-      r.medianUs = quantile(us, 0.5);
+    measured = await verifyAndTime(problem, timer, chosen, { samples, warmup });
+  } finally {
+    problem.destroy();
+  }
+  const results = measured.map((m): Result => {
+    const r: Result = {
+      method: m.label,
+      variant: VARIANTS.find((v) => v.name === m.label) ?? null,
+      kernel: m.plan?.kernelVariant ?? null,
+      status: m.status === "ok" ? "ok" : "failed",
+    };
+    if (m.status !== "ok") r.message = m.message?.slice(0, 500);
+    if (m.verdict) {
+      r.maxRelError = m.verdict.maxRelError;
+      r.unwritten = m.verdict.unwritten;
+      r.nonFinite = m.verdict.nonFinite;
+    }
+    if (m.plan) {
+      r.stats = { ...m.plan.stats };
+      r.threads = m.plan.dispatches[0]!.workgroupSize;
+      r.counts = m.plan.counts;
+    }
+    if (m.status === "ok" && m.medianUs !== null) {
+      const us = m.samplesUs.slice().sort((a, b) => a - b);
+      r.samplesUs = m.samplesUs.map((x) => Math.round(x * 100) / 100);
+      r.medianUs = m.medianUs;
       r.minUs = us[0];
       r.p10Us = quantile(us, 0.1);
       r.p90Us = quantile(us, 0.9);
-      r.kvTBs = plan.counts.real.kvBytes / (r.medianUs * 1e6);
-      r.usefulTflops = plan.counts.usefulFlops / (r.medianUs * 1e6);
-    });
-  } catch (e) {
-    for (const { r } of live) {
-      r.status = "failed";
-      r.message = `timing: ${(e as Error).message.slice(0, 400)}`;
+      r.kvTBs = m.plan!.counts.real.kvBytes / (r.medianUs * 1e6);
+      r.usefulTflops = m.plan!.counts.usefulFlops / (r.medianUs * 1e6);
     }
-  }
-  for (const { prep } of live) prep.destroy();
-  problem.destroy();
+    return r;
+  });
   const base = results.find((r) => r.method === "default")?.medianUs;
   for (const r of results) {
     if (base && r.medianUs) r.speedupVsDefault = base / r.medianUs;

@@ -96,6 +96,10 @@ export class TreeError extends Error {
  * assert.deepEqual([...ix.dfsOrder], [0, 2, 1]); // positions in tree.nodes: 7, then 9, then 3
  * assert.deepEqual([...ix.pathTokens], [100, 125, 120]);
  * assert.equal(ix.pathTokens[ix.queryNode[0]!], 125);
+ * // The DFS-flattened KV: node 7 at 0, node 9 at 100, node 3 at 120; 125 tokens in all.
+ * assert.deepEqual([...ix.dfsStart], [0, 120, 100]);
+ * assert.equal(ix.treeTokens, 125);
+ * assert.equal(ix.sumPathTokens, 125); // one query, on node 3
  * // A second root breaks the model's rules.
  * const twoRoots = {
  *   nodes: [{ id: 0, parent: null, tokens: 1 }, { id: 1, parent: null, tokens: 1 }],
@@ -121,8 +125,17 @@ export class IndexedTree {
   readonly dfsOrder: Int32Array;
   /** Tokens from the root to each node, that node included. */
   readonly pathTokens: Float64Array;
+  /**
+   * Where each node's tokens start when the tree's KV is concatenated in {@linkcode dfsOrder}
+   * (the DFS-flattened KV that DeFT-Flatten cuts into blocks and `tree-mask` masks).
+   */
+  readonly dfsStart: Float64Array;
+  /** N_tree: tokens in the tree, each node counted once. */
+  readonly treeTokens: number;
   /** Node position of each query. */
   readonly queryNode: Int32Array;
+  /** Σ N_i: tokens on the root-to-node path of every query, summed over queries. */
+  readonly sumPathTokens: number;
 
   /** Builds the index; throws {@linkcode TreeError} when the tree breaks a rule. */
   constructor(tree: Tree) {
@@ -238,6 +251,7 @@ export class IndexedTree {
       );
     }
     const queryNode = new Int32Array(tree.queries.length);
+    let sumPathTokens = 0;
     for (let q = 0; q < tree.queries.length; q++) {
       const id = tree.queries[q]!.node;
       const v = indexOf.get(id);
@@ -245,6 +259,14 @@ export class IndexedTree {
         throw new TreeError(`queries[${q}].node ${show(id)} is an unknown node id`);
       }
       queryNode[q] = v;
+      sumPathTokens += pathTokens[v]!;
+    }
+    const dfsStart = new Float64Array(n);
+    let flat = 0;
+    for (let k = 0; k < n; k++) {
+      const v = dfsOrder[k]!;
+      dfsStart[v] = flat;
+      flat += tree.nodes[v]!.tokens;
     }
 
     this.indexOf = indexOf;
@@ -254,7 +276,10 @@ export class IndexedTree {
     this.depth = depth;
     this.dfsOrder = dfsOrder;
     this.pathTokens = pathTokens;
+    this.dfsStart = dfsStart;
+    this.treeTokens = flat;
     this.queryNode = queryNode;
+    this.sumPathTokens = sumPathTokens;
   }
 
   /** Number of nodes. */
@@ -334,16 +359,13 @@ export interface TreeFacts {
  */
 export function treeFacts(tree: Tree | IndexedTree): TreeFacts {
   const ix = tree instanceof IndexedTree ? tree : new IndexedTree(tree);
-  let treeTokens = 0;
+  const { treeTokens, sumPathTokens: pathTokens } = ix;
   let depth = 0;
   let leaves = 0;
   for (let v = 0; v < ix.nodeCount; v++) {
-    treeTokens += ix.tokens(v);
     depth = Math.max(depth, ix.depth[v]!);
     if (ix.children[v]!.length === 0) leaves++;
   }
-  let pathTokens = 0;
-  for (let q = 0; q < ix.queryCount; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
   return {
     nodes: ix.nodeCount,
     depth,

@@ -47,10 +47,11 @@ import { renderReport } from "../../report/report.ts";
 import type { Calibration, ResultsDocument, TuningUse } from "../../results/schema.ts";
 import { PAPER_PRESETS } from "../../workloads/presets.ts";
 import { type Dtype, resolveShape } from "../../workloads/shapes.ts";
-import { chooseDtype } from "../dtype.ts";
+import { storageDtype } from "../dtype.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 import { createProgress, formatNs } from "../progress.ts";
+import { givenOptions, methodOptionFlags, variantOption } from "../method_args.ts";
 import {
   checkKernel,
   dawnNodeOption,
@@ -463,18 +464,6 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         .choices(["f16", "f32"] as const),
     )
     .addOption(
-      int(
-        "--block-size <tokens>",
-        `deft-flatten block size (default ${DEFAULT_METHOD_OPTIONS.blockSize})`,
-      ),
-    )
-    .addOption(
-      int(
-        "--chunk-size <tokens>",
-        `deft-node-chunk chunk size (default ${DEFAULT_METHOD_OPTIONS.chunkSize})`,
-      ),
-    )
-    .addOption(
       int("--samples <k>", `iterations sampled per run (default ${BENCH_DEFAULTS.samples})`),
     )
     .addOption(
@@ -540,6 +529,7 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
     .addOption(runtimeOption())
     .addOption(dawnNodeOption())
     .addOption(kernelOption())
+    .addOption(variantOption())
     .option(
       "--tuning <file>",
       "stored tuning to apply (default out/tuning/<adapter>-<runtime>.json when it exists; explicit options win)",
@@ -560,7 +550,9 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
     )
     .option("--json", "print the results document on standard output, nothing else")
     .option("--quiet", "no progress output");
-  for (const o of generatorOptions()) cmd.addOption(o);
+  for (const o of [...methodOptionFlags({ withDefaults: false }), ...generatorOptions()]) {
+    cmd.addOption(o);
+  }
   return cmd.action(async (workloadArgs, opts, self) => {
     // Check everything the user typed before touching the GPU.
     const methods = parseMethods(opts.methods, registry);
@@ -569,11 +561,6 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       const [flag, v] of [
         ["--samples", opts.samples],
         ["--min-samples", opts.minSamples],
-        [
-          "--block-size",
-          opts.blockSize,
-        ],
-        ["--chunk-size", opts.chunkSize],
         ["--repetitions", opts.repetitions],
         ["--verify-rows", opts.verifyRows],
       ] as const
@@ -650,9 +637,8 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         : null;
       if (scaleReason) say(`note: ${scaleReason}`);
       const noF16 = gpus.filter((g) => !g.hasF16);
-      // --dtype f16 must be possible on every runtime (chooseDtype says why not).
-      for (const g of gpus) chooseDtype(g, opts.dtype);
-      const dtype = opts.dtype ?? (noF16.length === 0 ? "f16" : "f32");
+      // --dtype f16 must be possible on every runtime (storageDtype says why not).
+      const dtype = storageDtype(gpus, opts.dtype);
       if (!opts.dtype && noF16.length > 0) {
         say(
           `note: ${
@@ -670,10 +656,7 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       const workloads: BenchWorkload[] = (await resolveAll(scale)).workloads;
 
       // Options as given; stored tuning fills in what the command line leaves open.
-      const explicit: Partial<MethodOptions> = {};
-      if (opts.blockSize !== undefined) explicit.blockSize = opts.blockSize;
-      if (opts.chunkSize !== undefined) explicit.chunkSize = opts.chunkSize;
-      if (opts.kernel !== undefined) explicit.kernel = opts.kernel;
+      const explicit = givenOptions(opts);
       const methodOptions: MethodOptions = { ...DEFAULT_METHOD_OPTIONS, ...explicit };
 
       const devices: BenchDevice[] = [];

@@ -15,6 +15,7 @@ import {
   loadTuning,
   mergeTuning,
   saveTuning,
+  TUNABLES,
   tune,
   type TuneTree,
   type TuningEntry,
@@ -22,13 +23,15 @@ import {
 } from "../../bench/tune.ts";
 import { adapterKey } from "../../bench/calibrate.ts";
 import type { AttentionMethod, MethodName, MethodOptions } from "../../kernels/method.ts";
-import { METHODS } from "../../kernels/methods/mod.ts";
+import { METHOD_OPTIONS, METHODS } from "../../kernels/methods/mod.ts";
 import { LevelGridRun } from "../../workloads/level_grid.ts";
 import { getPreset } from "../../workloads/presets.ts";
 import { resolveShape } from "../../workloads/shapes.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
 import { formatNs } from "../progress.ts";
+import { givenOptions, variantOption } from "../method_args.ts";
+import { storageDtype } from "../dtype.ts";
 import {
   checkKernel,
   dawnNodeOption,
@@ -39,6 +42,20 @@ import {
 } from "../runtime_args.ts";
 import { generatorOptions, intArg, resolveWorkload, scaleArg, shapeArg } from "../workload_args.ts";
 import { BENCH_DEFAULTS, isSoftwareAdapter, parseMethods, SOFTWARE_DEFAULTS } from "./bench.ts";
+
+/**
+ * What `tune` tries, from the method records (the tunables): `deft-flatten block size
+ * 128/64/256/512, ..., the kernel family fma/mma the device offers (and the mma tile)`.
+ */
+function tunedList(): string {
+  const parts = TUNABLES.map((t) => {
+    if (t.option === "kernel") return "the kernel family fma/mma the device offers";
+    const option = METHOD_OPTIONS.find((o) => o.key === t.option);
+    if (option) return `${option.doc} ${option.tune!.join("/")}`;
+    return `the ${t.option} kernel's tile`;
+  });
+  return parts.join(", ");
+}
 
 /** Methods tuned by default. */
 export const TUNE_DEFAULT_METHODS = "deft-flatten";
@@ -111,7 +128,7 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
     new Option(flags, desc).argParser(intArg(flags.split(" ")[0]!));
   const cmd = new Command("tune")
     .description(
-      "Measure the method options worth choosing on this adapter and runtime (deft-flatten's block size 64/128/256/512, deft-node-chunk's chunk size, the kernel family fma/mma the device offers) on a few trees, checking every candidate against the float64 reference before timing it, and store the winner per dtype and method in out/tuning/<adapter>-<runtime>.json, where bench applies it by default. Default trees: the paper's Table 14 tree (a 4000-token prompt with 64 one-token queries) and the middle iterations of few-shot-b50 and speculative-t64. Exit 1 when a candidate computes wrong results.",
+      `Measure the method options worth choosing on this adapter and runtime (${tunedList()}) on a few trees, checking every candidate against the float64 reference before timing it, and store the winner per dtype and method in out/tuning/<adapter>-<runtime>.json, where bench applies it by default. Default trees: the paper's Table 14 tree (a 4000-token prompt with 64 one-token queries) and the middle iterations of few-shot-b50 and speculative-t64. Exit 1 when a candidate computes wrong results.`,
     )
     .argument(
       "[workloads...]",
@@ -131,6 +148,7 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
     .addOption(runtimeOption())
     .addOption(dawnNodeOption())
     .addOption(kernelOption())
+    .addOption(variantOption())
     .addOption(
       new Option("--seed <n>", "seed of generators and Q/K/V").argParser(intArg("--seed"))
         .default(1),
@@ -202,15 +220,8 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
           `note: software adapter: trees scaled to ${scale} and short budgets; a CPU's tuning says nothing about GPUs (pass --scale 1 for full sizes)`,
         );
       }
-      const dtype = opts.dtype ?? (gpus.every((g) => g.hasF16) ? "f16" : "f32");
-      for (const g of gpus) {
-        if (dtype === "f16" && !g.hasF16) {
-          throw new UsageError(
-            `--dtype f16 needs shader-f16, which ${g.info.description} does not offer on runtime ${g.runtime.name}`,
-          );
-        }
-        checkKernel(opts.kernel, g, dtype);
-      }
+      const dtype = storageDtype(gpus, opts.dtype);
+      for (const g of gpus) checkKernel(opts.kernel, g, dtype);
       let trees: TuneTree[];
       if (workloadArgs.length === 0) {
         trees = defaultTuneTrees(scale, opts.seed);
@@ -223,9 +234,11 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
           }
         }
       }
-      const fixed: Partial<MethodOptions> = opts.kernel && opts.kernel !== "auto"
-        ? { kernel: opts.kernel }
-        : {};
+      // Pinned: a kernel family other than auto, and the variant parameters given.
+      const { kernel, ...given } = givenOptions(opts);
+      const fixed: Partial<MethodOptions> = kernel && kernel !== "auto"
+        ? { ...given, kernel }
+        : given;
       const minSamples = opts.minSamples ?? d.minSamples;
       const maxSamples = opts.maxSamples ?? Math.max(d.maxSamples, minSamples);
       if (maxSamples < minSamples) {

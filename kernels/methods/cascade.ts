@@ -8,7 +8,10 @@
  * @module
  */
 
-import { type AttentionMethod, paperIo } from "../method.ts";
+import type { MethodRecord } from "../method.ts";
+import { paperIo } from "../plan_counts.ts";
+import { GROUP_VARIANTS } from "../group_variants.ts";
+import { CHUNK_SIZE } from "./deft_node_chunk.ts";
 import type { KvLayout } from "../layout.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import {
@@ -16,7 +19,6 @@ import {
   type GroupSet,
   GroupSetBuilder,
   planGroupAttention,
-  positiveOption,
   prepareGroupAttention,
   queryRanges,
 } from "../group_attention.ts";
@@ -92,13 +94,15 @@ export interface CascadePlan extends GroupPlan {
 }
 
 /** Cascade attention (`cascade`). */
-export const cascade: AttentionMethod<CascadePlan> = {
+export const cascade: MethodRecord<CascadePlan, "cascade"> = {
   name: "cascade",
   description:
     "Cascade (FlashInfer/Hydragen): shared prefix as one multi-query level, per-query suffixes, merged",
+  options: [CHUNK_SIZE],
+  variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
-    const chunkSize = positiveOption("chunkSize", options.chunkSize);
+    const chunkSize = CHUNK_SIZE.read(options);
     const c = cascadeGroups(ix, layout, chunkSize);
     const plan = planGroupAttention(
       "cascade",

@@ -15,7 +15,10 @@
  */
 
 import type { KvLayout } from "../layout.ts";
-import { type AttentionMethod, paperIo } from "../method.ts";
+import type { MethodRecord } from "../method.ts";
+import { paperIo } from "../plan_counts.ts";
+import { intOption, type MethodOption, TARGET_WORKGROUPS } from "../options.ts";
+import { GROUP_VARIANTS } from "../group_variants.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import {
   type GroupPlan,
@@ -24,7 +27,6 @@ import {
   positiveOption,
   prepareGroupAttention,
   queryRanges,
-  treeTokens,
 } from "../group_attention.ts";
 
 /** The flattened blocks of a tree, with their mask. */
@@ -44,7 +46,7 @@ export interface FlattenBlocks {
 export function flattenBlocks(ix: IndexedTree, layout: KvLayout, blockSize: number): FlattenBlocks {
   positiveOption("blockSize", blockSize);
   const { order, lo, hi } = queryRanges(ix);
-  const total = treeTokens(ix);
+  const total = ix.treeTokens;
   const count = Math.ceil(total / blockSize);
   const maxSegs = ix.nodeCount + count;
   const tokens = new Uint32Array(count);
@@ -156,15 +158,26 @@ export const FLATTEN_TARGET_WORKGROUPS = 1024;
 /** The smallest block a matrix-unit plan shrinks to (see {@linkcode FLATTEN_TARGET_WORKGROUPS}). */
 export const FLATTEN_MIN_BLOCK = 64;
 
+/** DeFT-Flatten's block size: tokens per flattened KV block (the paper's 128). */
+export const BLOCK_SIZE: MethodOption<number> = intOption({
+  key: "blockSize",
+  flag: "--block-size <tokens>",
+  doc: "deft-flatten block size",
+  default: 128,
+  tune: [128, 64, 256, 512],
+});
+
 /** DeFT-Flatten (`deft-flatten`). */
-export const deftFlatten: AttentionMethod<DeftFlattenPlan> = {
+export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
   name: "deft-flatten",
   description:
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
+  options: [BLOCK_SIZE, TARGET_WORKGROUPS],
+  variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
-    const largest = positiveOption("blockSize", options.blockSize);
-    const n = treeTokens(ix);
+    const largest = BLOCK_SIZE.read(options);
+    const n = ix.treeTokens;
     const planAt = (blockSize: number): DeftFlattenPlan => {
       const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize);
       const plan = planGroupAttention(
@@ -178,9 +191,8 @@ export const deftFlatten: AttentionMethod<DeftFlattenPlan> = {
     };
     // `blockSize` is the largest block. On matrix units, halve it while the tree leaves the device
     // short of workgroups (see FLATTEN_TARGET_WORKGROUPS); the FMA kernels keep it as given.
-    const target = options.targetWorkgroups > 0
-      ? options.targetWorkgroups
-      : FLATTEN_TARGET_WORKGROUPS;
+    const asked = TARGET_WORKGROUPS.read(options);
+    const target = asked > 0 ? asked : FLATTEN_TARGET_WORKGROUPS;
     let plan = planAt(largest);
     while (
       plan.mma !== null && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK &&

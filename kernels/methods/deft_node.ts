@@ -7,7 +7,9 @@
  * @module
  */
 
-import { type AttentionMethod, paperIo } from "../method.ts";
+import type { MethodRecord } from "../method.ts";
+import { paperIo } from "../plan_counts.ts";
+import { GROUP_VARIANTS } from "../group_variants.ts";
 import type { KvLayout } from "../layout.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import {
@@ -17,7 +19,6 @@ import {
   planGroupAttention,
   prepareGroupAttention,
   queryRanges,
-  treeTokens,
 } from "../group_attention.ts";
 
 /**
@@ -45,9 +46,11 @@ export function nodeGroups(ix: IndexedTree, layout: KvLayout, chunk = Infinity):
 }
 
 /** DeFT-Node (`deft-node`). */
-export const deftNode: AttentionMethod<GroupPlan> = {
+export const deftNode: MethodRecord<GroupPlan, "deft-node"> = {
   name: "deft-node",
   description: "DeFT-Node: one group per tree node with all queries below it, no mask",
+  options: [],
+  variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype } = input;
     const groups = nodeGroups(ix, layout);
@@ -55,7 +58,7 @@ export const deftNode: AttentionMethod<GroupPlan> = {
       "deft-node",
       input,
       groups,
-      paperIo(shape, dtype, treeTokens(ix), 0, 0),
+      paperIo(shape, dtype, ix.treeTokens, 0, 0),
       { nodes: ix.nodeCount },
     );
   },

@@ -18,21 +18,19 @@
  */
 
 import { type Dtype, dtypeBytes, groupSize, type ModelShape } from "../../workloads/shapes.ts";
-import { type Gpu, GpuError } from "../gpu.ts";
-import {
-  type AttentionMethod,
-  type DispatchInfo,
-  dramFloorBytes,
-  type GpuProblem,
-  paperIo,
-  type Plan,
-  type PlanCounts,
-  type PlanInput,
-  type PreparedMethod,
-  realIo,
+import { type Gpu, requireF16 } from "../gpu.ts";
+import type {
+  DispatchInfo,
+  GpuProblem,
+  MethodRecord,
+  Plan,
+  PlanCounts,
+  PlanInput,
+  PreparedMethod,
 } from "../method.ts";
+import { dramFloorBytes, paperIo, realIo } from "../plan_counts.ts";
 import { rowGrid } from "../reduce.ts";
-import { specializeWgsl } from "./sequence.ts";
+import { specializeWgsl } from "../wgsl.ts";
 import logitsWgsl from "../wgsl/radix_logits.wgsl" with { type: "text" };
 import reducevWgsl from "../wgsl/radix_reducev.wgsl" with { type: "text" };
 
@@ -66,9 +64,25 @@ function lanesFor(headDim: number): number {
   return headDim <= 64 ? 4 : 8;
 }
 
+/** Rewrites a radix kernel's constants and, for f16, its K/V and logits storage types. */
+function radixSource(
+  src: string,
+  name: string,
+  dtype: Dtype,
+  consts: Record<string, number>,
+): string {
+  const f16 = dtype === "f16";
+  return specializeWgsl(src, {
+    consts,
+    aliases: f16 ? { KV4: "vec4<f16>", LT: "f16" } : {},
+    f16,
+    name,
+  });
+}
+
 /** Stage-1 kernel source for a shape and dtype. */
 export function radixLogitsShader(shape: ModelShape, dtype: Dtype): string {
-  return specializeWgsl(logitsWgsl, dtype, {
+  return radixSource(logitsWgsl, "radix_logits.wgsl", dtype, {
     D4: shape.headDim / 4,
     KV_HEADS: shape.kvHeads,
     Q_HEADS: shape.qHeads,
@@ -80,7 +94,7 @@ export function radixLogitsShader(shape: ModelShape, dtype: Dtype): string {
 
 /** Stage-2 kernel source for a shape and dtype. */
 export function radixReduceShader(shape: ModelShape, dtype: Dtype): string {
-  return specializeWgsl(reducevWgsl, dtype, {
+  return radixSource(reducevWgsl, "radix_reducev.wgsl", dtype, {
     D4: shape.headDim / 4,
     KV_HEADS: shape.kvHeads,
     Q_HEADS: shape.qHeads,
@@ -197,9 +211,7 @@ async function prepareRadix(
   problem: GpuProblem,
 ): Promise<PreparedMethod> {
   const { shape, dtype } = plan;
-  if (dtype === "f16" && !gpu.hasF16) {
-    throw new GpuError("radix with dtype f16 needs the WebGPU feature shader-f16");
-  }
+  requireF16(gpu, dtype);
   const [logitsPipeline, reducePipeline] = await Promise.all([
     gpu.pipeline("radix logits", radixLogitsShader(shape, dtype)),
     gpu.pipeline("radix reducev", radixReduceShader(shape, dtype)),
@@ -268,10 +280,16 @@ async function prepareRadix(
 }
 
 /** The `radix` method (SGLang's two-pass token attention on paged KV). */
-export const radix: AttentionMethod<RadixPlan> = {
+export const radix: MethodRecord<RadixPlan, "radix"> = {
   name: "radix",
   description:
     "Radix Attention (SGLang token attention): logits of 32-key tiles to global memory, then one softmax-reduce-V program per query head",
+  options: [],
+  variants: [{
+    family: "fma",
+    description: "two passes: logits to global memory, then softmax and P·V per query head",
+    needs: [],
+  }],
   // Stage 1 writes q·k / sqrt(d) to global memory in the storage dtype, as SGLang's kernel does.
   storedLogits: "scaled",
   plan: planRadix,

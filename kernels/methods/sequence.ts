@@ -11,9 +11,9 @@
  * with several lanes per key for the scores and one thread per (key group, dim quad) for P·V, and
  * walks a chunk in blocks of keys (64 by default) with two barriers per block; see the kernel's
  * header.
- * Every geometry parameter is a field of {@linkcode SequenceVariant}, and
- * {@linkcode sequenceVariant} builds the method for any variant (the registered `sequence` is the
- * default one), so variants can be timed side by side.
+ * Every geometry parameter is a field of {@linkcode SequenceVariant}; the method's one kernel
+ * variant ({@linkcode SEQUENCE_KERNEL}) takes them from `options.sequence` (on the command line
+ * `--variant sequence.threads=256,...`), so variants can be timed side by side.
  *
  * Its KV IO is the paper's `2·d·ΣN_i` (Table 12), loaded once per KV head rather than once per
  * query head, so this is the strong GQA-aware form of the baseline every speedup is measured
@@ -23,19 +23,18 @@
  */
 
 import { type Dtype, dtypeBytes, groupSize, type ModelShape } from "../../workloads/shapes.ts";
-import { type Gpu, GpuError } from "../gpu.ts";
-import {
-  type AttentionMethod,
-  type DispatchInfo,
-  dramFloorBytes,
-  type GpuProblem,
-  paperIo,
-  type Plan,
-  type PlanCounts,
-  type PlanInput,
-  type PreparedMethod,
-  realIo,
+import { checkWorkgroup, type Gpu, PLAN_STORAGE_BUDGET, requireF16 } from "../gpu.ts";
+import type {
+  DispatchInfo,
+  GpuProblem,
+  MethodRecord,
+  Plan,
+  PlanCounts,
+  PlanInput,
+  PreparedMethod,
 } from "../method.ts";
+import { dramFloorBytes, paperIo, realIo } from "../plan_counts.ts";
+import { type KernelVariant, TARGET_WORKGROUPS } from "../options.ts";
 import {
   type PreparedReduction,
   prepareReduction,
@@ -45,18 +44,13 @@ import {
   reductionLists,
   rowGrid,
 } from "../reduce.ts";
+import { specializeWgsl, unrollWgsl } from "../wgsl.ts";
 import sequenceWgsl from "../wgsl/sequence.wgsl" with { type: "text" };
 
 /** Fewest tokens per chunk (chunks are also at least one block), so partials stay small. */
 export const MIN_CHUNK_TOKENS = 64;
 /** Most threads per workgroup (WebGPU's default `maxComputeInvocationsPerWorkgroup`). */
 export const MAX_SEQUENCE_WORKGROUP_SIZE = 256;
-/**
- * Workgroup memory a workgroup may use by default: 32 KiB, which every desktop Vulkan/Metal/D3D12
- * device grants (plans are device-free; `prepare` checks the real limit). Llama-3-8B f16 uses
- * about 13 KiB (24 KiB with 256 threads and 128-key blocks).
- */
-export const SEQUENCE_STORAGE_BUDGET = 32768;
 /** Most Q vec4s a lane keeps in registers when `qPlacement` is `"auto"` (64 registers). */
 export const Q_REGISTER_VEC4S = 16;
 const MAX_PER_DIM = 65535;
@@ -96,7 +90,104 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   prefetchV: false,
   targetWorkgroups: 1024,
   maxHeadsPerWorkgroup: 8,
-  storageBudget: SEQUENCE_STORAGE_BUDGET,
+  // Llama-3-8B f16 uses about 13 KiB (24 KiB with 256 threads and 128-key blocks).
+  storageBudget: PLAN_STORAGE_BUDGET,
+};
+
+/**
+ * `options.sequence`: the fields of {@linkcode SequenceVariant} to change from the default (its
+ * name follows from them; `prefetchV` is 0 or 1).
+ */
+export type SequenceParams = Readonly<{
+  threads?: number;
+  lanes?: number;
+  blockKeys?: number;
+  qPlacement?: SequenceVariant["qPlacement"];
+  prefetchV?: 0 | 1;
+  targetWorkgroups?: number;
+  maxHeadsPerWorkgroup?: number;
+  storageBudget?: number;
+}>;
+
+/**
+ * The variant `params` ask for (checked; `RangeError` naming a bad field). Its name is `default`,
+ * or the changed fields (`threads256-blockKeys128`).
+ */
+export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant {
+  const { prefetchV, ...rest } = params;
+  if (prefetchV !== undefined && prefetchV !== 0 && prefetchV !== 1) {
+    throw new RangeError(
+      `Sequence variant prefetchV must be 0 or 1, got ${JSON.stringify(prefetchV)}`,
+    );
+  }
+  const base: Record<string, unknown> = {
+    ...DEFAULT_SEQUENCE_VARIANT,
+    prefetchV: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
+  };
+  const changed = Object.entries(params).filter(([k, v]) => v !== undefined && v !== base[k]);
+  const name = changed.length === 0 ? "default" : changed.map(([k, v]) => `${k}${v}`).join("-");
+  return checkSequenceVariant({
+    ...DEFAULT_SEQUENCE_VARIANT,
+    ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
+    ...(prefetchV === undefined ? {} : { prefetchV: prefetchV === 1 }),
+    name,
+  });
+}
+
+/** The kernel of `sequence`, its one variant: every field of {@linkcode SequenceVariant}. */
+export const SEQUENCE_KERNEL: KernelVariant = {
+  family: "fma",
+  description: "split-KV Flash-Decoding, K and V straight into registers (wgsl/sequence.wgsl)",
+  needs: [],
+  params: {
+    key: "sequence",
+    params: [
+      {
+        name: "threads",
+        doc: "threads per workgroup, a power of two in [64, 256]",
+        default: DEFAULT_SEQUENCE_VARIANT.threads,
+      },
+      {
+        name: "lanes",
+        doc: "lanes per key in the score phase, a power of two (0: min(8, head dim / 4))",
+        default: DEFAULT_SEQUENCE_VARIANT.lanes,
+        min: 0,
+      },
+      {
+        name: "blockKeys",
+        doc: "keys per block, a power of two (an upper bound)",
+        default: DEFAULT_SEQUENCE_VARIANT.blockKeys,
+      },
+      {
+        name: "qPlacement",
+        doc: "where a lane keeps its Q quads",
+        default: DEFAULT_SEQUENCE_VARIANT.qPlacement,
+        choices: ["auto", "registers", "workgroup"],
+      },
+      {
+        name: "prefetchV",
+        doc: "1: issue a block's V loads before its first barrier",
+        default: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
+        min: 0,
+        max: 1,
+      },
+      {
+        name: "targetWorkgroups",
+        doc: "workgroups aimed for when --target-workgroups is 0",
+        default: DEFAULT_SEQUENCE_VARIANT.targetWorkgroups,
+      },
+      {
+        name: "maxHeadsPerWorkgroup",
+        doc: "most query heads per workgroup",
+        default: DEFAULT_SEQUENCE_VARIANT.maxHeadsPerWorkgroup,
+      },
+      {
+        name: "storageBudget",
+        doc: "workgroup memory budget, bytes",
+        default: DEFAULT_SEQUENCE_VARIANT.storageBudget,
+      },
+    ],
+  },
 };
 
 /**
@@ -247,74 +338,6 @@ export function sequenceTiling(
   );
 }
 
-/**
- * Specialises a kernel: replaces `const NAME: u32 = ...u;` / `const NAME: f32 = ...;` lines and,
- * for f16, switches `alias KV4` / `alias LT` to f16 and enables the extension. Throws `RangeError`
- * when the source lacks a constant, so a renamed constant never goes silently unspecialised.
- */
-export function specializeWgsl(
-  src: string,
-  dtype: Dtype,
-  consts: Readonly<Record<string, number>>,
-): string {
-  let out = src;
-  for (const [name, value] of Object.entries(consts)) {
-    const re = new RegExp(`^const ${name}: (u32|f32) = [^;]+;`, "m");
-    const m = re.exec(out);
-    if (!m) throw new RangeError(`Kernel source has no constant ${name} to specialise`);
-    const lit = m[1] === "u32" ? `${value}u` : value.toPrecision(12);
-    out = out.replace(re, `const ${name}: ${m[1]} = ${lit};`);
-  }
-  if (dtype === "f16") {
-    out = "enable f16;\n" +
-      out.replace(/^alias KV4 = vec4<f32>;/m, "alias KV4 = vec4<f16>;")
-        .replace(/^alias LT = f32;/m, "alias LT = f16;");
-  }
-  return out;
-}
-
-const UNROLL_RE = /^(\s*)for \(var (\w+) = 0u; \2 < (\w+); \2\+\+\) \{\s*\/\/ unroll\s*$/;
-
-/**
- * Unrolls every loop written `for (var i = 0u; i < N; i++) { // unroll` (N a literal such as `4u`
- * or a name in `consts`): the body is repeated N times, each copy in its own block that starts
- * with `const i = <k>u;`, so indices built from `i` are constant expressions. Nested loops are
- * unrolled too. The loop's closing brace must be alone on its line, and braces inside the body
- * must balance line by line (no braces in comments). Throws `RangeError` for an unknown bound or
- * an unclosed loop.
- */
-export function unrollWgsl(src: string, consts: Readonly<Record<string, number>>): string {
-  let lines = src.split("\n");
-  for (;;) {
-    const at = lines.findIndex((l) => UNROLL_RE.test(l));
-    if (at < 0) return lines.join("\n");
-    const [, indent, name, bound] = UNROLL_RE.exec(lines[at]!)!;
-    const n = /^\d+u?$/.test(bound!) ? parseInt(bound!, 10) : consts[bound!];
-    if (n === undefined || !Number.isSafeInteger(n) || n < 0) {
-      throw new RangeError(`Cannot unroll a loop bounded by ${bound}: not a known constant`);
-    }
-    let depth = 1;
-    let close = at + 1;
-    for (; close < lines.length; close++) {
-      const code = lines[close]!.replace(/\/\/.*$/, "");
-      for (const ch of code) {
-        if (ch === "{") depth++;
-        else if (ch === "}") depth--;
-      }
-      if (depth === 0) break;
-    }
-    if (close >= lines.length || lines[close]!.trim() !== "}") {
-      throw new RangeError(`Unclosed unrolled loop at line ${at + 1}: ${lines[at]!.trim()}`);
-    }
-    const body = lines.slice(at + 1, close);
-    const copies: string[] = [];
-    for (let i = 0; i < n; i++) {
-      copies.push(`${indent}{ const ${name} = ${i}u;`, ...body, `${indent}}`);
-    }
-    lines = [...lines.slice(0, at), ...copies, ...lines.slice(close + 1)];
-  }
-}
-
 /** The kernel's constants for a shape and tiling (also the bounds of its unrolled loops). */
 export function sequenceConstants(
   shape: ModelShape,
@@ -358,15 +381,22 @@ export function sequenceConstants(
 /** The kernel source for a shape, dtype and tiling (specialised and unrolled). */
 export function sequenceShader(shape: ModelShape, dtype: Dtype, tiling: SequenceTiling): string {
   const consts = sequenceConstants(shape, tiling);
-  return unrollWgsl(specializeWgsl(sequenceWgsl, dtype, consts), consts);
+  const f16 = dtype === "f16";
+  return unrollWgsl(
+    specializeWgsl(sequenceWgsl, {
+      consts,
+      aliases: f16 ? { KV4: "vec4<f16>" } : {},
+      f16,
+      name: "sequence.wgsl",
+    }),
+    consts,
+  );
 }
 
-/** Builds the plan: path segments, even chunks of every query's KV, counts. */
-export function planSequence(
-  input: PlanInput,
-  variant: SequenceVariant = DEFAULT_SEQUENCE_VARIANT,
-): SequencePlan {
+/** Builds the plan for the variant `options.sequence` asks for: path segments, even chunks of every query's KV, counts. */
+export function planSequence(input: PlanInput): SequencePlan {
   const { ix, layout, shape, dtype, options } = input;
+  const variant = sequenceVariantOf(options.sequence);
   const { qHeads, kvHeads, headDim: d } = shape;
   const tiling = sequenceTiling(shape, dtype, variant);
   const T = tiling.keysPerTile;
@@ -375,13 +405,9 @@ export function planSequence(
   const nq = ix.queryCount;
 
   // Path segments, root first, plus a sentinel per query.
+  const sumN = ix.sumPathTokens;
   let segCount = 0;
-  let sumN = 0;
-  for (let q = 0; q < nq; q++) {
-    const v = ix.queryNode[q]!;
-    segCount += ix.depth[v]! + 1;
-    sumN += ix.pathTokens[v]!;
-  }
+  for (let q = 0; q < nq; q++) segCount += ix.depth[ix.queryNode[q]!]! + 1;
   const segments = new Uint32Array(2 * segCount);
   const segBegin = new Uint32Array(nq);
   let so = 0;
@@ -400,7 +426,8 @@ export function planSequence(
 
   // Chunk size: enough chunks for the target workgroup count, at least MIN_CHUNK_TOKENS, whole
   // blocks. Each query's KV is then split evenly (block-aligned), so no chunk is a tiny leftover.
-  const target = options.targetWorkgroups > 0 ? options.targetWorkgroups : variant.targetWorkgroups;
+  const asked = TARGET_WORKGROUPS.read(options);
+  const target = asked > 0 ? asked : variant.targetWorkgroups;
   const chunkTokens = ceilDiv(
     Math.max(MIN_CHUNK_TOKENS, T, ceilDiv(sumN * blocks, target)),
     T,
@@ -529,21 +556,8 @@ async function prepareSequence(
   problem: GpuProblem,
 ): Promise<PreparedMethod> {
   const { shape, dtype, tiling } = plan;
-  if (dtype === "f16" && !gpu.hasF16) {
-    throw new GpuError("sequence with dtype f16 needs the WebGPU feature shader-f16");
-  }
-  const storage = gpu.limit("maxComputeWorkgroupStorageSize");
-  if (tiling.sharedBytes > storage) {
-    throw new GpuError(
-      `sequence needs ${tiling.sharedBytes} bytes of workgroup memory, more than this device's maxComputeWorkgroupStorageSize of ${storage}`,
-    );
-  }
-  const invocations = gpu.limit("maxComputeInvocationsPerWorkgroup");
-  if (tiling.workgroupSize > invocations) {
-    throw new GpuError(
-      `sequence needs ${tiling.workgroupSize} threads per workgroup, more than this device's maxComputeInvocationsPerWorkgroup of ${invocations}`,
-    );
-  }
+  requireF16(gpu, dtype);
+  checkWorkgroup(gpu, "sequence", { bytes: tiling.sharedBytes, threads: tiling.workgroupSize });
   const pipeline = await gpu.pipeline("sequence", sequenceShader(shape, dtype, tiling));
   const chunks = plan.chunkMeta.length / 4;
   const own: GPUBuffer[] = [];
@@ -592,20 +606,13 @@ async function prepareSequence(
   };
 }
 
-/** The `sequence` method of a variant (overrides on top of {@linkcode DEFAULT_SEQUENCE_VARIANT}). */
-export function sequenceVariant(
-  overrides: Partial<SequenceVariant> = {},
-): AttentionMethod<SequencePlan> & { readonly variant: Readonly<SequenceVariant> } {
-  const variant = checkSequenceVariant({ ...DEFAULT_SEQUENCE_VARIANT, ...overrides });
-  return {
-    name: "sequence",
-    description:
-      "Flash-Decoding on paged KV: each query's root-to-node KV split into chunks, GQA-aware, then a gather reduction",
-    variant,
-    plan: (input) => planSequence(input, variant),
-    prepare: prepareSequence,
-  };
-}
-
-/** The `sequence` method (Flash-Decoding on paged KV), default variant. */
-export const sequence: AttentionMethod<SequencePlan> = sequenceVariant();
+/** The `sequence` method (Flash-Decoding on paged KV). */
+export const sequence: MethodRecord<SequencePlan, "sequence"> = {
+  name: "sequence",
+  description:
+    "Flash-Decoding on paged KV: each query's root-to-node KV split into chunks, GQA-aware, then a gather reduction",
+  options: [TARGET_WORKGROUPS],
+  variants: [SEQUENCE_KERNEL],
+  plan: planSequence,
+  prepare: prepareSequence,
+};

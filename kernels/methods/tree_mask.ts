@@ -23,21 +23,21 @@
 
 import { type Dtype, dtypeBytes } from "../../workloads/shapes.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
-import { type Gpu, GpuError } from "../gpu.ts";
+import { checkWorkgroup, type Gpu, requireF16, WEBGPU_MIN_WORKGROUP_STORAGE } from "../gpu.ts";
 import type { KvLayout } from "../layout.ts";
-import {
-  type AttentionMethod,
-  type DispatchInfo,
-  dramFloorBytes,
-  type GpuProblem,
-  paperIo,
-  type Plan,
-  type PlanCounts,
-  type PlanInput,
-  type PreparedMethod,
-  realIo,
+import type {
+  DispatchInfo,
+  GpuProblem,
+  MethodRecord,
+  Plan,
+  PlanCounts,
+  PlanInput,
+  PreparedMethod,
 } from "../method.ts";
+import { dramFloorBytes, paperIo, realIo } from "../plan_counts.ts";
 import { rowGrid } from "../reduce.ts";
+import { TARGET_WORKGROUPS } from "../options.ts";
+import { specializeWgsl } from "../wgsl.ts";
 import qkWgsl from "../wgsl/tree_mask_qk.wgsl" with { type: "text" };
 import scaleWgsl from "../wgsl/tree_mask_scale.wgsl" with { type: "text" };
 import addWgsl from "../wgsl/tree_mask_add.wgsl" with { type: "text" };
@@ -46,11 +46,12 @@ import pvWgsl from "../wgsl/tree_mask_pv.wgsl" with { type: "text" };
 import sumWgsl from "../wgsl/tree_mask_sum.wgsl" with { type: "text" };
 
 /**
- * Workgroup memory the planned tiles fit in: WebGPU's guaranteed minimum, so a plan runs as planned
- * on every device (on H200, 16-deep slices of the 128 x 64 step-1 tile ran faster than 32-deep
- * ones). `prepare` still checks the device and would fall back to shallower slices.
+ * Workgroup memory the planned tiles fit in: WebGPU's guaranteed minimum rather than the plans'
+ * usual `PLAN_STORAGE_BUDGET`, so a plan runs as planned on every device (on H200,
+ * 16-deep slices of the 128 x 64 step-1 tile ran faster than 32-deep ones). `prepare` still checks
+ * the device and would fall back to shallower slices.
  */
-export const TILE_STORAGE_BUDGET = 16384;
+export const TILE_STORAGE_BUDGET = WEBGPU_MIN_WORKGROUP_STORAGE;
 /** Fewest tokens per split of step 5, so split partials stay small next to the P reads. */
 export const MIN_SPLIT_TOKENS = 256;
 /** Workgroups step 5 aims for when `options.targetWorkgroups` is 0 (a few waves of an H100). */
@@ -139,24 +140,15 @@ export function pvTile(rows: number, headDim: number): GemmTile {
   return { ...t, bk: sliceDepth(t, "pv", TILE_STORAGE_BUDGET) };
 }
 
-/** DFS start of each node in the concatenated tree and the slot of every tree token. */
-function dfsTokens(
-  ix: IndexedTree,
-  layout: KvLayout,
-): { dfsStart: Float64Array; slots: Uint32Array; n: number } {
-  const dfsStart = new Float64Array(ix.nodeCount);
-  let n = 0;
-  for (const v of ix.dfsOrder) {
-    dfsStart[v] = n;
-    n += ix.tokens(v);
-  }
-  const slots = new Uint32Array(n);
+/** The KV-pool slot of every tree token, nodes concatenated in DFS order. */
+function dfsTokenSlots(ix: IndexedTree, layout: KvLayout): Uint32Array {
+  const slots = new Uint32Array(ix.treeTokens);
   for (const v of ix.dfsOrder) {
     const s = layout.slotStart[v]!;
-    const o = dfsStart[v]!;
+    const o = ix.dfsStart[v]!;
     for (let t = 0, len = ix.tokens(v); t < len; t++) slots[o + t] = s + t;
   }
-  return { dfsStart, slots, n };
+  return slots;
 }
 
 /**
@@ -165,7 +157,6 @@ function dfsTokens(
  */
 export function denseCausalMask(
   ix: IndexedTree,
-  dfsStart: ArrayLike<number>,
   rowStride: number,
   dtype: Dtype,
 ): Uint16Array | Uint32Array {
@@ -176,7 +167,7 @@ export function denseCausalMask(
   for (let q = 0; q < ix.queryCount; q++) {
     const row = q * rowStride;
     for (let v = ix.queryNode[q]!; v >= 0; v = ix.parent[v]!) {
-      const start = row + dfsStart[v]!;
+      const start = row + ix.dfsStart[v]!;
       mask.fill(0, start, start + ix.tokens(v));
     }
   }
@@ -201,7 +192,8 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
   const b = dtypeBytes(dtype);
   const nq = ix.queryCount;
   const group = qHeads / kvHeads;
-  const { dfsStart, slots: tokenSlot, n } = dfsTokens(ix, layout);
+  const tokenSlot = dfsTokenSlots(ix, layout);
+  const n = ix.treeTokens;
   const stride = Math.ceil(n / 4) * 4;
 
   const E = qHeads * nq * stride;
@@ -213,7 +205,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
         `maxStorageBufferBindingSize can bind (${MAX_INTERMEDIATE_BYTES} bytes)`,
     );
   }
-  const maskBits = denseCausalMask(ix, dfsStart, stride, dtype);
+  const maskBits = denseCausalMask(ix, stride, dtype);
 
   const rows = group * nq;
   const qk = qkTile(rows);
@@ -223,9 +215,8 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
   const pvRowTiles = Math.ceil(rows / pv.bm);
   const pvColTiles = Math.ceil(d / pv.bn);
   const pvBase = kvHeads * pvRowTiles * pvColTiles;
-  const target = options.targetWorkgroups > 0
-    ? options.targetWorkgroups
-    : DEFAULT_TARGET_WORKGROUPS;
+  const asked = TARGET_WORKGROUPS.read(options);
+  const target = asked > 0 ? asked : DEFAULT_TARGET_WORKGROUPS;
   const maxSplits = Math.max(1, Math.floor(n / MIN_SPLIT_TOKENS));
   let splits = Math.min(maxSplits, Math.max(1, Math.ceil(target / pvBase)));
   // Chunks are whole 32-token multiples, so whole slices of any depth prepare may pick.
@@ -279,8 +270,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
     6 * E + // step 4: subtract, exp, add; subtract, exp, multiply
     2 * kvHeads * pvRowTiles * pv.bm * pvColTiles * pv.bn * pvDepth + // step 5
     (splits > 1 ? splits * Eo : 0);
-  let pathTokens = 0;
-  for (let q = 0; q < nq; q++) pathTokens += ix.pathTokens[ix.queryNode[q]!]!;
+  const pathTokens = ix.sumPathTokens;
 
   const outBytes = Eo * 4;
   const counts: PlanCounts = {
@@ -348,20 +338,14 @@ export interface PreparedTreeMask extends PreparedMethod {
   encodeStep(pass: GPUComputePassEncoder, i: number): void;
 }
 
-/** Rewrites the kernel's storage alias and `const NAME: u32 = ...u;` tile constants. */
+/** Rewrites a step kernel's storage alias `ST` (f16: `enable f16;` too) and its tile constants. */
 export function specializeKernel(
   src: string,
   dtype: Dtype,
   consts: Readonly<Record<string, number>> = {},
 ): string {
-  let out = src;
-  for (const [name, value] of Object.entries(consts)) {
-    const re = new RegExp(`^const ${name}: u32 = \\d+u;`, "m");
-    if (!re.test(out)) throw new RangeError(`Kernel source has no constant ${name} to specialise`);
-    out = out.replace(re, `const ${name}: u32 = ${value}u;`);
-  }
-  if (dtype === "f16") out = "enable f16;\n" + out.replace(/^alias ST = f32;/m, "alias ST = f16;");
-  return out;
+  const f16 = dtype === "f16";
+  return specializeWgsl(src, { consts, aliases: f16 ? { ST: "f16" } : {}, f16 });
 }
 
 function uniform(gpu: Gpu, label: string, values: readonly number[]): GPUBuffer {
@@ -378,9 +362,7 @@ async function prepareTreeMask(
   const { shape, dtype, queries: nq, treeTokens: n, rowStride: stride, rows, splits } = plan;
   const { qHeads, kvHeads, headDim: d } = shape;
   const b = dtypeBytes(dtype);
-  if (dtype === "f16" && !gpu.hasF16) {
-    throw new GpuError("tree-mask with dtype f16 needs the WebGPU feature shader-f16");
-  }
+  requireF16(gpu, dtype);
   const E = plan.intermediateElements;
   const Eo = nq * qHeads * d;
   // Every buffer is checked before any is made, so a too-large tree fails cleanly.
@@ -397,11 +379,7 @@ async function prepareTreeMask(
   const fit = (tile: GemmTile, kernel: "qk" | "pv"): GemmTile => {
     const bk = Math.min(tile.bk, sliceDepth(tile, kernel, storage));
     if (bk === 0) {
-      throw new GpuError(
-        `tree-mask ${kernel} tiles need ${
-          tileBytes(tile, 4, kernel)
-        } bytes of workgroup memory, more than the device's maxComputeWorkgroupStorageSize of ${storage}`,
-      );
+      checkWorkgroup(gpu, `tree-mask ${kernel} tiles`, { bytes: tileBytes(tile, 4, kernel) });
     }
     return { ...tile, bk };
   };
@@ -503,10 +481,16 @@ async function prepareTreeMask(
 }
 
 /** Tree Attention-Medusa: all tree KV against all queries with a dense causal mask, unfused. */
-export const treeMask: AttentionMethod<TreeMaskPlan> = {
+export const treeMask: MethodRecord<TreeMaskPlan, "tree-mask"> = {
   name: "tree-mask",
   description:
     "Tree Attention-Medusa: whole-tree KV x all queries with a dense causal mask, unfused steps (QK^T, scale, mask, softmax, PV) through global memory",
+  options: [TARGET_WORKGROUPS],
+  variants: [{
+    family: "fma",
+    description: "unfused tiled GEMMs and elementwise steps through global memory",
+    needs: [],
+  }],
   // S = Q·K^T goes to global memory unscaled in the storage dtype (step 1), as in PyTorch.
   storedLogits: "unscaled",
   plan: planTreeMask,

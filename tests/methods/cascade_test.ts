@@ -12,16 +12,8 @@ import {
 import { cascade, cascadeGroups } from "../../kernels/methods/cascade.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
 import { querySlots } from "../../kernels/reference.ts";
-import {
-  chainTree,
-  conformanceSuite,
-  GQA4,
-  internalQueriesTree,
-  starTree,
-} from "../_conformance.ts";
+import { chainTree, GQA4, internalQueriesTree, starTree } from "../_conformance.ts";
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
-
-conformanceSuite(cascade);
 
 function input(tree: Tree, options: Partial<MethodOptions> = {}): PlanInput {
   const ix = new IndexedTree(tree);

@@ -8,7 +8,6 @@ import {
   groupKernel,
   groupKernelConfig,
   type GroupKernelOptions,
-  withGroupKernel,
 } from "../../kernels/group_attention.ts";
 import { GpuError } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
@@ -32,8 +31,6 @@ import {
   testGpu,
 } from "../_conformance.ts";
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
-
-conformanceSuite(deftFlatten);
 
 const LLAMA3_8B: ModelShape = {
   name: "llama3-8b",
@@ -261,11 +258,11 @@ const extra: ConformanceCase[] = [
 ];
 conformanceSuite(deftFlatten, extra.map((c) => ({ ...c, name: `${c.name} ${c.dtype}` })));
 
-Deno.test("withGroupKernel() re-tiles a plan: 128-row tiles read a 100-query block half as often", () => {
+Deno.test("options.fma re-tiles a plan: 128-row tiles read a 100-query block half as often", () => {
   const inp = input(speculative(60, 100));
   const base = deftFlatten.plan(inp);
-  const wide = withGroupKernel(deftFlatten, { threads: 256, rows: 128, qResident: "none" }).plan(
-    inp,
+  const wide = deftFlatten.plan(
+    input(speculative(60, 100), { fma: { threads: 256, rows: 128, qResident: "none" } }),
   );
   assertEquals(wide.groups.queries, base.groups.queries);
   assertStrictEquals(wide.stats.blocks, base.stats.blocks);
@@ -285,10 +282,10 @@ Deno.test("withGroupKernel() re-tiles a plan: 128-row tiles read a 100-query blo
 });
 
 Deno.test("group kernel Q IO: a resident Q is loaded once per row tile, a re-staged one per sub-tile", () => {
-  const inp = input(starTree(300, 8, 4)); // one block of 128 tokens per 4 sub-tiles of 32 keys
+  const tree = starTree(300, 8, 4); // one block of 128 tokens per 4 sub-tiles of 32 keys
   const tile = { threads: 128, rows: 64, keys: 32 };
-  const resident = withGroupKernel(deftFlatten, { ...tile, qResident: "auto" }).plan(inp);
-  const staged = withGroupKernel(deftFlatten, { ...tile, qResident: "none" }).plan(inp);
+  const resident = deftFlatten.plan(input(tree, { fma: { ...tile, qResident: "auto" } }));
+  const staged = deftFlatten.plan(input(tree, { fma: { ...tile, qResident: "none" } }));
   assertStrictEquals(resident.kernel.qType, "f16");
   assertStrictEquals(resident.stats.residentQBits, 16);
   assertStrictEquals(staged.kernel.qType, null);
@@ -327,7 +324,7 @@ Deno.test("groupKernel() decides Q residency for a 32 KiB budget and rejects imp
   assertThrows(() => groupKernelConfig(LLAMA3_8B, "f16", c, 8192), GpuError, /workgroup memory/);
 });
 
-// Kernel variants (those tools/perf_group.ts times, and a 64-thread one whose whole K and V
+// FMA kernel variants, options.fma (those tools/perf_group.ts times, and a 64-thread one whose whole K and V
 // sub-tiles fit the software adapter's 32 KiB at head dim 128) on cases that stress their edges:
 // row tiles spanning several mask words, GQA 3 and 16, head dims 36 and 256. A variant skips the
 // shapes its geometry or the device cannot hold.
@@ -367,7 +364,6 @@ const variantCases: ConformanceCase[] = [
   },
 ];
 for (const v of VARIANTS) {
-  const method = withGroupKernel(deftFlatten, v);
   for (const c of variantCases) {
     Deno.test({
       name: `deft-flatten kernel ${JSON.stringify(v)} matches the float64 reference: ${c.name}`,
@@ -390,7 +386,7 @@ for (const v of VARIANTS) {
           if (e instanceof GpuError) return; // does not fit this device
           throw e;
         }
-        await expectConformant(method, c);
+        await expectConformant(deftFlatten, { ...c, options: { kernel: "fma", fma: v } });
       },
     });
   }

@@ -10,10 +10,8 @@ import {
 import { deftNodeChunk } from "../../kernels/methods/deft_node_chunk.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
 import { querySlots } from "../../kernels/reference.ts";
-import { conformanceSuite, GQA4, internalQueriesTree, starTree } from "../_conformance.ts";
+import { GQA4, internalQueriesTree, starTree } from "../_conformance.ts";
 import { assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
-
-conformanceSuite(deftNodeChunk);
 
 function input(tree: Tree, options: Partial<MethodOptions> = {}): PlanInput {
   const ix = new IndexedTree(tree);

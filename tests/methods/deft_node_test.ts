@@ -10,17 +10,8 @@ import { getMethod } from "../../kernels/methods/mod.ts";
 import { querySlots } from "../../kernels/reference.ts";
 import { GpuError } from "../../kernels/gpu.ts";
 import { Problem, runMethod } from "../../kernels/problem.ts";
-import {
-  chainTree,
-  conformanceSuite,
-  GQA4,
-  internalQueriesTree,
-  starTree,
-  testGpu,
-} from "../_conformance.ts";
+import { chainTree, GQA4, internalQueriesTree, starTree, testGpu } from "../_conformance.ts";
 import { assertEquals, assertRejects, assertStrictEquals } from "../_assert.ts";
-
-conformanceSuite(deftNode);
 
 function input(tree: Tree): PlanInput {
   const ix = new IndexedTree(tree);

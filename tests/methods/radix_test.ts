@@ -17,8 +17,6 @@ import { type Dtype, MODEL_SHAPES, type ModelShape } from "../../workloads/shape
 import { SpeculativeRun } from "../../workloads/speculative.ts";
 import { IndexedTree, type Tree, treeFacts } from "../../workloads/tree.ts";
 
-conformanceSuite(radix);
-
 function plan(tree: Tree, s: ModelShape = GQA4, dtype: Dtype = "f16") {
   const ix = new IndexedTree(tree);
   const layout = kvLayout(ix, "shuffled", 3);

@@ -9,7 +9,6 @@ import {
   skipDtype,
   starTree,
   testGpu,
-  TOLERANCE,
 } from "../_conformance.ts";
 import {
   checkSequenceVariant,
@@ -18,24 +17,23 @@ import {
   MIN_CHUNK_TOKENS,
   planSequence,
   sequence,
-  SEQUENCE_STORAGE_BUDGET,
+  type SequenceParams,
   sequenceShader,
   sequenceTiling,
   type SequenceVariant,
-  sequenceVariant,
-  unrollWgsl,
+  sequenceVariantOf,
 } from "../../kernels/methods/sequence.ts";
+import { PLAN_STORAGE_BUDGET } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodOptions } from "../../kernels/method.ts";
 import { Problem, runMethod } from "../../kernels/problem.ts";
-import { compareOutput, querySlots, referenceAttention } from "../../kernels/reference.ts";
+import { querySlots } from "../../kernels/reference.ts";
+import { referenceOf, verdictProblems, verify } from "../../kernels/verify.ts";
 import { FewShotRun } from "../../workloads/few_shot.ts";
 import { ReasoningRun } from "../../workloads/reasoning.ts";
 import { type Dtype, MODEL_SHAPES, type ModelShape } from "../../workloads/shapes.ts";
 import { SpeculativeRun } from "../../workloads/speculative.ts";
 import { IndexedTree, type Tree, treeFacts } from "../../workloads/tree.ts";
-
-conformanceSuite(sequence);
 
 function plan(
   tree: Tree,
@@ -155,20 +153,20 @@ Deno.test("planSequence() folds large grids within 65535 workgroups per dimensio
 });
 
 /** Variants that move every knob of the kernel (the perf script times some of them). */
-const VARIANTS: Partial<SequenceVariant>[] = [
+const VARIANTS: SequenceParams[] = [
   {},
   { threads: 256, blockKeys: 128 },
   { threads: 64, blockKeys: 32 },
   { lanes: 16, blockKeys: 64 },
   { lanes: 4, qPlacement: "workgroup" },
   { qPlacement: "registers", maxHeadsPerWorkgroup: 2 },
-  { prefetchV: true },
+  { prefetchV: 1 },
   { blockKeys: 32, storageBudget: 16384 },
 ];
 
 Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for every shape", () => {
   for (const overrides of VARIANTS) {
-    const variant = { ...DEFAULT_SEQUENCE_VARIANT, ...overrides };
+    const variant = sequenceVariantOf(overrides);
     for (const d of [4, 8, 32, 36, 64, 96, 128, 256]) {
       for (const [qh, kvh] of [[4, 4], [8, 2], [8, 1], [6, 2], [32, 2], [64, 8], [32, 32]]) {
         for (const dtype of ["f16", "f32"] as const) {
@@ -197,7 +195,7 @@ Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for eve
     const t = sequenceTiling(s, "f16");
     assertEquals(t.headBlocks, 1, s.name);
     assert(t.keysPerTile >= 64, s.name);
-    assert(t.sharedBytes <= SEQUENCE_STORAGE_BUDGET, s.name);
+    assert(t.sharedBytes <= PLAN_STORAGE_BUDGET, s.name);
   }
   const llama = sequenceTiling(MODEL_SHAPES["llama3-8b"]!, "f16");
   assertEquals(
@@ -228,7 +226,23 @@ Deno.test("checkSequenceVariant() rejects impossible variants", () => {
     }
     assert(threw, JSON.stringify(b));
   }
-  assertEquals(sequenceVariant({ threads: 128 }).variant.threads, 128);
+  assertEquals(sequenceVariantOf({ threads: 256 }).threads, 256);
+  assertEquals(sequenceVariantOf({}), DEFAULT_SEQUENCE_VARIANT);
+  // Named after what it changes; a field at its default changes nothing.
+  assertEquals(
+    sequenceVariantOf({ threads: 128, prefetchV: 1, blockKeys: 32 }).name,
+    "prefetchV1-blockKeys32",
+  );
+  assertEquals(sequenceVariantOf({ prefetchV: 1 }).prefetchV, true);
+  for (const b of [{ prefetchV: 2 as 1 }, { lanes: 3 }]) {
+    let threw = false;
+    try {
+      sequenceVariantOf(b);
+    } catch (e) {
+      threw = e instanceof RangeError;
+    }
+    assert(threw, JSON.stringify(b));
+  }
   assertEquals(sequence.name, "sequence");
 });
 
@@ -243,8 +257,10 @@ Deno.test("planSequence() uses the variant's target and reports its geometry", (
     dtype: "f16" as const,
     options: DEFAULT_METHOD_OPTIONS,
   };
-  const small = sequenceVariant({ targetWorkgroups: 400, threads: 256 }).plan(input);
-  const big = sequenceVariant({ targetWorkgroups: 4000 }).plan(input);
+  const variant = (sequence: SequenceParams) =>
+    planSequence({ ...input, options: { ...DEFAULT_METHOD_OPTIONS, sequence } });
+  const small = variant({ targetWorkgroups: 400, threads: 256 });
+  const big = variant({ targetWorkgroups: 4000 });
   assert(small.workgroups < big.workgroups);
   assertEquals(small.stats.workgroupSize, 256);
   assertEquals(small.variant.threads, 256);
@@ -256,35 +272,9 @@ Deno.test("planSequence() uses the variant's target and reports its geometry", (
   );
 });
 
-Deno.test("unrollWgsl() repeats marked loops with constant indices, nested too", () => {
-  const src = [
-    "fn f() {",
-    "  for (var i = 0u; i < N; i++) { // unroll",
-    "    for (var j = 0u; j < 2u; j++) { // unroll",
-    "      x[i * 2u + j] = 1.0;",
-    "    }",
-    "  }",
-    "  for (var k = 0u; k < N; k++) {",
-    "  }",
-    "}",
-  ].join("\n");
-  const out = unrollWgsl(src, { N: 3 });
-  assertEquals(out.match(/x\[i \* 2u \+ j\] = 1\.0;/g)?.length, 6);
-  assertEquals(out.match(/const i = \d+u;/g), ["const i = 0u;", "const i = 1u;", "const i = 2u;"]);
-  assert(!out.includes("// unroll"));
-  assert(out.includes("for (var k = 0u; k < N; k++) {"), "unmarked loops stay");
-  let threw = false;
-  try {
-    unrollWgsl("for (var i = 0u; i < M; i++) { // unroll\n}", {});
-  } catch (e) {
-    threw = e instanceof RangeError;
-  }
-  assert(threw);
-});
-
 Deno.test("sequenceShader() leaves no marked loop and no unspecialised constant", () => {
   for (const overrides of VARIANTS) {
-    const variant = { ...DEFAULT_SEQUENCE_VARIANT, ...overrides };
+    const variant = sequenceVariantOf(overrides);
     for (const s of [MODEL_SHAPES["llama3-8b"]!, shape(6, 2, 36), shape(16, 2, 256)]) {
       const src = sequenceShader(s, "f16", sequenceTiling(s, "f16", variant));
       assert(!/\{\s*\/\/ unroll\s*$/m.test(src));
@@ -375,13 +365,20 @@ for (const overrides of VARIANTS.slice(1)) {
       dtype: "f16",
     },
   );
-  conformanceSuite(sequenceVariant(overrides), cases, `sequence ${JSON.stringify(overrides)}`);
+  conformanceSuite(
+    sequence,
+    cases.map((c) => ({ ...c, options: { ...c.options, sequence: overrides } })),
+    `sequence ${JSON.stringify(overrides)}`,
+  );
 }
 
 // Logits that keep growing along the path move the running maximum by more than the kernel's
 // threshold in later blocks (its rarely taken rescaling path), and push early keys to underflow.
 for (
-  const overrides of [{}, { prefetchV: true }, { threads: 128, qPlacement: "workgroup" as const }]
+  const overrides of [{}, { prefetchV: 1 }, {
+    threads: 128,
+    qPlacement: "workgroup",
+  }] as SequenceParams[]
 ) {
   for (const dtype of ["f32", "f16"] as const) {
     Deno.test({
@@ -409,13 +406,12 @@ for (
           }
           gpu.device.queue.writeBuffer(problem.buffers.k, 0, data.k as Float32Array<ArrayBuffer>);
           for (const targetWorkgroups of [1, 0]) {
-            const { output } = await runMethod(problem, sequenceVariant(overrides), {
+            const { output } = await runMethod(problem, sequence, {
               targetWorkgroups,
+              sequence: overrides,
             });
-            const expected = referenceAttention(ix, layout, data);
-            const r = compareOutput(output, expected, s, ix.queryCount);
-            assertEquals([r.unwritten, r.nonFinite], [0, 0]);
-            assert(r.maxRelError <= TOLERANCE[dtype], `max relative error ${r.maxRelError}`);
+            const r = verify(output, referenceOf(problem), s, dtype);
+            assert(r.passed, verdictProblems(r).join(", "));
           }
         } finally {
           problem.destroy();

@@ -1,0 +1,86 @@
+/**
+ * The kernel variants of the group-attention methods (deft-node, deft-node-chunk, deft-flatten,
+ * cascade), part of their records: the FMA kernel (`wgsl/group_attention.wgsl`, tile in
+ * `options.fma`) and the subgroup-matrix kernel (`group_attention_mma.ts`, tile in `options.mma`).
+ *
+ * @module
+ */
+
+import { DEFAULT_GROUP_KERNEL } from "./group_attention.ts";
+import { DEFAULT_MMA_KERNEL } from "./group_attention_mma.ts";
+import type { KernelVariant } from "./options.ts";
+
+/** The FMA kernel: outer-product FMA tiles in registers. */
+export const GROUP_FMA: KernelVariant = {
+  family: "fma",
+  description: "outer-product FMA tiles in registers (wgsl/group_attention.wgsl)",
+  needs: [],
+  params: {
+    key: "fma",
+    params: [
+      {
+        name: "threads",
+        doc: "threads per workgroup: 64, 128 or 256",
+        default: DEFAULT_GROUP_KERNEL.threads,
+      },
+      {
+        name: "rows",
+        doc: "rows (query x head) per tile: 4 x threads / lanes, for 4, 8, 16 or 32 lanes",
+        default: DEFAULT_GROUP_KERNEL.rows,
+      },
+      {
+        name: "keys",
+        doc: "keys per sub-tile: 4 or 8 per lane",
+        default: DEFAULT_GROUP_KERNEL.keys,
+      },
+      {
+        name: "qResident",
+        doc: "where Q lives: re-staged per sub-tile (none), or in workgroup memory as f16 or f32",
+        default: DEFAULT_GROUP_KERNEL.qResident,
+        choices: ["auto", "f16", "f32", "none"],
+      },
+    ],
+  },
+};
+
+/**
+ * The matrix kernel's tiles worth tuning: the default and one step either way in rows and in keys
+ * (tiles the device cannot run fail their plan and drop out).
+ */
+function mmaTiles(): Record<string, number>[] {
+  const { rows, keys } = DEFAULT_MMA_KERNEL;
+  return [
+    { rows, keys },
+    { rows: rows / 2, keys },
+    { rows: rows * 2, keys },
+    { rows, keys: keys / 2 },
+    { rows, keys: keys * 2 },
+  ];
+}
+
+/** The matrix kernel: Q K^T and P V as subgroup-matrix multiply-accumulates (f16 inputs). */
+export const GROUP_MMA: KernelVariant = {
+  family: "mma",
+  description: "subgroup-matrix multiply-accumulates, f16 x f16 -> f32 (group_attention_mma.ts)",
+  needs: ["shader-f16", "subgroups", "subgroup-matrix"],
+  dtypes: ["f16"],
+  params: {
+    key: "mma",
+    params: [
+      {
+        name: "rows",
+        doc: "rows per tile: a multiple of the matrix configuration's M",
+        default: DEFAULT_MMA_KERNEL.rows,
+      },
+      {
+        name: "keys",
+        doc: "keys per sub-tile: a multiple of its N and K",
+        default: DEFAULT_MMA_KERNEL.keys,
+      },
+    ],
+    tune: mmaTiles(),
+  },
+};
+
+/** The variants of every group-attention method, the FMA kernel first. */
+export const GROUP_VARIANTS: readonly KernelVariant[] = [GROUP_FMA, GROUP_MMA];

@@ -1,0 +1,172 @@
+/**
+ * Verify-and-time, shared by the kernel tools (`perf_group.ts`, `perf_runtimes.ts`,
+ * `perf_sequence.ts`): every variant (a method with options) of one problem is planned, prepared,
+ * run once on a poisoned output and checked against the float64 reference on sampled rows with
+ * the one `verify` of `kernels/verify.ts`; a wrong variant is reported and never timed. The others
+ * are timed interleaved with the timer (round-robin, `warmup` untimed rounds first), optionally
+ * after a spin-up that brings the GPU to its working clock and with a cache flush before every
+ * sample.
+ *
+ * @module
+ */
+
+import type { PassSpec, Timer } from "../bench/timer.ts";
+import type { AttentionMethod, MethodOptions, Plan, PreparedMethod } from "../kernels/method.ts";
+import { type Problem, runPrepared } from "../kernels/problem.ts";
+import {
+  type Reference,
+  referenceOf,
+  sampleRows,
+  type Verdict,
+  verdictProblems,
+  verify,
+} from "../kernels/verify.ts";
+import { median } from "../results/stats.ts";
+
+/** One variant to check and time. */
+export interface ToolVariant {
+  label: string;
+  method: AttentionMethod;
+  options?: Partial<MethodOptions>;
+}
+
+/** A variant's outcome. */
+export interface ToolResult {
+  label: string;
+  /** `wrong`: failed the check (never timed); `error`: threw while planning, preparing or timing. */
+  status: "ok" | "wrong" | "error";
+  message: string | null;
+  plan: Plan | null;
+  verdict: Verdict | null;
+  /** Timed samples, µs. */
+  samplesUs: number[];
+  medianUs: number | null;
+  minUs: number | null;
+  /** Useful FLOPs (`plan.counts.usefulFlops`) over the median time, TFLOP/s. */
+  usefulTflops: number | null;
+}
+
+/** Options of {@linkcode verifyAndTime}. */
+export interface VerifyTimeOptions {
+  /** Timed rounds. */
+  samples: number;
+  /** Untimed rounds first. */
+  warmup: number;
+  /** Rows checked against the reference (default 32). */
+  rows?: number;
+  /** A pass recorded (untimed) before every sample, e.g. a cache flush. */
+  flush?: { label: string; encode(pass: GPUComputePassEncoder): void };
+  /** Repeat the first variant this long before timing, to reach the working clock (default 0). */
+  spinMs?: number;
+  /** Progress and failures, one line each. */
+  log?: (line: string) => void;
+}
+
+/** The sampled-rows reference of a problem (seeded, the same rows for every variant). */
+export function toolReference(problem: Problem, rows = 32): Reference {
+  const shape = problem.data.shape;
+  return referenceOf(problem, sampleRows(problem.ix.queryCount, shape.qHeads, rows, 1));
+}
+
+/** Checks every variant, then times those that passed; one result per variant, in order. */
+export async function verifyAndTime(
+  problem: Problem,
+  timer: Timer,
+  variants: readonly ToolVariant[],
+  o: VerifyTimeOptions,
+): Promise<ToolResult[]> {
+  const gpu = problem.gpu;
+  const ref = toolReference(problem, o.rows);
+  const results: ToolResult[] = [];
+  const live: { result: ToolResult; prepared: PreparedMethod; times: number[] }[] = [];
+  try {
+    for (const v of variants) {
+      const result: ToolResult = {
+        label: v.label,
+        status: "ok",
+        message: null,
+        plan: null,
+        verdict: null,
+        samplesUs: [],
+        medianUs: null,
+        minUs: null,
+        usefulTflops: null,
+      };
+      results.push(result);
+      let prepared: PreparedMethod | null = null;
+      try {
+        const plan = problem.plan(v.method, v.options ?? {});
+        result.plan = plan;
+        prepared = await gpu.scoped(
+          `Preparing ${v.label}`,
+          () => v.method.prepare(gpu, plan, problem.buffers),
+        );
+        const output = await runPrepared(problem, prepared, v.label);
+        const verdict = verify(output, ref, problem.data.shape, problem.data.dtype);
+        result.verdict = verdict;
+        if (!verdict.passed) {
+          result.status = "wrong";
+          result.message = verdictProblems(verdict).join(", ");
+          o.log?.(`  ${v.label}: WRONG ${result.message}`);
+          prepared.destroy();
+          continue;
+        }
+        live.push({ result, prepared, times: [] });
+      } catch (e) {
+        result.status = "error";
+        result.message = (e as Error).message;
+        prepared?.destroy();
+        o.log?.(`  ${v.label}: ${result.message}`);
+      }
+    }
+    if (live.length === 0) return results;
+    if ((o.spinMs ?? 0) > 0) {
+      const spin: PassSpec[] = Array.from({ length: 200 }, () => ({
+        label: "spin",
+        encode: live[0]!.prepared.encode,
+        timed: false,
+      }));
+      const t = performance.now();
+      while (performance.now() - t < o.spinMs!) await timer.time(spin);
+    }
+    const passes: PassSpec[] = [];
+    const owner: number[] = [];
+    for (let round = 0; round < o.warmup + o.samples; round++) {
+      live.forEach((l, i) => {
+        if (o.flush) {
+          passes.push({ label: o.flush.label, encode: o.flush.encode, timed: false });
+          owner.push(-1);
+        }
+        passes.push({
+          label: l.result.label,
+          encode: l.prepared.encode,
+          timed: round >= o.warmup,
+        });
+        owner.push(i);
+      });
+    }
+    try {
+      const ns = await timer.time(passes);
+      ns.forEach((x, k) => {
+        if (x !== null && owner[k]! >= 0) live[owner[k]!]!.times.push(x / 1e3);
+      });
+    } catch (e) {
+      for (const l of live) {
+        l.result.status = "error";
+        l.result.message = `timing: ${(e as Error).message}`;
+      }
+      return results;
+    }
+    for (const l of live) {
+      const r = l.result;
+      r.samplesUs = l.times;
+      if (l.times.length === 0) continue;
+      r.medianUs = median(l.times);
+      r.minUs = Math.min(...l.times);
+      r.usefulTflops = r.plan!.counts.usefulFlops / (r.medianUs * 1e-6) / 1e12;
+    }
+    return results;
+  } finally {
+    for (const l of live) l.prepared.destroy();
+  }
+}
