@@ -26,12 +26,14 @@ Deno.test("the method list is the one source of names, registry, options and def
     new Set(METHOD_OPTIONS.map((o) => o.flag.split(" ")[0])).size,
     METHOD_OPTIONS.length,
   );
-  // Results record the options in this order (the documents written before the list existed).
+  // Results record the options in this order (the documents written before the list existed,
+  // then the options added since).
   assertEquals(Object.keys(DEFAULT_METHOD_OPTIONS), [
     "blockSize",
     "chunkSize",
     "targetWorkgroups",
     "kernel",
+    "fallbackReuse",
   ]);
   for (const o of METHOD_OPTIONS) assertEquals(DEFAULT_METHOD_OPTIONS[o.key], o.default);
   assertThrows(() => getMethod("flash"), RangeError, /known methods: sequence, radix/);

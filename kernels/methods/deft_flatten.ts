@@ -19,6 +19,7 @@ import type { MethodRecord } from "../method.ts";
 import { paperIo } from "../plan_counts.ts";
 import { intOption, type MethodOption, TARGET_WORKGROUPS } from "../options.ts";
 import { GROUP_VARIANTS } from "../group_variants.ts";
+import { sequence, type SequencePlan } from "./sequence.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import {
   type GroupPlan,
@@ -144,7 +145,30 @@ export function flattenBlocks(ix: IndexedTree, layout: KvLayout, blockSize: numb
 export interface DeftFlattenPlan extends GroupPlan {
   /** Tokens per block. */
   readonly blockSize: number;
+  /**
+   * Flash-Decoding's plan, run instead of the flattened blocks, when the tree shares too little
+   * KV for tree attention to pay (see {@linkcode FALLBACK_REUSE}). The group fields then describe
+   * the flattening that is not run; dispatches, real IO and the kernel variant are this plan's.
+   */
+  readonly delegate?: SequencePlan;
 }
+
+/**
+ * DeFT degrades to Flash-Decoding where there is nothing to share: below this KV reuse, in percent
+ * (ΣN_i over N_tree: the tokens the queries' paths read over the tokens of the tree), deft-flatten
+ * runs `sequence`'s plan. A block that serves one query gives a matrix tile 4 real rows of 16 and
+ * the FMA tiles as few; on an H200 the unshared batch (a 1-token root over 32 x 4096, reuse
+ * 100.02%) took 2.2x `sequence`'s time with the matrix kernel and 8x with the FMA one
+ * (results/data/nvidia-h200-dawn/issue-trees.json). 0 turns the fallback off.
+ */
+export const FALLBACK_REUSE: MethodOption<number> = intOption({
+  key: "fallbackReuse",
+  flag: "--fallback-reuse <percent>",
+  doc:
+    "deft-flatten runs sequence's plan when the queries' paths read less than this % of the tree's tokens (nothing to share; 0: never)",
+  default: 110,
+  min: 0,
+});
 
 /**
  * Stage-1 workgroups a matrix-unit plan aims for when `options.targetWorkgroups` is 0. A matrix
@@ -172,7 +196,7 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
   name: "deft-flatten",
   description:
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
-  options: [BLOCK_SIZE, TARGET_WORKGROUPS],
+  options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE],
   variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
@@ -200,7 +224,22 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     ) {
       plan = planAt(Math.ceil(plan.blockSize / 2));
     }
+    const fallback = FALLBACK_REUSE.read(options);
+    if (fallback > 0 && 100 * ix.sumPathTokens < fallback * n) {
+      const seq = sequence.plan(input);
+      return {
+        ...plan,
+        delegate: seq,
+        kernelVariant: `flash-decoding ${seq.kernelVariant ?? "sequence"}`,
+        dispatches: seq.dispatches,
+        counts: { ...seq.counts, paper: plan.counts.paper },
+        stats: { ...plan.stats, fallbackToSequence: 1 },
+      };
+    }
     return plan;
   },
-  prepare: prepareGroupAttention,
+  prepare: (gpu, plan, problem) =>
+    plan.delegate
+      ? sequence.prepare(gpu, plan.delegate, problem)
+      : prepareGroupAttention(gpu, plan, problem),
 };

@@ -423,3 +423,25 @@ Deno.test("deft-flatten on matrix units halves its blocks while a small tree lea
   assertEquals(big.blockSize, 512);
   assert(wgs(big) >= 1024);
 });
+
+Deno.test("deft-flatten runs Flash-Decoding's plan where the tree shares (almost) nothing", () => {
+  // The unshared batch: a 1-token root over 4 children of 300 tokens (reuse 100.3%).
+  const unshared = deftFlatten.plan(input(starTree(1, 4, 300)));
+  const delegate = unshared.delegate;
+  if (!delegate) throw new Error("the unshared batch was not delegated");
+  assert(unshared.kernelVariant?.startsWith("flash-decoding "));
+  assertEquals(unshared.dispatches, delegate.dispatches);
+  assertEquals(unshared.stats.fallbackToSequence, 1);
+  // The paper's IO stays DeFT's (the tree's tokens); the real IO is what runs.
+  assertEquals(unshared.counts.real, delegate.counts.real);
+  // Off with fallbackReuse 0; never where the queries share (Table 14's shape: reuse ~6300%).
+  assertEquals(
+    deftFlatten.plan(input(starTree(1, 4, 300), { fallbackReuse: 0 })).delegate,
+    undefined,
+  );
+  assertEquals(deftFlatten.plan(input(starTree(400, 8, 1))).delegate, undefined);
+  // Just above and below the threshold: 2 queries over a 30-token root and 270-token leaves read
+  // 600 of 570 tokens (105%); with 60-token roots, 660 of 600 (110%) is not below 110.
+  assert(deftFlatten.plan(input(starTree(30, 2, 270))).delegate !== undefined);
+  assertEquals(deftFlatten.plan(input(starTree(60, 2, 270))).delegate, undefined);
+});
