@@ -36,6 +36,55 @@
  * gpu.destroy();
  * ```
  *
+ * @example Benchmark two methods on a tree run, keep the results document, render its report
+ * ```ts
+ * import {
+ *   createTimer,
+ *   DEFAULT_METHOD_OPTIONS,
+ *   FewShotRun,
+ *   getMethod,
+ *   Gpu,
+ *   MODEL_SHAPES,
+ *   parseResults,
+ *   renderReport,
+ *   runBench,
+ * } from "./mod.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const doc = await runBench(gpu, {
+ *   workloads: [{ run: new FewShotRun({ prompt: 256, branches: 4, generated: 8 }) }],
+ *   methods: [getMethod("sequence"), getMethod("deft-flatten")],
+ *   shape: MODEL_SHAPES["llama3-8b"]!,
+ *   dtype: "f32",
+ *   methodOptions: DEFAULT_METHOD_OPTIONS,
+ *   samplesPerRun: 1, // one snapshot of the run
+ *   seed: 1,
+ *   scale: 1,
+ *   scaleReason: null,
+ *   verify: true, // each method is checked against the float64 reference before it is timed
+ *   verifyRows: 8,
+ *   timing: {
+ *     warmupMs: 5,
+ *     budgetMs: 50,
+ *     minSamples: 3,
+ *     maxSamples: 10,
+ *     targetRelativeCi: 0.05,
+ *     cold: false,
+ *     interleaved: true,
+ *   },
+ *   calibration: null,
+ *   command: ["mod.ts example"],
+ *   clockGuard: false,
+ * }, { timer: createTimer(gpu), probeHost: false });
+ * // The document is the contract: what bench writes as results.json, and what report reads.
+ * const again = parseResults(JSON.stringify(doc), "results.json");
+ * const cases = again.workloads[0]!.snapshots[0]!.cases;
+ * if (cases.length !== 2 || cases.some((c) => c.status !== "ok")) throw new Error("not verified");
+ * const html = renderReport([again]); // self-contained HTML, charts included
+ * if (!html.includes("deft-flatten")) throw new Error("the report lost a method");
+ * gpu.destroy();
+ * ```
+ *
  * Two WebGPU runtimes are reachable (the command line's `--runtime`): Deno's built-in WebGPU
  * (`"deno"`, the default) and Chromium's Dawn (`"dawn"`), loaded on first use from the `dawnNode`
  * path, `DAWN_NODE`, or the npm package `webgpu` (the only runtime with subgroup matrices, i.e.
