@@ -104,6 +104,8 @@ export interface BenchConfig {
   seed: number;
   scale: number;
   scaleReason: string | null;
+  /** What makes this a smoke run and how to get real numbers, or null/absent (see `settings.smoke`). */
+  smoke?: string | null;
   verify: boolean;
   verifyRows: number;
   timing: TimingConfig;
@@ -424,7 +426,7 @@ export async function runBench(
   const warnings: Warning[] = [];
   const warn = (code: string, message: string, key: string | null = null) => {
     warnings.push({ code, message, key });
-    if (key === null && code !== "scaled") progress.note(`warning: ${message}`);
+    if (key === null && code !== "scaled" && code !== "smoke") progress.note(`warning: ${message}`);
   };
   const many = devices.length > 1;
   const on = (d: BenchDevice) => (many ? `${d.gpu.runtime.name}: ` : "");
@@ -461,6 +463,7 @@ export async function runBench(
       );
     }
   }
+  if (config.smoke) warn("smoke", config.smoke);
   if (config.scaleReason) warn("scaled", config.scaleReason);
   for (const d of devices) {
     if (!d.calibration) {
@@ -695,6 +698,7 @@ export async function runBench(
     seed: config.seed,
     scale: config.scale,
     scaleReason: config.scaleReason,
+    smoke: config.smoke ?? null,
     verify: config.verify,
     verifyRows: config.verifyRows,
     timing: {

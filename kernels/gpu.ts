@@ -655,6 +655,14 @@ export class Gpu {
   }
 }
 
+/** Is this adapter a CPU implementation (lavapipe, llvmpipe, SwiftShader, WARP)? */
+export function isSoftwareAdapter(
+  info: { isFallbackAdapter: boolean; description: string; vendor: string },
+): boolean {
+  return info.isFallbackAdapter ||
+    /llvmpipe|lavapipe|swiftshader|software|warp/i.test(`${info.description} ${info.vendor}`);
+}
+
 /** `1.5 MiB`-style sizes for messages. */
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];

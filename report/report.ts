@@ -53,6 +53,9 @@ function notices(doc: ResultsDocument): string {
       } planned cases. Workloads it did not finish have no whole-run totals.</p>`,
     );
   }
+  if (doc.settings.smoke) {
+    out.push(`<p class="notice bad"><b>Smoke run</b>: ${esc(doc.settings.smoke)}</p>`);
+  }
   if (e.adapter.isFallbackAdapter || doc.runtimes.some((r) => r.adapter.isFallbackAdapter)) {
     out.push(
       `<p class="notice">This run used a fallback (software) adapter: latencies describe a CPU rasterizer, not a GPU.</p>`,

@@ -155,6 +155,12 @@ export function settingsTable(doc: ResultsDocument): string {
           s.scaleReason ? ` — ${esc(s.scaleReason)}` : ""
         }`,
     ],
+    ...(s.smoke
+      ? [["run", `smoke run <span class="badge warn">smoke</span> — ${esc(s.smoke)}`] as [
+        string,
+        string,
+      ]]
+      : []),
     ["sampled iterations / seed", `${esc(s.samplesPerRun)} per workload / ${esc(s.seed)}`],
     [
       "verification",

@@ -239,6 +239,7 @@ function checkSettings(c: Checker, v: unknown, version: number): void {
   }
   if (!(s.blockSize as number > 0)) c.fail(`${at}.blockSize`, "positive", s.blockSize);
   c.strOrNull(s, "scaleReason", at);
+  if (s.smoke !== undefined) c.strOrNull(s, "smoke", at);
   c.bool(s, "verify", at);
   const t = c.obj(s.timing, `${at}.timing`);
   c.oneOf(t, "mode", `${at}.timing`, ["timestamp", "wallclock-batched"]);

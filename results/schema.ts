@@ -318,6 +318,11 @@ export interface Settings {
   scale: number;
   /** Why the run was scaled, e.g. "software adapter", or null. */
   scaleReason: string | null;
+  /**
+   * A smoke run (the default of `bench` on a software adapter): what it did, that it measures
+   * nothing about GPUs, and how to get real numbers; null or absent for a measurement.
+   */
+  smoke?: string | null;
   verify: boolean;
   /** Rows (query, head) checked against the reference per case. */
   verifyRows: number;

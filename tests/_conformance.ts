@@ -5,6 +5,11 @@
  * method's record the device can run: `fma` always, and `mma` (subgroup matrices) for f16 cases on
  * a device with an f16 x f16 -> f32 matrix configuration, for the methods that have it. The device
  * comes from `tests/_gpu.ts` (`DEFT_RUNTIME`, `DAWN_NODE`, `DEFT_REQUIRE_SUBGROUP_MATRIX`).
+ *
+ * On a software (CPU) adapter the suite runs a reduced matrix by default (see
+ * {@linkcode FULL_CONFORMANCE}): every method and kernel variant still against the reference on
+ * random data, on the cases marked `reduced` (fewer trees and shapes: on a CPU each new shader
+ * takes seconds to a minute to compile). `DEFT_FULL_CONFORMANCE=1` (set by CI) runs all of it.
  */
 
 import { FewShotRun } from "../workloads/few_shot.ts";
@@ -22,6 +27,7 @@ import {
 } from "../kernels/method.ts";
 import { type DeviceOffer, deviceOffer, missingNeeds } from "../kernels/options.ts";
 import { REQUIRE_SUBGROUP_MATRIX, TEST_RUNTIME, testGpu } from "./_gpu.ts";
+import { isSoftwareAdapter } from "../kernels/gpu.ts";
 import { Problem, runMethod } from "../kernels/problem.ts";
 import { referenceOf, type Verdict, verdictProblems, verify } from "../kernels/verify.ts";
 
@@ -31,16 +37,52 @@ export { testGpu };
  * What the test device offers, or null when it cannot be opened (its tests then fail one by one
  * with the reason; with DEFT_REQUIRE_SUBGROUP_MATRIX=1 the suite fails to load instead).
  */
-const DEVICE: { hasF16: boolean; offer: DeviceOffer } | null = await (async () => {
-  try {
-    const gpu = await testGpu();
-    return { hasF16: gpu.hasF16, offer: deviceOffer(kernelCaps(gpu), gpu.hasF16) };
-  } catch (e) {
-    if (REQUIRE_SUBGROUP_MATRIX) throw e;
-    console.warn(`warning: no test device on runtime ${TEST_RUNTIME}: ${(e as Error).message}`);
-    return null;
-  }
-})();
+const DEVICE: { hasF16: boolean; offer: DeviceOffer; software: string | null } | null =
+  await (async () => {
+    try {
+      const gpu = await testGpu();
+      return {
+        hasF16: gpu.hasF16,
+        offer: deviceOffer(kernelCaps(gpu), gpu.hasF16),
+        software: isSoftwareAdapter(gpu.info)
+          ? gpu.info.description || gpu.info.vendor || "software adapter"
+          : null,
+      };
+    } catch (e) {
+      if (REQUIRE_SUBGROUP_MATRIX) throw e;
+      console.warn(`warning: no test device on runtime ${TEST_RUNTIME}: ${(e as Error).message}`);
+      return null;
+    }
+  })();
+
+/** The software adapter the tests run on (its description), or null on a GPU or without one. */
+export const SOFTWARE_ADAPTER: string | null = DEVICE?.software ?? null;
+
+/**
+ * Whether the whole conformance matrix runs: on a GPU, or with `DEFT_FULL_CONFORMANCE=1` (CI sets
+ * it). On a software adapter only the cases marked `reduced` run by default, so `deno task test`
+ * ends in minutes on 2 CPU cores; tests/conformance_scope_test.ts says so once in the output.
+ */
+export const FULL_CONFORMANCE: boolean = fullConformance(
+  Deno.env.get("DEFT_FULL_CONFORMANCE"),
+  SOFTWARE_ADAPTER,
+);
+
+/** The rule of {@linkcode FULL_CONFORMANCE}: `DEFT_FULL_CONFORMANCE=1`, or no software adapter. */
+export function fullConformance(env: string | undefined, software: string | null): boolean {
+  return env === "1" || software === null;
+}
+
+/**
+ * True when `c` runs in this test run's matrix: the full matrix runs every case but the stand-ins
+ * marked `reduced: "only"`; the reduced one runs the cases marked `reduced`.
+ */
+export function inMatrix(
+  c: { reduced?: boolean | "only" },
+  full: boolean = FULL_CONFORMANCE,
+): boolean {
+  return full ? c.reduced !== "only" : c.reduced === true || c.reduced === "only";
+}
 
 /**
  * Whether the test device offers `shader-f16`. Without it (Mesa's llvmpipe through OpenGL on a
@@ -97,6 +139,11 @@ export interface ConformanceCase {
   shape: ModelShape;
   dtype: Dtype;
   options?: Partial<MethodOptions>;
+  /**
+   * Part of the reduced matrix that a software adapter runs by default; `"only"`: a smaller
+   * stand-in for full-matrix cases, run only in the reduced one (see {@linkcode inMatrix}).
+   */
+  reduced?: boolean | "only";
 }
 
 /** A one-layer test shape named `Q/KV/D`. */
@@ -111,7 +158,12 @@ export const shape = (qHeads: number, kvHeads: number, headDim: number): ModelSh
 /** The shape most cases use: GQA group 4, head dim 128. */
 export const GQA4: ModelShape = shape(8, 2, 128);
 
-/** The matrix: trees x shapes x dtypes, kept small enough for the software adapter. */
+/**
+ * The matrix: trees x shapes x dtypes. The reduced one (software adapters by default) keeps the
+ * trees that exercise the kernels' edges (a shared prompt with branches, a chain, blocks with more
+ * than 64 queries, queries on internal nodes, small blocks) on one shape, GQA group 4 and head dim
+ * 128; the other trees and shapes run with `DEFT_FULL_CONFORMANCE=1` and on GPUs.
+ */
 export function conformanceCases(): ConformanceCase[] {
   const cases: ConformanceCase[] = [];
   const both = (c: Omit<ConformanceCase, "dtype" | "name"> & { name: string }) => {
@@ -123,6 +175,7 @@ export function conformanceCases(): ConformanceCase[] {
     name: "few-shot (prompt 300, 12 branches, iteration 40)",
     tree: () => new FewShotRun({ prompt: 300, branches: 12, generated: 60 }).snapshot(40),
     shape: GQA4,
+    reduced: true,
   });
   both({
     name: "reasoning (ToT, depth 3, width 4)",
@@ -139,7 +192,12 @@ export function conformanceCases(): ConformanceCase[] {
     shape: GQA4,
   });
   both({ name: "single node", tree: () => chainTree(1, 77), shape: GQA4 });
-  both({ name: "long chain (40 nodes)", tree: () => chainTree(40, 37), shape: GQA4 });
+  both({
+    name: "long chain (40 nodes)",
+    tree: () => chainTree(40, 37),
+    shape: GQA4,
+    reduced: true,
+  });
   both({ name: "star of 300 leaves", tree: () => starTree(130, 300, 3), shape: GQA4 });
   both({
     name: "20k-token node beside 1-token nodes",
@@ -152,8 +210,14 @@ export function conformanceCases(): ConformanceCase[] {
       new SpeculativeRun({ prefix: 60, treeTokens: 100, steps: 1, seed: 2, topology: "medusa" })
         .snapshot(0),
     shape: GQA4,
+    reduced: true,
   });
-  both({ name: "queries on internal nodes", tree: internalQueriesTree, shape: GQA4 });
+  both({
+    name: "queries on internal nodes",
+    tree: internalQueriesTree,
+    shape: GQA4,
+    reduced: true,
+  });
   both({
     name: "GQA group 1 (MHA), head dim 64",
     tree: () => new FewShotRun({ prompt: 180, branches: 5, generated: 9 }).snapshot(8),
@@ -171,6 +235,7 @@ export function conformanceCases(): ConformanceCase[] {
     tree: () => starTree(90, 40, 7),
     shape: GQA4,
     options: { blockSize: 32, chunkSize: 32 },
+    reduced: true,
   });
   return cases;
 }
@@ -255,7 +320,7 @@ export function kernelFamiliesFor(
 const SKIP_CASES = (Deno.env.get("DEFT_CONFORMANCE_SKIP") ?? "").split(",").filter((s) => s);
 
 /**
- * Registers `cases` (the whole matrix by default) as Deno tests of a method, named after `label`,
+ * Registers `cases` (the whole matrix by default; those {@linkcode inMatrix} keeps) as Deno tests of a method, named after `label`,
  * once per kernel variant of its record that the device can run ({@linkcode kernelFamiliesFor};
  * the family is named in the test, `[mma]`, when there are two); f16 cases are ignored on adapters
  * without shader-f16 (see {@linkcode skipDtype}). `tests/methods/conformance_test.ts` runs the
@@ -266,7 +331,7 @@ export function conformanceSuite(
   cases: ConformanceCase[] = conformanceCases(),
   label: string = record.name,
 ): void {
-  for (const c of cases) {
+  for (const c of cases.filter((c) => inMatrix(c))) {
     const families = skipDtype(c.dtype)
       ? null
       : kernelFamiliesFor(record, c, DEVICE?.offer ?? null);

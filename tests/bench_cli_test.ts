@@ -1,10 +1,13 @@
 import {
+  BENCH_DEFAULTS,
   benchCommand,
   defaultOutput,
   htmlPath,
   isSoftwareAdapter,
   parseMethods,
+  resolveBenchSettings,
   resultsPath,
+  SMOKE_DEFAULTS,
 } from "../cli/commands/bench.ts";
 import { parseSizes } from "../cli/commands/calibrate.ts";
 import { ExitCode, UsageError } from "../cli/errors.ts";
@@ -65,6 +68,9 @@ Deno.test("bench writes a valid results document atomically and refuses to overw
     assertEquals(doc.calibration, null);
     assertEquals(doc.environment.command.slice(0, 2), ["bench", "few-shot"]);
     assertEquals(doc.workloads[0]!.snapshots.length, 2);
+    // On a software adapter the run is a smoke run, and the options given still win.
+    assertEquals(doc.settings.smoke != null, isSoftwareAdapter(doc.environment.adapter));
+    assertEquals(doc.settings.timing.budgetMs, 10);
     for (const s of doc.workloads[0]!.snapshots) {
       for (const c of s.cases) assertEquals(c.status, "ok");
     }
@@ -167,4 +173,102 @@ Deno.test("bench helpers: methods, output paths, software adapters", () => {
   assert(isSoftwareAdapter(info));
   assert(!isSoftwareAdapter({ ...info, description: "NVIDIA H100 80GB HBM3", vendor: "nvidia" }));
   assertEquals(parseSizes("16, 0.5"), [16 << 20, 1 << 19]);
+});
+
+const LLVMPIPE = "llvmpipe (LLVM 15.0.6, 256 bits)";
+
+Deno.test("bench on a software adapter defaults to a smoke run that says what it is", () => {
+  const s = resolveBenchSettings({}, LLVMPIPE);
+  assertEquals(
+    { ...s, smoke: null, scaleReason: null },
+    { ...SMOKE_DEFAULTS, clockGuard: false, smoke: null, scaleReason: null },
+  );
+  assertEquals(s.scale, 0.02);
+  assertEquals(s.shape, "8/2/128");
+  assertEquals(s.samples, 1);
+  assert(s.smoke !== null && s.scaleReason !== null);
+  const smoke = s.smoke ?? "";
+  for (
+    const text of ["smoke run on a CPU adapter", LLVMPIPE, "verified", "say nothing about GPUs"]
+  ) {
+    assert(smoke.includes(text), `${text} in ${smoke}`);
+  }
+  assert(/run on a GPU.*--scale 1/.test(smoke), smoke);
+  assert(smoke.includes("no clock guard"));
+});
+
+Deno.test("bench smoke defaults: every option given wins over its smoke default", () => {
+  const given = {
+    shape: "llama3-8b",
+    samples: 3,
+    budgetMs: 500,
+    warmupMs: 50,
+    minSamples: 20,
+    targetCi: 0.01,
+    verifyRows: 64,
+    clockGuard: true,
+  };
+  const s = resolveBenchSettings(given, LLVMPIPE);
+  assert(s.smoke !== null); // still a smoke run: no --scale
+  assertEquals(s.scale, SMOKE_DEFAULTS.scale);
+  const { shape, samples, budgetMs, warmupMs, minSamples, targetCi, verifyRows, clockGuard } = s;
+  assertEquals(
+    { shape, samples, budgetMs, warmupMs, minSamples, targetCi, verifyRows, clockGuard },
+    given,
+  );
+  assertEquals(s.maxSamples, 20); // at least --min-samples
+  const smoke = s.smoke ?? "";
+  assert(smoke.includes("shape llama3-8b") && smoke.includes("3 iterations"), smoke);
+  assertEquals(resolveBenchSettings({ maxSamples: 4 }, LLVMPIPE).maxSamples, 4);
+  assertEquals(resolveBenchSettings({ clockGuard: true }, LLVMPIPE).clockGuard, true);
+});
+
+Deno.test("bench --scale on a software adapter is no smoke run; a GPU runs the paper's defaults", () => {
+  for (const scale of [1, 0.5]) {
+    const s = resolveBenchSettings({ scale }, LLVMPIPE);
+    assertEquals(s.smoke, null);
+    assertEquals(s.scaleReason, null);
+    assertEquals(s.scale, scale);
+    assertEquals(s.shape, "llama3-8b");
+    assertEquals(s.samples, BENCH_DEFAULTS.samples);
+    assertEquals(s.budgetMs, BENCH_DEFAULTS.budgetMs);
+    assertEquals(s.clockGuard, false); // a CPU has no clock to guard
+  }
+  const gpu = resolveBenchSettings({}, null);
+  assertEquals(gpu.smoke, null);
+  assertEquals(gpu.scale, 1);
+  assertEquals(gpu.shape, "llama3-8b");
+  assertEquals(gpu.samples, BENCH_DEFAULTS.samples);
+  assertEquals(gpu.maxSamples, BENCH_DEFAULTS.maxSamples);
+  assertEquals(gpu.clockGuard, true);
+  assertEquals(resolveBenchSettings({ clockGuard: false }, null).clockGuard, false);
+  // --smoke asks for one on a GPU too, clock guard kept; --scale then sets only the scale.
+  const forced = resolveBenchSettings({ smoke: true, scale: 0.1 }, null);
+  assert(forced.smoke !== null && forced.smoke.startsWith("smoke run (--smoke)"), forced.smoke!);
+  assert((forced.smoke ?? "").includes("without --smoke"));
+  assertEquals([forced.scale, forced.shape, forced.samples], [0.1, "8/2/128", 1]);
+  assertEquals(forced.scaleReason, null);
+  assertEquals(forced.clockGuard, true);
+});
+
+Deno.test("bench --smoke records the smoke run in the results and the report, and says so", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = TINY.filter((_, i) =>
+      !["--samples", "--budget-ms"].includes(TINY[i] ?? "") &&
+      !["--samples", "--budget-ms"].includes(TINY[i - 1] ?? "")
+    );
+    const io = await bench([...args, "--smoke", "--output", dir]);
+    assert(/^note: smoke run \(--smoke\): /m.test(io.stderr), io.stderr);
+    const doc = parseResults(await Deno.readTextFile(`${dir}/results.json`), dir);
+    assert(doc.settings.smoke?.startsWith("smoke run (--smoke)"));
+    assertEquals(doc.settings.samplesPerRun, SMOKE_DEFAULTS.samples);
+    assertEquals(doc.settings.timing.budgetMs, SMOKE_DEFAULTS.budgetMs);
+    assertEquals(doc.settings.shape.qHeads, 4); // --shape 4/2/16/2 wins
+    assertEquals(doc.warnings.filter((w) => w.code === "smoke").length, 1);
+    const html = await Deno.readTextFile(`${dir}/results.html`);
+    assert(html.includes("<b>Smoke run</b>: smoke run (--smoke)"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

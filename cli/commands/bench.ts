@@ -2,7 +2,8 @@
  * `bench`: the main job. Runs workloads x methods on a WebGPU device and writes one versioned
  * results document (`results.json`) plus the HTML report next to it, then prints a summary table.
  * Without workloads it runs the eleven paper presets with every registered method; on a software
- * adapter without `--scale` it scales them down (and says so) so the job ends in minutes.
+ * adapter without `--scale` it is a smoke run ({@linkcode SMOKE_DEFAULTS}, said so in the output and
+ * the results) that ends in a minute or two.
  *
  * @module
  */
@@ -25,7 +26,7 @@ import {
   type TuningDocument,
   tuningPath,
 } from "../../bench/tune.ts";
-import type { Gpu } from "../../kernels/gpu.ts";
+import { type Gpu, isSoftwareAdapter } from "../../kernels/gpu.ts";
 import {
   type AttentionMethod,
   DEFAULT_METHOD_OPTIONS,
@@ -85,8 +86,8 @@ export const BENCH_DEFAULTS = {
 } as const;
 
 /**
- * Defaults on a software adapter when `--scale` is not given: presets at 5% of the paper's sizes,
- * fewer snapshots and short budgets, so the default job ends in a few minutes on 2 CPU cores.
+ * Defaults of `tune` on a software adapter when `--scale` is not given: trees at 5% of the paper's
+ * sizes, fewer snapshots and short budgets.
  */
 export const SOFTWARE_DEFAULTS = {
   scale: 0.05,
@@ -99,13 +100,105 @@ export const SOFTWARE_DEFAULTS = {
   verifyRows: 16,
 } as const;
 
-/** Is this adapter a CPU implementation (lavapipe, llvmpipe, SwiftShader, WARP)? */
-export function isSoftwareAdapter(
-  info: { isFallbackAdapter: boolean; description: string; vendor: string },
-): boolean {
-  return info.isFallbackAdapter ||
-    /llvmpipe|lavapipe|swiftshader|software|warp/i.test(`${info.description} ${info.vendor}`);
+/**
+ * The smoke run: the default of `bench` on a software (CPU) adapter when `--scale` is not given,
+ * and with `--smoke` anywhere. Every workload and method is verified against the float64 reference
+ * and timed briefly (presets at 2% of the paper's sizes, a small GQA shape, one iteration each),
+ * then the results and the report are written: it proves the pipeline in a minute or two on 2 CPU
+ * cores, and measures nothing about GPUs. Each option given on the command line wins.
+ */
+export const SMOKE_DEFAULTS = {
+  scale: 0.02,
+  shape: "8/2/128",
+  samples: 1,
+  budgetMs: 20,
+  warmupMs: 5,
+  minSamples: 3,
+  maxSamples: 10,
+  targetCi: 0.05,
+  verifyRows: 16,
+} as const;
+
+/** The options of `bench` that {@linkcode resolveBenchSettings} fills in (undefined: not given). */
+export interface BenchSettingsOptions {
+  smoke?: boolean;
+  scale?: number;
+  shape?: string;
+  samples?: number;
+  budgetMs?: number;
+  warmupMs?: number;
+  minSamples?: number;
+  maxSamples?: number;
+  targetCi?: number;
+  verifyRows?: number;
+  clockGuard?: boolean;
 }
+
+/** The settings `bench` runs with, and why. */
+export interface BenchSettings {
+  /** What the smoke run is and how to get real numbers, or null when this is no smoke run. */
+  smoke: string | null;
+  scale: number;
+  /** Why the presets were scaled (not recorded when the user gave `--scale`). */
+  scaleReason: string | null;
+  shape: string;
+  samples: number;
+  budgetMs: number;
+  warmupMs: number;
+  minSamples: number;
+  maxSamples: number;
+  targetCi: number;
+  verifyRows: number;
+  /** Keep and check the GPU clock (`bench/clock.ts`); off on a CPU adapter, which has no clock. */
+  clockGuard: boolean;
+}
+
+/**
+ * Resolves the settings of `bench` from the options given and the adapter: `software` is the
+ * description of a software (CPU) adapter in the run, or null when every adapter is a GPU. On a
+ * software adapter without `--scale` (or with `--smoke`) it is a smoke run with
+ * {@linkcode SMOKE_DEFAULTS}; otherwise {@linkcode BENCH_DEFAULTS} at the paper's sizes. Options
+ * given always win; the clock guard is on unless the adapter is a CPU or `--no-clock-guard` is given.
+ */
+export function resolveBenchSettings(
+  opts: BenchSettingsOptions,
+  software: string | null,
+): BenchSettings {
+  const smoke = opts.smoke === true || (software !== null && opts.scale === undefined);
+  const d = smoke ? SMOKE_DEFAULTS : { ...BENCH_DEFAULTS, scale: 1, shape: "llama3-8b" };
+  const r = {
+    scale: opts.scale ?? d.scale,
+    shape: opts.shape ?? d.shape,
+    samples: opts.samples ?? d.samples,
+    budgetMs: opts.budgetMs ?? d.budgetMs,
+    warmupMs: opts.warmupMs ?? d.warmupMs,
+    minSamples: opts.minSamples ?? d.minSamples,
+    maxSamples: opts.maxSamples ?? Math.max(d.maxSamples, opts.minSamples ?? d.minSamples),
+    targetCi: opts.targetCi ?? d.targetCi,
+    verifyRows: opts.verifyRows ?? d.verifyRows,
+    clockGuard: opts.clockGuard ?? software === null,
+  };
+  if (!smoke) return { ...r, smoke: null, scaleReason: null };
+  const where = opts.smoke === true
+    ? "smoke run (--smoke)"
+    : `smoke run on a CPU adapter (${software})`;
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  const smokeText =
+    `${where}: every workload and method is verified against the float64 reference and timed briefly (presets at ${r.scale} of the paper's sizes, shape ${r.shape}, ${
+      plural(r.samples, "iteration")
+    } per workload, ${r.budgetMs} ms per case${
+      r.clockGuard ? "" : ", no clock guard"
+    }). It proves that the pipeline works; its timings say nothing about GPUs. For real numbers, run on a GPU${
+      opts.smoke === true ? " without --smoke" : ""
+    }; on this adapter, --scale 1 runs the paper's sizes and shape (hours on a CPU).`;
+  return {
+    ...r,
+    smoke: smokeText,
+    scaleReason: opts.scale === undefined ? where : null,
+  };
+}
+
+export { isSoftwareAdapter };
 
 function positiveNumber(flag: string) {
   return (v: string): number => {
@@ -442,7 +535,7 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
     new Option(flags, desc).argParser(intArg(flags.split(" ")[0]!));
   const cmd = new Command("bench")
     .description(
-      "Benchmark attention methods on workloads (default: the eleven paper presets with every registered method) and write a versioned results document plus its HTML report. GPU time comes from timestamp queries around each method's pass (wall-clock batches when the adapter has none, said so in the output); every method is checked against the float64 reference first, and a wrong one is marked failed, not timed. On a software adapter without --scale the presets are scaled down. Exit 1 when a method failed or errored.",
+      "Benchmark attention methods on workloads (default: the eleven paper presets with every registered method) and write a versioned results document plus its HTML report. GPU time comes from timestamp queries around each method's pass (wall-clock batches when the adapter has none, said so in the output); every method is checked against the float64 reference first, and a wrong one is marked failed, not timed. On a software (CPU) adapter without --scale it is a smoke run (small sizes, brief timing; see --smoke) that proves the pipeline, not a measurement of GPUs. Exit 1 when a method failed or errored.",
     )
     .argument(
       "[workloads...]",
@@ -453,8 +546,10 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       "comma-separated methods, or all (default: every registered method)",
     )
     .addOption(
-      new Option("--shape <shape>", "model shape: preset or Q/KV/D[/LAYERS]").argParser(shapeArg)
-        .default("llama3-8b"),
+      new Option(
+        "--shape <shape>",
+        `model shape: preset or Q/KV/D[/LAYERS] (default llama3-8b; ${SMOKE_DEFAULTS.shape} in a smoke run)`,
+      ).argParser(shapeArg),
     )
     .addOption(
       new Option(
@@ -464,16 +559,31 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         .choices(["f16", "f32"] as const),
     )
     .addOption(
-      int("--samples <k>", `iterations sampled per run (default ${BENCH_DEFAULTS.samples})`),
+      int(
+        "--samples <k>",
+        `iterations sampled per run (default ${BENCH_DEFAULTS.samples}; ${SMOKE_DEFAULTS.samples} in a smoke run)`,
+      ),
     )
     .addOption(
       new Option("--seed <n>", "seed of generators and Q/K/V").argParser(intArg("--seed")).default(
         1,
       ),
     )
-    .addOption(new Option("--scale <s>", "shrink presets by s in (0, 1]").argParser(scaleArg))
     .addOption(
-      new Option("--budget-ms <ms>", `time budget per case (default ${BENCH_DEFAULTS.budgetMs})`)
+      new Option(
+        "--scale <s>",
+        `shrink presets by s in (0, 1] (default 1; ${SMOKE_DEFAULTS.scale} in a smoke run; given on a software adapter, no smoke run)`,
+      ).argParser(scaleArg),
+    )
+    .option(
+      "--smoke",
+      "a smoke run: every workload and method verified and timed briefly at small sizes, to prove the pipeline (the default on a software adapter without --scale)",
+    )
+    .addOption(
+      new Option(
+        "--budget-ms <ms>",
+        `time budget per case (default ${BENCH_DEFAULTS.budgetMs}; ${SMOKE_DEFAULTS.budgetMs} in a smoke run)`,
+      )
         .argParser(
           positiveNumber("--budget-ms"),
         ),
@@ -509,6 +619,11 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       ).argParser(nonNegative("--min-sample-us")),
     )
     .option("--cold", "flush caches (write 128 MiB) before every sample")
+    .option(
+      "--clock-guard",
+      "keep the GPU at its working clock and flag cases measured below it (default: on, except on a software adapter)",
+    )
+    .option("--no-clock-guard", "no clock guard: no reference kernel beside the cases")
     .option("--no-verify", "skip the check against the reference")
     .addOption(
       int(
@@ -556,7 +671,6 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
   return cmd.action(async (workloadArgs, opts, self) => {
     // Check everything the user typed before touching the GPU.
     const methods = parseMethods(opts.methods, registry);
-    const shape = resolveShape(opts.shape);
     for (
       const [flag, v] of [
         ["--samples", opts.samples],
@@ -626,16 +740,15 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       const many = gpus.length > 1;
       const tag = (g: Gpu) => (many ? ` (${g.runtime.name})` : "");
       const softwareGpu = gpus.find((g) => isSoftwareAdapter(g.info));
-      const software = softwareGpu !== undefined;
-      const scaled = software && opts.scale === undefined;
-      const d = scaled ? SOFTWARE_DEFAULTS : BENCH_DEFAULTS;
-      const scale = opts.scale ?? (scaled ? SOFTWARE_DEFAULTS.scale : 1);
-      const scaleReason = scaled
-        ? `software adapter (${
-          softwareGpu!.info.description || softwareGpu!.info.vendor
-        }): presets scaled to ${scale} of the paper's sizes, ${d.samples} snapshots per run and short budgets, so the job ends in minutes; pass --scale 1 for the paper's sizes`
-        : null;
-      if (scaleReason) say(`note: ${scaleReason}`);
+      const d = resolveBenchSettings(
+        opts,
+        softwareGpu
+          ? softwareGpu.info.description || softwareGpu.info.vendor || "software adapter"
+          : null,
+      );
+      const { scale, scaleReason } = d;
+      const shape = resolveShape(d.shape);
+      if (d.smoke) say(`note: ${d.smoke}`);
       const noF16 = gpus.filter((g) => !g.hasF16);
       // --dtype f16 must be possible on every runtime (storageDtype says why not).
       const dtype = storageDtype(gpus, opts.dtype);
@@ -647,8 +760,7 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         );
       }
       for (const g of gpus) checkKernel(opts.kernel, g, dtype);
-      const minSamples = opts.minSamples ?? d.minSamples;
-      const maxSamples = opts.maxSamples ?? Math.max(d.maxSamples, minSamples);
+      const { minSamples, maxSamples } = d;
       if (maxSamples < minSamples) {
         throw new UsageError("--max-samples must be at least --min-samples");
       }
@@ -737,23 +849,25 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         shape,
         dtype,
         methodOptions,
-        samplesPerRun: opts.samples ?? d.samples,
+        samplesPerRun: d.samples,
         seed: opts.seed,
         scale,
         scaleReason,
+        smoke: d.smoke,
         verify: opts.verify !== false,
-        verifyRows: opts.verifyRows ?? d.verifyRows,
+        verifyRows: d.verifyRows,
         timing: {
-          warmupMs: opts.warmupMs ?? d.warmupMs,
-          budgetMs: opts.budgetMs ?? d.budgetMs,
+          warmupMs: d.warmupMs,
+          budgetMs: d.budgetMs,
           minSamples,
           maxSamples,
-          targetRelativeCi: opts.targetCi ?? d.targetCi,
+          targetRelativeCi: d.targetCi,
           cold: Boolean(opts.cold),
           interleaved: true,
           repetitions: opts.repetitions,
         },
         calibration: devices[0]!.calibration,
+        clockGuard: d.clockGuard,
         command: commandLine(self),
       }, { progress, signal: interrupt.signal }).catch((e) => {
         removeListeners();

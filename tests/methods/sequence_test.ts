@@ -3,7 +3,10 @@ import {
   chainTree,
   type ConformanceCase,
   conformanceSuite,
+  FULL_CONFORMANCE,
   GQA4,
+  HAS_F16,
+  inMatrix,
   internalQueriesTree,
   shape,
   skipDtype,
@@ -153,6 +156,9 @@ Deno.test("planSequence() folds large grids within 65535 workgroups per dimensio
 });
 
 /** Variants that move every knob of the kernel (the perf script times some of them). */
+/** The shape the reduced matrix checks the kernel variants with (GQA group 4, head dim 16). */
+const VARIANT_STAND_IN = shape(8, 2, 16);
+
 const VARIANTS: SequenceParams[] = [
   {},
   { threads: 256, blockKeys: 128 },
@@ -272,6 +278,19 @@ Deno.test("planSequence() uses the variant's target and reports its geometry", (
   );
 });
 
+Deno.test("every kernel variant compiles a kernel of its own at the reduced matrix's shape", () => {
+  for (const dtype of ["f32", "f16"] as const) {
+    const sources = VARIANTS.map((o) =>
+      sequenceShader(
+        VARIANT_STAND_IN,
+        dtype,
+        sequenceTiling(VARIANT_STAND_IN, dtype, sequenceVariantOf(o)),
+      )
+    );
+    assertEquals(new Set(sources).size, VARIANTS.length, dtype);
+  }
+});
+
 Deno.test("sequenceShader() leaves no marked loop and no unspecialised constant", () => {
   for (const overrides of VARIANTS) {
     const variant = sequenceVariantOf(overrides);
@@ -287,7 +306,8 @@ Deno.test("sequenceShader() leaves no marked loop and no unspecialised constant"
 // Geometry corners the shared matrix does not reach: one chunk per query (direct output), GQA
 // groups that are not a power of two, two head blocks per KV head (group 16), head dim 256 with
 // group 8 (Q in workgroup memory, two P·V key groups), chunks of many blocks, and a tiny head dim
-// (2 lanes per key, 64 P·V key groups of one key each).
+// (2 lanes per key, 64 P·V key groups of one key each). The reduced matrix (software adapters)
+// keeps direct output.
 const corners: ConformanceCase[] = [];
 for (const dtype of ["f32", "f16"] as const) {
   corners.push(
@@ -297,6 +317,7 @@ for (const dtype of ["f32", "f16"] as const) {
       shape: GQA4,
       dtype,
       options: { targetWorkgroups: 1 },
+      reduced: true,
     },
     {
       name: `GQA group 3, head dim 32 ${dtype}`,
@@ -328,19 +349,33 @@ for (const dtype of ["f32", "f16"] as const) {
 conformanceSuite(sequence, corners);
 
 // Every knob of the kernel on trees with split and direct chunks, blocks crossing node boundaries
-// and partial last blocks, for head dims that L divides and does not, and head blocks.
+// and partial last blocks, for head dims that L divides and does not, and head blocks. Each
+// variant compiles its own shaders, up to a minute each on a CPU (Mesa's llvmpipe through OpenGL):
+// the reduced matrix (software adapters) checks every variant on the speculative tree with the
+// small shape {@linkcode VARIANT_STAND_IN} (a third of the compile time of head dim 128; each
+// variant still compiles a kernel of its own there, see the test above), in one dtype, f16 where
+// the adapter has it.
+const speculative32 = () =>
+  new SpeculativeRun({ prefix: 250, treeTokens: 32, steps: 4, seed: 1, topology: "medusa" })
+    .snapshot(2);
 for (const overrides of VARIANTS.slice(1)) {
   const cases: ConformanceCase[] = [];
   for (const dtype of ["f32", "f16"] as const) {
     cases.push({
       name: `speculative (prefix 250, Medusa tree of 32) ${dtype}`,
-      tree: () =>
-        new SpeculativeRun({ prefix: 250, treeTokens: 32, steps: 4, seed: 1, topology: "medusa" })
-          .snapshot(2),
+      tree: speculative32,
       shape: GQA4,
       dtype,
     });
   }
+  const small = HAS_F16 ? "f16" : "f32";
+  cases.push({
+    name: `speculative (prefix 250, Medusa tree of 32), shape ${VARIANT_STAND_IN.name} ${small}`,
+    tree: speculative32,
+    shape: VARIANT_STAND_IN,
+    dtype: small,
+    reduced: "only",
+  });
   cases.push(
     {
       name: "reasoning, GQA group 8, direct output f32",
@@ -374,6 +409,8 @@ for (const overrides of VARIANTS.slice(1)) {
 
 // Logits that keep growing along the path move the running maximum by more than the kernel's
 // threshold in later blocks (its rarely taken rescaling path), and push early keys to underflow.
+// The reduced matrix (software adapters) checks the default kernel, on the shape of the shared
+// matrix (whose shaders are compiled already).
 for (
   const overrides of [{}, { prefetchV: 1 }, {
     threads: 128,
@@ -381,6 +418,7 @@ for (
   }] as SequenceParams[]
 ) {
   for (const dtype of ["f32", "f16"] as const) {
+    if (!inMatrix({ reduced: Object.keys(overrides).length === 0 })) continue;
     Deno.test({
       name: `sequence ${
         JSON.stringify(overrides)
@@ -390,7 +428,7 @@ for (
       sanitizeOps: false,
       fn: async () => {
         const gpu = await testGpu();
-        const s = shape(8, 2, 64);
+        const s = FULL_CONFORMANCE ? shape(8, 2, 64) : GQA4;
         const problem = Problem.create(gpu, starTree(1500, 3, 40), { shape: s, dtype, seed: 99 });
         try {
           // Scale K by 1 + 14 * (path position / N) (every node: root first in the pool or not).
