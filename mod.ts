@@ -44,7 +44,6 @@
  *   FewShotRun,
  *   getMethod,
  *   Gpu,
- *   MODEL_SHAPES,
  *   parseResults,
  *   renderReport,
  *   runBench,
@@ -54,7 +53,8 @@
  * const doc = await runBench(gpu, {
  *   workloads: [{ run: new FewShotRun({ prompt: 256, branches: 4, generated: 8 }) }],
  *   methods: [getMethod("sequence"), getMethod("deft-flatten")],
- *   shape: MODEL_SHAPES["llama3-8b"]!,
+ *   // A small GQA layer (8 q-heads, 2 KV heads, head dim 64); MODEL_SHAPES has Llama-3-8B's.
+ *   shape: { name: "8/2/64", qHeads: 8, kvHeads: 2, headDim: 64, layers: 1 },
  *   dtype: "f32",
  *   methodOptions: DEFAULT_METHOD_OPTIONS,
  *   samplesPerRun: 1, // one snapshot of the run
