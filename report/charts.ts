@@ -31,6 +31,29 @@ function seriesStyle(s: Pick<Series, "method" | "runtime">, line = false): Recor
   };
 }
 
+/**
+ * One bar dataset per series over the run's workloads: `value` of the series' whole-run total where
+ * the method ran ok there, no bar otherwise, and the status the chart runtime marks with ✗.
+ */
+function workloadBars(
+  doc: ResultsDocument,
+  series: Series[],
+  value: (t: NonNullable<ReturnType<typeof totalOf>>) => number | null,
+): Record<string, unknown>[] {
+  return series.map((x) => {
+    const status = doc.workloads.map((w) => methodStatus(w, x.method, x.runtime));
+    return {
+      label: x.label,
+      ...seriesStyle(x),
+      data: doc.workloads.map((w, i) => {
+        const t = totalOf(w, x);
+        return status[i] === "ok" && t ? value(t) : null;
+      }),
+      deftStatus: status,
+    };
+  });
+}
+
 function latencyChart(doc: ResultsDocument, id: string): ChartSpec {
   const series = seriesOf(doc);
   return {
@@ -42,18 +65,11 @@ function latencyChart(doc: ResultsDocument, id: string): ChartSpec {
       type: "bar",
       data: {
         labels: doc.workloads.map(workloadLabel),
-        datasets: series.map((x) => {
-          const status = doc.workloads.map((w) => methodStatus(w, x.method, x.runtime));
-          return {
-            label: x.label,
-            ...seriesStyle(x),
-            data: doc.workloads.map((w, i) => {
-              const t = totalOf(w, x);
-              return status[i] === "ok" && t && t.complete ? t.meanIterationNs : null;
-            }),
-            deftStatus: status,
-          };
-        }),
+        datasets: workloadBars(
+          doc,
+          series,
+          (t) => t.complete ? t.meanIterationNs : null,
+        ),
       },
       options: {
         scales: {
@@ -80,18 +96,7 @@ function speedupChart(doc: ResultsDocument, id: string): ChartSpec | null {
       type: "bar",
       data: {
         labels: doc.workloads.map(workloadLabel),
-        datasets: series.map((x) => {
-          const status = doc.workloads.map((w) => methodStatus(w, x.method, x.runtime));
-          return {
-            label: x.label,
-            ...seriesStyle(x),
-            data: doc.workloads.map((w, i) => {
-              const t = totalOf(w, x);
-              return status[i] === "ok" && t ? t.speedupVsSequence : null;
-            }),
-            deftStatus: status,
-          };
-        }),
+        datasets: workloadBars(doc, series, (t) => t.speedupVsSequence),
       },
       options: {
         scales: {

@@ -213,6 +213,21 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
       );
       return { ...plan, blockSize };
     };
+    // Where there is nothing to share, Flash-Decoding's plan runs (see FALLBACK_REUSE); the group
+    // fields then describe the flattening at the given block size, which is not run.
+    const fallback = FALLBACK_REUSE.read(options);
+    if (fallback > 0 && 100 * ix.sumPathTokens < fallback * n) {
+      const plan = planAt(largest);
+      const seq = sequence.plan(input);
+      return {
+        ...plan,
+        delegate: seq,
+        kernelVariant: `flash-decoding ${seq.kernelVariant ?? "sequence"}`,
+        dispatches: seq.dispatches,
+        counts: { ...seq.counts, paper: plan.counts.paper },
+        stats: { ...plan.stats, fallbackToSequence: 1 },
+      };
+    }
     // `blockSize` is the largest block. On matrix units, halve it while the tree leaves the device
     // short of workgroups (see FLATTEN_TARGET_WORKGROUPS); the FMA kernels keep it as given.
     const asked = TARGET_WORKGROUPS.read(options);
@@ -223,18 +238,6 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
       (plan.items.length / 2) * shape.kvHeads < target
     ) {
       plan = planAt(Math.ceil(plan.blockSize / 2));
-    }
-    const fallback = FALLBACK_REUSE.read(options);
-    if (fallback > 0 && 100 * ix.sumPathTokens < fallback * n) {
-      const seq = sequence.plan(input);
-      return {
-        ...plan,
-        delegate: seq,
-        kernelVariant: `flash-decoding ${seq.kernelVariant ?? "sequence"}`,
-        dispatches: seq.dispatches,
-        counts: { ...seq.counts, paper: plan.counts.paper },
-        stats: { ...plan.stats, fallbackToSequence: 1 },
-      };
     }
     return plan;
   },
