@@ -16,6 +16,19 @@
 
 import { createRequire } from "node:module";
 
+/**
+ * A file that gets one JSON line per shader compiled (label, override constants, source length,
+ * milliseconds), when `DEFT_COMPILE_LOG` names it: how the time of a test run on a CPU adapter,
+ * where each kernel compiles for seconds to minutes, splits over its kernels.
+ */
+const COMPILE_LOG: string | undefined = (() => {
+  try {
+    return Deno.env.get("DEFT_COMPILE_LOG") || undefined;
+  } catch {
+    return undefined; // no env permission: no log
+  }
+})();
+
 /** A GPU failure the user should read: no adapter, compile or validation error, lost device, limit. */
 export class GpuError extends Error {
   /** Creates the error. */
@@ -562,7 +575,8 @@ export class Gpu {
     constants: Record<string, number>,
     entryPoint: string,
   ): Promise<GPUComputePipeline> {
-    return await this.scoped(`Compiling shader ${label}`, async () => {
+    const started = performance.now();
+    const pipeline = await this.scoped(`Compiling shader ${label}`, async () => {
       const module = this.device.createShaderModule({ label, code });
       const info = await module.getCompilationInfo();
       const errors = info.messages.filter((m) => m.type === "error");
@@ -578,6 +592,16 @@ export class Gpu {
         compute: { module, entryPoint, constants },
       });
     });
+    if (COMPILE_LOG) {
+      const line = JSON.stringify({
+        label,
+        constants,
+        chars: code.length,
+        ms: Math.round(performance.now() - started),
+      });
+      await Deno.writeTextFile(COMPILE_LOG, line + "\n", { append: true });
+    }
+    return pipeline;
   }
 
   /**

@@ -47,7 +47,55 @@ export interface MmaKernelOptions {
   rows: number;
   /** Keys per sub-tile: a multiple of the configuration's N and K. */
   keys: number;
+  /**
+   * Subgroups per row block, each holding Q and O for 1/split of the head dim (1, 2 or 4): fewer
+   * registers per invocation and more, shorter warps per sub-tile (docs/performance.md, change 8).
+   */
+  split?: number;
+  /**
+   * Parts of the kernel knocked out, for `tools/profile_mma.ts` only: the kernel then computes a
+   * wrong result, and the time it saves is what the part costs (a profile by subtraction, since no
+   * profiler reaches the GPU through Dawn). A `+`-separated list of {@linkcode MmaAblation}s; never
+   * set by a method's variants.
+   */
+  ablate?: string;
 }
+
+/**
+ * A part of the matrix kernel that {@linkcode MmaKernelOptions.ablate} can knock out:
+ * - `kv-load`: the K and V loads from the KV pool (registers get values made from the thread id);
+ * - `stage`: the stores of K and V into workgroup memory;
+ * - `qk`: S = Q K^T (its fragment loads, MMAs and the store of S);
+ * - `qk-loads`: all but the first K^T fragment load of a score fragment (the MMAs reuse it);
+ * - `softmax`: the scaling, masking, maximum, exponentials and the store of P;
+ * - `pv`: O += P V (its fragment loads and MMAs);
+ * - `pv-loads`: all but the first V fragment load of a sub-tile (the MMAs reuse it).
+ */
+export type MmaAblation = "kv-load" | "stage" | "qk" | "qk-loads" | "softmax" | "pv" | "pv-loads";
+
+/** The parts named by a `+`-separated list, or a `RangeError` naming an unknown one. */
+export function parseAblation(list: string): MmaAblation[] {
+  const parts = list.split("+").filter((x) => x !== "");
+  for (const x of parts) {
+    if (!(MMA_ABLATIONS as readonly string[]).includes(x)) {
+      throw new RangeError(
+        `Unknown mma ablation ${JSON.stringify(x)} (known: ${MMA_ABLATIONS.join(", ")})`,
+      );
+    }
+  }
+  return parts as MmaAblation[];
+}
+
+/** Every {@linkcode MmaAblation}. */
+export const MMA_ABLATIONS: readonly MmaAblation[] = [
+  "kv-load",
+  "stage",
+  "qk",
+  "qk-loads",
+  "softmax",
+  "pv",
+  "pv-loads",
+];
 
 /**
  * Default tile: 32 rows (2 subgroups of 32 on NVIDIA), 16-key sub-tiles. On an H200, 32 rows were
@@ -69,6 +117,10 @@ export interface MmaKernel {
   readonly keys: number;
   /** Invocations per workgroup. */
   readonly threads: number;
+  /** Subgroups per row block (head dim split among them). */
+  readonly split: number;
+  /** Parts knocked out (profiling only, see {@linkcode MmaKernelOptions.ablate}). */
+  readonly ablate?: readonly MmaAblation[];
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -77,7 +129,9 @@ const ROW_PAD = 8;
 /** A name for results and tools: `mma-16x16x16-r64-k32`. */
 export function mmaVariantName(k: MmaKernel): string {
   const { M, N, K } = k.config;
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}`;
+  const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
+  const split = k.split > 1 ? `-s${k.split}` : "";
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${knocked}`;
 }
 
 /**
@@ -121,10 +175,25 @@ export function mmaKernel(
   if (!Number.isSafeInteger(o.keys) || o.keys < step || o.keys % step !== 0) {
     throw new RangeError(`Kernel mma keys must be a positive multiple of ${step}, got ${o.keys}`);
   }
-  const lanes = sg / M; // invocations per row in the softmax
-  if (o.keys % lanes !== 0 || (N / lanes) % 4 !== 0) {
+  const split = o.split ?? 1;
+  if (![1, 2, 4].includes(split) || (d / K) % split !== 0 || (d / N) % split !== 0) {
     throw new RangeError(
-      `Kernel mma with subgroup size ${sg} and M = ${M} needs keys and N divisible into ${lanes} lanes of whole vec4`,
+      `Kernel mma split must be 1, 2 or 4 and divide the head dim's ${
+        d / N
+      } fragments, got ${o.split}`,
+    );
+  }
+  const lanes = (sg * split) / M; // invocations per row in the softmax
+  const npl = (split * N) / lanes; // output columns per invocation and fragment round
+  if (o.keys % lanes !== 0 || npl % 4 !== 0 || N % npl !== 0) {
+    throw new RangeError(
+      `Kernel mma with subgroup size ${sg}, M = ${M} and split ${split} needs keys and N divisible into ${lanes} lanes of whole vec4`,
+    );
+  }
+  const threads = (o.rows / M) * sg * split;
+  if ((o.rows * (d / 4)) % threads !== 0 || (o.keys * (d / 4)) % threads !== 0) {
+    throw new RangeError(
+      `Kernel mma with ${o.rows} rows, ${o.keys} keys and split ${split}: Q or K rows do not divide among ${threads} invocations`,
     );
   }
   const k: MmaKernel = {
@@ -132,7 +201,9 @@ export function mmaKernel(
     subgroupSize: sg,
     rows: o.rows,
     keys: o.keys,
-    threads: (o.rows / M) * sg,
+    threads,
+    split,
+    ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
@@ -159,7 +230,7 @@ function halfArray(shape: ModelShape, k: MmaKernel): { size: number; pOffset: nu
 export function mmaWorkgroupBytes(shape: ModelShape, k: MmaKernel, maskWords: number): number {
   const { size } = halfArray(shape, k);
   const ss = k.keys + 4;
-  return 2 * size + 4 * k.rows * ss + 4 * k.keys + 4 * Math.max(1, maskWords) * k.keys +
+  return 2 * size + 4 * k.split * k.rows * ss + 4 * k.keys + 4 * Math.max(1, maskWords) * k.keys +
     4 * k.rows + 4 * k.rows + 16;
 }
 
@@ -181,12 +252,14 @@ export function mmaLoopIterations(
   tokens: number,
 ): number {
   const dv = shape.headDim / 4;
-  const lanes = k.subgroupSize / k.config.M;
+  const lanes = (k.subgroupSize * k.split) / k.config.M;
+  const npl = (k.split * k.config.N) / lanes;
+  const rounds = shape.headDim / k.config.N / k.split;
   const per = (n: number) => Math.ceil(n / k.threads) + 1;
   const tile = per(maskWords * k.keys) + per(k.keys * dv) + 2 * (k.keys / lanes + 1) +
-    2 * Math.log2(lanes) + 2 + (k.config.N / lanes / 4 + 1);
-  const rescale = (shape.headDim / k.config.N) * per(k.rows * k.config.N);
-  const output = (shape.headDim / k.config.N) * (k.config.N / lanes / 4 + 1);
+    2 * Math.log2(lanes) + 2 + (npl / 4 + 1);
+  const rescale = rounds * per(k.split * k.rows * k.config.N);
+  const output = rounds * (npl / 4 + 1);
   return 8 + per(k.rows * dv) + Math.ceil(tokens / k.keys) * (tile + rescale) + output;
 }
 
@@ -199,13 +272,14 @@ export function mmaSource(o: MmaSourceOptions): string {
   const ps = k.keys + ROW_PAD;
   const ss = k.keys + 4;
   const { size: hSize, pOffset } = halfArray(shape, k);
-  const lanes = k.subgroupSize / M;
+  const split = k.split;
+  const lanes = (k.subgroupSize * split) / M;
   if ((k.rows * (d / 4)) % k.threads !== 0 || (k.keys * (d / 4)) % k.threads !== 0) {
     throw new Error(
       `mma kernel ${mmaVariantName(k)}: Q or K rows do not divide among the invocations`,
     );
   }
-  const words = [k.rows * ss, k.keys, Math.max(1, o.maskWords) * k.keys, k.rows];
+  const words = [split * k.rows * ss, k.keys, Math.max(1, o.maskWords) * k.keys, k.rows];
   if (hSize % 8 !== 0 || words.some((w) => w % 4 !== 0)) {
     throw new Error(
       `mma kernel ${mmaVariantName(k)}: a workgroup array is not a multiple of 16 bytes`,
@@ -214,12 +288,13 @@ export function mmaSource(o: MmaSourceOptions): string {
   const left = `subgroup_matrix_left<f16, ${K}, ${M}>`;
   const right = `subgroup_matrix_right<f16, ${N}, ${K}>`;
   const result = `subgroup_matrix_result<f32, ${N}, ${M}>`;
-  const dk = d / K; // Q fragments per row block
-  const dn = d / N; // output fragments per row block
+  const dk = d / K / split; // Q fragments per subgroup (its part of the head dim)
+  const dn = d / N / split; // output fragments per subgroup
   const kn = k.keys / N; // score fragments per sub-tile
   const kk = k.keys / K; // P fragments per sub-tile
   const lines = (n: number, f: (i: number) => string) =>
     Array.from({ length: n }, (_, i) => f(i)).join("\n");
+  const off = (part: MmaAblation) => k.ablate?.includes(part) ?? false;
   const nq = (k.rows * (d / 4)) / k.threads; // Q vec4 per invocation
   const nkv = (k.keys * (d / 4)) / k.threads; // K (and V) vec4 per invocation and sub-tile
   // Four halves of `x` to h_sh from `at`.
@@ -233,8 +308,15 @@ export function mmaSource(o: MmaSourceOptions): string {
         `${pad}  let e = lid + ${i * k.threads}u;`,
         `${pad}  let s = slot_sh[(${b}) * KT + e / DV];`,
         `${pad}  let at = (u32(max(s, 0)) * KV_HEADS + kvh) * DV + e % DV;`,
-        `${pad}  kr${i} = select(vec4<f16>(), k_in[at], s >= 0);`,
-        `${pad}  vr${i} = select(vec4<f16>(), v_in[at], s >= 0);`,
+        ...(off("kv-load")
+          ? [
+            `${pad}  kr${i} = kv_keep * f16(at & 7u);`,
+            `${pad}  vr${i} = kv_keep * f16(at & 3u);`,
+          ]
+          : [
+            `${pad}  kr${i} = select(vec4<f16>(), k_in[at], s >= 0);`,
+            `${pad}  vr${i} = select(vec4<f16>(), v_in[at], s >= 0);`,
+          ]),
         `${pad}}`,
       ].join("\n"));
 
@@ -258,7 +340,9 @@ const SS: u32 = ${ss}u;   // floats per S row
 const P_OFF: u32 = ${pOffset}u;
 const LANES: u32 = ${lanes}u;  // invocations per row in the softmax
 const KPL: u32 = ${k.keys / lanes}u;  // keys per invocation
-const NPL: u32 = ${N / lanes}u;  // output columns per invocation and fragment
+const NPL: u32 = ${(split * N) / lanes}u;  // output columns per invocation and fragment round
+const SPLIT: u32 = ${split}u;  // subgroups per row block, each with 1/SPLIT of the head dim
+const FN: u32 = ${N}u;
 const MAXW: u32 = ${o.maskWords}u;
 const SCALE: f32 = ${1 / Math.sqrt(d)};
 const THRESHOLD: f32 = ${RESCALE_THRESHOLD}.0;
@@ -279,8 +363,9 @@ const NEG: f32 = -3.0e38;
 // the aligned address below it (seen on an H200: every fragment one element early, because of a
 // lone u32 flag; tools/debug_mma.ts).
 var<workgroup> h_sh: array<f16, ${hSize}>;
-// S [R][SS]; the slow rescale and the output pass one fragment column through it.
-var<workgroup> f_sh: array<f32, ${k.rows * ss}>;
+// S [SPLIT][R][SS] (one partial score tile per part of the head dim; the softmax sums them into the
+// first); the slow rescale and the output pass one fragment column per part through it.
+var<workgroup> f_sh: array<f32, ${split * k.rows * ss}>;
 var<workgroup> slot_sh: array<i32, ${2 * k.keys}>;  // [2][KT]: double-buffered key slots
 var<workgroup> mask_sh: array<u32, ${Math.max(1, o.maskWords) * k.keys}>;
 var<workgroup> rowq_sh: array<u32, R>;
@@ -309,8 +394,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var nw = 0u;
   if (masked) { nw = min((row_start + rows - 1u) / GROUP / 32u, mask_words - 1u) - w0 + 1u; }
 
-  let sgi = lid / SG;             // subgroup (row block) of this invocation
-  let busy = sgi * M < rows;      // the row block has a real row
+  let sgi = lid / SG;             // subgroup of this invocation
+  let rb = sgi / SPLIT;           // its row block
+  let hs = sgi % SPLIT;           // its part of the head dim
+  let busy = rb * M < rows;       // the row block has a real row
   let row = lid / LANES;          // softmax row of this invocation
   let part = lid % LANES;
   let lq = (row_start + row) / GROUP;
@@ -337,11 +424,14 @@ ${
       ].join("\n"))
   }
 ${lines(nq, (i) => stage4(`(qe${i} / DV) * DS + 4u * (qe${i} % DV)`, `qx${i}`))}
-  // The first sub-tile's key slots (-1 past the group).
+  // The first sub-tile's key slots (-1 past the group) to workgroup memory, the second's to a
+  // register.
+  var next_slot = -1;
   if (lid < KT) {
     var s = -1;
     if (lid < tokens) { s = i32(md[slot_off + lid]); }
     slot_sh[lid] = s;
+    if (KT + lid < tokens) { next_slot = i32(md[slot_off + KT + lid]); }
   }
   workgroupBarrier();
 ${lines(dk, (i) => `  var q${i} = ${left}();`)}
@@ -351,7 +441,7 @@ ${
     lines(
       dk,
       (i) =>
-        `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, sgi * M * DS + ${i * K}u, DS);`,
+        `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, rb * M * DS + (hs * ${dk}u + ${i}u) * ${K}u, DS);`,
     )
   }
   }
@@ -363,6 +453,7 @@ ${
       `  var kr${i} = vec4<f16>();
   var vr${i} = vec4<f16>();`)
   }
+${off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps the bindings" : ""}
 ${loadKv("0u")}
   var m_run = NEG;  // reference maximum of this invocation's row
   var l_run = 0.0;  // sum of P of the row, at m_run
@@ -373,25 +464,35 @@ ${loadKv("0u")}
     // slots and this sub-tile's mask words.
     workgroupBarrier();
 ${
-    lines(nkv, (i) =>
-      [
-        `    let se${i} = lid + ${i * k.threads}u;`,
-        stage4(`(se${i} / DV) * DS + 4u * (se${i} % DV)`, `kr${i}`, "    "),
-        stage4(`KT * DS + (se${i} / DV) * DS + 4u * (se${i} % DV)`, `vr${i}`, "    "),
-      ].join("\n"))
+    off("stage")
+      // Keeps the loaded registers alive (one store per sub-tile) without staging them.
+      ? `    if (lid == 0u) { h_sh[0] = ${
+        Array.from({ length: nkv }, (_, i) => `kr${i}.x + vr${i}.y`).join(" + ")
+      }; }`
+      : lines(nkv, (i) =>
+        [
+          `    let se${i} = lid + ${i * k.threads}u;`,
+          stage4(`(se${i} / DV) * DS + 4u * (se${i} % DV)`, `kr${i}`, "    "),
+          stage4(`KT * DS + (se${i} / DV) * DS + 4u * (se${i} % DV)`, `vr${i}`, "    "),
+        ].join("\n"))
   }
+    // The next sub-tile's slots were read one sub-tile ago; read the one after next's now, so
+    // that the metadata round trip is off the chain.
     if (lid < KT) {
-      let t = (kt + 1u) * KT + lid;
+      slot_sh[(buf ^ 1u) * KT + lid] = next_slot;
+      let t = (kt + 2u) * KT + lid;
       var s = -1;
       if (t < tokens) { s = i32(md[slot_off + t]); }
-      slot_sh[(buf ^ 1u) * KT + lid] = s;
+      next_slot = s;
     }
-    for (var e = lid; e < MAXW * KT; e += WG) {
-      let w = e / KT;
-      let t = kt * KT + e % KT;
-      var x = 0u;
-      if (w < nw && t < tokens) { x = md[mask_off + (w0 + w) * tokens + t]; }
-      mask_sh[e] = x;
+    if (masked) {
+      for (var e = lid; e < MAXW * KT; e += WG) {
+        let w = e / KT;
+        let t = kt * KT + e % KT;
+        var x = 0u;
+        if (w < nw && t < tokens) { x = md[mask_off + (w0 + w) * tokens + t]; }
+        mask_sh[e] = x;
+      }
     }
     if (lid == 0u) { flag_sh[0] = 0u; }
     workgroupBarrier();
@@ -401,33 +502,55 @@ ${loadKv("buf ^ 1u", "      ")}
     // S = Q K^T for this row block.
     if (busy) {
 ${
-    lines(kn, (j) =>
+    off("qk") ? "" : lines(kn, (j) =>
       [
         `      var s${j} = ${result}();`,
+        off("qk-loads")
+          ? `      let kf${j} = subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
+            j * N * ds
+          }u + hs * ${dk * K}u, DS);`
+          : "",
         lines(
           dk,
           (i) =>
-            `      s${j} = subgroupMatrixMultiplyAccumulate(q${i}, subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
-              j * N * ds + i * K
-            }u, DS), s${j});`,
+            `      s${j} = subgroupMatrixMultiplyAccumulate(q${i}, ${
+              off("qk-loads")
+                ? `kf${j}`
+                : `subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
+                  j * N * ds
+                }u + (hs * ${dk}u + ${i}u) * ${K}u, DS)`
+            }, s${j});`,
         ),
-        `      subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS + ${j * N}u, s${j}, SS);`,
+        `      subgroupMatrixStore<row_major>(&f_sh, hs * R * SS + rb * M * SS + ${
+          j * N
+        }u, s${j}, SS);`,
       ].join("\n"))
   }
     }
     workgroupBarrier();
     // Softmax of row \`row\` over keys part * KPL ..: scale, mask, maximum, P = exp(S - m) in f16.
-    var mx = NEG;
+${
+    off("softmax")
+      ? `    var alpha = 1.0;
+    l_run += f_sh[row * SS + part];
+`
+      : `    var mx = NEG;
     for (var i = 0u; i < KPL; i++) {
       let key = part * KPL + i;
       let at = row * SS + key;
       var ok = slot_sh[buf * KT + key] >= 0;
       if (masked) { ok = ok && ((mask_sh[mw * KT + key] >> mb) & 1u) != 0u; }
-      let sv = select(NEG, f_sh[at] * SCALE, ok);
+      let sv = select(NEG, (${
+        Array.from({ length: split }, (_, h) =>
+          h === 0 ? "f_sh[at]" : `f_sh[${h * k.rows * ss}u + at]`)
+          .join(" + ")
+      }) * SCALE, ok);
       f_sh[at] = sv;
       mx = max(mx, sv);
     }
-${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 << i}u));`)}
+${
+        lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 << i}u));`)
+      }
     var alpha = 1.0;
     if (mx > NEG) {
       if (m_run <= NEG) {
@@ -448,44 +571,62 @@ ${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 <<
     }
 ${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`)}
     l_run = l_run * alpha + ls;
+`
+  }
     if (part == 0u) { alpha_sh[row] = alpha; }
     // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
     if (workgroupUniformLoad(&flag_sh[0]) != 0u) {
 ${
     lines(dn, (n) =>
       [
-        `      if (busy) { subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS, o${n}, SS); }`,
+        `      if (busy) { subgroupMatrixStore<row_major>(&f_sh, hs * R * SS + rb * M * SS, o${n}, SS); }`,
         `      workgroupBarrier();`,
-        `      for (var e = lid; e < R * ${N}u; e += WG) {`,
-        `        let r = e / ${N}u;`,
-        `        f_sh[r * SS + e % ${N}u] *= alpha_sh[r];`,
+        `      for (var e = lid; e < SPLIT * R * FN; e += WG) {`,
+        `        let r = (e / FN) % R;`,
+        `        f_sh[(e / (R * FN)) * R * SS + r * SS + e % FN] *= alpha_sh[r];`,
         `      }`,
         `      workgroupBarrier();`,
-        `      if (busy) { o${n} = subgroupMatrixLoad<${result}, row_major>(&f_sh, sgi * M * SS, SS); }`,
+        `      if (busy) { o${n} = subgroupMatrixLoad<${result}, row_major>(&f_sh, hs * R * SS + rb * M * SS, SS); }`,
         `      workgroupBarrier();`,
       ].join("\n"))
   }
     }
-    workgroupBarrier();
+    // No barrier here: the flag's workgroupUniformLoad above already orders every P store before
+    // the loads of P V, and the rare slow path ends with a barrier of its own.
     // O += P V.
     if (busy) {
 ${
-    lines(
+    off("pv") ? "" : lines(
       kk,
       (j) =>
-        `      let p${j} = subgroupMatrixLoad<${left}, row_major>(&h_sh, P_OFF + sgi * M * PS + ${
+        `      let p${j} = subgroupMatrixLoad<${left}, row_major>(&h_sh, P_OFF + rb * M * PS + ${
           j * K
         }u, PS);`,
     )
   }
 ${
-    lines(dn, (n) =>
+    off("pv") ? "" : lines(
+      kk,
+      (j) =>
+        off("pv-loads")
+          ? `      let vf${j} = subgroupMatrixLoad<${right}, row_major>(&h_sh, ${
+            k.keys * ds + j * K * ds
+          }u + hs * ${dn * N}u, DS);`
+          : "",
+    )
+  }
+${
+    off("pv") ? "" : lines(dn, (n) =>
       lines(
         kk,
         (j) =>
-          `      o${n} = subgroupMatrixMultiplyAccumulate(p${j}, subgroupMatrixLoad<${right}, row_major>(&h_sh, ${
-            k.keys * ds + j * K * ds + n * N
-          }u, DS), o${n});`,
+          `      o${n} = subgroupMatrixMultiplyAccumulate(p${j}, ${
+            off("pv-loads")
+              ? `vf${j}`
+              : `subgroupMatrixLoad<${right}, row_major>(&h_sh, ${
+                k.keys * ds + j * K * ds
+              }u + (hs * ${dn}u + ${n}u) * ${N}u, DS)`
+          }, o${n});`,
       ))
   }
     }
@@ -500,13 +641,14 @@ ${
     lines(dn, (n) =>
       [
         `  workgroupBarrier();`,
-        `  if (busy) { subgroupMatrixStore<row_major>(&f_sh, sgi * M * SS, o${n}, SS); }`,
+        `  if (busy) { subgroupMatrixStore<row_major>(&f_sh, hs * R * SS + rb * M * SS, o${n}, SS); }`,
         `  workgroupBarrier();`,
         `  if (row < rows) {`,
         `    for (var i = 0u; i < NPL; i += 4u) {`,
         `      let c = part * NPL + i;`,
-        `      let b = row * SS + c;`,
-        `      partial_o[(out_row * D + ${n * N}u + c) / 4u] =`,
+        `      let h = c / FN;`,
+        `      let b = h * R * SS + row * SS + c % FN;`,
+        `      partial_o[(out_row * D + (h * ${dn}u + ${n}u) * FN + c % FN) / 4u] =`,
         `        vec4<f32>(f_sh[b], f_sh[b + 1u], f_sh[b + 2u], f_sh[b + 3u]) * inv;`,
         `    }`,
         `  }`,

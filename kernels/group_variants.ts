@@ -77,6 +77,11 @@ export const GROUP_MMA: KernelVariant = {
         doc: "keys per sub-tile: a multiple of its N and K",
         default: DEFAULT_MMA_KERNEL.keys,
       },
+      {
+        name: "split",
+        doc: "subgroups per row block, each with 1/split of the head dim: 1, 2 or 4",
+        default: DEFAULT_MMA_KERNEL.split ?? 1,
+      },
     ],
     tune: mmaTiles(),
   },

@@ -92,15 +92,45 @@ export function inMatrix(
  */
 export const HAS_F16: boolean = DEVICE?.hasF16 ?? true;
 const REQUIRE_F16 = Deno.env.get("DEFT_REQUIRE_F16") === "1";
-if (!HAS_F16 && !REQUIRE_F16) {
-  console.warn(
-    "warning: the WebGPU adapter has no shader-f16; f16 kernel tests are ignored (apt-get install -y mesa-vulkan-drivers adds an adapter with it)",
-  );
-}
+
+/**
+ * Whether f16 kernel tests are ignored on this machine (no `shader-f16`, and DEFT_REQUIRE_F16 is
+ * not set); tests/conformance_scope_test.ts says so once in the output.
+ */
+export const F16_IGNORED: boolean = !HAS_F16 && !REQUIRE_F16;
+
+/**
+ * The smallest matrix: a software adapter without `shader-f16` (Mesa's llvmpipe through OpenGL,
+ * the only adapter of a fresh machine without a Vulkan driver), unless DEFT_FULL_CONFORMANCE=1.
+ * There each new kernel compiles for 20 s to over a minute (Mesa's GLSL path through LLVM), so the
+ * reduced matrix checks each method's default kernel only ({@linkcode CHECK_VARIANTS}), and the
+ * methods whose kernels are specialised per tree ({@linkcode PER_TREE_KERNELS}) on one tree.
+ * tests/conformance_scope_test.ts says so once in the output.
+ */
+export const OPENGL_MINIMAL: boolean = !FULL_CONFORMANCE && SOFTWARE_ADAPTER !== null &&
+  !HAS_F16;
+
+/**
+ * Whether kernel variants other than a method's default (`--variant` parameters, the matrix
+ * kernel's tiles) are checked: everywhere but in the {@linkcode OPENGL_MINIMAL} matrix.
+ */
+export const CHECK_VARIANTS: boolean = !OPENGL_MINIMAL;
+
+/**
+ * Methods whose kernels are compiled for each tree (tree-mask's GEMM tiles and softmax workgroup
+ * follow the tree's size): the {@linkcode OPENGL_MINIMAL} matrix runs them on its first tree only.
+ */
+export const PER_TREE_KERNELS: ReadonlySet<string> = new Set(["tree-mask"]);
+
+/**
+ * Whether the test device runs the matrix kernels (an f16 x f16 -> f32 subgroup-matrix
+ * configuration: Dawn on a GPU with matrix units, or on Mesa lavapipe >= 25.2).
+ */
+export const HAS_MATRIX: boolean = DEVICE?.offer.subgroupMatrix ?? false;
 
 /** True when a test of `dtype` must be ignored on this machine (see {@linkcode HAS_F16}). */
 export function skipDtype(dtype: Dtype): boolean {
-  return dtype === "f16" && !HAS_F16 && !REQUIRE_F16;
+  return dtype === "f16" && F16_IGNORED;
 }
 
 /** A chain of `n` nodes of `tokens` tokens with one query on the last node. */
@@ -325,13 +355,20 @@ const SKIP_CASES = (Deno.env.get("DEFT_CONFORMANCE_SKIP") ?? "").split(",").filt
  * the family is named in the test, `[mma]`, when there are two); f16 cases are ignored on adapters
  * without shader-f16 (see {@linkcode skipDtype}). `tests/methods/conformance_test.ts` runs the
  * whole matrix for every method of the list; a method's own test file adds its own cases.
+ * `o.variant`: the cases check a kernel variant other than the method's default, ignored where
+ * {@linkcode CHECK_VARIANTS} is false. In the {@linkcode OPENGL_MINIMAL} matrix a method of
+ * {@linkcode PER_TREE_KERNELS} runs only the first case.
  */
 export function conformanceSuite(
   record: MethodRecord,
   cases: ConformanceCase[] = conformanceCases(),
   label: string = record.name,
+  o: { variant?: boolean } = {},
 ): void {
-  for (const c of cases.filter((c) => inMatrix(c))) {
+  let run = cases.filter((c) => inMatrix(c));
+  if (OPENGL_MINIMAL && PER_TREE_KERNELS.has(record.name)) run = run.slice(0, 1);
+  const ignoreAll = o.variant === true && !CHECK_VARIANTS;
+  for (const c of run) {
     const families = skipDtype(c.dtype)
       ? null
       : kernelFamiliesFor(record, c, DEVICE?.offer ?? null);
@@ -343,7 +380,7 @@ export function conformanceSuite(
     for (const r of runs) {
       Deno.test({
         name: `${label} matches the float64 reference: ${r.name}`,
-        ignore: skipDtype(r.dtype) || SKIP_CASES.some((s) => r.name.includes(s)),
+        ignore: ignoreAll || skipDtype(r.dtype) || SKIP_CASES.some((s) => r.name.includes(s)),
         sanitizeResources: false,
         sanitizeOps: false,
         fn: () => expectConformant(record, r),

@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { PassSpec, Timer } from "../bench/timer.ts";
+import { busyPass, type PassSpec, type Timer } from "../bench/timer.ts";
 import type { AttentionMethod, MethodOptions, Plan, PreparedMethod } from "../kernels/method.ts";
 import { type Problem, runPrepared } from "../kernels/problem.ts";
 import {
@@ -28,6 +28,11 @@ export interface ToolVariant {
   label: string;
   method: AttentionMethod;
   options?: Partial<MethodOptions>;
+  /**
+   * Timed even when its check fails (a knocked-out kernel of `profile_mma.ts`, wrong by design):
+   * the verdict is kept, the status stays `ok` and the message says so.
+   */
+  timeOnly?: boolean;
 }
 
 /** A variant's outcome. */
@@ -58,6 +63,12 @@ export interface VerifyTimeOptions {
   flush?: { label: string; encode(pass: GPUComputePassEncoder): void };
   /** Repeat the first variant this long before timing, to reach the working clock (default 0). */
   spinMs?: number;
+  /**
+   * Before every round, this many microseconds (about) of busy work, untimed, then one timed pass
+   * of a one-wave reference kernel: the GPU does not idle between rounds, and the reference's
+   * times ({@linkcode VerifyTimeResult.witnessUs}) show whether the clock held (default 0: none).
+   */
+  leadUs?: number;
   /** Progress and failures, one line each. */
   log?: (line: string) => void;
 }
@@ -68,17 +79,37 @@ export function toolReference(problem: Problem, rows = 32): Reference {
   return referenceOf(problem, sampleRows(problem.ix.queryCount, shape.qHeads, rows, 1));
 }
 
-/** Checks every variant, then times those that passed; one result per variant, in order. */
+/** The clock witness of a {@linkcode verifyAndTime} call (see `VerifyTimeOptions.leadUs`). */
+export interface ClockWitness {
+  /** The reference pass's time before each round, µs. */
+  witnessUs: number[];
+}
+
+/**
+ * The clock witness's verdict: the median reference time over the fastest, as a clock fraction
+ * (1: every round at the best clock seen; 0.5: half speed). Null without samples.
+ */
+export function witnessFraction(w: ClockWitness): number | null {
+  if (w.witnessUs.length === 0) return null;
+  return Math.min(...w.witnessUs) / median(w.witnessUs);
+}
+
+/**
+ * Checks every variant, then times those that passed; one result per variant, in order. With
+ * `o.leadUs`, `witness` (when given) gets the reference times of the rounds.
+ */
 export async function verifyAndTime(
   problem: Problem,
   timer: Timer,
   variants: readonly ToolVariant[],
   o: VerifyTimeOptions,
+  witness?: ClockWitness,
 ): Promise<ToolResult[]> {
   const gpu = problem.gpu;
   const ref = toolReference(problem, o.rows);
   const results: ToolResult[] = [];
   const live: { result: ToolResult; prepared: PreparedMethod; times: number[] }[] = [];
+  const cleanups: (() => void)[] = [];
   try {
     for (const v of variants) {
       const result: ToolResult = {
@@ -104,7 +135,9 @@ export async function verifyAndTime(
         const output = await runPrepared(problem, prepared, v.label);
         const verdict = verify(output, ref, problem.data.shape, problem.data.dtype);
         result.verdict = verdict;
-        if (!verdict.passed) {
+        if (!verdict.passed && v.timeOnly) {
+          result.message = "timed only (wrong by design)";
+        } else if (!verdict.passed) {
           result.status = "wrong";
           result.message = verdictProblems(verdict).join(", ");
           o.log?.(`  ${v.label}: WRONG ${result.message}`);
@@ -131,7 +164,21 @@ export async function verifyAndTime(
     }
     const passes: PassSpec[] = [];
     const owner: number[] = [];
+    // The lead: ~40 us passes of 1024 busy workgroups; the witness: one wave of 32.
+    const lead = (o.leadUs ?? 0) > 0
+      ? await busyPass(gpu, { workgroups: 1024, iterations: 10000 })
+      : null;
+    const probe = lead ? await busyPass(gpu, { workgroups: 32, iterations: 4000 }) : null;
+    cleanups.push(() => lead?.destroy(), () => probe?.destroy());
     for (let round = 0; round < o.warmup + o.samples; round++) {
+      if (lead && probe) {
+        for (let k = 0; k < Math.ceil(o.leadUs! / 40); k++) {
+          passes.push({ label: "lead", encode: lead.encode, timed: false });
+          owner.push(-1);
+        }
+        passes.push({ label: "witness", encode: probe.encode, timed: round >= o.warmup });
+        owner.push(-2);
+      }
       live.forEach((l, i) => {
         if (o.flush) {
           passes.push({ label: o.flush.label, encode: o.flush.encode, timed: false });
@@ -149,6 +196,7 @@ export async function verifyAndTime(
       const ns = await timer.time(passes);
       ns.forEach((x, k) => {
         if (x !== null && owner[k]! >= 0) live[owner[k]!]!.times.push(x / 1e3);
+        if (x !== null && owner[k] === -2) witness?.witnessUs.push(x / 1e3);
       });
     } catch (e) {
       for (const l of live) {
@@ -168,5 +216,6 @@ export async function verifyAndTime(
     return results;
   } finally {
     for (const l of live) l.prepared.destroy();
+    for (const c of cleanups) c();
   }
 }

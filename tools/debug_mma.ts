@@ -3,7 +3,7 @@
  * of deft-flatten share their groups, so their partial results (o, lse) are numbered alike and can
  * be compared element by element. Prints where they differ (rows, dims) and the values.
  *
- *     deno run -A tools/debug_mma.ts [--runtime dawn] [--rows 64] [--keys 32] [--tokens 40] [--queries 4]
+ *     deno run -A tools/debug_mma.ts [--runtime dawn] [--rows 64] [--keys 32] [--split 1] [--tokens 40] [--queries 4]
  *       [--shape llama3-8b|Q/KV/D]
  *
  * @module
@@ -23,6 +23,7 @@ const { values } = parseArgs({
     runtime: { type: "string", default: "dawn" },
     rows: { type: "string", default: "64" },
     keys: { type: "string", default: "32" },
+    split: { type: "string", default: "1" },
     tokens: { type: "string", default: "40" },
     queries: { type: "string", default: "4" },
     shape: { type: "string", default: "llama3-8b" },
@@ -52,7 +53,7 @@ async function partials(kernel: "fma" | "mma") {
   const plan = problem.plan(method, {
     kernel,
     blockSize: 64,
-    mma: { rows: Number(values.rows), keys: Number(values.keys) },
+    mma: { rows: Number(values.rows), keys: Number(values.keys), split: Number(values.split) },
   }) as GroupPlan;
   const prepared = await method.prepare(gpu, plan, problem.buffers);
   // The partial buffers are the prepared method's own; find them through a second bind: simplest is

@@ -18,6 +18,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { median } from "../results/stats.ts";
 import { createTimer } from "../bench/timer.ts";
 import { createFlushPass } from "../bench/measure.ts";
 import { measureMatrixPeak } from "../bench/calibrate.ts";
@@ -30,7 +31,7 @@ import { MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import type { Tree, TreeNode } from "../workloads/tree.ts";
 import type { MethodName } from "../kernels/method.ts";
-import { verifyAndTime } from "./_verify_time.ts";
+import { type ClockWitness, verifyAndTime, witnessFraction } from "./_verify_time.ts";
 
 /** One timed variant: a method with options. */
 interface Variant {
@@ -41,16 +42,20 @@ interface Variant {
   runtimes?: RuntimeName[];
 }
 
-/** The matrix kernel's tiles worth comparing (rows x keys per sub-tile), at two block sizes. */
+/**
+ * The matrix kernel's tiles worth comparing: rows x keys per sub-tile x head-dim split (change 8 of
+ * docs/performance.md), at 512-token blocks (deft-flatten halves them on trees that do not fill the
+ * GPU).
+ */
 function mmaVariants(): Variant[] {
   const out: Variant[] = [];
-  for (const b of [512, 256]) {
+  for (const split of [1, 2, 4]) {
     for (const rows of [32, 64]) {
       for (const keys of [16, 32]) {
         out.push({
-          label: `flatten-mma-b${b}-r${rows}-k${keys}`,
+          label: `flatten-mma-r${rows}-k${keys}-s${split}`,
           method: "deft-flatten",
-          options: { kernel: "mma", blockSize: b, mma: { rows, keys } },
+          options: { kernel: "mma", blockSize: 512, mma: { rows, keys, split } },
           runtimes: ["dawn"],
         });
       }
@@ -129,6 +134,7 @@ async function runRuntime(
     warmup: number;
     peak: boolean;
     spinMs: number;
+    leadUs: number;
   },
   want: { trees?: string[]; variants?: string[] },
 ): Promise<Record<string, unknown>> {
@@ -159,6 +165,7 @@ async function runRuntime(
     const problem = Problem.create(gpu, tree, { shape, dtype, seed: 1 });
     const ix = problem.ix;
     let results: Result[];
+    const witness: ClockWitness = { witnessUs: [] };
     try {
       const variants = VARIANTS.filter((v) =>
         (!v.runtimes || v.runtimes.includes(runtime)) &&
@@ -173,8 +180,10 @@ async function runRuntime(
           warmup: opts.warmup,
           flush,
           spinMs: opts.spinMs,
+          leadUs: opts.leadUs,
           log: (line) => console.log(line),
         },
+        witness,
       );
       results = measured.map((m): Result => ({
         runtime,
@@ -195,9 +204,25 @@ async function runRuntime(
     } finally {
       problem.destroy();
     }
-    console.log(`\n${runtime} | ${treeName}: ${ix.nodeCount} nodes, ${ix.queryCount} queries`);
+    const clock = witnessFraction(witness);
+    console.log(
+      `\n${runtime} | ${treeName}: ${ix.nodeCount} nodes, ${ix.queryCount} queries; clock witness ${
+        clock === null
+          ? "-"
+          : `${median(witness.witnessUs).toFixed(1)} us (best round at ${
+            (100 / clock).toFixed(0)
+          }% of that speed)`
+      }`,
+    );
     printTable(results, peakTflops);
-    out.push({ tree: treeName, nodes: ix.nodeCount, queries: ix.queryCount, results });
+    out.push({
+      tree: treeName,
+      nodes: ix.nodeCount,
+      queries: ix.queryCount,
+      clockFraction: clock,
+      witnessUs: witness.witnessUs,
+      results,
+    });
   }
   flush?.destroy();
   timer.destroy();
@@ -232,6 +257,7 @@ async function main() {
       peak: { type: "boolean", default: false },
       samples: { type: "string", default: "30" },
       warmup: { type: "string", default: "3" },
+      lead: { type: "string", default: "1000" },
       spin: { type: "string", default: "1000" },
       runtimes: { type: "string", default: "deno,dawn" },
       trees: { type: "string" },
@@ -247,6 +273,7 @@ async function main() {
     samples: Math.max(1, Number(values.samples)),
     warmup: Math.max(0, Number(values.warmup)),
     spinMs: Math.max(0, Number(values.spin)),
+    leadUs: Math.max(0, Number(values.lead)),
   };
   const runs: Record<string, unknown>[] = [];
   for (const rt of pick(values.runtimes)!) {

@@ -1,0 +1,203 @@
+/**
+ * A profile by subtraction of the matrix (subgroup-matrix) group-attention kernel: no profiler
+ * reaches the GPU through Dawn, so each part of the kernel (the K/V loads from the KV pool, their
+ * staging into workgroup memory, S = Q K^T, the softmax, O += P V, and the fragment loads of the
+ * two products) is knocked out in turn (`MmaKernelOptions.ablate`, wrong by design and timed
+ * anyway), and the time it saves is what it costs. The full kernel is checked against the float64
+ * reference first; `sequence` is timed beside it as the clock witness. Dawn, Llama-3-8B shape,
+ * f16, cold L2 (a 128 MiB flush before every sample), variants of a tree interleaved.
+ *
+ *     deno run -A tools/profile_mma.ts [--small] [--samples 20] [--trees a,b] [--rows 32]
+ *       [--keys 16] [--split 1] [--block 0] [--spin 1500] [--knockouts kv-load,qk+pv]
+ *
+ * `--block 0` keeps deft-flatten's own block choice (the stored default and its halving for
+ * small trees). `--small` uses tiny trees (software adapters). Writes
+ * `${OUT:-out}/profile_mma.json`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { median } from "../results/stats.ts";
+import { createTimer } from "../bench/timer.ts";
+import { createFlushPass } from "../bench/measure.ts";
+import { Gpu } from "../kernels/gpu.ts";
+import { MMA_ABLATIONS } from "../kernels/group_attention_mma.ts";
+import type { MethodOptions } from "../kernels/method.ts";
+import { getMethod } from "../kernels/methods/mod.ts";
+import { Problem } from "../kernels/problem.ts";
+import { FewShotRun } from "../workloads/few_shot.ts";
+import { MODEL_SHAPES } from "../workloads/shapes.ts";
+import { SpeculativeRun } from "../workloads/speculative.ts";
+import type { Tree, TreeNode } from "../workloads/tree.ts";
+import {
+  type ClockWitness,
+  type ToolVariant,
+  verifyAndTime,
+  witnessFraction,
+} from "./_verify_time.ts";
+
+function star(rootTokens: number, leaves: number, leafTokens: number): Tree {
+  const nodes: TreeNode[] = [{ id: 0, parent: null, tokens: rootTokens }];
+  for (let i = 1; i <= leaves; i++) nodes.push({ id: i, parent: 0, tokens: leafTokens });
+  return { nodes, queries: nodes.slice(1).map((n) => ({ node: n.id })) };
+}
+
+function trees(small: boolean): [string, Tree][] {
+  if (small) {
+    return [
+      ["table14-small (300 + 16 x 1)", star(300, 16, 1)],
+      ["unshared 4 x 300", star(1, 4, 300)],
+    ];
+  }
+  return [
+    ["table14 (4000 + 64 x 1)", star(4000, 64, 1)],
+    [
+      "few-shot b=50, iteration 200",
+      new FewShotRun({ prompt: 4000, branches: 50, generated: 400 }).snapshot(200),
+    ],
+    [
+      "speculative t=64, prefix 4000",
+      new SpeculativeRun({ prefix: 4000, treeTokens: 64, steps: 1, seed: 1, topology: "medusa" })
+        .snapshot(0),
+    ],
+    ["unshared 1 + 32 x 4096", star(1, 32, 4096)],
+  ];
+}
+
+/** The knock-outs timed: each part alone, the two load-only ones, and everything at once. */
+const KNOCKOUTS: string[] = [
+  ...MMA_ABLATIONS,
+  "qk+pv",
+  "kv-load+stage",
+  MMA_ABLATIONS.filter((a) => !a.endsWith("-loads")).join("+"),
+];
+
+async function main() {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      small: { type: "boolean", default: false },
+      samples: { type: "string", default: "20" },
+      warmup: { type: "string", default: "3" },
+      lead: { type: "string", default: "1000" },
+      spin: { type: "string", default: "1500" },
+      rows: { type: "string", default: "32" },
+      keys: { type: "string", default: "16" },
+      split: { type: "string", default: "1" },
+      block: { type: "string", default: "0" },
+      trees: { type: "string" },
+      knockouts: { type: "string" },
+    },
+  });
+  const t0 = performance.now();
+  const gpu = await Gpu.open({ runtime: "dawn" });
+  const timer = createTimer(gpu);
+  const flush = await createFlushPass(gpu, {});
+  const shape = MODEL_SHAPES["llama3-8b"]!;
+  const block = Number(values.block);
+  const base: Partial<MethodOptions> = {
+    kernel: "mma",
+    fallbackReuse: 0, // the group kernel on every tree, the unshared batch too
+    ...(block > 0 ? { blockSize: block } : {}),
+  };
+  const mma = { rows: Number(values.rows), keys: Number(values.keys), split: Number(values.split) };
+  const variants: ToolVariant[] = [
+    { label: "sequence", method: getMethod("sequence") },
+    { label: "full", method: getMethod("deft-flatten"), options: { ...base, mma } },
+    ...(values.knockouts?.split(",") ?? KNOCKOUTS).map((k) => ({
+      label: `without ${k}`,
+      method: getMethod("deft-flatten"),
+      options: { ...base, mma: { ...mma, ablate: k } },
+      timeOnly: true,
+    })),
+  ];
+  const want = values.trees?.split(",").map((s) => s.trim());
+  const out: Record<string, unknown>[] = [];
+  for (const [name, tree] of trees(values.small!)) {
+    if (want && !want.some((w) => name.startsWith(w))) continue;
+    const problem = Problem.create(gpu, tree, { shape, dtype: "f16", seed: 1 });
+    const witness: ClockWitness = { witnessUs: [] };
+    try {
+      const results = await verifyAndTime(problem, timer, variants, {
+        samples: Math.max(1, Number(values.samples)),
+        warmup: Math.max(0, Number(values.warmup)),
+        flush,
+        spinMs: Math.max(0, Number(values.spin)),
+        leadUs: Math.max(0, Number(values.lead)),
+        log: (line) => console.log(line),
+      }, witness);
+      const clock = witnessFraction(witness);
+      const full = results.find((r) => r.label === "full")?.medianUs ?? null;
+      console.log(
+        `\n${name}: ${problem.ix.nodeCount} nodes, ${problem.ix.queryCount} queries; clock witness ${
+          clock === null
+            ? "-"
+            : `${median(witness.witnessUs).toFixed(1)} us (best round at ${
+              (100 / clock).toFixed(0)
+            }% of that speed)`
+        }`,
+      );
+      for (const r of results) {
+        const t = r.medianUs;
+        const saved = t !== null && full !== null && r.label.startsWith("without")
+          ? `saves ${(full - t).toFixed(1).padStart(6)} us (${
+            (100 * (full - t) / full).toFixed(0)
+          }%)`
+          : "";
+        console.log(
+          `  ${r.label.padEnd(44)} ${
+            r.status === "ok" && t !== null ? t.toFixed(1).padStart(8) : r.status.padStart(8)
+          } us  ${saved}  ${r.plan?.kernelVariant ?? ""} ${r.status === "ok" ? "" : r.message}`,
+        );
+      }
+      out.push({
+        tree: name,
+        nodes: problem.ix.nodeCount,
+        queries: problem.ix.queryCount,
+        clockFraction: clock,
+        witnessUs: witness.witnessUs,
+        results: results.map((r) => ({
+          label: r.label,
+          status: r.status,
+          message: r.message,
+          variant: r.plan?.kernelVariant ?? null,
+          workgroups: r.plan?.stats.workgroups ?? null,
+          medianUs: r.medianUs,
+          minUs: r.minUs,
+          samplesUs: r.samplesUs,
+          maxRelError: r.verdict?.maxRelError ?? null,
+        })),
+      });
+    } finally {
+      problem.destroy();
+    }
+  }
+  const dir = Deno.env.get("OUT") ?? "out";
+  await Deno.mkdir(dir, { recursive: true });
+  const path = `${dir}/profile_mma.json`;
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify(
+      {
+        format: "deft-bench/profile-mma",
+        date: new Date().toISOString(),
+        adapter: gpu.info.description || gpu.info.vendor,
+        runtime: gpu.runtime,
+        matrix: gpu.matrixConfig(),
+        shape: "llama3-8b",
+        dtype: "f16",
+        cache: "cold (128 MiB flush before every sample)",
+        options: { ...base, mma },
+        elapsedS: (performance.now() - t0) / 1e3,
+        trees: out,
+      },
+      null,
+      1,
+    ) + "\n",
+  );
+  console.log(`\nWrote ${path} in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+  Deno.exit(0); // Dawn's objects keep the process alive
+}
+
+if (import.meta.main) await main();
