@@ -222,7 +222,7 @@ Deno.test("bad options that lower layers check as RangeError still exit 2 with t
     [
       [
         "run",
-        "all",
+        "deft-node",
         "few-shot",
         "--prompt",
         "30",

@@ -1,4 +1,5 @@
 import { TUNABLES } from "../bench/tune.ts";
+import { CHECK_VARIANTS } from "./_conformance.ts";
 import { captureIo } from "../cli/io.ts";
 import { main } from "../cli/main.ts";
 import { DEFAULT_METHOD_OPTIONS, METHOD_NAMES } from "../kernels/method.ts";
@@ -104,7 +105,7 @@ Deno.test("parseVariantParams() reads GROUP.PARAM=VALUE against the variants' pa
   assertEquals(badParamGroup(mmaParams, { rows: 64 }), null);
   assertEquals(
     badParamGroup(mmaParams, { rows: 0 }),
-    "an object of positive integer rows and keys",
+    "an object of positive integer rows, keys and split",
   );
 });
 
@@ -114,6 +115,8 @@ const OPTS = ["--shape", "4/1/16", "--dtype", "f32", "--json"];
 
 Deno.test({
   name: "run reaches every option and kernel variant of the records from the command line",
+  // Each variant compiles kernels of its own: not in the OpenGL minimal matrix (_conformance.ts).
+  ignore: !CHECK_VARIANTS,
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {

@@ -404,6 +404,7 @@ for (const overrides of VARIANTS.slice(1)) {
     sequence,
     cases.map((c) => ({ ...c, options: { ...c.options, sequence: overrides } })),
     `sequence ${JSON.stringify(overrides)}`,
+    { variant: true },
   );
 }
 
