@@ -44,8 +44,9 @@ export const GROUP_FMA: KernelVariant = {
 };
 
 /**
- * The matrix kernel's tiles worth tuning: the default and one step either way in rows and in keys
- * (tiles the device cannot run fail their plan and drop out).
+ * The matrix kernel's tiles worth tuning: the default, one step either way in rows and in keys, and
+ * the head-dim split in two (within 0.94-1.08x of the default on the H200, depending on the tree;
+ * docs/performance.md, change 8). Tiles the device cannot run fail their plan and drop out.
  */
 function mmaTiles(): Record<string, number>[] {
   const { rows, keys } = DEFAULT_MMA_KERNEL;
@@ -55,6 +56,7 @@ function mmaTiles(): Record<string, number>[] {
     { rows: rows * 2, keys },
     { rows, keys: keys / 2 },
     { rows, keys: keys * 2 },
+    { rows, keys, split: 2 },
   ];
 }
 

@@ -49,9 +49,9 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
     { blockSize: 256, kernel: "fma" },
     { blockSize: 512, kernel: "fma" },
   ]);
-  // The matrix tile is tried only with the mma family: 4 x (1 + 5).
+  // The matrix tile is tried only with the mma family: 4 x (1 + 6).
   const both = tuningCandidates("deft-flatten", WITH_MATRIX, "f16");
-  assertEquals(both.length, 24);
+  assertEquals(both.length, 28);
   assertEquals(both.slice(0, 3), [
     { blockSize: 128, kernel: "fma" },
     { blockSize: 128, kernel: "mma", mma: { rows: 32, keys: 16 } },
@@ -65,7 +65,7 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
   );
   assertEquals(
     tuningCandidates("deft-node", WITH_MATRIX, "f16", { fixed: { kernel: "mma" } }).length,
-    5,
+    6,
   );
   // sequence has no matrix tile: only the families.
   assertEquals(tuningCandidates("sequence", WITH_MATRIX, "f16"), [
@@ -232,7 +232,7 @@ Deno.test("parseTuning() validates a tuning file and names the file and the fiel
     [doc([{ ...ENTRY, choice: { tile: 8 } }]), /choice\.tile must be an unknown method option/],
     [
       doc([{ ...ENTRY, choice: { mma: { rows: 0 } } }]),
-      /choice\.mma must be an object of positive integer rows and keys/,
+      /choice\.mma must be an object of positive integer rows, keys and split/,
     ],
     [doc([{ ...ENTRY, winner: 3 }]), /entries\[0\]\.winner must be the index of a candidate/],
     [doc([ENTRY, ENTRY]), /entries\[1\] repeats deft-flatten f16/],
