@@ -1,7 +1,8 @@
 /**
  * Which conformance matrix this run checks (tests/_conformance.ts), said once in the test output:
  * the full one on a GPU or with `DEFT_FULL_CONFORMANCE=1` (CI), a reduced one on a software adapter,
- * and the smallest one through OpenGL; and whether f16 kernel tests are ignored.
+ * and the smallest one through OpenGL; and whether f16 kernel tests and the browser tests are
+ * ignored (each file of the run imports the helpers, so the notes live here, printed once).
  */
 
 import {
@@ -15,11 +16,17 @@ import {
   PER_TREE_KERNELS,
   SOFTWARE_ADAPTER,
 } from "./_conformance.ts";
+import { CHROMIUM_PATH, SKIP_BROWSER } from "./_browser.ts";
 import { assert, assertEquals } from "./_assert.ts";
 
 const all = conformanceCases();
 const reduced = all.filter((c) => c.reduced === true);
 
+if (SKIP_BROWSER) {
+  console.warn(
+    `warning: Chromium not found at ${CHROMIUM_PATH}; the report tests that open pages in a browser are ignored (install chromium, or set DEFT_CHROMIUM)`,
+  );
+}
 if (F16_IGNORED) {
   console.warn(
     "warning: the WebGPU adapter has no shader-f16; f16 kernel tests are ignored (apt-get install -y mesa-vulkan-drivers adds an adapter with it)",
