@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One GPU session's measurements in one call (device time is scarce): the conformance suite on Dawn
-# (every method and kernel family, matrix units required), calibration and tuning on both runtimes,
-# then two benchmarks on both runtimes, cold L2: the tensor-core issue's trees, then the eleven
-# paper presets. Everything lands in $OUT (default out/gpu-batch), the most important first, so a
-# run cut short still returns what it finished.
+# One GPU session's measurements in one call (device time is scarce): the conformance suite's matrix
+# kernels on Dawn, calibration and tuning on both runtimes, two benchmarks on both runtimes, cold L2
+# (the tensor-core issue's trees, then the eleven paper presets), and on Dawn the matrix kernel's
+# tile grid and its profile by subtraction. nvidia-smi is polled beside it all. Everything lands in
+# $OUT (default out/gpu-batch), the most important first, so a run cut short still returns what it
+# finished; the logs go into one logs.tgz at the end (the device tool returns at most 8 files).
 #
 #   bash .gpu/run.sh bash tools/gpu_batch.sh            # on the GPU host (run.sh sets DAWN_NODE)
 #   RUNTIMES=deno SCALE=0.02 bash tools/gpu_batch.sh    # a dry run on a software adapter
@@ -11,22 +12,32 @@ set -uo pipefail
 out=${OUT:-out/gpu-batch}
 runtimes=${RUNTIMES:-deno,dawn}
 scale=${SCALE:-1}
-mkdir -p "$out"
+mkdir -p "$out/logs"
 log="$out/run.log"
 cli=(deno run -A cli/main.ts)
 step() { echo "=== $(date -u +%H:%M:%S) $*" | tee -a "$log"; }
 scale_args=()
 [ "$scale" != 1 ] && scale_args=(--scale "$scale")
 
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm \
-  --format=csv >>"$log" 2>&1
+smi=""
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv >>"$log" 2>&1
+  # The SM clock through the whole batch: the H200 idles at 345 MHz between short batches.
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,clocks_event_reasons.active --format=csv \
+    -lms 500 >"$out/logs/smi-loop.csv" 2>&1 &
+  smi=$!
+fi
 
 if [[ "$runtimes" == *dawn* ]]; then
-  step "conformance on Dawn (matrix units required)"
-  DEFT_RUNTIME=dawn DEFT_REQUIRE_SUBGROUP_MATRIX=1 DEFT_REQUIRE_F16=1 timeout "${TEST_TIMEOUT:-200}" \
-    deno test -A --parallel tests/methods/ >"$out/conformance-dawn.log" 2>&1
-  echo "conformance exit $?" | tee -a "$log"
-  grep -E "passed.*failed" "$out/conformance-dawn.log" | tail -n 1 | tee -a "$log"
+  # One process per file: long Dawn test processes have stalled at a new shader on the H200.
+  for f in conformance_test deft_flatten_test; do
+    step "conformance on Dawn, matrix kernels: $f"
+    DEFT_RUNTIME=dawn DEFT_REQUIRE_SUBGROUP_MATRIX=1 DEFT_REQUIRE_F16=1 \
+      DEFT_CONFORMANCE_LOG="$out/logs/conformance-dawn.jsonl" timeout "${TEST_TIMEOUT:-150}" \
+      deno test -A "tests/methods/$f.ts" --filter "[mma]" >"$out/logs/conformance-dawn-$f.log" 2>&1
+    echo "conformance exit $?" | tee -a "$log"
+    grep -E "passed.*failed" "$out/logs/conformance-dawn-$f.log" | tail -n 1 | tee -a "$log"
+  done
 fi
 
 step "calibrate ($runtimes)"
@@ -51,4 +62,19 @@ timeout "${PRESETS_TIMEOUT:-300}" "${cli[@]}" bench --runtime "$runtimes" --meth
   >>"$log" 2>&1
 echo "bench exit $?" | tee -a "$log"
 rm -f "$out"/*.html # reports are rebuilt from the JSON with `deft-bench report`
+
+if [[ "$runtimes" == *dawn* ]]; then
+  small=()
+  [ "$scale" != 1 ] && small=(--small)
+  step "matrix kernel: tile grid and profile (Dawn)"
+  OUT="$out" timeout "${PERF_TIMEOUT:-150}" deno run -A tools/perf_runtimes.ts --runtimes dawn "${small[@]}" \
+    --variants sequence,flatten-mma-r32-k16,flatten-mma-r64-k16 --samples 20 --lead 2000 \
+    >"$out/logs/perf_runtimes.log" 2>&1
+  echo "perf_runtimes exit $?" | tee -a "$log"
+  OUT="$out" timeout "${PROFILE_TIMEOUT:-100}" deno run -A tools/profile_mma.ts "${small[@]}" \
+    --samples 15 --lead 2000 >"$out/logs/profile_mma.log" 2>&1
+  echo "profile_mma exit $?" | tee -a "$log"
+fi
+[ -n "$smi" ] && kill "$smi"
 step "done"
+tar -czf "$out/logs.tgz" -C "$out" logs && rm -rf "$out/logs"
