@@ -11,8 +11,10 @@ import {
 } from "../../kernels/group_attention.ts";
 import { GpuError } from "../../kernels/gpu.ts";
 import {
+  MMA_ABLATIONS,
   mmaKernel,
   type MmaKernelOptions,
+  mmaSource,
   mmaVariantName,
 } from "../../kernels/group_attention_mma.ts";
 import { kvLayout } from "../../kernels/layout.ts";
@@ -398,6 +400,51 @@ for (const v of VARIANTS) {
     });
   }
 }
+
+Deno.test("the matrix kernel's knock-outs (tools/profile_mma.ts) remove what they name and nothing else", () => {
+  const caps: KernelCaps = {
+    runtime: "dawn",
+    matrix: { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
+    subgroups: true,
+    subgroupSize: 32,
+    workgroupStorage: 49152,
+  };
+  const llama = { name: "llama3-8b", qHeads: 32, kvHeads: 8, headDim: 128, layers: 1 };
+  const source = (ablate?: string) =>
+    mmaSource({
+      shape: llama,
+      kernel: mmaKernel(llama, "f16", caps, ablate ? { ablate } : {}),
+      maskWords: 2,
+      enables: "",
+    });
+  const count = (src: string, text: string) => src.split(text).length - 1;
+  const full = source();
+  const mma = "subgroupMatrixMultiplyAccumulate";
+  // 16 MMAs per 16-key sub-tile of a row block: 8 for S (head dim / 16), 8 for O += P V.
+  assertEquals(count(full, mma), 16);
+  assertEquals(count(source("qk"), mma), 8);
+  assertEquals(count(source("pv"), mma), 8);
+  assertEquals(count(source("qk+pv"), mma), 0);
+  // The load-only knock-outs keep every MMA and drop all but one fragment load per product.
+  const loads = (src: string) => count(src, "subgroupMatrixLoad<subgroup_matrix_right");
+  assertEquals(loads(full), 16);
+  assertEquals(count(source("qk-loads"), mma), 16);
+  assertEquals(loads(source("qk-loads")), 9);
+  assertEquals(loads(source("pv-loads")), 9);
+  assert(!source("softmax").includes("exp(sv - m_run)"));
+  assert(!source("kv-load").includes("k_in[at]"));
+  assert(full.includes("k_in[at]") && full.includes("exp(sv - m_run)"));
+  assertEquals(
+    mmaVariantName(mmaKernel(llama, "f16", caps, { ablate: "qk+pv" })),
+    "mma-16x16x16-r32-k16-without-qk+pv",
+  );
+  assertEquals(MMA_ABLATIONS.length, 7);
+  assertThrows(
+    () => mmaKernel(llama, "f16", caps, { ablate: "qk+nothing" }),
+    RangeError,
+    /nothing/,
+  );
+});
 
 // Matrix-kernel tiles beside the default one (which the shared matrix runs): the head-dim splits of
 // change 8 (docs/performance.md) and a wide tile, on the masked speculative tree at head dim 32 and,
