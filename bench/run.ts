@@ -316,6 +316,28 @@ export function smClockFraction(r: Record<string, string>): number | null {
   return sm > 0 && max > 0 ? sm / max : null;
 }
 
+/**
+ * The `throttled` warning for an `nvidia-smi` reading taken after a run, or null. nvbench's rule:
+ * an SM clock below 75% of its maximum means the GPU throttled, unless the only active clock event
+ * reason is GPU idle (bit 0x1): a GPU read after its work is done idles at its lowest clock (an
+ * H200 at 345 MHz), which says nothing about the run.
+ */
+export function throttledAfterRun(r: Record<string, string>): string | null {
+  const frac = smClockFraction(r);
+  if (frac === null || frac >= 0.75) return null;
+  const reasons = r["clocks_event_reasons.active"]?.trim();
+  let mask: bigint | null = null;
+  try {
+    mask = reasons ? BigInt(reasons) : null;
+  } catch {
+    mask = null; // "[N/A]" and the like: unknown reasons
+  }
+  if (mask !== null && (mask & ~1n) === 0n && (mask & 1n) === 1n) return null;
+  return `the SM clock was at ${(frac * 100).toFixed(0)}% of its maximum after the run (nvidia-smi${
+    reasons ? `, clock event reasons ${reasons}` : ""
+  })`;
+}
+
 async function cpuModel(): Promise<string | null> {
   try {
     const text = await Deno.readTextFile("/proc/cpuinfo");
@@ -641,17 +663,8 @@ export async function runBench(
   }
   const smiAfter = probeHost && smiBefore ? await nvidiaSmi() : null;
   if (smiBefore && smiAfter) {
-    // nvbench's rule: an SM clock below 75% of its maximum means the GPU throttled.
-    const frac = smClockFraction(smiAfter);
-    if (frac !== null && frac < 0.75) {
-      const reasons = smiAfter["clocks_event_reasons.active"];
-      warn(
-        "throttled",
-        `the SM clock was at ${(frac * 100).toFixed(0)}% of its maximum after the run (nvidia-smi${
-          reasons ? `, clock event reasons ${reasons}` : ""
-        })`,
-      );
-    }
+    const throttled = throttledAfterRun(smiAfter);
+    if (throttled) warn("throttled", throttled);
   }
 
   const first = devices[0]!;

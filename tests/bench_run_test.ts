@@ -7,6 +7,7 @@ import {
   runBench,
   smClockFraction,
   sourceHash,
+  throttledAfterRun,
 } from "../bench/run.ts";
 import { FakeClock, FakeTimer, TimestampTimer, WallClockTimer } from "../bench/timer.ts";
 import { DEFAULT_METHOD_OPTIONS, type MethodName, zeroPlanCounts } from "../kernels/method.ts";
@@ -19,7 +20,7 @@ import {
 } from "../results/schema.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { fakeRegistry, TINY_SHAPE } from "./_bench_fake.ts";
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { testGpu } from "./_gpu.ts";
 
 const gpu = testGpu;
@@ -355,6 +356,22 @@ Deno.test("nvidia-smi CSV parsing and the throttle fraction", () => {
   assertEquals(smClockFraction(r), 1410 / 1980);
   assertEquals(parseSmiCsv("only a header"), null);
   assertEquals(smClockFraction({ name: "x" }), null);
+});
+
+Deno.test("a low clock after the run is throttling only when a reason other than idle is active", () => {
+  const at = (sm: number, reasons?: string) => ({
+    "clocks.current.sm [MHz]": `${sm} MHz`,
+    "clocks.max.sm [MHz]": "1980 MHz",
+    ...(reasons === undefined ? {} : { "clocks_event_reasons.active": reasons }),
+  });
+  // An H200 read after its work is done: 345 MHz, reason GPU idle only.
+  assertEquals(throttledAfterRun(at(345, "0x0000000000000001")), null);
+  assertEquals(throttledAfterRun(at(1980, "0x0000000000000000")), null);
+  // Power or thermal reasons (with or without idle), or none known: a warning naming them.
+  assertMatch(throttledAfterRun(at(900, "0x0000000000000004"))!, /45% of its maximum.*0x0+4/);
+  assertMatch(throttledAfterRun(at(345, "0x0000000000000041"))!, /17%/);
+  assertMatch(throttledAfterRun(at(345, "[N/A]"))!, /17%/);
+  assertMatch(throttledAfterRun(at(345))!, /17% of its maximum after the run \(nvidia-smi\)$/);
 });
 
 Deno.test("registryOrder() lists methods as the registry does, the order settings.methods records", () => {

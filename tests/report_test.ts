@@ -266,7 +266,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     // The first run is the README's picture (both runtimes); the second the older Deno-only run.
-    const sources = ["nvidia-h200-dawn/issue-trees.json", "nvidia-h200/results.json"];
+    const sources = ["nvidia-h200-dawn/issue-trees-9.json", "nvidia-h200/results.json"];
     const dir = await Deno.makeTempDir();
     const browser = await launchBrowser();
     try {
