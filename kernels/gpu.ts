@@ -21,6 +21,20 @@ import { createRequire } from "node:module";
  * milliseconds), when `DEFT_COMPILE_LOG` names it: how the time of a test run on a CPU adapter,
  * where each kernel compiles for seconds to minutes, splits over its kernels.
  */
+/**
+ * `DEFT_SYNC_PIPELINES=1`: pipelines are created with the blocking `createComputePipeline`. A
+ * diagnostic for the stalls of long Dawn test runs on an H200, each at the first case of a new
+ * shape while its pipeline was being created asynchronously (docs/performance.md); not yet run
+ * there.
+ */
+const SYNC_PIPELINES: boolean = (() => {
+  try {
+    return Deno.env.get("DEFT_SYNC_PIPELINES") === "1";
+  } catch {
+    return false; // no env permission
+  }
+})();
+
 const COMPILE_LOG: string | undefined = (() => {
   try {
     return Deno.env.get("DEFT_COMPILE_LOG") || undefined;
@@ -586,11 +600,13 @@ export class Gpu {
             errors.map((m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}`).join("\n"),
         );
       }
-      return await this.device.createComputePipelineAsync({
+      const descriptor: GPUComputePipelineDescriptor = {
         label,
         layout: "auto",
         compute: { module, entryPoint, constants },
-      });
+      };
+      if (SYNC_PIPELINES) return this.device.createComputePipeline(descriptor);
+      return await this.device.createComputePipelineAsync(descriptor);
     });
     if (COMPILE_LOG) {
       const line = JSON.stringify({
