@@ -94,6 +94,16 @@ export function witnessFraction(w: ClockWitness): number | null {
   return Math.min(...w.witnessUs) / median(w.witnessUs);
 }
 
+/** The witness in words for a tool's tree heading: its median time and the best round's speed. */
+export function describeWitness(w: ClockWitness): string {
+  const clock = witnessFraction(w);
+  return clock === null
+    ? "-"
+    : `${median(w.witnessUs).toFixed(1)} us (best round at ${
+      (100 / clock).toFixed(0)
+    }% of that speed)`;
+}
+
 /**
  * Checks every variant, then times those that passed; one result per variant, in order. With
  * `o.leadUs`, `witness` (when given) gets the reference times of the rounds.

@@ -18,7 +18,6 @@
  */
 
 import { parseArgs } from "node:util";
-import { median } from "../results/stats.ts";
 import { createTimer } from "../bench/timer.ts";
 import { createFlushPass } from "../bench/measure.ts";
 import { measureMatrixPeak } from "../bench/calibrate.ts";
@@ -31,7 +30,12 @@ import { MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import type { Tree, TreeNode } from "../workloads/tree.ts";
 import type { MethodName } from "../kernels/method.ts";
-import { type ClockWitness, verifyAndTime, witnessFraction } from "./_verify_time.ts";
+import {
+  type ClockWitness,
+  describeWitness,
+  verifyAndTime,
+  witnessFraction,
+} from "./_verify_time.ts";
 
 /** One timed variant: a method with options. */
 interface Variant {
@@ -79,7 +83,8 @@ const VARIANTS: Variant[] = [
   },
 ];
 
-function star(rootTokens: number, leaves: number, leafTokens: number): Tree {
+/** A root of `rootTokens` with `leaves` leaves of `leafTokens`, a query on every leaf. */
+export function star(rootTokens: number, leaves: number, leafTokens: number): Tree {
   const nodes: TreeNode[] = [{ id: 0, parent: null, tokens: rootTokens }];
   for (let i = 1; i <= leaves; i++) nodes.push({ id: i, parent: 0, tokens: leafTokens });
   return { nodes, queries: nodes.slice(1).map((n) => ({ node: n.id })) };
@@ -207,11 +212,7 @@ async function runRuntime(
     const clock = witnessFraction(witness);
     console.log(
       `\n${runtime} | ${treeName}: ${ix.nodeCount} nodes, ${ix.queryCount} queries; clock witness ${
-        clock === null
-          ? "-"
-          : `${median(witness.witnessUs).toFixed(1)} us (best round at ${
-            (100 / clock).toFixed(0)
-          }% of that speed)`
+        describeWitness(witness)
       }`,
     );
     printTable(results, peakTflops);

@@ -18,7 +18,6 @@
  */
 
 import { parseArgs } from "node:util";
-import { median } from "../results/stats.ts";
 import { createTimer } from "../bench/timer.ts";
 import { createFlushPass } from "../bench/measure.ts";
 import { Gpu } from "../kernels/gpu.ts";
@@ -29,19 +28,15 @@ import { Problem } from "../kernels/problem.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
-import type { Tree, TreeNode } from "../workloads/tree.ts";
+import type { Tree } from "../workloads/tree.ts";
+import { star } from "./perf_runtimes.ts";
 import {
   type ClockWitness,
+  describeWitness,
   type ToolVariant,
   verifyAndTime,
   witnessFraction,
 } from "./_verify_time.ts";
-
-function star(rootTokens: number, leaves: number, leafTokens: number): Tree {
-  const nodes: TreeNode[] = [{ id: 0, parent: null, tokens: rootTokens }];
-  for (let i = 1; i <= leaves; i++) nodes.push({ id: i, parent: 0, tokens: leafTokens });
-  return { nodes, queries: nodes.slice(1).map((n) => ({ node: n.id })) };
-}
 
 function trees(small: boolean): [string, Tree][] {
   if (small) {
@@ -131,11 +126,7 @@ async function main() {
       const full = results.find((r) => r.label === "full")?.medianUs ?? null;
       console.log(
         `\n${name}: ${problem.ix.nodeCount} nodes, ${problem.ix.queryCount} queries; clock witness ${
-          clock === null
-            ? "-"
-            : `${median(witness.witnessUs).toFixed(1)} us (best round at ${
-              (100 / clock).toFixed(0)
-            }% of that speed)`
+          describeWitness(witness)
         }`,
       );
       for (const r of results) {

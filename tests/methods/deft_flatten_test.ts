@@ -53,6 +53,18 @@ const LLAMA3_8B: ModelShape = {
   layers: 32,
 };
 
+/** One layer of Llama-3-8B, for plans and kernel sources on matrix units. */
+const LLAMA_LAYER: ModelShape = { ...LLAMA3_8B, layers: 1 };
+
+/** What an H200 offers the matrix kernel through Dawn (16 x 16 x 16 f16 -> f32, subgroups of 32). */
+const H200_MMA_CAPS: KernelCaps = {
+  runtime: "dawn",
+  matrix: { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
+  subgroups: true,
+  subgroupSize: 32,
+  workgroupStorage: 49152,
+};
+
 function input(tree: Tree, options: Partial<MethodOptions> = {}, shape = GQA4): PlanInput {
   const ix = new IndexedTree(tree);
   return {
@@ -402,18 +414,10 @@ for (const v of VARIANTS) {
 }
 
 Deno.test("the matrix kernel's knock-outs (tools/profile_mma.ts) remove what they name and nothing else", () => {
-  const caps: KernelCaps = {
-    runtime: "dawn",
-    matrix: { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
-    subgroups: true,
-    subgroupSize: 32,
-    workgroupStorage: 49152,
-  };
-  const llama = { name: "llama3-8b", qHeads: 32, kvHeads: 8, headDim: 128, layers: 1 };
   const source = (ablate?: string) =>
     mmaSource({
-      shape: llama,
-      kernel: mmaKernel(llama, "f16", caps, ablate ? { ablate } : {}),
+      shape: LLAMA_LAYER,
+      kernel: mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, ablate ? { ablate } : {}),
       maskWords: 2,
       enables: "",
     });
@@ -435,12 +439,12 @@ Deno.test("the matrix kernel's knock-outs (tools/profile_mma.ts) remove what the
   assert(!source("kv-load").includes("k_in[at]"));
   assert(full.includes("k_in[at]") && full.includes("exp(sv - m_run)"));
   assertEquals(
-    mmaVariantName(mmaKernel(llama, "f16", caps, { ablate: "qk+pv" })),
+    mmaVariantName(mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { ablate: "qk+pv" })),
     "mma-16x16x16-r32-k16-without-qk+pv",
   );
   assertEquals(MMA_ABLATIONS.length, 7);
   assertThrows(
-    () => mmaKernel(llama, "f16", caps, { ablate: "qk+nothing" }),
+    () => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { ablate: "qk+nothing" }),
     RangeError,
     /nothing/,
   );
@@ -475,24 +479,20 @@ const mmaVariantCases: (ConformanceCase & { gpuOnly?: boolean })[] = [
   },
 ];
 Deno.test("the matrix kernel's head-dim split doubles the invocations and refuses splits that do not divide", () => {
-  const caps: KernelCaps = {
-    runtime: "dawn",
-    matrix: { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
-    subgroups: true,
-    subgroupSize: 32,
-    workgroupStorage: 49152,
-  };
-  const llama = { name: "llama3-8b", qHeads: 32, kvHeads: 8, headDim: 128, layers: 1 };
-  const one = mmaKernel(llama, "f16", caps, { rows: 32, keys: 16 });
-  const two = mmaKernel(llama, "f16", caps, { rows: 32, keys: 32, split: 2 });
+  const one = mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { rows: 32, keys: 16 });
+  const two = mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { rows: 32, keys: 32, split: 2 });
   assertEquals([one.threads, two.threads], [64, 128]);
   assertEquals(mmaVariantName(two), "mma-16x16x16-r32-k32-s2");
   for (const split of [3, 0, 16]) {
-    assertThrows(() => mmaKernel(llama, "f16", caps, { split }), RangeError, /split/);
+    assertThrows(
+      () => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { split }),
+      RangeError,
+      /split/,
+    );
   }
   // Head dim 32 has two 16-wide fragments: split 4 cannot divide them.
-  const small = { ...llama, name: "8/2/32", qHeads: 8, kvHeads: 2, headDim: 32 };
-  assertThrows(() => mmaKernel(small, "f16", caps, { split: 4 }), RangeError, /split/);
+  const small = { ...LLAMA_LAYER, name: "8/2/32", qHeads: 8, kvHeads: 2, headDim: 32 };
+  assertThrows(() => mmaKernel(small, "f16", H200_MMA_CAPS, { split: 4 }), RangeError, /split/);
 });
 
 for (const v of MMA_VARIANTS) {
@@ -522,19 +522,11 @@ for (const v of MMA_VARIANTS) {
 }
 
 Deno.test("deft-flatten on matrix units halves its blocks while a small tree leaves the device short of workgroups", () => {
-  const caps: KernelCaps = {
-    runtime: "dawn",
-    matrix: { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
-    subgroups: true,
-    subgroupSize: 32,
-    workgroupStorage: 49152,
-  };
-  const llama = { name: "llama3-8b", qHeads: 32, kvHeads: 8, headDim: 128, layers: 1 };
   const small = (o: Partial<MethodOptions>) => ({
-    ...input(starTree(3000, 4, 20), { blockSize: 512, ...o }, llama),
-    caps,
+    ...input(starTree(3000, 4, 20), { blockSize: 512, ...o }, LLAMA_LAYER),
+    caps: H200_MMA_CAPS,
   });
-  const wgs = (p: { items: Uint32Array }) => (p.items.length / 2) * llama.kvHeads;
+  const wgs = (p: { items: Uint32Array }) => (p.items.length / 2) * LLAMA_LAYER.kvHeads;
   // 3080 tokens in 512-token blocks: 7 blocks x 1 row tile x 8 KV heads = 56 workgroups.
   const auto = deftFlatten.plan(small({}));
   assert(auto.mma !== null);
@@ -546,8 +538,8 @@ Deno.test("deft-flatten on matrix units halves its blocks while a small tree lea
   assertEquals(deftFlatten.plan(small({ kernel: "fma" })).blockSize, 512);
   // A tree that fills the device keeps its blocks: 20 000 tokens, 64 queries (8 row tiles).
   const big = deftFlatten.plan({
-    ...input(starTree(20000, 64, 1), { blockSize: 512 }, llama),
-    caps,
+    ...input(starTree(20000, 64, 1), { blockSize: 512 }, LLAMA_LAYER),
+    caps: H200_MMA_CAPS,
   });
   assertEquals(big.blockSize, 512);
   assert(wgs(big) >= 1024);
