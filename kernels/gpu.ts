@@ -137,6 +137,29 @@ export const DAWN_FLAGS: readonly string[] = [
   "backend=vulkan",
 ];
 
+/**
+ * Dawn's flags with extra device toggles enabled: `toggles` (default `DEFT_DAWN_TOGGLES`), a
+ * comma-separated list of Dawn toggle names such as `disable_robustness` or
+ * `disable_workgroup_init`. They change what every kernel compiles to, and they are recorded with
+ * the other flags in every result. A name that is not a toggle's shape is a {@linkcode GpuError};
+ * Dawn ignores names it does not know, with a warning.
+ */
+export function dawnFlags(toggles = Deno.env.get("DEFT_DAWN_TOGGLES") ?? ""): string[] {
+  const extra = toggles.split(",").map((t) => t.trim()).filter((t) => t !== "");
+  const bad = extra.find((t) => !/^[a-z][a-z0-9_]*$/.test(t));
+  if (bad !== undefined) {
+    throw new GpuError(
+      `DEFT_DAWN_TOGGLES: ${
+        JSON.stringify(bad)
+      } is not a Dawn toggle name (lower case, digits and _, such as disable_robustness)`,
+    );
+  }
+  if (extra.length === 0) return [...DAWN_FLAGS];
+  return DAWN_FLAGS.map((f) =>
+    f.startsWith("enable-dawn-features=") ? `${f},${extra.join(",")}` : f
+  );
+}
+
 /** Which runtime a device came from, its version and how it was started; part of every result. */
 export interface RuntimeInfo {
   name: RuntimeName;
@@ -403,16 +426,17 @@ export class Gpu {
     let gpu: GPU;
     let info: RuntimeInfo;
     if (runtime === "dawn") {
+      const flags = dawnFlags();
       const dawn = await loadDawn(options.dawnNode);
       try {
-        gpu = dawn.create([...DAWN_FLAGS]);
+        gpu = dawn.create(flags);
       } catch (e) {
         throw new GpuError(`Dawn refused to start: ${(e as Error).message}`);
       }
       info = {
         name: "dawn",
         version: `dawn (npm ${DAWN_PACKAGE})`,
-        flags: [...DAWN_FLAGS],
+        flags,
         source: dawn.source,
       };
     } else {

@@ -851,15 +851,19 @@ export async function prepareGroupAttention(
     );
     const workgroups = (plan.items.length / 2) * shape.kvHeads;
     const grid = rowGrid(workgroups, gpu.limit("maxComputeWorkgroupsPerDimension"));
+    const stage1 = (pass: GPUComputePassEncoder) => {
+      if (workgroups > 0) {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(...grid);
+      }
+    };
     return {
       encode(pass) {
-        if (workgroups > 0) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(...grid);
-        }
+        stage1(pass);
         reduction.encode(pass);
       },
+      parts: [{ name: "stage-1", encode: stage1 }, { name: "reduce", encode: reduction.encode }],
       destroy() {
         reduction.destroy();
         for (const b of owned) b.destroy();

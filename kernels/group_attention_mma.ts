@@ -69,9 +69,21 @@ export interface MmaKernelOptions {
  * - `qk-loads`: all but the first K^T fragment load of a score fragment (the MMAs reuse it);
  * - `softmax`: the scaling, masking, maximum, exponentials and the store of P;
  * - `pv`: O += P V (its fragment loads and MMAs);
- * - `pv-loads`: all but the first V fragment load of a sub-tile (the MMAs reuse it).
+ * - `pv-loads`: all but the first V fragment load of a sub-tile (the MMAs reuse it);
+ * - `loop`: the whole sub-tile loop (no sub-tile runs: what is left is the fixed cost of a
+ *   workgroup, its Q staging and output pass, and the launch);
+ * - `output`: the output pass (the partials are not written).
  */
-export type MmaAblation = "kv-load" | "stage" | "qk" | "qk-loads" | "softmax" | "pv" | "pv-loads";
+export type MmaAblation =
+  | "kv-load"
+  | "stage"
+  | "qk"
+  | "qk-loads"
+  | "softmax"
+  | "pv"
+  | "pv-loads"
+  | "loop"
+  | "output";
 
 /** The parts named by a `+`-separated list, or a `RangeError` naming an unknown one. */
 export function parseAblation(list: string): MmaAblation[] {
@@ -95,6 +107,8 @@ export const MMA_ABLATIONS: readonly MmaAblation[] = [
   "softmax",
   "pv",
   "pv-loads",
+  "loop",
+  "output",
 ];
 
 /**
@@ -119,6 +133,11 @@ export interface MmaKernel {
   readonly threads: number;
   /** Subgroups per row block (head dim split among them). */
   readonly split: number;
+  /**
+   * Rounds of the output pass (and of the rare rescale): each stages 1/outRounds of the output
+   * fragments in workgroup memory at once; 1 where the whole R x D tile fits beside the rest.
+   */
+  readonly outRounds: number;
   /** Parts knocked out (profiling only, see {@linkcode MmaKernelOptions.ablate}). */
   readonly ablate?: readonly MmaAblation[];
 }
@@ -131,7 +150,8 @@ export function mmaVariantName(k: MmaKernel): string {
   const { M, N, K } = k.config;
   const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
   const split = k.split > 1 ? `-s${k.split}` : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${knocked}`;
+  const rounds = k.outRounds > 1 ? `-o${k.outRounds}` : "";
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${knocked}`;
 }
 
 /**
@@ -184,10 +204,9 @@ export function mmaKernel(
     );
   }
   const lanes = (sg * split) / M; // invocations per row in the softmax
-  const npl = (split * N) / lanes; // output columns per invocation and fragment round
-  if (o.keys % lanes !== 0 || npl % 4 !== 0 || N % npl !== 0) {
+  if (o.keys % lanes !== 0) {
     throw new RangeError(
-      `Kernel mma with subgroup size ${sg}, M = ${M} and split ${split} needs keys and N divisible into ${lanes} lanes of whole vec4`,
+      `Kernel mma with subgroup size ${sg}, M = ${M} and split ${split} needs keys divisible among ${lanes} lanes per row`,
     );
   }
   const threads = (o.rows / M) * sg * split;
@@ -196,15 +215,29 @@ export function mmaKernel(
       `Kernel mma with ${o.rows} rows, ${o.keys} keys and split ${split}: Q or K rows do not divide among ${threads} invocations`,
     );
   }
-  const k: MmaKernel = {
+  const k0: MmaKernel = {
     config,
     subgroupSize: sg,
     rows: o.rows,
     keys: o.keys,
     threads,
     split,
+    outRounds: 1,
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
   };
+  // The fewest output rounds whose staging fits (each round's columns a whole number of vec4 per
+  // row); the most rounds is one fragment per subgroup and round.
+  const dn = d / N / split;
+  const fits = (r: number) =>
+    mmaWorkgroupBytes(shape, { ...k0, outRounds: r }, 2) <= caps.workgroupStorage;
+  let outRounds = dn;
+  for (let r = 1; r < dn; r *= 2) {
+    if (dn % r === 0 && fits(r)) {
+      outRounds = r;
+      break;
+    }
+  }
+  const k: MmaKernel = { ...k0, outRounds };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
     throw new RangeError(
@@ -226,12 +259,21 @@ function halfArray(shape: ModelShape, k: MmaKernel): { size: number; pOffset: nu
   };
 }
 
+/** Floats of the f32 workgroup array: max(S tiles, one output round's staging). */
+function floatArray(shape: ModelShape, k: MmaKernel): number {
+  return Math.max(k.split * k.rows * (k.keys + 4), k.rows * outStride(shape, k));
+}
+
+/** Floats per row of an output round's staging (its columns and 4 of padding). */
+function outStride(shape: ModelShape, k: MmaKernel): number {
+  return shape.headDim / k.outRounds + 4;
+}
+
 /** Workgroup memory of the kernel in bytes (mirrors the declarations of {@linkcode mmaSource}). */
 export function mmaWorkgroupBytes(shape: ModelShape, k: MmaKernel, maskWords: number): number {
   const { size } = halfArray(shape, k);
-  const ss = k.keys + 4;
-  return 2 * size + 4 * k.split * k.rows * ss + 4 * k.keys + 4 * Math.max(1, maskWords) * k.keys +
-    4 * k.rows + 4 * k.rows + 16;
+  return 2 * size + 4 * floatArray(shape, k) + 4 * k.keys +
+    4 * Math.max(1, maskWords) * k.keys + 4 * k.rows + 4 * k.rows + 16;
 }
 
 /** Everything {@linkcode mmaSource} needs. */
@@ -253,13 +295,10 @@ export function mmaLoopIterations(
 ): number {
   const dv = shape.headDim / 4;
   const lanes = (k.subgroupSize * k.split) / k.config.M;
-  const npl = (k.split * k.config.N) / lanes;
-  const rounds = shape.headDim / k.config.N / k.split;
   const per = (n: number) => Math.ceil(n / k.threads) + 1;
-  const tile = per(maskWords * k.keys) + per(k.keys * dv) + 2 * (k.keys / lanes + 1) +
-    2 * Math.log2(lanes) + 2 + (npl / 4 + 1);
-  const rescale = rounds * per(k.split * k.rows * k.config.N);
-  const output = rounds * (npl / 4 + 1);
+  const tile = per(maskWords * k.keys) + per(k.keys * dv) + 2 * Math.log2(lanes) + 2;
+  const rescale = k.outRounds * per((k.rows * shape.headDim) / k.outRounds);
+  const output = k.outRounds * per((k.rows * dv) / k.outRounds);
   return 8 + per(k.rows * dv) + Math.ceil(tokens / k.keys) * (tile + rescale) + output;
 }
 
@@ -272,6 +311,9 @@ export function mmaSource(o: MmaSourceOptions): string {
   const ps = k.keys + ROW_PAD;
   const ss = k.keys + 4;
   const { size: hSize, pOffset } = halfArray(shape, k);
+  const fSize = floatArray(shape, k);
+  const ws = outStride(shape, k);
+  const fr = d / N / k.split / k.outRounds; // output fragments per subgroup and round
   const split = k.split;
   const lanes = (k.subgroupSize * split) / M;
   if ((k.rows * (d / 4)) % k.threads !== 0 || (k.keys * (d / 4)) % k.threads !== 0) {
@@ -279,7 +321,7 @@ export function mmaSource(o: MmaSourceOptions): string {
       `mma kernel ${mmaVariantName(k)}: Q or K rows do not divide among the invocations`,
     );
   }
-  const words = [split * k.rows * ss, k.keys, Math.max(1, o.maskWords) * k.keys, k.rows];
+  const words = [fSize, k.keys, Math.max(1, o.maskWords) * k.keys, k.rows];
   if (hSize % 8 !== 0 || words.some((w) => w % 4 !== 0)) {
     throw new Error(
       `mma kernel ${mmaVariantName(k)}: a workgroup array is not a multiple of 16 bytes`,
@@ -294,6 +336,10 @@ export function mmaSource(o: MmaSourceOptions): string {
   const kk = k.keys / K; // P fragments per sub-tile
   const lines = (n: number, f: (i: number) => string) =>
     Array.from({ length: n }, (_, i) => f(i)).join("\n");
+  // Where output fragment f of a round goes in the round's staging, and its store for round j.
+  const roundAt = (f: number) => `rb * M * WS + (hs * ${fr}u + ${f}u) * ${N}u`;
+  const roundStore = (j: number, f: number) =>
+    `subgroupMatrixStore<row_major>(&f_sh, ${roundAt(f)}, o${j * fr + f}, WS);`;
   const off = (part: MmaAblation) => k.ablate?.includes(part) ?? false;
   const nq = (k.rows * (d / 4)) / k.threads; // Q vec4 per invocation
   const nkv = (k.keys * (d / 4)) / k.threads; // K (and V) vec4 per invocation and sub-tile
@@ -337,10 +383,11 @@ const KT: u32 = ${k.keys}u;
 const DS: u32 = ${ds}u;   // halves per staged Q/K/V row
 const PS: u32 = ${ps}u;   // halves per P row
 const SS: u32 = ${ss}u;   // floats per S row
+const WS: u32 = ${ws}u;   // floats per row of an output round's staging
+const WC: u32 = ${d / k.outRounds}u;  // output columns per round
 const P_OFF: u32 = ${pOffset}u;
 const LANES: u32 = ${lanes}u;  // invocations per row in the softmax
 const KPL: u32 = ${k.keys / lanes}u;  // keys per invocation
-const NPL: u32 = ${(split * N) / lanes}u;  // output columns per invocation and fragment round
 const SPLIT: u32 = ${split}u;  // subgroups per row block, each with 1/SPLIT of the head dim
 const FN: u32 = ${N}u;
 const MAXW: u32 = ${o.maskWords}u;
@@ -363,9 +410,10 @@ const NEG: f32 = -3.0e38;
 // the aligned address below it (seen on an H200: every fragment one element early, because of a
 // lone u32 flag; tools/debug_mma.ts).
 var<workgroup> h_sh: array<f16, ${hSize}>;
-// S [SPLIT][R][SS] (one partial score tile per part of the head dim; the softmax sums them into the
-// first); the slow rescale and the output pass one fragment column per part through it.
-var<workgroup> f_sh: array<f32, ${split * k.rows * ss}>;
+// S [SPLIT][R][SS] (one partial score tile per part of the head dim; the softmax sums them); the
+// rare rescale and the output pass stage 1/OUT_ROUNDS of O at a time through it, [R][WS], a
+// subgroup's fragments of the round side by side, the parts of the head dim one after another.
+var<workgroup> f_sh: array<f32, ${fSize}>;
 var<workgroup> slot_sh: array<i32, ${2 * k.keys}>;  // [2][KT]: double-buffered key slots
 var<workgroup> mask_sh: array<u32, ${Math.max(1, o.maskWords) * k.keys}>;
 var<workgroup> rowq_sh: array<u32, R>;
@@ -457,7 +505,7 @@ ${off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps t
 ${loadKv("0u")}
   var m_run = NEG;  // reference maximum of this invocation's row
   var l_run = 0.0;  // sum of P of the row, at m_run
-  let tiles = (tokens + KT - 1u) / KT;
+  let tiles = ${off("loop") ? "0u * tokens" : "(tokens + KT - 1u) / KT"};
   for (var kt = 0u; kt < tiles; kt++) {
     let buf = kt & 1u;
     // The previous sub-tile's P V is done: stage this sub-tile's K and V, the next sub-tile's
@@ -534,23 +582,25 @@ ${
       ? `    var alpha = 1.0;
     l_run += f_sh[row * SS + part];
 `
+      // The row's KPL scores stay in registers (unrolled) from the read of S to the store of P.
       : `    var mx = NEG;
-    for (var i = 0u; i < KPL; i++) {
-      let key = part * KPL + i;
-      let at = row * SS + key;
-      var ok = slot_sh[buf * KT + key] >= 0;
-      if (masked) { ok = ok && ((mask_sh[mw * KT + key] >> mb) & 1u) != 0u; }
-      let sv = select(NEG, (${
-        Array.from({ length: split }, (_, h) =>
-          h === 0 ? "f_sh[at]" : `f_sh[${h * k.rows * ss}u + at]`)
-          .join(" + ")
-      }) * SCALE, ok);
-      f_sh[at] = sv;
-      mx = max(mx, sv);
-    }
 ${
-        lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 << i}u));`)
+        lines(k.keys / lanes, (i) =>
+          [
+            `    let key${i} = part * KPL + ${i}u;`,
+            `    var ok${i} = slot_sh[buf * KT + key${i}] >= 0;`,
+            `    if (masked) { ok${i} = ok${i} && ((mask_sh[mw * KT + key${i}] >> mb) & 1u) != 0u; }`,
+            `    let sv${i} = select(NEG, (${
+              Array.from({ length: split }, (_, h) =>
+                h === 0
+                  ? `f_sh[row * SS + key${i}]`
+                  : `f_sh[${h * k.rows * ss}u + row * SS + key${i}]`)
+                .join(" + ")
+            }) * SCALE, ok${i});`,
+            `    mx = max(mx, sv${i});`,
+          ].join("\n"))
       }
+${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 << i}u));`)}
     var alpha = 1.0;
     if (mx > NEG) {
       if (m_run <= NEG) {
@@ -562,13 +612,14 @@ ${
       }
     }
     var ls = 0.0;
-    for (var i = 0u; i < KPL; i++) {
-      let key = part * KPL + i;
-      let sv = f_sh[row * SS + key];
-      let p = f16(select(0.0, exp(sv - m_run), sv > NEG));
-      h_sh[P_OFF + row * PS + key] = p;
-      ls += f32(p);
-    }
+${
+        lines(k.keys / lanes, (i) =>
+          [
+            `    { let p = f16(select(0.0, exp(sv${i} - m_run), sv${i} > NEG));`,
+            `      h_sh[P_OFF + row * PS + key${i}] = p;`,
+            `      ls += f32(p); }`,
+          ].join("\n"))
+      }
 ${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`)}
     l_run = l_run * alpha + ls;
 `
@@ -577,16 +628,26 @@ ${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`
     // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
     if (workgroupUniformLoad(&flag_sh[0]) != 0u) {
 ${
-    lines(dn, (n) =>
+    lines(k.outRounds, (j) =>
       [
-        `      if (busy) { subgroupMatrixStore<row_major>(&f_sh, hs * R * SS + rb * M * SS, o${n}, SS); }`,
-        `      workgroupBarrier();`,
-        `      for (var e = lid; e < SPLIT * R * FN; e += WG) {`,
-        `        let r = (e / FN) % R;`,
-        `        f_sh[(e / (R * FN)) * R * SS + r * SS + e % FN] *= alpha_sh[r];`,
+        `      if (busy) {`,
+        lines(fr, (f) => `        ${roundStore(j, f)}`),
         `      }`,
         `      workgroupBarrier();`,
-        `      if (busy) { o${n} = subgroupMatrixLoad<${result}, row_major>(&f_sh, hs * R * SS + rb * M * SS, SS); }`,
+        `      for (var e = lid; e < R * WC; e += WG) {`,
+        `        let r = e / WC;`,
+        `        f_sh[r * WS + e % WC] *= alpha_sh[r];`,
+        `      }`,
+        `      workgroupBarrier();`,
+        `      if (busy) {`,
+        lines(
+          fr,
+          (f) =>
+            `        o${j * fr + f} = subgroupMatrixLoad<${result}, row_major>(&f_sh, ${
+              roundAt(f)
+            }, WS);`,
+        ),
+        `      }`,
         `      workgroupBarrier();`,
       ].join("\n"))
   }
@@ -632,27 +693,47 @@ ${
     }
   }
 
-  // Normalised partials and their lse, one fragment column at a time; a row that saw no key
-  // writes o = 0 and lse = NEG (EMPTY_LSE).
+  // Normalised partials and their lse, 1/OUT_ROUNDS of the columns at a time, each vec4 of a row
+  // written by neighbouring invocations (whole rows per subgroup); a row that saw no key writes
+  // o = 0 and lse = NEG (EMPTY_LSE). alpha_sh now holds each row's 1 / l.
   let r = row_start + row;
   let out_row = (q_begin + r / GROUP) * Q_HEADS + kvh * GROUP + r % GROUP;
   let inv = select(0.0, 1.0 / l_run, l_run > 0.0);
+  if (part == 0u) { alpha_sh[row] = inv; }
 ${
-    lines(dn, (n) =>
-      [
+    off("output")
+      // Keeps every output fragment alive (stored over one another) and writes one value per row.
+      ? [
         `  workgroupBarrier();`,
-        `  if (busy) { subgroupMatrixStore<row_major>(&f_sh, hs * R * SS + rb * M * SS, o${n}, SS); }`,
-        `  workgroupBarrier();`,
-        `  if (row < rows) {`,
-        `    for (var i = 0u; i < NPL; i += 4u) {`,
-        `      let c = part * NPL + i;`,
-        `      let h = c / FN;`,
-        `      let b = h * R * SS + row * SS + c % FN;`,
-        `      partial_o[(out_row * D + (h * ${dn}u + ${n}u) * FN + c % FN) / 4u] =`,
-        `        vec4<f32>(f_sh[b], f_sh[b + 1u], f_sh[b + 2u], f_sh[b + 3u]) * inv;`,
-        `    }`,
+        `  if (busy) {`,
+        lines(
+          dn,
+          (n) => `    subgroupMatrixStore<row_major>(&f_sh, hs * R * SS + rb * M * SS, o${n}, SS);`,
+        ),
         `  }`,
-      ].join("\n"))
+        `  workgroupBarrier();`,
+        `  if (row < rows && part == 0u) { partial_o[out_row * DV] = vec4<f32>(f_sh[row * SS] * inv); }`,
+      ].join("\n")
+      : lines(k.outRounds, (j) =>
+        [
+          `  workgroupBarrier();`,
+          `  if (busy) {`,
+          lines(fr, (f) => `    ${roundStore(j, f)}`),
+          `  }`,
+          `  workgroupBarrier();`,
+          `  for (var e = lid; e < R * (WC / 4u); e += WG) {`,
+          `    let wr = e / (WC / 4u);`,
+          `    let c = 4u * (e % (WC / 4u));`,
+          `    if (wr < rows) {`,
+          `      let wq = row_start + wr;`,
+          `      let orow = (q_begin + wq / GROUP) * Q_HEADS + kvh * GROUP + wq % GROUP;`,
+          `      let col = (c / ${fr * N}u) * ${dn * N}u + ${j * fr * N}u + c % ${fr * N}u;`,
+          `      let b = wr * WS + c;`,
+          `      partial_o[(orow * D + col) / 4u] =`,
+          `        vec4<f32>(f_sh[b], f_sh[b + 1u], f_sh[b + 2u], f_sh[b + 3u]) * alpha_sh[wr];`,
+          `    }`,
+          `  }`,
+        ].join("\n"))
   }
   if (row < rows && part == 0u) {
     partial_lse[out_row] = select(NEG, m_run + log(l_run), l_run > 0.0);

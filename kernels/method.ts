@@ -193,8 +193,19 @@ export interface GpuProblem {
 export interface PreparedMethod {
   /** Records every dispatch of the method into `pass` (all of them: one pass times the method). */
   encode(pass: GPUComputePassEncoder): void;
+  /**
+   * The same dispatches in named parts (`stage-1`, `reduce`), for tools that time them apart
+   * (`tools/profile_mma.ts --parts`); absent where a method does not say.
+   */
+  readonly parts?: readonly PreparedPart[];
   /** Frees the method's own buffers (not the problem's). */
   destroy(): void;
+}
+
+/** Some of a prepared method's dispatches (see {@linkcode PreparedMethod.parts}). */
+export interface PreparedPart {
+  readonly name: string;
+  encode(pass: GPUComputePassEncoder): void;
 }
 
 /** One attention method. */

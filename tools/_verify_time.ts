@@ -33,6 +33,11 @@ export interface ToolVariant {
    * the verdict is kept, the status stays `ok` and the message says so.
    */
   timeOnly?: boolean;
+  /**
+   * Time only this part of the method's dispatches (`PreparedMethod.parts`, e.g. `stage-1`); the
+   * check still runs the whole method.
+   */
+  part?: string;
 }
 
 /** A variant's outcome. */
@@ -118,7 +123,12 @@ export async function verifyAndTime(
   const gpu = problem.gpu;
   const ref = toolReference(problem, o.rows);
   const results: ToolResult[] = [];
-  const live: { result: ToolResult; prepared: PreparedMethod; times: number[] }[] = [];
+  const live: {
+    result: ToolResult;
+    prepared: PreparedMethod;
+    encode: (pass: GPUComputePassEncoder) => void;
+    times: number[];
+  }[] = [];
   const cleanups: (() => void)[] = [];
   try {
     for (const v of variants) {
@@ -154,7 +164,19 @@ export async function verifyAndTime(
           prepared.destroy();
           continue;
         }
-        live.push({ result, prepared, times: [] });
+        let encode = prepared.encode;
+        if (v.part !== undefined) {
+          const part = prepared.parts?.find((p) => p.name === v.part);
+          if (!part) {
+            throw new Error(
+              `${v.label}: the method has no part ${JSON.stringify(v.part)} (parts: ${
+                prepared.parts?.map((p) => p.name).join(", ") || "none"
+              })`,
+            );
+          }
+          encode = part.encode;
+        }
+        live.push({ result, prepared, encode, times: [] });
       } catch (e) {
         result.status = "error";
         result.message = (e as Error).message;
@@ -196,7 +218,7 @@ export async function verifyAndTime(
         }
         passes.push({
           label: l.result.label,
-          encode: l.prepared.encode,
+          encode: l.encode,
           timed: round >= o.warmup,
         });
         owner.push(i);

@@ -8,11 +8,14 @@
  * f16, cold L2 (a 128 MiB flush before every sample), variants of a tree interleaved.
  *
  *     deno run -A tools/profile_mma.ts [--small] [--samples 20] [--trees a,b] [--rows 32]
- *       [--keys 16] [--split 1] [--block 0] [--spin 1500] [--knockouts kv-load,qk+pv]
+ *       [--keys 16] [--split 1] [--blocks 0,512] [--target 0] [--spin 1500] [--parts]
+ *       [--knockouts kv-load,qk+pv]
  *
- * `--block 0` keeps deft-flatten's own block choice (the stored default and its halving for
- * small trees). `--small` uses tiny trees (software adapters). Writes
- * `${OUT:-out}/profile_mma.json`.
+ * `--blocks` lists block sizes, each profiled in full: `0` is deft-flatten's own choice (the stored
+ * default, halved while the tree leaves the device short of workgroups), a size is kept as given
+ * (`--target`, the workgroup target of the halving, applies to every entry when set). `--parts` also times the stage-1 dispatch and the
+ * reduction alone. `--knockouts ""` times no knock-out. `--small` uses tiny trees (software
+ * adapters). Writes `${OUT:-out}/profile_mma.json`.
  *
  * @module
  */
@@ -60,12 +63,17 @@ function trees(small: boolean): [string, Tree][] {
   ];
 }
 
-/** The knock-outs timed: each part alone, the two load-only ones, and everything at once. */
+/**
+ * The knock-outs timed: each part alone, the two load-only ones, every part of the sub-tile loop at
+ * once, and the output pass with and without the loop (what is left is a workgroup's fixed cost).
+ */
 const KNOCKOUTS: string[] = [
-  ...MMA_ABLATIONS,
+  ...MMA_ABLATIONS.filter((a) => a !== "loop"),
   "qk+pv",
   "kv-load+stage",
-  MMA_ABLATIONS.filter((a) => !a.endsWith("-loads")).join("+"),
+  "kv-load+stage+qk+softmax+pv",
+  "loop",
+  "loop+output",
 ];
 
 async function main() {
@@ -80,7 +88,9 @@ async function main() {
       rows: { type: "string", default: "32" },
       keys: { type: "string", default: "16" },
       split: { type: "string", default: "1" },
-      block: { type: "string", default: "0" },
+      blocks: { type: "string", default: "0" },
+      target: { type: "string", default: "0" },
+      parts: { type: "boolean", default: false },
       trees: { type: "string" },
       knockouts: { type: "string" },
     },
@@ -90,23 +100,44 @@ async function main() {
   const timer = createTimer(gpu);
   const flush = await createFlushPass(gpu, {});
   const shape = MODEL_SHAPES["llama3-8b"]!;
-  const block = Number(values.block);
-  const base: Partial<MethodOptions> = {
-    kernel: "mma",
-    fallbackReuse: 0, // the group kernel on every tree, the unshared batch too
-    ...(block > 0 ? { blockSize: block } : {}),
-  };
+  const blocks = values.blocks!.split(",").map((b) => Number(b));
+  if (blocks.some((b) => !Number.isSafeInteger(b) || b < 0)) {
+    throw new RangeError(`--blocks: block sizes are whole numbers >= 0, got ${values.blocks}`);
+  }
+  const target = Number(values.target);
   const mma = { rows: Number(values.rows), keys: Number(values.keys), split: Number(values.split) };
-  const variants: ToolVariant[] = [
-    { label: "sequence", method: getMethod("sequence") },
-    { label: "full", method: getMethod("deft-flatten"), options: { ...base, mma } },
-    ...(values.knockouts?.split(",") ?? KNOCKOUTS).map((k) => ({
-      label: `without ${k}`,
-      method: getMethod("deft-flatten"),
-      options: { ...base, mma: { ...mma, ablate: k } },
-      timeOnly: true,
-    })),
-  ];
+  const knockouts = values.knockouts === undefined
+    ? KNOCKOUTS
+    : values.knockouts.split(",").filter((k) => k !== "");
+  const variants: ToolVariant[] = [{ label: "sequence", method: getMethod("sequence") }];
+  for (const block of blocks) {
+    const base: Partial<MethodOptions> = {
+      kernel: "mma",
+      fallbackReuse: 0, // the group kernel on every tree, the unshared batch too
+      ...(block > 0 ? { blockSize: block } : {}),
+      ...(target > 0 ? { targetWorkgroups: target } : block > 0 ? { targetWorkgroups: 1 } : {}),
+      mma,
+    };
+    const at = blocks.length > 1 ? ` b=${block || "auto"}` : "";
+    const flatten = getMethod("deft-flatten");
+    variants.push(
+      { label: `full${at}`, method: flatten, options: base },
+      ...(values.parts
+        ? ["stage-1", "reduce"].map((part) => ({
+          label: `${part} only${at}`,
+          method: flatten,
+          options: base,
+          part,
+        }))
+        : []),
+      ...knockouts.map((k) => ({
+        label: `without ${k}${at}`,
+        method: flatten,
+        options: { ...base, mma: { ...mma, ablate: k } },
+        timeOnly: true,
+      })),
+    );
+  }
   const want = values.trees?.split(",").map((s) => s.trim());
   const out: Record<string, unknown>[] = [];
   for (const [name, tree] of trees(values.small!)) {
@@ -123,7 +154,10 @@ async function main() {
         log: (line) => console.log(line),
       }, witness);
       const clock = witnessFraction(witness);
-      const full = results.find((r) => r.label === "full")?.medianUs ?? null;
+      const fullOf = (label: string) => {
+        const at = label.match(/ b=\w+$/)?.[0] ?? "";
+        return results.find((r) => r.label === `full${at}`)?.medianUs ?? null;
+      };
       console.log(
         `\n${name}: ${problem.ix.nodeCount} nodes, ${problem.ix.queryCount} queries; clock witness ${
           describeWitness(witness)
@@ -131,6 +165,7 @@ async function main() {
       );
       for (const r of results) {
         const t = r.medianUs;
+        const full = fullOf(r.label);
         const saved = t !== null && full !== null && r.label.startsWith("without")
           ? `saves ${(full - t).toFixed(1).padStart(6)} us (${
             (100 * (full - t) / full).toFixed(0)
@@ -154,6 +189,7 @@ async function main() {
           message: r.message,
           variant: r.plan?.kernelVariant ?? null,
           workgroups: r.plan?.stats.workgroups ?? null,
+          blockSize: (r.plan as { blockSize?: number } | null)?.blockSize ?? null,
           medianUs: r.medianUs,
           minUs: r.minUs,
           samplesUs: r.samplesUs,
@@ -179,7 +215,7 @@ async function main() {
         shape: "llama3-8b",
         dtype: "f16",
         cache: "cold (128 MiB flush before every sample)",
-        options: { ...base, mma },
+        options: { blocks, target, mma, flags: gpu.runtime.flags },
         elapsedS: (performance.now() - t0) / 1e3,
         trees: out,
       },

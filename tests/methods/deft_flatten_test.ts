@@ -16,6 +16,7 @@ import {
   type MmaKernelOptions,
   mmaSource,
   mmaVariantName,
+  mmaWorkgroupBytes,
 } from "../../kernels/group_attention_mma.ts";
 import { kvLayout } from "../../kernels/layout.ts";
 import {
@@ -435,14 +436,21 @@ Deno.test("the matrix kernel's knock-outs (tools/profile_mma.ts) remove what the
   assertEquals(count(source("qk-loads"), mma), 16);
   assertEquals(loads(source("qk-loads")), 9);
   assertEquals(loads(source("pv-loads")), 9);
-  assert(!source("softmax").includes("exp(sv - m_run)"));
+  assert(!source("softmax").includes("exp(sv0 - m_run)"));
   assert(!source("kv-load").includes("k_in[at]"));
-  assert(full.includes("k_in[at]") && full.includes("exp(sv - m_run)"));
+  assert(full.includes("k_in[at]") && full.includes("exp(sv0 - m_run)"));
+  // The loop knock-out runs no sub-tile; the output one writes no partial row but one value.
+  assert(
+    full.includes("(tokens + KT - 1u) / KT") && !source("loop").includes("(tokens + KT - 1u) / KT"),
+  );
+  assert(full.includes("partial_o[(orow * D + col) / 4u]"));
+  assert(!source("output").includes("partial_o[(orow * D + col) / 4u]"));
+  assertEquals(count(source("output"), mma), 16);
   assertEquals(
     mmaVariantName(mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { ablate: "qk+pv" })),
     "mma-16x16x16-r32-k16-without-qk+pv",
   );
-  assertEquals(MMA_ABLATIONS.length, 7);
+  assertEquals(MMA_ABLATIONS.length, 9);
   assertThrows(
     () => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { ablate: "qk+nothing" }),
     RangeError,
@@ -565,4 +573,24 @@ Deno.test("deft-flatten runs Flash-Decoding's plan where the tree shares (almost
   // 600 of 570 tokens (105%); with 60-token roots, 660 of 600 (110%) is not below 110.
   assert(deftFlatten.plan(input(starTree(30, 2, 270))).delegate !== undefined);
   assertEquals(deftFlatten.plan(input(starTree(60, 2, 270))).delegate, undefined);
+});
+
+Deno.test("the matrix kernel stages its output in as few rounds as the workgroup memory allows", () => {
+  const k = (o: Partial<MmaKernelOptions>) => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, o);
+  // 32 rows x 128 columns of f32 fit beside the K/V staging in 48 KiB; 64 rows need two rounds.
+  assertEquals(k({ rows: 32, keys: 16 }).outRounds, 1);
+  assertEquals(mmaVariantName(k({ rows: 32, keys: 16 })), "mma-16x16x16-r32-k16");
+  assertEquals(k({ rows: 64, keys: 16 }).outRounds, 2);
+  assertEquals(mmaVariantName(k({ rows: 64, keys: 16 })), "mma-16x16x16-r64-k16-o2");
+  for (const o of [{ rows: 32, keys: 16 }, { rows: 64, keys: 16 }, { rows: 64, keys: 32 }]) {
+    const kernel = k(o);
+    assert(mmaWorkgroupBytes(LLAMA_LAYER, kernel, 2) <= H200_MMA_CAPS.workgroupStorage);
+    // One round fewer would not fit.
+    if (kernel.outRounds > 1) {
+      assert(
+        mmaWorkgroupBytes(LLAMA_LAYER, { ...kernel, outRounds: kernel.outRounds / 2 }, 2) >
+          H200_MMA_CAPS.workgroupStorage,
+      );
+    }
+  }
 });
