@@ -22,16 +22,19 @@ import { createRequire } from "node:module";
  * where each kernel compiles for seconds to minutes, splits over its kernels.
  */
 /**
- * `DEFT_SYNC_PIPELINES=1`: pipelines are created with the blocking `createComputePipeline`. A
- * diagnostic for the stalls of long Dawn test runs on an H200, each at the first case of a new
- * shape while its pipeline was being created asynchronously (docs/performance.md); not yet run
- * there.
+ * How pipelines are created: with the blocking `createComputePipeline` on Dawn, with
+ * `createComputePipelineAsync` on Deno. On an H200, each of three long Dawn test runs stalled at
+ * the first case of a new shape while its pipeline was being created asynchronously; with the
+ * blocking call, the same matrix-kernel cases (57) ran through without a stall
+ * (results/data/nvidia-h200-dawn/conformance-mma-10-sync.log). `DEFT_SYNC_PIPELINES=1` or `=0`
+ * forces either way on both runtimes.
  */
-const SYNC_PIPELINES: boolean = (() => {
+const SYNC_PIPELINES: boolean | undefined = (() => {
   try {
-    return Deno.env.get("DEFT_SYNC_PIPELINES") === "1";
+    const v = Deno.env.get("DEFT_SYNC_PIPELINES");
+    return v === "1" ? true : v === "0" ? false : undefined;
   } catch {
-    return false; // no env permission
+    return undefined; // no env permission
   }
 })();
 
@@ -629,7 +632,9 @@ export class Gpu {
         layout: "auto",
         compute: { module, entryPoint, constants },
       };
-      if (SYNC_PIPELINES) return this.device.createComputePipeline(descriptor);
+      if (SYNC_PIPELINES ?? this.runtime.name === "dawn") {
+        return this.device.createComputePipeline(descriptor);
+      }
       return await this.device.createComputePipelineAsync(descriptor);
     });
     if (COMPILE_LOG) {

@@ -53,6 +53,14 @@ export interface MmaKernelOptions {
    */
   split?: number;
   /**
+   * Rounds of the output pass: each stages 1/outRounds of the output tile in workgroup memory. A
+   * divisor of the head dim's fragments per subgroup. Default (or 0): the fewest rounds whose staging fits
+   * in the score tiles' memory, so that the output pass adds no workgroup memory (on an H200, one
+   * round with 14 KiB more per workgroup made the kernel 2.7x slower: docs/performance.md, change
+   * 9).
+   */
+  outRounds?: number;
+  /**
    * Parts of the kernel knocked out, for `tools/profile_mma.ts` only: the kernel then computes a
    * wrong result, and the time it saves is what the part costs (a profile by subtraction, since no
    * profiler reaches the GPU through Dawn). A `+`-separated list of {@linkcode MmaAblation}s; never
@@ -135,9 +143,11 @@ export interface MmaKernel {
   readonly split: number;
   /**
    * Rounds of the output pass (and of the rare rescale): each stages 1/outRounds of the output
-   * fragments in workgroup memory at once; 1 where the whole R x D tile fits beside the rest.
+   * fragments in workgroup memory at once (see {@linkcode MmaKernelOptions.outRounds}).
    */
   readonly outRounds: number;
+  /** The rounds the tile has by default (the name shows `outRounds` only where it differs). */
+  readonly defaultOutRounds: number;
   /** Parts knocked out (profiling only, see {@linkcode MmaKernelOptions.ablate}). */
   readonly ablate?: readonly MmaAblation[];
 }
@@ -150,7 +160,7 @@ export function mmaVariantName(k: MmaKernel): string {
   const { M, N, K } = k.config;
   const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
   const split = k.split > 1 ? `-s${k.split}` : "";
-  const rounds = k.outRounds > 1 ? `-o${k.outRounds}` : "";
+  const rounds = k.outRounds !== k.defaultOutRounds ? `-o${k.outRounds}` : "";
   return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${knocked}`;
 }
 
@@ -215,29 +225,33 @@ export function mmaKernel(
       `Kernel mma with ${o.rows} rows, ${o.keys} keys and split ${split}: Q or K rows do not divide among ${threads} invocations`,
     );
   }
-  const k0: MmaKernel = {
+  // The default output rounds: the fewest whose staging ([R][D / rounds + 4] floats) fits in the
+  // score tiles' memory.
+  const dn = d / N / split;
+  let defaultOutRounds = dn;
+  for (let r = 1; r < dn; r *= 2) {
+    if (dn % r === 0 && d / r + 4 <= split * (o.keys + 4)) {
+      defaultOutRounds = r;
+      break;
+    }
+  }
+  const outRounds = o.outRounds || defaultOutRounds;
+  if (!Number.isSafeInteger(outRounds) || outRounds < 1 || dn % outRounds !== 0) {
+    throw new RangeError(
+      `Kernel mma outRounds must divide the ${dn} output fragments of a subgroup, got ${o.outRounds}`,
+    );
+  }
+  const k: MmaKernel = {
     config,
     subgroupSize: sg,
     rows: o.rows,
     keys: o.keys,
     threads,
     split,
-    outRounds: 1,
+    outRounds,
+    defaultOutRounds,
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
   };
-  // The fewest output rounds whose staging fits (each round's columns a whole number of vec4 per
-  // row); the most rounds is one fragment per subgroup and round.
-  const dn = d / N / split;
-  const fits = (r: number) =>
-    mmaWorkgroupBytes(shape, { ...k0, outRounds: r }, 2) <= caps.workgroupStorage;
-  let outRounds = dn;
-  for (let r = 1; r < dn; r *= 2) {
-    if (dn % r === 0 && fits(r)) {
-      outRounds = r;
-      break;
-    }
-  }
-  const k: MmaKernel = { ...k0, outRounds };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
     throw new RangeError(
@@ -248,15 +262,26 @@ export function mmaKernel(
 }
 
 /** Halves of the f16 workgroup array: max(Q staging, K + V (+ P when it does not fit over K)). */
-function halfArray(shape: ModelShape, k: MmaKernel): { size: number; pOffset: number } {
+function halfArray(
+  shape: ModelShape,
+  k: MmaKernel,
+): { size: number; pOffset: number; qRows: number } {
   const ds = shape.headDim + ROW_PAD;
   const ps = k.keys + ROW_PAD;
   const kv = 2 * k.keys * ds;
   const pOverK = k.rows * ps <= k.keys * ds;
-  return {
-    size: Math.max(k.rows * ds, pOverK ? kv : kv + k.rows * ps),
-    pOffset: pOverK ? 0 : kv,
-  };
+  const loop = pOverK ? kv : kv + k.rows * ps;
+  // Q is staged in rounds of qRows rows, as many as fit in the loop's staging (whole row blocks,
+  // whole vec4 per invocation), so that Q does not set the workgroup memory (fewer workgroups per
+  // SM: docs/performance.md, change 10).
+  let qRows = k.rows;
+  for (let r = k.config.M; r < k.rows; r += k.config.M) {
+    if (k.rows % r === 0 && r * ds <= loop && (r * (shape.headDim / 4)) % k.threads === 0) {
+      qRows = r;
+    }
+  }
+  if (k.rows * ds <= loop) qRows = k.rows;
+  return { size: Math.max(qRows * ds, loop), pOffset: pOverK ? 0 : kv, qRows };
 }
 
 /** Floats of the f32 workgroup array: max(S tiles, one output round's staging). */
@@ -310,7 +335,8 @@ export function mmaSource(o: MmaSourceOptions): string {
   const ds = d + ROW_PAD;
   const ps = k.keys + ROW_PAD;
   const ss = k.keys + 4;
-  const { size: hSize, pOffset } = halfArray(shape, k);
+  const { size: hSize, pOffset, qRows } = halfArray(shape, k);
+  const qRounds = k.rows / qRows;
   const fSize = floatArray(shape, k);
   const ws = outStride(shape, k);
   const fr = d / N / k.split / k.outRounds; // output fragments per subgroup and round
@@ -341,7 +367,7 @@ export function mmaSource(o: MmaSourceOptions): string {
   const roundStore = (j: number, f: number) =>
     `subgroupMatrixStore<row_major>(&f_sh, ${roundAt(f)}, o${j * fr + f}, WS);`;
   const off = (part: MmaAblation) => k.ablate?.includes(part) ?? false;
-  const nq = (k.rows * (d / 4)) / k.threads; // Q vec4 per invocation
+  const nq = (qRows * (d / 4)) / k.threads; // Q vec4 per invocation and round
   const nkv = (k.keys * (d / 4)) / k.threads; // K (and V) vec4 per invocation and sub-tile
   // Four halves of `x` to h_sh from `at`.
   const stage4 = (at: string, x: string, pad = "  ") =>
@@ -462,16 +488,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     rowq_sh[lid] = base;
   }
   workgroupBarrier();
-  // Q rows, unrolled so that every load is in flight before the first store.
+${lines(dk, (i) => `  var q${i} = ${left}();`)}
+${lines(dn, (i) => `  var o${i} = ${result}();`)}
+  // Q rows in ${qRounds} round(s) of ${qRows}, each unrolled so that every load is in flight before the
+  // first store; each row block loads its Q fragments in its round.
 ${
-    lines(nq, (i) =>
+    lines(qRounds, (j) =>
       [
-        `  let qe${i} = lid + ${i * k.threads}u;`,
-        `  let qb${i} = rowq_sh[qe${i} / DV];`,
-        `  let qx${i} = select(vec4<f16>(), q_in[select(0u, qb${i}, qb${i} != NO_ROW) + qe${i} % DV], qb${i} != NO_ROW);`,
+        lines(nq, (i) =>
+          [
+            `  let qe${j}_${i} = lid + ${i * k.threads}u;`,
+            `  let qb${j}_${i} = rowq_sh[${j * qRows}u + qe${j}_${i} / DV];`,
+            `  let qx${j}_${i} = select(vec4<f16>(), q_in[select(0u, qb${j}_${i}, qb${j}_${i} != NO_ROW) + qe${j}_${i} % DV], qb${j}_${i} != NO_ROW);`,
+          ].join("\n")),
+        lines(
+          nq,
+          (i) => stage4(`(qe${j}_${i} / DV) * DS + 4u * (qe${j}_${i} % DV)`, `qx${j}_${i}`),
+        ),
+        `  workgroupBarrier();`,
+        `  if (busy && rb * M / ${qRows}u == ${j}u) {`,
+        lines(
+          dk,
+          (i) =>
+            `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, (rb * M - ${
+              j * qRows
+            }u) * DS + (hs * ${dk}u + ${i}u) * ${K}u, DS);`,
+        ),
+        `  }`,
+        ...(j + 1 < qRounds ? [`  workgroupBarrier();`] : []),
       ].join("\n"))
   }
-${lines(nq, (i) => stage4(`(qe${i} / DV) * DS + 4u * (qe${i} % DV)`, `qx${i}`))}
   // The first sub-tile's key slots (-1 past the group) to workgroup memory, the second's to a
   // register.
   var next_slot = -1;
@@ -482,17 +528,6 @@ ${lines(nq, (i) => stage4(`(qe${i} / DV) * DS + 4u * (qe${i} % DV)`, `qx${i}`))}
     if (KT + lid < tokens) { next_slot = i32(md[slot_off + KT + lid]); }
   }
   workgroupBarrier();
-${lines(dk, (i) => `  var q${i} = ${left}();`)}
-${lines(dn, (i) => `  var o${i} = ${result}();`)}
-  if (busy) {
-${
-    lines(
-      dk,
-      (i) =>
-        `    q${i} = subgroupMatrixLoad<${left}, row_major>(&h_sh, rb * M * DS + (hs * ${dk}u + ${i}u) * ${K}u, DS);`,
-    )
-  }
-  }
   // K and V of a sub-tile are loaded into registers one sub-tile ahead (software pipelining): the
   // loads of sub-tile kt + 1 are in flight during the math of sub-tile kt. Past the group, slot 0
   // is read and replaced by zeros, so that no load waits behind a branch.

@@ -84,6 +84,12 @@ export const GROUP_MMA: KernelVariant = {
         doc: "subgroups per row block, each with 1/split of the head dim: 1, 2 or 4",
         default: DEFAULT_MMA_KERNEL.split ?? 1,
       },
+      {
+        name: "outRounds",
+        doc:
+          "rounds of the output pass, a divisor of a subgroup's output fragments (0: the fewest that need no more workgroup memory)",
+        default: 0,
+      },
     ],
     tune: mmaTiles(),
   },

@@ -69,13 +69,12 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 /**
  * Loop iterations one invocation of the reduction runs for a query with `entries` partials (an
  * upper bound: each loop's iterations plus its exit test): the strided max, the 5-step tree over
- * the threads, the tiles of 32 entries, and the output write.
+ * the threads and the tiles of 32 entries (`headDim` no longer counts: the write is straight-line).
  */
 export function reductionLoopIterations(entries: number, headDim: number): number {
   const strided = Math.ceil(entries / REDUCE_THREADS) + 1;
   const tree = Math.log2(REDUCE_THREADS) + 1;
-  const write = Math.ceil(headDim / REDUCE_THREADS) + 1;
-  return 2 * strided + tree + write;
+  return 2 * strided + tree;
 }
 
 /** The longest CSR list (most partials of one query). */

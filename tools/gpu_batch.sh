@@ -29,13 +29,11 @@ if command -v nvidia-smi >/dev/null; then
 fi
 
 if [[ "$runtimes" == *dawn* ]]; then
-  # One process per file: long Dawn test processes have stalled at a new shader on the H200, while
-  # its pipeline was created asynchronously; SYNC_PIPELINES=1 (the default here) tries the blocking
-  # call instead (DEFT_SYNC_PIPELINES, kernels/gpu.ts), to see whether the stalls go with it.
+  # One process per file. Long Dawn test processes stalled on the H200 while a pipeline was created
+  # asynchronously; Dawn now creates them with the blocking call (DEFT_SYNC_PIPELINES, kernels/gpu.ts).
   for f in conformance_test deft_flatten_test; do
     step "conformance on Dawn, matrix kernels: $f"
-    DEFT_SYNC_PIPELINES=${SYNC_PIPELINES:-1} \
-      DEFT_RUNTIME=dawn DEFT_REQUIRE_SUBGROUP_MATRIX=1 DEFT_REQUIRE_F16=1 \
+    DEFT_RUNTIME=dawn DEFT_REQUIRE_SUBGROUP_MATRIX=1 DEFT_REQUIRE_F16=1 \
       DEFT_CONFORMANCE_LOG="$out/logs/conformance-dawn.jsonl" timeout "${TEST_TIMEOUT:-150}" \
       deno test -A "tests/methods/$f.ts" --filter "[mma]" >"$out/logs/conformance-dawn-$f.log" 2>&1
     echo "conformance exit $?" | tee -a "$log"

@@ -2,8 +2,8 @@
 # The matrix kernel's profile in one GPU call: stage 1 and the reduction timed apart, the fixed cost
 # of a workgroup (the sub-tile loop and the output pass knocked out), the block size, and Dawn's
 # device toggles (robustness, workgroup zero-init) one process each, since toggles are fixed when
-# the device is made. Then, if time is left, the Dawn conformance step of the matrix kernels with
-# blocking pipeline creation (DEFT_SYNC_PIPELINES=1, the stall hypothesis of docs/performance.md).
+# the device is made. Then, if time is left, the Dawn conformance step of the matrix kernels (with
+# blocking pipeline creation, now Dawn's default: kernels/gpu.ts).
 # nvidia-smi is polled beside it all. Everything lands in $OUT (default out/gpu-profile), at most 8
 # files (the device tool's limit): profile-*.json, smi-loop.csv, logs.tgz.
 #
@@ -48,8 +48,8 @@ profile both disable_robustness,disable_workgroup_init --blocks 0,512 \
 
 if [ -z "${NO_CONFORMANCE:-}" ]; then
   for f in conformance_test deft_flatten_test; do
-    step "conformance on Dawn, matrix kernels, blocking pipeline creation: $f"
-    DEFT_SYNC_PIPELINES=1 DEFT_RUNTIME=dawn DEFT_REQUIRE_SUBGROUP_MATRIX=1 DEFT_REQUIRE_F16=1 \
+    step "conformance on Dawn, matrix kernels: $f"
+    DEFT_RUNTIME=dawn DEFT_REQUIRE_SUBGROUP_MATRIX=1 DEFT_REQUIRE_F16=1 \
       DEFT_CONFORMANCE_LOG="$logs/conformance-dawn.jsonl" timeout "${TEST_TIMEOUT:-120}" \
       deno test -A "tests/methods/$f.ts" --filter "[mma]" >"$logs/conformance-dawn-$f.log" 2>&1
     echo "conformance $f exit $?" | tee -a "$log"

@@ -8,10 +8,11 @@
  * f16, cold L2 (a 128 MiB flush before every sample), variants of a tree interleaved.
  *
  *     deno run -A tools/profile_mma.ts [--small] [--samples 20] [--trees a,b] [--rows 32]
- *       [--keys 16] [--split 1] [--blocks 0,512] [--target 0] [--spin 1500] [--parts]
- *       [--knockouts kv-load,qk+pv]
+ *       [--keys 16] [--split 1] [--tiles r32-k16,r32-k16-o1] [--blocks 0,512] [--target 0]
+ *       [--spin 1500] [--parts] [--knockouts kv-load,qk+pv]
  *
- * `--blocks` lists block sizes, each profiled in full: `0` is deft-flatten's own choice (the stored
+ * `--tiles` lists matrix tiles (`r<rows>-k<keys>[-s<split>][-o<output rounds>]`), each profiled
+ * in full (default: the one of `--rows`, `--keys` and `--split`). `--blocks` lists block sizes, each profiled in full: `0` is deft-flatten's own choice (the stored
  * default, halved while the tree leaves the device short of workgroups), a size is kept as given
  * (`--target`, the workgroup target of the halving, applies to every entry when set). `--parts` also times the stage-1 dispatch and the
  * reduction alone. `--knockouts ""` times no knock-out. `--small` uses tiny trees (software
@@ -88,6 +89,7 @@ async function main() {
       rows: { type: "string", default: "32" },
       keys: { type: "string", default: "16" },
       split: { type: "string", default: "1" },
+      tiles: { type: "string" },
       blocks: { type: "string", default: "0" },
       target: { type: "string", default: "0" },
       parts: { type: "boolean", default: false },
@@ -105,38 +107,60 @@ async function main() {
     throw new RangeError(`--blocks: block sizes are whole numbers >= 0, got ${values.blocks}`);
   }
   const target = Number(values.target);
-  const mma = { rows: Number(values.rows), keys: Number(values.keys), split: Number(values.split) };
+  const tiles = (values.tiles ?? `r${values.rows}-k${values.keys}-s${values.split}`).split(",").map(
+    (t) => {
+      const m = t.trim().match(/^r(\d+)-k(\d+)(?:-s(\d+))?(?:-o(\d+))?$/);
+      if (!m) {
+        throw new RangeError(
+          `--tiles: ${JSON.stringify(t)} is not r<rows>-k<keys>[-s<split>][-o<rounds>]`,
+        );
+      }
+      return {
+        name: t.trim(),
+        mma: {
+          rows: Number(m[1]),
+          keys: Number(m[2]),
+          split: Number(m[3] ?? 1),
+          ...(m[4] ? { outRounds: Number(m[4]) } : {}),
+        },
+      };
+    },
+  );
   const knockouts = values.knockouts === undefined
     ? KNOCKOUTS
     : values.knockouts.split(",").filter((k) => k !== "");
   const variants: ToolVariant[] = [{ label: "sequence", method: getMethod("sequence") }];
-  for (const block of blocks) {
-    const base: Partial<MethodOptions> = {
-      kernel: "mma",
-      fallbackReuse: 0, // the group kernel on every tree, the unshared batch too
-      ...(block > 0 ? { blockSize: block } : {}),
-      ...(target > 0 ? { targetWorkgroups: target } : block > 0 ? { targetWorkgroups: 1 } : {}),
-      mma,
-    };
-    const at = blocks.length > 1 ? ` b=${block || "auto"}` : "";
-    const flatten = getMethod("deft-flatten");
-    variants.push(
-      { label: `full${at}`, method: flatten, options: base },
-      ...(values.parts
-        ? ["stage-1", "reduce"].map((part) => ({
-          label: `${part} only${at}`,
+  for (const tile of tiles) {
+    for (const block of blocks) {
+      const mma = tile.mma;
+      const base: Partial<MethodOptions> = {
+        kernel: "mma",
+        fallbackReuse: 0, // the group kernel on every tree, the unshared batch too
+        ...(block > 0 ? { blockSize: block } : {}),
+        ...(target > 0 ? { targetWorkgroups: target } : block > 0 ? { targetWorkgroups: 1 } : {}),
+        mma,
+      };
+      const at = (tiles.length > 1 ? ` ${tile.name}` : "") +
+        (blocks.length > 1 ? ` b=${block || "auto"}` : "");
+      const flatten = getMethod("deft-flatten");
+      variants.push(
+        { label: `full${at}`, method: flatten, options: base },
+        ...(values.parts
+          ? ["stage-1", "reduce"].map((part) => ({
+            label: `${part} only${at}`,
+            method: flatten,
+            options: base,
+            part,
+          }))
+          : []),
+        ...knockouts.map((k) => ({
+          label: `without ${k}${at}`,
           method: flatten,
-          options: base,
-          part,
-        }))
-        : []),
-      ...knockouts.map((k) => ({
-        label: `without ${k}${at}`,
-        method: flatten,
-        options: { ...base, mma: { ...mma, ablate: k } },
-        timeOnly: true,
-      })),
-    );
+          options: { ...base, mma: { ...mma, ablate: k } },
+          timeOnly: true,
+        })),
+      );
+    }
   }
   const want = values.trees?.split(",").map((s) => s.trim());
   const out: Record<string, unknown>[] = [];
@@ -155,7 +179,7 @@ async function main() {
       }, witness);
       const clock = witnessFraction(witness);
       const fullOf = (label: string) => {
-        const at = label.match(/ b=\w+$/)?.[0] ?? "";
+        const at = label.match(/( r\d+-k\d+\S*)?( b=\w+)?$/)?.[0] ?? "";
         return results.find((r) => r.label === `full${at}`)?.medianUs ?? null;
       };
       console.log(
@@ -215,7 +239,7 @@ async function main() {
         shape: "llama3-8b",
         dtype: "f16",
         cache: "cold (128 MiB flush before every sample)",
-        options: { blocks, target, mma, flags: gpu.runtime.flags },
+        options: { blocks, target, tiles, flags: gpu.runtime.flags },
         elapsedS: (performance.now() - t0) / 1e3,
         trees: out,
       },

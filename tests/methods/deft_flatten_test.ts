@@ -465,10 +465,13 @@ Deno.test("the matrix kernel's knock-outs (tools/profile_mma.ts) remove what the
 // compiles a kernel of its own (CI's Dawn step runs these, `[mma]` in the name); the paper's shapes
 // run in the shared matrix. Ignored where the device has no matrix units.
 const MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
+  { outRounds: 1 },
   { split: 2 },
   { split: 2, keys: 32 },
   { rows: 16, split: 4 },
   { rows: 64, keys: 32 },
+  // Q staged in two rounds on an 8 x 8 x 8 device (change 10); no tile of a 16-wide one.
+  { rows: 64, keys: 8 },
 ];
 const mmaVariantCases: (ConformanceCase & { gpuOnly?: boolean })[] = [
   {
@@ -575,22 +578,30 @@ Deno.test("deft-flatten runs Flash-Decoding's plan where the tree shares (almost
   assertEquals(deftFlatten.plan(input(starTree(60, 2, 270))).delegate, undefined);
 });
 
-Deno.test("the matrix kernel stages its output in as few rounds as the workgroup memory allows", () => {
+Deno.test("the matrix kernel's output pass adds no workgroup memory unless asked to", () => {
   const k = (o: Partial<MmaKernelOptions>) => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, o);
-  // 32 rows x 128 columns of f32 fit beside the K/V staging in 48 KiB; 64 rows need two rounds.
-  assertEquals(k({ rows: 32, keys: 16 }).outRounds, 1);
+  // A round stages [R][D / rounds + 4] floats in the score tiles' [R][keys + 4]: 128 / 8 + 4 = 20
+  // for 16 keys, 128 / 4 + 4 = 36 for 32.
+  assertEquals(k({ rows: 32, keys: 16 }).outRounds, 8);
+  assertEquals(k({ rows: 32, keys: 32 }).outRounds, 4);
+  assertEquals(k({ rows: 32, keys: 16, split: 2 }).outRounds, 4);
+  const bytes = (o: Partial<MmaKernelOptions>) => mmaWorkgroupBytes(LLAMA_LAYER, k(o), 2);
+  assertEquals(bytes({ rows: 32, keys: 16 }), bytes({ rows: 32, keys: 16, outRounds: 8 }));
+  // Fewer rounds on request, named, and refused where they do not fit or do not divide.
   assertEquals(mmaVariantName(k({ rows: 32, keys: 16 })), "mma-16x16x16-r32-k16");
-  assertEquals(k({ rows: 64, keys: 16 }).outRounds, 2);
-  assertEquals(mmaVariantName(k({ rows: 64, keys: 16 })), "mma-16x16x16-r64-k16-o2");
-  for (const o of [{ rows: 32, keys: 16 }, { rows: 64, keys: 16 }, { rows: 64, keys: 32 }]) {
-    const kernel = k(o);
-    assert(mmaWorkgroupBytes(LLAMA_LAYER, kernel, 2) <= H200_MMA_CAPS.workgroupStorage);
-    // One round fewer would not fit.
-    if (kernel.outRounds > 1) {
-      assert(
-        mmaWorkgroupBytes(LLAMA_LAYER, { ...kernel, outRounds: kernel.outRounds / 2 }, 2) >
-          H200_MMA_CAPS.workgroupStorage,
-      );
-    }
-  }
+  assertEquals(mmaVariantName(k({ rows: 32, keys: 16, outRounds: 1 })), "mma-16x16x16-r32-k16-o1");
+  assert(bytes({ rows: 32, keys: 16, outRounds: 1 }) > bytes({ rows: 32, keys: 16 }));
+  assertThrows(() => k({ rows: 128, keys: 16, outRounds: 1 }), RangeError, /workgroup memory/);
+  assertThrows(() => k({ rows: 32, keys: 16, outRounds: 3 }), RangeError, /outRounds/);
+  // Q is staged in rounds that fit in the sub-tile loop's staging: 64 rows take what 32 take, plus
+  // 64 rows of S and a few row arrays.
+  assertEquals(bytes({ rows: 32, keys: 16 }), 11728);
+  assertEquals(bytes({ rows: 64, keys: 16 }), 14544);
+  const r64 = mmaSource({
+    shape: LLAMA_LAYER,
+    kernel: k({ rows: 64, keys: 16 }),
+    maskWords: 2,
+    enables: "",
+  });
+  assert(r64.includes("rb * M / 32u == 1u"));
 });
