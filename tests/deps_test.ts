@@ -34,3 +34,14 @@ Deno.test("the vendored chart.js bundle is the published UMD build with its lice
   const licence = await Deno.readTextFile(new URL("deps/chart.js/LICENSE.md", ROOT));
   assertMatch(licence, /^The MIT License/);
 });
+
+// Dawn's 49 MiB npm package is loaded lazily and never part of the default dependency graph. A run
+// that falls back to `import("npm:webgpu@...")` writes it into deno.lock, and with
+// `nodeModulesDir: "auto"` every later run (the GPU host's, with no registry, too) then installs it
+// first; that happened once and cost a GPU call.
+Deno.test("deno.lock and deno.json do not carry Dawn's npm package", async () => {
+  for (const file of ["deno.lock", "deno.json"]) {
+    const text = await Deno.readTextFile(new URL(file, ROOT));
+    assert(!/\bwebgpu@/.test(text) && !text.includes("@webgpu/types"), `${file} lists npm webgpu`);
+  }
+});
