@@ -16,7 +16,7 @@
 
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import type { IndexedTree } from "../workloads/tree.ts";
-import type { Gpu, RuntimeName, SubgroupMatrixConfig } from "./gpu.ts";
+import { type Gpu, isSoftwareAdapter, type RuntimeName, type SubgroupMatrixConfig } from "./gpu.ts";
 import type { GroupKernelOptions } from "./group_attention.ts";
 import type { MmaKernelOptions } from "./group_attention_mma.ts";
 import type { KvLayout } from "./layout.ts";
@@ -78,6 +78,8 @@ export interface KernelCaps {
   subgroupSize: number;
   /** Granted maxComputeWorkgroupStorageSize. */
   workgroupStorage: number;
+  /** A CPU implementation (lavapipe, llvmpipe, ...): more workgroups buy it nothing. */
+  software?: boolean;
 }
 
 /** The {@linkcode KernelCaps} of an open device. */
@@ -89,6 +91,7 @@ export function kernelCaps(gpu: Gpu): KernelCaps {
     subgroups: gpu.hasSubgroups,
     subgroupSize: lo > 0 && lo === hi ? lo : 0,
     workgroupStorage: gpu.limit("maxComputeWorkgroupStorageSize"),
+    software: isSoftwareAdapter(gpu.info),
   };
 }
 

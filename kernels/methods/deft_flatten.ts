@@ -171,15 +171,17 @@ export const FALLBACK_REUSE: MethodOption<number> = intOption({
 });
 
 /**
- * Stage-1 workgroups a matrix-unit plan aims for when `options.targetWorkgroups` is 0. A matrix
- * workgroup walks its block's sub-tiles one after another, so a tree too small to fill the device
- * with `blockSize` blocks runs as long as one block takes, whatever its size (on an H200 about
- * 130 us for 512 tokens: results/data/nvidia-h200-dawn/presets.log, the reasoning presets);
- * smaller blocks then finish sooner. Like `sequence`'s split count (1024 workgroups).
+ * Stage-1 workgroups a GPU plan aims for when `options.targetWorkgroups` is 0. A workgroup walks
+ * its block's keys one sub-tile after another, so a tree too small to fill the device with
+ * `blockSize` blocks runs as long as one block takes, whatever its size (on an H200 about 130 us
+ * for 512 tokens with the matrix kernel: results/data/nvidia-h200-dawn/presets.log, the reasoning
+ * presets; with the FMA kernel on Deno, the keyword preset took 148 us at the tuned 512-token
+ * blocks and 64 us at 128: presets-11.json and presets-10-untuned.json); smaller blocks then
+ * finish sooner. Like `sequence`'s split count (1024 workgroups).
  */
 export const FLATTEN_TARGET_WORKGROUPS = 1024;
 
-/** The smallest block a matrix-unit plan shrinks to (see {@linkcode FLATTEN_TARGET_WORKGROUPS}). */
+/** The smallest block a plan shrinks to (see {@linkcode FLATTEN_TARGET_WORKGROUPS}). */
 export const FLATTEN_MIN_BLOCK = 64;
 
 /** DeFT-Flatten's block size: tokens per flattened KV block (the paper's 128). */
@@ -228,13 +230,16 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
         stats: { ...plan.stats, fallbackToSequence: 1 },
       };
     }
-    // `blockSize` is the largest block. On matrix units, halve it while the tree leaves the device
-    // short of workgroups (see FLATTEN_TARGET_WORKGROUPS); the FMA kernels keep it as given.
+    // `blockSize` is the largest block. On a GPU, halve it while the tree leaves the device short
+    // of workgroups (see FLATTEN_TARGET_WORKGROUPS). A CPU adapter keeps it with the FMA kernel
+    // (more workgroups buy it nothing); the matrix kernel halves there too, as on a GPU.
     const asked = TARGET_WORKGROUPS.read(options);
     const target = asked > 0 ? asked : FLATTEN_TARGET_WORKGROUPS;
+    const halves = (p: DeftFlattenPlan) =>
+      p.mma !== null || (input.caps !== undefined && input.caps.software !== true);
     let plan = planAt(largest);
     while (
-      plan.mma !== null && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK &&
+      halves(plan) && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK &&
       (plan.items.length / 2) * shape.kvHeads < target
     ) {
       plan = planAt(Math.ceil(plan.blockSize / 2));

@@ -532,7 +532,7 @@ for (const v of MMA_VARIANTS) {
   }
 }
 
-Deno.test("deft-flatten on matrix units halves its blocks while a small tree leaves the device short of workgroups", () => {
+Deno.test("deft-flatten on a GPU halves its blocks while a small tree leaves the device short of workgroups", () => {
   const small = (o: Partial<MethodOptions>) => ({
     ...input(starTree(3000, 4, 20), { blockSize: 512, ...o }, LLAMA_LAYER),
     caps: H200_MMA_CAPS,
@@ -543,10 +543,15 @@ Deno.test("deft-flatten on matrix units halves its blocks while a small tree lea
   assert(auto.mma !== null);
   assertEquals(auto.blockSize, 64, "halved down to the smallest block");
   assert(wgs(auto) > wgs(deftFlatten.plan(small({ targetWorkgroups: 1 }))));
-  // A reachable target stops the halving there; the FMA kernel keeps the block as given.
+  // A reachable target stops the halving there. The FMA kernel halves as well on a GPU, and keeps
+  // the block as given on a CPU adapter or without device facts.
   assertEquals(deftFlatten.plan(small({ targetWorkgroups: 100 })).blockSize, 256);
   assertEquals(deftFlatten.plan(small({ targetWorkgroups: 1 })).blockSize, 512);
-  assertEquals(deftFlatten.plan(small({ kernel: "fma" })).blockSize, 512);
+  assertEquals(deftFlatten.plan(small({ kernel: "fma" })).blockSize, 64);
+  const cpu = { ...small({ kernel: "fma" }), caps: { ...H200_MMA_CAPS, software: true } };
+  assertEquals(deftFlatten.plan(cpu).blockSize, 512);
+  const noCaps = { ...small({ kernel: "fma" }), caps: undefined };
+  assertEquals(deftFlatten.plan(noCaps).blockSize, 512);
   // A tree that fills the device keeps its blocks: 20 000 tokens, 64 queries (8 row tiles).
   const big = deftFlatten.plan({
     ...input(starTree(20000, 64, 1), { blockSize: 512 }, LLAMA_LAYER),
