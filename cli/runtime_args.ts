@@ -104,7 +104,9 @@ export async function openRuntime(
       // The built-in runtime's install hint does not fit Dawn: replace it.
       const m = e.message.replace(/\s*Install a GPU driver.*$/s, "").replace(/\.$/, "");
       throw new UsageError(
-        `--runtime dawn: ${m}${/--runtime deno/.test(m) ? "" : `. ${DAWN_ADVICE}`}`,
+        `--runtime dawn: ${m}${
+          /--runtime deno|DEFT_DAWN_TOGGLES/.test(m) ? "" : `. ${DAWN_ADVICE}`
+        }`,
       );
     }
     throw e;

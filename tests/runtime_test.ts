@@ -10,7 +10,7 @@ import {
   runtimeArgs,
   runtimeCalibrationPath,
 } from "../cli/runtime_args.ts";
-import type { Gpu, RuntimeInfo } from "../kernels/gpu.ts";
+import { DAWN_FLAGS, dawnFlags, type Gpu, GpuError, type RuntimeInfo } from "../kernels/gpu.ts";
 import { DEFAULT_METHOD_OPTIONS, type Plan, zeroPlanCounts } from "../kernels/method.ts";
 import { getMethod } from "../kernels/methods/mod.ts";
 import type { DeviceOffer } from "../kernels/options.ts";
@@ -308,4 +308,18 @@ Deno.test("the conformance suite runs each variant of a method's record the devi
   assertEquals(kernelFamiliesFor(follows, c, { ...offer, subgroupMatrix: false }), ["fma"]);
   assertEquals(kernelFamiliesFor(follows, c, null), ["fma"]);
   assertEquals(kernelFamiliesFor(follows, { ...c, options: { kernel: "auto" } }, offer), null);
+});
+
+Deno.test("DEFT_DAWN_TOGGLES adds Dawn device toggles to the enabled ones, and refuses malformed names", () => {
+  assertEquals(dawnFlags(""), [...DAWN_FLAGS]);
+  const flags = dawnFlags("disable_robustness, disable_workgroup_init");
+  assertEquals(flags.length, DAWN_FLAGS.length);
+  assert(
+    flags[0]!.endsWith(",use_vulkan_memory_model,disable_robustness,disable_workgroup_init"),
+    flags[0],
+  );
+  assertEquals(flags.slice(1), DAWN_FLAGS.slice(1));
+  for (const bad of ["Bad Name", "a=b", "x,-y"]) {
+    assertThrows(() => dawnFlags(bad), GpuError, /not a Dawn toggle name/);
+  }
 });
