@@ -69,9 +69,9 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 /**
  * Loop iterations one invocation of the reduction runs for a query with `entries` partials (an
  * upper bound: each loop's iterations plus its exit test): the strided max, the 5-step tree over
- * the threads and the tiles of 32 entries (`headDim` no longer counts: the write is straight-line).
+ * the threads and the tiles of 32 entries (the output write is straight-line code).
  */
-export function reductionLoopIterations(entries: number, headDim: number): number {
+export function reductionLoopIterations(entries: number): number {
   const strided = Math.ceil(entries / REDUCE_THREADS) + 1;
   const tree = Math.log2(REDUCE_THREADS) + 1;
   return 2 * strided + tree;
@@ -115,7 +115,7 @@ export async function prepareReduction(
 ): Promise<PreparedReduction> {
   if (gpu.info.description.includes("llvmpipe")) {
     const entries = longestList(lists);
-    const n = reductionLoopIterations(entries, shape.headDim);
+    const n = reductionLoopIterations(entries);
     if (n > LLVMPIPE_LOOP_LIMIT) {
       throw new GpuError(
         `The reduction of a query with ${entries} partial results needs about ${n} shader loop iterations, more than the ${LLVMPIPE_LOOP_LIMIT} after which Mesa's llvmpipe silently ends a shader; use a hardware GPU, or fewer partials per query (a larger --chunk-size or --block-size)`,
