@@ -89,6 +89,7 @@ export const GROUP_MMA: KernelVariant = {
         doc:
           "rounds of the output pass, a divisor of a subgroup's output fragments (0: the fewest that need no more workgroup memory)",
         default: 0,
+        min: 0,
       },
     ],
     tune: mmaTiles(),

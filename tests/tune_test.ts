@@ -232,7 +232,7 @@ Deno.test("parseTuning() validates a tuning file and names the file and the fiel
     [doc([{ ...ENTRY, choice: { tile: 8 } }]), /choice\.tile must be an unknown method option/],
     [
       doc([{ ...ENTRY, choice: { mma: { rows: 0 } } }]),
-      /choice\.mma must be an object of positive integer rows, keys and split/,
+      /choice\.mma must be an object of rows \(an integer >= 1\), keys/,
     ],
     [doc([{ ...ENTRY, winner: 3 }]), /entries\[0\]\.winner must be the index of a candidate/],
     [doc([ENTRY, ENTRY]), /entries\[1\] repeats deft-flatten f16/],
