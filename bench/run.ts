@@ -1055,6 +1055,7 @@ function applyClocks(
     readings = smi.readings.length;
   }
   let low = 0;
+  let smiLow = 0;
   for (const w of workloads) {
     for (const s of w.snapshots) {
       for (const c of s.cases) {
@@ -1072,25 +1073,36 @@ function applyClocks(
           lowSamples: fractions.filter((f) => f < LOW_CLOCK_FRACTION).length,
           smMHz,
           smFraction,
-          lowClock: fraction < LOW_CLOCK_FRACTION ||
-            (smFraction !== null && smFraction < LOW_CLOCK_FRACTION),
+          // The reference kernel ran beside the case's samples and decides. nvidia-smi samples every
+          // 250 ms, host gaps between rounds included, and on an H200 it read 1492 MHz of 1980
+          // during a case whose reference ran at 99.7% (results/data/nvidia-h200-dawn/
+          // issue-trees-10.json, table14 on Deno): its reading is kept, not used to flag.
+          lowClock: fraction < LOW_CLOCK_FRACTION,
         };
         c.clock = cc;
         if (cc.lowClock) {
           low++;
-          const by = fraction < LOW_CLOCK_FRACTION
-            ? `the clock reference ran at ${(fraction * 100).toFixed(0)}%`
-            : `nvidia-smi read the SM clock at ${(smFraction! * 100).toFixed(0)}%`;
           warn(
             "low-clock",
             `${c.key}: measured below ${
               LOW_CLOCK_FRACTION * 100
-            }% of the adapter's working speed (${by}); its latency is not comparable`,
+            }% of the adapter's working speed (the clock reference ran at ${
+              (fraction * 100).toFixed(0)
+            }%); its latency is not comparable`,
             c.key,
           );
-        }
+        } else if (smFraction !== null && smFraction < LOW_CLOCK_FRACTION) smiLow++;
       }
     }
+  }
+  if (smiLow > 0) {
+    warn(
+      "smi-low-clock",
+      `nvidia-smi read the SM clock below ${
+        LOW_CLOCK_FRACTION * 100
+      }% of the working clock during ${smiLow} case(s) whose clock reference ran at speed beside their samples; its readings include the host's gaps between rounds, so the reference decides and those cases are not flagged`,
+      null,
+    );
   }
   const spins = guard.spinUps;
   if (workingSm !== null && maxSm !== null && workingSm < 0.75 * maxSm) {

@@ -231,7 +231,7 @@ function benchConfig(): BenchConfig {
 }
 
 /** A run on a fake GPU whose clock is at `speeds[i]` during the i-th snapshot. */
-async function fakeRun(speeds: number[]): Promise<ResultsDocument> {
+async function fakeRun(speeds: number[], smi?: SmiSampler): Promise<ResultsDocument> {
   let speed = 1;
   const clock = new FakeClock();
   const ns: Record<string, number> = { sequence: 3000, "deft-flatten": 1000 };
@@ -244,9 +244,37 @@ async function fakeRun(speeds: number[]): Promise<ResultsDocument> {
     now: clock.now,
     probeHost: false,
     progress: snapshotHook((i) => (speed = speeds[i] ?? 1)),
+    ...(smi ? { smi } : {}),
   });
   return parseResults(JSON.stringify(doc), "fake.json");
 }
+
+Deno.test("a low nvidia-smi reading beside a reference at speed is recorded, not flagged", async () => {
+  // nvidia-smi reads 1980 MHz once and 345 MHz otherwise in every case's window (host gaps), while
+  // the reference kernel beside the samples runs at the working clock.
+  const smi = new SmiSampler((async function* () {})(), () => 0);
+  const readings = [1980, 345, 345].map((smMHz) => ({
+    atMs: 0,
+    smMHz,
+    maxSmMHz: 1980,
+    reasons: "0x1",
+  }));
+  smi.window = () => readings;
+  const doc = await fakeRun([1, 1], smi);
+  for (const s of doc.workloads[0]!.snapshots) {
+    for (const c of s.cases) {
+      assertAlmostEquals(c.clock!.fraction, 1, 1e-9);
+      assertEquals(c.clock!.smMHz, 345);
+      assert(c.clock!.smFraction! < LOW_CLOCK_FRACTION);
+      assertEquals(c.clock!.lowClock, false);
+    }
+  }
+  assertEquals(doc.warnings.filter((w) => w.code === "low-clock"), []);
+  const note = doc.warnings.filter((w) => w.code === "smi-low-clock");
+  assertEquals(note.length, 1);
+  assert(note[0]!.message.includes("4 case(s)"), note[0]!.message);
+  assertEquals(doc.environment.clock!.lowClockCases, 0);
+});
 
 Deno.test("runBench() flags exactly the cases measured during a clock drop", async () => {
   // The GPU runs at its clock for the first snapshot and at 60 % for the second.
