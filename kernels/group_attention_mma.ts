@@ -61,6 +61,12 @@ export interface MmaKernelOptions {
    */
   outRounds?: number;
   /**
+   * Bytes of workgroup memory added and never used, for `tools/profile_mma.ts` only: what the
+   * kernel's speed does as its memory grows shows whether memory limits the workgroups resident per
+   * SM (docs/performance.md, change 10). Never set by a method's variants.
+   */
+  padBytes?: number;
+  /**
    * Parts of the kernel knocked out, for `tools/profile_mma.ts` only: the kernel then computes a
    * wrong result, and the time it saves is what the part costs (a profile by subtraction, since no
    * profiler reaches the GPU through Dawn). A `+`-separated list of {@linkcode MmaAblation}s; never
@@ -150,6 +156,8 @@ export interface MmaKernel {
   readonly defaultOutRounds: number;
   /** Parts knocked out (profiling only, see {@linkcode MmaKernelOptions.ablate}). */
   readonly ablate?: readonly MmaAblation[];
+  /** Unused workgroup memory added (profiling only, see {@linkcode MmaKernelOptions.padBytes}). */
+  readonly padBytes?: number;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -161,7 +169,8 @@ export function mmaVariantName(k: MmaKernel): string {
   const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
   const split = k.split > 1 ? `-s${k.split}` : "";
   const rounds = k.outRounds !== k.defaultOutRounds ? `-o${k.outRounds}` : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${knocked}`;
+  const pad = k.padBytes ? `-pad${k.padBytes}` : "";
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${knocked}`;
 }
 
 /**
@@ -252,6 +261,12 @@ export function mmaKernel(
     defaultOutRounds,
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
   };
+  if (o.padBytes !== undefined) {
+    if (!Number.isSafeInteger(o.padBytes) || o.padBytes < 0 || o.padBytes % 16 !== 0) {
+      throw new RangeError(`Kernel mma padBytes must be a multiple of 16 >= 0, got ${o.padBytes}`);
+    }
+    if (o.padBytes > 0) (k as { padBytes?: number }).padBytes = o.padBytes;
+  }
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
     throw new RangeError(
@@ -298,7 +313,7 @@ function outStride(shape: ModelShape, k: MmaKernel): number {
 export function mmaWorkgroupBytes(shape: ModelShape, k: MmaKernel, maskWords: number): number {
   const { size } = halfArray(shape, k);
   return 2 * size + 4 * floatArray(shape, k) + 4 * k.keys +
-    4 * Math.max(1, maskWords) * k.keys + 4 * k.rows + 4 * k.rows + 16;
+    4 * Math.max(1, maskWords) * k.keys + 4 * k.rows + 4 * k.rows + 16 + (k.padBytes ?? 0);
 }
 
 /** Everything {@linkcode mmaSource} needs. */
@@ -445,12 +460,23 @@ var<workgroup> mask_sh: array<u32, ${Math.max(1, o.maskWords) * k.keys}>;
 var<workgroup> rowq_sh: array<u32, R>;
 var<workgroup> alpha_sh: array<f32, R>;
 var<workgroup> flag_sh: array<u32, 4>;  // [0]: some row's maximum moved in this sub-tile
-
+${
+    k.padBytes
+      ? `var<workgroup> pad_sh: array<u32, ${k.padBytes / 4}>;  // unused (profiling: padBytes)
+`
+      : ""
+  }
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let flat = wg.x + wg.y * nwg.x;
-  let item_count = md[0];
+  let item_count = md[0];${
+    k.padBytes
+      ? `\n  if (item_count == 0xffffffffu) { pad_sh[lid % ${
+        k.padBytes / 4
+      }u] = flat; }  // keeps pad_sh`
+      : ""
+  }
   if (flat >= item_count * KV_HEADS) { return; }
   // KV head major: the row tiles of one (group, KV head) run side by side and share the KV in L2.
   let kvh = flat / item_count;

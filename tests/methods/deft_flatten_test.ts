@@ -451,6 +451,19 @@ Deno.test("the matrix kernel's knock-outs (tools/profile_mma.ts) remove what the
     "mma-16x16x16-r32-k16-without-qk+pv",
   );
   assertEquals(MMA_ABLATIONS.length, 9);
+  // Padding (profiling only) adds an unused workgroup array of the given size, and names it.
+  const padded = mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { padBytes: 4096 });
+  assertEquals(mmaVariantName(padded), "mma-16x16x16-r32-k16-pad4096");
+  assertEquals(
+    mmaWorkgroupBytes(LLAMA_LAYER, padded, 2),
+    mmaWorkgroupBytes(LLAMA_LAYER, mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS), 2) + 4096,
+  );
+  assert(
+    mmaSource({ shape: LLAMA_LAYER, kernel: padded, maskWords: 2, enables: "" })
+      .includes("var<workgroup> pad_sh: array<u32, 1024>;"),
+  );
+  assert(!full.includes("pad_sh"));
+  assertThrows(() => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { padBytes: 10 }), RangeError);
   assertThrows(
     () => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { ablate: "qk+nothing" }),
     RangeError,
