@@ -15,30 +15,15 @@ scale=${SCALE:-1}
 mkdir -p "$out/logs"
 log="$out/run.log"
 cli=(deno run -A cli/main.ts)
-step() { echo "=== $(date -u +%H:%M:%S) $*" | tee -a "$log"; }
+# shellcheck source=tools/_gpu_steps.sh
+. "$(dirname "$0")/_gpu_steps.sh"
 scale_args=()
 [ "$scale" != 1 ] && scale_args=(--scale "$scale")
 
-smi=""
-if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv >>"$log" 2>&1
-  # The SM clock through the whole batch: the H200 idles at 345 MHz between short batches.
-  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,clocks_event_reasons.active --format=csv \
-    -lms 500 >"$out/logs/smi-loop.csv" 2>&1 &
-  smi=$!
-fi
+start_smi "$out/logs/smi-loop.csv"
 
 if [[ "$runtimes" == *dawn* ]]; then
-  # One process per file. Long Dawn test processes stalled on the H200 while a pipeline was created
-  # asynchronously; Dawn now creates them with the blocking call (DEFT_SYNC_PIPELINES, kernels/gpu.ts).
-  for f in conformance_test deft_flatten_test; do
-    step "conformance on Dawn, matrix kernels: $f"
-    DEFT_RUNTIME=dawn DEFT_REQUIRE_SUBGROUP_MATRIX=1 DEFT_REQUIRE_F16=1 \
-      DEFT_CONFORMANCE_LOG="$out/logs/conformance-dawn.jsonl" timeout "${TEST_TIMEOUT:-150}" \
-      deno test -A "tests/methods/$f.ts" --filter "[mma]" >"$out/logs/conformance-dawn-$f.log" 2>&1
-    echo "conformance exit $?" | tee -a "$log"
-    grep -E "passed.*failed" "$out/logs/conformance-dawn-$f.log" | tail -n 1 | tee -a "$log"
-  done
+  dawn_conformance "$out/logs" "${TEST_TIMEOUT:-150}"
 fi
 
 step "calibrate ($runtimes)"

@@ -15,18 +15,13 @@ rm -rf /tmp/gpu-profile-logs
 mkdir -p "$out" /tmp/gpu-profile-logs
 logs=/tmp/gpu-profile-logs
 log="$logs/run.log"
-step() { echo "=== $(date -u +%H:%M:%S) $*" | tee -a "$log"; }
+# shellcheck source=tools/_gpu_steps.sh
+. "$(dirname "$0")/_gpu_steps.sh"
 small=()
 [ -n "${SMALL:-}" ] && small=(--small)
 trees=${TREES:-table14,few-shot,speculative}
 
-smi=""
-if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv >>"$log" 2>&1
-  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,clocks_event_reasons.active --format=csv \
-    -lms 500 >"$out/smi-loop.csv" 2>&1 &
-  smi=$!
-fi
+start_smi "$out/smi-loop.csv"
 
 profile() { # name, toggles, extra args...
   local name=$1 toggles=$2
@@ -46,16 +41,7 @@ profile noinit disable_workgroup_init --blocks 0,512 --knockouts ""
 profile both disable_robustness,disable_workgroup_init --blocks 0,512 \
   --knockouts loop,loop+output,output
 
-if [ -z "${NO_CONFORMANCE:-}" ]; then
-  for f in conformance_test deft_flatten_test; do
-    step "conformance on Dawn, matrix kernels: $f"
-    DEFT_RUNTIME=dawn DEFT_REQUIRE_SUBGROUP_MATRIX=1 DEFT_REQUIRE_F16=1 \
-      DEFT_CONFORMANCE_LOG="$logs/conformance-dawn.jsonl" timeout "${TEST_TIMEOUT:-120}" \
-      deno test -A "tests/methods/$f.ts" --filter "[mma]" >"$logs/conformance-dawn-$f.log" 2>&1
-    echo "conformance $f exit $?" | tee -a "$log"
-    grep -E "passed.*failed" "$logs/conformance-dawn-$f.log" | tail -n 1 | tee -a "$log"
-  done
-fi
+[ -z "${NO_CONFORMANCE:-}" ] && dawn_conformance "$logs" "${TEST_TIMEOUT:-120}"
 
 [ -n "$smi" ] && kill "$smi" 2>/dev/null
 tar -czf "$out/logs.tgz" -C "$logs" . 2>/dev/null
