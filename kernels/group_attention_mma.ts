@@ -250,6 +250,10 @@ export function mmaKernel(
       `Kernel mma outRounds must divide the ${dn} output fragments of a subgroup, got ${o.outRounds}`,
     );
   }
+  const pad = o.padBytes ?? 0;
+  if (!Number.isSafeInteger(pad) || pad < 0 || pad % 16 !== 0) {
+    throw new RangeError(`Kernel mma padBytes must be a multiple of 16 >= 0, got ${o.padBytes}`);
+  }
   const k: MmaKernel = {
     config,
     subgroupSize: sg,
@@ -260,13 +264,8 @@ export function mmaKernel(
     outRounds,
     defaultOutRounds,
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
+    ...(o.padBytes ? { padBytes: o.padBytes } : {}),
   };
-  if (o.padBytes !== undefined) {
-    if (!Number.isSafeInteger(o.padBytes) || o.padBytes < 0 || o.padBytes % 16 !== 0) {
-      throw new RangeError(`Kernel mma padBytes must be a multiple of 16 >= 0, got ${o.padBytes}`);
-    }
-    if (o.padBytes > 0) (k as { padBytes?: number }).padBytes = o.padBytes;
-  }
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
     throw new RangeError(
@@ -290,12 +289,14 @@ function halfArray(
   // whole vec4 per invocation), so that Q does not set the workgroup memory (fewer workgroups per
   // SM: docs/performance.md, change 10).
   let qRows = k.rows;
-  for (let r = k.config.M; r < k.rows; r += k.config.M) {
-    if (k.rows % r === 0 && r * ds <= loop && (r * (shape.headDim / 4)) % k.threads === 0) {
-      qRows = r;
+  if (k.rows * ds > loop) {
+    for (let r = k.rows - k.config.M; r >= k.config.M; r -= k.config.M) {
+      if (k.rows % r === 0 && r * ds <= loop && (r * (shape.headDim / 4)) % k.threads === 0) {
+        qRows = r;
+        break;
+      }
     }
   }
-  if (k.rows * ds <= loop) qRows = k.rows;
   return { size: Math.max(qRows * ds, loop), pOffset: pOverK ? 0 : kv, qRows };
 }
 

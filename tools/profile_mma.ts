@@ -12,12 +12,12 @@
  *       [--spin 1500] [--parts] [--knockouts kv-load,qk+pv]
  *
  * `--tiles` lists matrix tiles (`r<rows>-k<keys>[-s<split>][-o<output rounds>][-p<unused workgroup
- * bytes>]`), each profiled
- * in full (default: the one of `--rows`, `--keys` and `--split`). `--blocks` lists block sizes, each profiled in full: `0` is deft-flatten's own choice (the stored
+ * bytes>]`), each profiled in full (default: the one of `--rows`, `--keys` and `--split`).
+ * `--blocks` lists block sizes, each profiled in full: `0` is deft-flatten's own choice (the stored
  * default, halved while the tree leaves the device short of workgroups), a size is kept as given
- * (`--target`, the workgroup target of the halving, applies to every entry when set). `--parts` also times the stage-1 dispatch and the
- * reduction alone. `--knockouts ""` times no knock-out. `--small` uses tiny trees (software
- * adapters). Writes `${OUT:-out}/profile_mma.json`.
+ * (`--target`, the workgroup target of the halving, applies to every entry when set). `--parts`
+ * also times the stage-1 dispatch and the reduction alone. `--knockouts ""` times no knock-out.
+ * `--small` uses tiny trees (software adapters). Writes `${OUT:-out}/profile_mma.json`.
  *
  * @module
  */
@@ -113,7 +113,7 @@ async function main() {
       const m = t.trim().match(/^r(\d+)-k(\d+)(?:-s(\d+))?(?:-o(\d+))?(?:-p(\d+))?$/);
       if (!m) {
         throw new RangeError(
-          `--tiles: ${JSON.stringify(t)} is not r<rows>-k<keys>[-s<split>][-o<rounds>]`,
+          `--tiles: ${JSON.stringify(t)} is not r<rows>-k<keys>[-s<split>][-o<rounds>][-p<bytes>]`,
         );
       }
       return {
@@ -132,6 +132,8 @@ async function main() {
     ? KNOCKOUTS
     : values.knockouts.split(",").filter((k) => k !== "");
   const variants: ToolVariant[] = [{ label: "sequence", method: getMethod("sequence") }];
+  /** The label of the full kernel each knock-out is measured against. */
+  const fullLabel = new Map<string, string>();
   for (const tile of tiles) {
     for (const block of blocks) {
       const mma = tile.mma;
@@ -162,6 +164,7 @@ async function main() {
           timeOnly: true,
         })),
       );
+      for (const k of knockouts) fullLabel.set(`without ${k}${at}`, `full${at}`);
     }
   }
   const want = values.trees?.split(",").map((s) => s.trim());
@@ -180,10 +183,7 @@ async function main() {
         log: (line) => console.log(line),
       }, witness);
       const clock = witnessFraction(witness);
-      const fullOf = (label: string) => {
-        const at = label.match(/( r\d+-k\d+\S*)?( b=\w+)?$/)?.[0] ?? "";
-        return results.find((r) => r.label === `full${at}`)?.medianUs ?? null;
-      };
+      const medianOf = new Map(results.map((r) => [r.label, r.medianUs]));
       console.log(
         `\n${name}: ${problem.ix.nodeCount} nodes, ${problem.ix.queryCount} queries; clock witness ${
           describeWitness(witness)
@@ -191,8 +191,8 @@ async function main() {
       );
       for (const r of results) {
         const t = r.medianUs;
-        const full = fullOf(r.label);
-        const saved = t !== null && full !== null && r.label.startsWith("without")
+        const full = medianOf.get(fullLabel.get(r.label) ?? "") ?? null;
+        const saved = t !== null && full !== null
           ? `saves ${(full - t).toFixed(1).padStart(6)} us (${
             (100 * (full - t) / full).toFixed(0)
           }%)`

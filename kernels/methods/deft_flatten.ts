@@ -235,11 +235,10 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     // (more workgroups buy it nothing); the matrix kernel halves there too, as on a GPU.
     const asked = TARGET_WORKGROUPS.read(options);
     const target = asked > 0 ? asked : FLATTEN_TARGET_WORKGROUPS;
-    const halves = (p: DeftFlattenPlan) =>
-      p.mma !== null || (input.caps !== undefined && input.caps.software !== true);
     let plan = planAt(largest);
+    const halves = plan.mma !== null || (input.caps !== undefined && input.caps.software !== true);
     while (
-      halves(plan) && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK &&
+      halves && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK &&
       (plan.items.length / 2) * shape.kvHeads < target
     ) {
       plan = planAt(Math.ceil(plan.blockSize / 2));
