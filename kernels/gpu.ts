@@ -17,11 +17,6 @@
 import { createRequire } from "node:module";
 
 /**
- * A file that gets one JSON line per shader compiled (label, override constants, source length,
- * milliseconds), when `DEFT_COMPILE_LOG` names it: how the time of a test run on a CPU adapter,
- * where each kernel compiles for seconds to minutes, splits over its kernels.
- */
-/**
  * How pipelines are created: with the blocking `createComputePipeline` on Dawn, with
  * `createComputePipelineAsync` on Deno. On an H200, each of three long Dawn test runs stalled at
  * the first case of a new shape while its pipeline was being created asynchronously; with the
@@ -38,6 +33,11 @@ const SYNC_PIPELINES: boolean | undefined = (() => {
   }
 })();
 
+/**
+ * A file that gets one JSON line per shader compiled (label, override constants, source length,
+ * milliseconds), when `DEFT_COMPILE_LOG` names it: how the time of a test run on a CPU adapter,
+ * where each kernel compiles for seconds to minutes, splits over its kernels.
+ */
 const COMPILE_LOG: string | undefined = (() => {
   try {
     return Deno.env.get("DEFT_COMPILE_LOG") || undefined;

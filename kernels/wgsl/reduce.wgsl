@@ -25,12 +25,6 @@ var<workgroup> red: array<f32, WG>;
 var<workgroup> tile_w: array<f32, WG>;     // weight exp(lse - m) of each entry of the tile
 var<workgroup> tile_base: array<u32, WG>;  // its first vec4 in partial_o
 
-
-// The tile's weighted sum of vec4 c of each entry's row (no loop: see the header). Every load is
-// issued before the first sum, with no branch between them (on an H200, loads each behind its own
-// branch ran one after another: 17-23 us for 2048 rows of 8-32 entries). An entry without weight
-// reads its base 0 (a partial that exists) and adds 0: select, not a product, so that no value it
-// reads can turn the sum into NaN.
 // The sum of the tile's weights.
 fn tile_w_sum() -> f32 {
   var t = 0.0;
@@ -69,6 +63,11 @@ fn tile_w_sum() -> f32 {
   return t;
 }
 
+// The tile's weighted sum of vec4 c of each entry's row (no loop: see the header). Every load is
+// issued before the first sum, with no branch between them (docs/performance.md, change 10: on an
+// H200 this measured the same as one load behind each entry's branch, 17-23 us for 2048 rows of
+// 8-32 entries). An entry without weight reads its base 0 (a partial that exists) and adds 0:
+// select, not a product, so that no value it reads can turn the sum into NaN.
 fn tile_sum(c: u32) -> vec4<f32> {
   let x0 = partial_o[tile_base[0u] + c];
   let x1 = partial_o[tile_base[1u] + c];
