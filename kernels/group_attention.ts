@@ -47,6 +47,7 @@ import type {
 } from "./method.ts";
 import { dramFloorBytes, realIo } from "./plan_counts.ts";
 import {
+  type PartialTarget,
   prepareReduction,
   reductionDispatch,
   reductionIo,
@@ -797,11 +798,34 @@ function checkLoopLimit(plan: GroupPlan, iterations: (tokens: number) => number)
   }
 }
 
-/** Uploads a group plan and returns its pass: the stage-1 dispatch, then the reduction. */
+/**
+ * A second stage-1 kernel whose partials the group plan's reduction merges too (its lists are in
+ * the plan's): deft-flatten's Flash-Decoding over the KV only one query sees.
+ */
+export interface GroupTail {
+  /** Name of its part in {@linkcode PreparedMethod.parts}. */
+  readonly name: string;
+  /** First partial it writes, after the groups' (see `alignedPartialBase`). */
+  readonly base: number;
+  /** Partials it writes. */
+  readonly partials: number;
+  /** Binds it to the shared partial buffers. */
+  prepare(
+    gpu: Gpu,
+    problem: GpuProblem,
+    target: PartialTarget,
+  ): Promise<{ encode(pass: GPUComputePassEncoder): void; destroy(): void }>;
+}
+
+/**
+ * Uploads a group plan and returns its pass: the stage-1 dispatch, then the `tail`'s if any, then
+ * the reduction.
+ */
 export async function prepareGroupAttention(
   gpu: Gpu,
   plan: GroupPlan,
   problem: GpuProblem,
+  tail?: GroupTail,
 ): Promise<PreparedMethod> {
   const { shape, dtype } = plan;
   const label = `group-attention ${shape.qHeads}/${shape.kvHeads}/${shape.headDim} ${dtype}`;
@@ -824,15 +848,19 @@ export async function prepareGroupAttention(
     }
     pipeline = await gpu.pipeline(label, groupAttentionSource(config));
   }
-  const partials = plan.groups.queries.length;
+  const partials = Math.max(plan.groups.queries.length, tail ? tail.base + tail.partials : 0);
   const meta = gpu.buffer(`${plan.method} meta`, packGroupMeta(plan.groups, plan.items));
   const partialO = gpu.buffer(
     `${plan.method} partial o`,
     partials * shape.qHeads * shape.headDim * 4,
   );
   const partialLse = gpu.buffer(`${plan.method} partial lse`, partials * shape.qHeads * 4);
-  const owned = [meta, partialO, partialLse];
+  const owned: { destroy(): void }[] = [meta, partialO, partialLse];
   try {
+    const second = tail
+      ? await tail.prepare(gpu, problem, { o: partialO, lse: partialLse, base: tail.base })
+      : null;
+    if (second) owned.push(second);
     const bindGroup = gpu.device.createBindGroup({
       label,
       layout: pipeline.getBindGroupLayout(0),
@@ -861,9 +889,14 @@ export async function prepareGroupAttention(
     return {
       encode(pass) {
         stage1(pass);
+        second?.encode(pass);
         reduction.encode(pass);
       },
-      parts: [{ name: "stage-1", encode: stage1 }, { name: "reduce", encode: reduction.encode }],
+      parts: [
+        { name: "stage-1", encode: stage1 },
+        ...(second ? [{ name: tail!.name, encode: second.encode }] : []),
+        { name: "reduce", encode: reduction.encode },
+      ],
       destroy() {
         reduction.destroy();
         for (const b of owned) b.destroy();

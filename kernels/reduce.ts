@@ -56,6 +56,31 @@ export function reductionIo(
   };
 }
 
+/**
+ * Where a stage writes its partials: the buffers `[partial][qHead][d]` and `[partial][qHead]` the
+ * reduction reads, from partial `base` on (two stages then share one reduction).
+ */
+export interface PartialTarget {
+  readonly o: GPUBuffer;
+  readonly lse: GPUBuffer;
+  /** First partial of the stage's chunks (its byte offsets must be multiples of 256). */
+  readonly base: number;
+}
+
+/** The alignment of storage binding offsets that every WebGPU device accepts. */
+export const BINDING_OFFSET_ALIGNMENT = 256;
+
+/**
+ * The first partial index at or after `partials` whose byte offsets in both partial buffers are
+ * multiples of {@linkcode BINDING_OFFSET_ALIGNMENT}, so a stage can bind the buffers from there (see {@linkcode PartialTarget}).
+ */
+export function alignedPartialBase(partials: number, shape: ModelShape): number {
+  const lseBytes = shape.qHeads * 4; // o's row (qHeads x d x 4) is a multiple of it
+  let step = 1;
+  while ((step * lseBytes) % BINDING_OFFSET_ALIGNMENT !== 0) step *= 2;
+  return Math.ceil(partials / step) * step;
+}
+
 /** Threads of the reduction's workgroup: list entries merged per loop iteration. */
 export const REDUCE_THREADS = 32;
 
@@ -151,4 +176,25 @@ export async function prepareReduction(
       entries.destroy();
     },
   };
+}
+
+/**
+ * The lists of two stages merged per query: `a`'s entries, then `b`'s shifted by `base` (where the
+ * second stage's partials start in the shared buffers).
+ */
+export function mergeLists(a: ReductionLists, b: ReductionLists, base: number): ReductionLists {
+  const queries = a.offsets.length - 1;
+  if (b.offsets.length - 1 !== queries) {
+    throw new RangeError(`mergeLists: ${queries} queries against ${b.offsets.length - 1}`);
+  }
+  const offsets = new Uint32Array(queries + 1);
+  const entries = new Uint32Array(a.entries.length + b.entries.length);
+  let at = 0;
+  for (let q = 0; q < queries; q++) {
+    offsets[q] = at;
+    for (let i = a.offsets[q]!; i < a.offsets[q + 1]!; i++) entries[at++] = a.entries[i]!;
+    for (let i = b.offsets[q]!; i < b.offsets[q + 1]!; i++) entries[at++] = base + b.entries[i]!;
+  }
+  offsets[queries] = at;
+  return { offsets, entries };
 }

@@ -1,9 +1,11 @@
 import { TREE_LIMITS } from "../workloads/tree.ts";
 import { GpuError } from "../kernels/gpu.ts";
 import {
+  alignedPartialBase,
   EMPTY_LSE,
   LLVMPIPE_LOOP_LIMIT,
   longestList,
+  mergeLists,
   prepareReduction,
   type ReductionLists,
   reductionLists,
@@ -119,4 +121,34 @@ Deno.test({
       tiny.destroy();
     }
   },
+});
+
+Deno.test("mergeLists() lists each query's partials of both stages, the second shifted to its base", () => {
+  const a = reductionLists(3, [2, 0, 2]);
+  const b = reductionLists(3, [1, 2, 1]);
+  const m = mergeLists(a, b, 8);
+  assertEquals(Array.from(m.offsets), [0, 1, 3, 6]);
+  assertEquals(Array.from(m.entries), [1, 8, 10, 0, 2, 9]);
+  let threw = false;
+  try {
+    mergeLists(a, reductionLists(2, [0]), 4);
+  } catch (e) {
+    threw = e instanceof RangeError;
+  }
+  assert(threw, "lists of different query counts are refused");
+});
+
+Deno.test("alignedPartialBase() starts a second stage where both partial buffers bind at 256 bytes", () => {
+  for (const qHeads of [1, 3, 4, 8, 32, 40, 64]) {
+    const s = shape(qHeads, 1, 64);
+    for (const partials of [0, 1, 5, 63, 64, 65, 1000]) {
+      const base = alignedPartialBase(partials, s);
+      assert(base >= partials);
+      assertStrictEquals((base * qHeads * 4) % 256, 0);
+      assertStrictEquals((base * qHeads * 64 * 4) % 256, 0);
+      // The smallest such index.
+      if (base > partials) assert(((base - 1) * qHeads * 4) % 256 !== 0 || base - 1 < partials);
+    }
+  }
+  assertStrictEquals(alignedPartialBase(61, shape(32, 8, 128)), 62);
 });

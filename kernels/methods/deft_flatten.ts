@@ -15,18 +15,27 @@
  */
 
 import type { KvLayout } from "../layout.ts";
-import type { MethodRecord } from "../method.ts";
-import { paperIo } from "../plan_counts.ts";
+import type { MethodRecord, PlanInput } from "../method.ts";
+import { paperIo, realIo } from "../plan_counts.ts";
 import { intOption, type MethodOption, TARGET_WORKGROUPS } from "../options.ts";
 import { GROUP_VARIANTS } from "../group_variants.ts";
-import { sequence, type SequencePlan } from "./sequence.ts";
+import {
+  planSequenceFrom,
+  prepareSequenceStage,
+  sequence,
+  sequenceAttendedSlots,
+  type SequencePlan,
+} from "./sequence.ts";
+import { alignedPartialBase, mergeLists, reductionIo } from "../reduce.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import {
+  attendedSlots,
   type GroupPlan,
   type GroupSet,
   planGroupAttention,
   positiveOption,
   prepareGroupAttention,
+  type QueryRanges,
   queryRanges,
 } from "../group_attention.ts";
 
@@ -44,10 +53,15 @@ export interface FlattenBlocks {
  * Cuts the DFS-flattened tree KV into blocks of `blockSize` tokens and builds each block's query
  * union and mask (`[word][token]` per block).
  */
-export function flattenBlocks(ix: IndexedTree, layout: KvLayout, blockSize: number): FlattenBlocks {
+export function flattenBlocks(
+  ix: IndexedTree,
+  layout: KvLayout,
+  blockSize: number,
+  skip?: PrivateSuffixes,
+): FlattenBlocks {
   positiveOption("blockSize", blockSize);
-  const { order, lo, hi } = queryRanges(ix);
-  const total = ix.treeTokens;
+  const { order, lo, hi } = skip?.ranges ?? queryRanges(ix);
+  const total = ix.treeTokens - (skip?.tokens ?? 0);
   const count = Math.ceil(total / blockSize);
   const maxSegs = ix.nodeCount + count;
   const tokens = new Uint32Array(count);
@@ -59,12 +73,16 @@ export function flattenBlocks(ix: IndexedTree, layout: KvLayout, blockSize: numb
   const qhi = new Uint32Array(count);
   let seg = 0, g = 0, fill = 0;
   for (const v of ix.dfsOrder) {
+    if (skip?.node[v] === 1) continue;
     let slot = layout.slotStart[v]!;
     let left = ix.tokens(v);
     while (left > 0) {
       const take = Math.min(left, blockSize - fill);
       // lo is non-decreasing in DFS order, and consecutive DFS nodes have overlapping or adjacent
-      // query ranges, so the block's union is [lo of its first node, max hi).
+      // query ranges, so the block's union is [lo of its first node, max hi). With private
+      // suffixes skipped, the range may also hold a query that sees none of the block (a query
+      // whose private nodes lay between two of its nodes): its bits stay 0 and its row writes an
+      // empty partial.
       if (fill === 0) {
         qlo[g] = lo[v]!;
         qhi[g] = hi[v]!;
@@ -141,6 +159,54 @@ export function flattenBlocks(ix: IndexedTree, layout: KvLayout, blockSize: numb
   };
 }
 
+/**
+ * The KV that only one query sees, routed to Flash-Decoding: a node whose subtree holds exactly one
+ * query lies on that query's path only, and the nodes of a path that only its query sees form a
+ * suffix of the path (the count of queries below a node never grows toward the leaves).
+ */
+export interface PrivateSuffixes {
+  /** The query ranges of every node (as {@linkcode queryRanges}). */
+  readonly ranges: QueryRanges;
+  /** Per query, the first path position run by Flash-Decoding (its path length when none). */
+  readonly from: Uint32Array;
+  /** Per node, 1 when its KV is in a routed suffix (and so left out of the flattened blocks). */
+  readonly node: Uint8Array;
+  /** Tokens of the routed suffixes. */
+  readonly tokens: number;
+  /** Queries with a routed suffix. */
+  readonly queries: number;
+}
+
+/**
+ * Each query's private suffix, routed where it has at least `min` tokens (`min` 0: none is).
+ * O(nodes + queries).
+ */
+export function privateSuffixes(ix: IndexedTree, min: number): PrivateSuffixes {
+  const ranges = queryRanges(ix);
+  const { lo, hi } = ranges;
+  const nq = ix.queryCount;
+  const from = new Uint32Array(nq);
+  const node = new Uint8Array(ix.nodeCount);
+  let tokens = 0, queries = 0;
+  for (let q = 0; q < nq; q++) {
+    const v = ix.queryNode[q]!;
+    const n = ix.pathTokens[v]!;
+    // The deepest node of the path that another query sees too; the suffix starts below it.
+    let u = v;
+    while (u >= 0 && hi[u]! - lo[u]! === 1) u = ix.parent[u]!;
+    const start = u >= 0 ? ix.pathTokens[u]! : 0;
+    if (min === 0 || n - start < min) {
+      from[q] = n;
+      continue;
+    }
+    from[q] = start;
+    tokens += n - start;
+    queries++;
+    for (let w = v; w !== u; w = ix.parent[w]!) node[w] = 1;
+  }
+  return { ranges, from, node, tokens, queries };
+}
+
 /** A DeFT-Flatten plan. */
 export interface DeftFlattenPlan extends GroupPlan {
   /** Tokens per block. */
@@ -151,6 +217,11 @@ export interface DeftFlattenPlan extends GroupPlan {
    * the flattening that is not run; dispatches, real IO and the kernel variant are this plan's.
    */
   readonly delegate?: SequencePlan;
+  /**
+   * Flash-Decoding over the KV only one query sees (see {@linkcode PRIVATE_MIN}), run after the
+   * flattened blocks; its partials follow theirs from `base` on, and the plan's lists merge both.
+   */
+  readonly suffix?: { readonly plan: SequencePlan; readonly base: number };
 }
 
 /**
@@ -167,6 +238,22 @@ export const FALLBACK_REUSE: MethodOption<number> = intOption({
   doc:
     "deft-flatten runs sequence's plan when the queries' paths read less than this % of the tree's tokens (nothing to share; 0: never)",
   default: 110,
+  min: 0,
+});
+
+/**
+ * The KV that only one query sees (its private path suffix: few-shot's branches, a grid's leaves)
+ * is no use to tree attention: a flattened block of it gives a matrix tile one query's rows (4 of
+ * 32 on Llama-3-8B). Where a query's suffix has at least this many tokens, deft-flatten leaves it
+ * out of the blocks and runs it as Flash-Decoding chunks (`sequence`'s kernel), whose partials the
+ * one reduction merges with the blocks'. 0 flattens everything, as the paper does.
+ */
+export const PRIVATE_MIN: MethodOption<number> = intOption({
+  key: "privateMin",
+  flag: "--private-min <tokens>",
+  doc:
+    "deft-flatten runs a query's private path suffix (KV no other query sees) as Flash-Decoding chunks when it has at least this many tokens (0: never)",
+  default: 64,
   min: 0,
 });
 
@@ -198,14 +285,18 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
   name: "deft-flatten",
   description:
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
-  options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE],
+  options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE, PRIVATE_MIN],
   variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
     const largest = BLOCK_SIZE.read(options);
     const n = ix.treeTokens;
+    const fallback = FALLBACK_REUSE.read(options);
+    const unshared = fallback > 0 && 100 * ix.sumPathTokens < fallback * n;
+    const suffixes = unshared ? undefined : privateSuffixes(ix, PRIVATE_MIN.read(options));
+    const skip = suffixes && suffixes.queries > 0 ? suffixes : undefined;
     const planAt = (blockSize: number): DeftFlattenPlan => {
-      const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize);
+      const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize, skip);
       const plan = planGroupAttention(
         "deft-flatten",
         input,
@@ -217,8 +308,7 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     };
     // Where there is nothing to share, Flash-Decoding's plan runs (see FALLBACK_REUSE); the group
     // fields then describe the flattening at the given block size, which is not run.
-    const fallback = FALLBACK_REUSE.read(options);
-    if (fallback > 0 && 100 * ix.sumPathTokens < fallback * n) {
+    if (unshared) {
       const plan = planAt(largest);
       const seq = sequence.plan(input);
       return {
@@ -243,10 +333,77 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     ) {
       plan = planAt(Math.ceil(plan.blockSize / 2));
     }
-    return plan;
+    return skip ? withPrivate(input, plan, skip) : plan;
   },
-  prepare: (gpu, plan, problem) =>
-    plan.delegate
-      ? sequence.prepare(gpu, plan.delegate, problem)
-      : prepareGroupAttention(gpu, plan, problem),
+  prepare(gpu, plan, problem) {
+    if (plan.delegate) return sequence.prepare(gpu, plan.delegate, problem);
+    const tail = plan.suffix;
+    if (!tail) return prepareGroupAttention(gpu, plan, problem);
+    return prepareGroupAttention(gpu, plan, problem, {
+      name: "private",
+      base: tail.base,
+      partials: tail.plan.chunkQuery.length,
+      prepare: (gpu, problem, target) => prepareSequenceStage(gpu, tail.plan, problem, target),
+    });
+  },
 };
+
+/**
+ * The KV slots `query` attends through a deft-flatten plan: its blocks (mask applied), then its
+ * private suffix's chunks. The CPU meaning of a plan, for tests: a correct plan gives every slot
+ * of the query's path once.
+ */
+export function flattenAttendedSlots(plan: DeftFlattenPlan, query: number): number[] {
+  if (plan.delegate) return sequenceAttendedSlots(plan.delegate, query);
+  const own = attendedSlots(plan.groups, query);
+  return plan.suffix ? [...own, ...sequenceAttendedSlots(plan.suffix.plan, query)] : own;
+}
+
+/**
+ * `plan` (the flattened blocks without the private suffixes) with the suffixes' Flash-Decoding
+ * chunks added: their dispatch before the reduction, their partials after the blocks', one list
+ * per query over both, and counts that add the chunks' IO and FLOPs.
+ */
+function withPrivate(
+  input: PlanInput,
+  plan: DeftFlattenPlan,
+  suffixes: PrivateSuffixes,
+): DeftFlattenPlan {
+  const { shape } = input;
+  const tail = planSequenceFrom(input, suffixes.from, true);
+  const base = alignedPartialBase(plan.groups.queries.length, shape);
+  const lists = mergeLists(plan.lists, tail.lists, base);
+  const [g, t, m] = [plan.lists, tail.lists, lists].map((l) => reductionIo(l, shape));
+  const a = plan.counts.real, b = tail.counts.real;
+  const dispatches = [...plan.dispatches];
+  dispatches.splice(dispatches.length - 1, 0, tail.dispatches[0]!);
+  return {
+    ...plan,
+    lists,
+    suffix: { plan: tail, base },
+    dispatches,
+    kernelVariant: `${plan.kernelVariant} + flash-decoding ${tail.kernelVariant}`,
+    counts: {
+      ...plan.counts,
+      real: realIo({
+        kvBytes: a.kvBytes + b.kvBytes,
+        qBytes: a.qBytes + b.qBytes,
+        maskBytes: a.maskBytes + b.maskBytes,
+        metadataBytes: a.metadataBytes - g!.metadataBytes + b.metadataBytes - t!.metadataBytes +
+          m!.metadataBytes,
+        partialBytes: a.partialBytes - g!.partialReadBytes + b.partialBytes -
+          t!.partialReadBytes + m!.partialReadBytes,
+        logitsBytes: 0,
+        outputBytes: m!.outputBytes,
+      }),
+      flops: plan.counts.flops + tail.counts.flops,
+    },
+    stats: {
+      ...plan.stats,
+      privateQueries: suffixes.queries,
+      privateTokens: suffixes.tokens,
+      privateChunks: tail.chunkQuery.length,
+      privateWorkgroups: tail.workgroups,
+    },
+  };
+}

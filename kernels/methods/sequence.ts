@@ -36,7 +36,8 @@ import type {
 import { dramFloorBytes, paperIo, realIo } from "../plan_counts.ts";
 import { type KernelVariant, TARGET_WORKGROUPS } from "../options.ts";
 import {
-  type PreparedReduction,
+  BINDING_OFFSET_ALIGNMENT,
+  type PartialTarget,
   prepareReduction,
   reductionDispatch,
   reductionIo,
@@ -395,6 +396,21 @@ export function sequenceShader(shape: ModelShape, dtype: Dtype, tiling: Sequence
 
 /** Builds the plan for the variant `options.sequence` asks for: path segments, even chunks of every query's KV, counts. */
 export function planSequence(input: PlanInput): SequencePlan {
+  return planSequenceFrom(input, null, false);
+}
+
+/**
+ * {@linkcode planSequence} over the path positions `from[q] .. N_q` of every query (`null`: the
+ * whole path; a query with `from[q] = N_q` gets no chunk), the rest of the path being attended
+ * elsewhere. With `partials`, every chunk writes a partial (never the output directly), for a
+ * reduction that merges them with another kernel's: deft-flatten runs the KV only one query sees
+ * this way. The counts are those of the chunks alone (and their own reduction).
+ */
+export function planSequenceFrom(
+  input: PlanInput,
+  from: Uint32Array | null,
+  partials: boolean,
+): SequencePlan {
   const { ix, layout, shape, dtype, options } = input;
   const variant = sequenceVariantOf(options.sequence);
   const { qHeads, kvHeads, headDim: d } = shape;
@@ -404,8 +420,11 @@ export function planSequence(input: PlanInput): SequencePlan {
   const blocks = kvHeads * tiling.headBlocks;
   const nq = ix.queryCount;
 
+  const start = (q: number) => from?.[q] ?? 0;
+  let sumN = ix.sumPathTokens;
+  if (from) { for (let q = 0; q < nq; q++) sumN -= start(q); }
+
   // Path segments, root first, plus a sentinel per query.
-  const sumN = ix.sumPathTokens;
   let segCount = 0;
   for (let q = 0; q < nq; q++) segCount += ix.depth[ix.queryNode[q]!]! + 1;
   const segments = new Uint32Array(2 * segCount);
@@ -433,7 +452,9 @@ export function planSequence(input: PlanInput): SequencePlan {
     T,
   ) * T;
   let chunks = 0;
-  for (let q = 0; q < nq; q++) chunks += ceilDiv(ix.pathTokens[ix.queryNode[q]!]!, chunkTokens);
+  for (let q = 0; q < nq; q++) {
+    chunks += ceilDiv(ix.pathTokens[ix.queryNode[q]!]! - start(q), chunkTokens);
+  }
   const meta = new Uint32Array(4 * chunks);
   const chunkQuery = new Uint32Array(chunks);
   let c = 0;
@@ -441,11 +462,13 @@ export function planSequence(input: PlanInput): SequencePlan {
   let paddedKeys = 0;
   for (let q = 0; q < nq; q++) {
     const n = ix.pathTokens[ix.queryNode[q]!]!;
-    const parts = ceilDiv(n, chunkTokens);
+    const b0 = start(q);
+    if (b0 > n) throw new RangeError(`Sequence: query ${q} starts past its path (${b0} > ${n})`);
+    const parts = ceilDiv(n - b0, chunkTokens);
     let seg = segBegin[q]!;
-    let b = 0;
+    let b = b0;
     for (let k = 1; k <= parts; k++) {
-      const e = Math.min(n, Math.ceil((k * n) / parts / T) * T);
+      const e = Math.min(n, b0 + Math.ceil((k * (n - b0)) / parts / T) * T);
       if (e <= b) continue;
       while (segments[2 * (seg + 1)]! <= b) seg++;
       let last = seg;
@@ -465,7 +488,7 @@ export function planSequence(input: PlanInput): SequencePlan {
   const used = c;
   const chunkMeta = used === chunks ? meta : meta.slice(0, 4 * used);
   const chunkQueryUsed = used === chunks ? chunkQuery : chunkQuery.slice(0, used);
-  const direct = used === nq;
+  const direct = !partials && used === nq;
   const lists: ReductionLists = direct
     ? { offsets: new Uint32Array(0), entries: new Uint32Array(0) }
     : reductionLists(nq, chunkQueryUsed);
@@ -550,60 +573,129 @@ export function planSequence(input: PlanInput): SequencePlan {
   };
 }
 
-async function prepareSequence(
+/**
+ * The KV slots `query` attends through `plan`'s chunks, in chunk order: the CPU meaning of a plan,
+ * for tests. A whole-path plan gives every slot of the query's path once.
+ */
+export function sequenceAttendedSlots(plan: SequencePlan, query: number): number[] {
+  const out: number[] = [];
+  const { chunkMeta: meta, segments: segs } = plan;
+  for (let c = 0; c < meta.length / 4; c++) {
+    if (meta[4 * c] !== query) continue;
+    let s = meta[4 * c + 1]!;
+    for (let pos = meta[4 * c + 2]!; pos < meta[4 * c + 3]!; pos++) {
+      while (segs[2 * (s + 1)]! <= pos) s++;
+      out.push(segs[2 * s + 1]! + pos - segs[2 * s]!);
+    }
+  }
+  return out;
+}
+
+/**
+ * Uploads a sequence plan's chunks and binds its kernel: to `target`'s partial buffers, or to the
+ * output when the plan is direct (`target` null). The reduction is the caller's.
+ */
+export async function prepareSequenceStage(
   gpu: Gpu,
   plan: SequencePlan,
   problem: GpuProblem,
-): Promise<PreparedMethod> {
+  target: PartialTarget | null,
+): Promise<{ encode(pass: GPUComputePassEncoder): void; destroy(): void }> {
   const { shape, dtype, tiling } = plan;
   requireF16(gpu, dtype);
   checkWorkgroup(gpu, "sequence", { bytes: tiling.sharedBytes, threads: tiling.workgroupSize });
   const pipeline = await gpu.pipeline("sequence", sequenceShader(shape, dtype, tiling));
-  const chunks = plan.chunkMeta.length / 4;
   const own: GPUBuffer[] = [];
   const make = (label: string, data: ArrayBufferView | number) => {
     const buf = gpu.buffer(label, data);
     own.push(buf);
     return buf;
   };
-  const meta = make("sequence chunks", plan.chunkMeta);
-  const segs = make("sequence segments", plan.segments);
-  let dstO: GPUBuffer, dstLse: GPUBuffer;
-  let reduction: PreparedReduction | null = null;
   try {
-    if (plan.direct) {
-      dstO = problem.out;
-      dstLse = make("sequence lse", plan.queries * shape.qHeads * 4);
-    } else {
-      dstO = make("sequence partial o", chunks * shape.qHeads * shape.headDim * 4);
-      dstLse = make("sequence partial lse", chunks * shape.qHeads * 4);
-      reduction = await prepareReduction(gpu, plan.lists, shape, dstO, dstLse, problem.out);
+    const meta = make("sequence chunks", plan.chunkMeta);
+    const segs = make("sequence segments", plan.segments);
+    const rowBytes = shape.qHeads * shape.headDim * 4;
+    const dst = target
+      ? [
+        { buffer: target.o, offset: target.base * rowBytes },
+        { buffer: target.lse, offset: target.base * shape.qHeads * 4 },
+      ]
+      : [{ buffer: problem.out, offset: 0 }, {
+        buffer: make("sequence lse", plan.queries * shape.qHeads * 4),
+        offset: 0,
+      }];
+    for (const d of dst) {
+      if (d.offset % BINDING_OFFSET_ALIGNMENT !== 0) {
+        throw new RangeError(
+          `Sequence partials bound at offset ${d.offset}, not a multiple of 256`,
+        );
+      }
     }
+    const bindGroup = gpu.device.createBindGroup({
+      label: "sequence",
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [
+        ...[meta, segs, problem.q, problem.k, problem.v].map((buffer) => ({ buffer, offset: 0 })),
+        ...dst,
+      ].map((resource, binding) => ({ binding, resource })),
+    });
+    const grid = rowGrid(plan.workgroups, gpu.limit("maxComputeWorkgroupsPerDimension"));
+    return {
+      encode(pass) {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(...grid);
+      },
+      destroy() {
+        for (const b of own) b.destroy();
+      },
+    };
   } catch (e) {
     for (const b of own) b.destroy();
     throw e;
   }
-  const bindGroup = gpu.device.createBindGroup({
-    label: "sequence",
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [meta, segs, problem.q, problem.k, problem.v, dstO, dstLse].map((buffer, binding) => ({
-      binding,
-      resource: { buffer },
-    })),
-  });
-  const grid = rowGrid(plan.workgroups, gpu.limit("maxComputeWorkgroupsPerDimension"));
-  return {
-    encode(pass) {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(...grid);
-      reduction?.encode(pass);
-    },
-    destroy() {
-      reduction?.destroy();
-      for (const b of own) b.destroy();
-    },
-  };
+}
+
+async function prepareSequence(
+  gpu: Gpu,
+  plan: SequencePlan,
+  problem: GpuProblem,
+): Promise<PreparedMethod> {
+  const { shape } = plan;
+  const chunks = plan.chunkMeta.length / 4;
+  if (plan.direct) {
+    const stage = await prepareSequenceStage(gpu, plan, problem, null);
+    return { encode: stage.encode, destroy: stage.destroy };
+  }
+  const o = gpu.buffer("sequence partial o", chunks * shape.qHeads * shape.headDim * 4);
+  const lse = gpu.buffer("sequence partial lse", chunks * shape.qHeads * 4);
+  let stage: Awaited<ReturnType<typeof prepareSequenceStage>> | null = null;
+  try {
+    stage = await prepareSequenceStage(gpu, plan, problem, { o, lse, base: 0 });
+    const reduction = await prepareReduction(gpu, plan.lists, shape, o, lse, problem.out);
+    const attention = stage;
+    return {
+      encode(pass) {
+        attention.encode(pass);
+        reduction.encode(pass);
+      },
+      parts: [{ name: "stage-1", encode: attention.encode }, {
+        name: "reduce",
+        encode: reduction.encode,
+      }],
+      destroy() {
+        reduction.destroy();
+        attention.destroy();
+        o.destroy();
+        lse.destroy();
+      },
+    };
+  } catch (e) {
+    stage?.destroy();
+    o.destroy();
+    lse.destroy();
+    throw e;
+  }
 }
 
 /** The `sequence` method (Flash-Decoding on paged KV). */

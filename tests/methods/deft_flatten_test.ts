@@ -1,9 +1,9 @@
+import { FewShotRun } from "../../workloads/few_shot.ts";
 import { ReasoningRun } from "../../workloads/reasoning.ts";
 import { SpeculativeRun } from "../../workloads/speculative.ts";
 import type { ModelShape } from "../../workloads/shapes.ts";
 import { IndexedTree, type Tree } from "../../workloads/tree.ts";
 import {
-  attendedSlots,
   GROUP_ROWS,
   groupKernel,
   groupKernelConfig,
@@ -26,7 +26,12 @@ import {
   type MethodOptions,
   type PlanInput,
 } from "../../kernels/method.ts";
-import { deftFlatten, flattenBlocks } from "../../kernels/methods/deft_flatten.ts";
+import {
+  deftFlatten,
+  flattenAttendedSlots,
+  flattenBlocks,
+  privateSuffixes,
+} from "../../kernels/methods/deft_flatten.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
 import { querySlots } from "../../kernels/reference.ts";
 import {
@@ -45,6 +50,7 @@ import {
   testGpu,
 } from "../_conformance.ts";
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
+import { pick, propertySeed, randomTree, withSeed } from "../_arbitrary.ts";
 
 const LLAMA3_8B: ModelShape = {
   name: "llama3-8b",
@@ -184,7 +190,7 @@ Deno.test("deft-flatten attends every query to exactly the KV of its path", () =
     const inp = input(tree, { blockSize: 32 });
     const p = deftFlatten.plan(inp);
     for (let q = 0; q < inp.ix.queryCount; q++) {
-      const got = attendedSlots(p.groups, q).sort((a, b) => a - b);
+      const got = flattenAttendedSlots(p, q).sort((a, b) => a - b);
       const want = Array.from(querySlots(inp.ix, inp.layout, q)).sort((a, b) => a - b);
       assertEquals(got, want, `query ${q}`);
     }
@@ -629,3 +635,140 @@ Deno.test("the matrix kernel's output pass adds no workgroup memory unless asked
   });
   assert(r64.includes("rb * M / 32u == 1u"));
 });
+
+Deno.test("privateSuffixes() routes exactly the nodes only one query sees, where its suffix is long enough", async () => {
+  const seed = propertySeed();
+  await withSeed(seed, (rng) => {
+    for (let round = 0; round < 200; round++) {
+      const ix = new IndexedTree(randomTree(rng, 30, { huge: false }));
+      const min = pick(rng, [0, 1, 40, 200]);
+      const s = privateSuffixes(ix, min);
+      // Queries that see each node, by brute force.
+      const seers = Array.from({ length: ix.nodeCount }, () => new Set<number>());
+      for (let q = 0; q < ix.queryCount; q++) for (const v of ix.queryPath(q)) seers[v]!.add(q);
+      let tokens = 0, queries = 0;
+      const routed = new Uint8Array(ix.nodeCount);
+      for (let q = 0; q < ix.queryCount; q++) {
+        const path = ix.queryPath(q); // root first
+        let i = path.length;
+        while (i > 0 && seers[path[i - 1]!]!.size === 1) i--;
+        const start = i > 0 ? ix.pathTokens[path[i - 1]!]! : 0;
+        const n = ix.pathTokens[ix.queryNode[q]!]!;
+        if (min > 0 && n - start >= min) {
+          assertStrictEquals(s.from[q], start, `query ${q}`);
+          tokens += n - start;
+          queries++;
+          for (const v of path.slice(i)) routed[v] = 1;
+        } else {
+          assertStrictEquals(s.from[q], n, `query ${q} keeps its whole path in the blocks`);
+        }
+      }
+      assertEquals(s.node, routed);
+      assertStrictEquals(s.tokens, tokens);
+      assertStrictEquals(s.queries, queries);
+    }
+  });
+});
+
+Deno.test("deft-flatten runs private suffixes as Flash-Decoding chunks after the blocks", () => {
+  // A few-shot shape: a 300-token prompt and 12 branches of 100 tokens, a query on each.
+  const tree = starTree(300, 12, 100);
+  const inp = input(tree, { blockSize: 64 });
+  const p = deftFlatten.plan(inp);
+  const tail = p.suffix;
+  if (!tail) throw new Error("the branches were not routed");
+  // Only the prompt is flattened: 5 blocks, every one with all 12 queries.
+  assertStrictEquals(p.groups.count, 5);
+  for (let g = 0; g < 5; g++) {
+    assertStrictEquals(p.groups.queryOffset[g + 1]! - p.groups.queryOffset[g]!, 12);
+  }
+  assertStrictEquals(p.stats.privateQueries, 12);
+  assertStrictEquals(p.stats.privateTokens, 1200);
+  // The chunks cover each branch: path positions 300 .. 400 of their query.
+  for (let c = 0; c < tail.plan.chunkMeta.length / 4; c++) {
+    assert(tail.plan.chunkMeta[4 * c + 2]! >= 300 && tail.plan.chunkMeta[4 * c + 3]! <= 400);
+  }
+  assert(!tail.plan.direct, "the chunks write partials, never the output");
+  // Their partials start at an aligned index after the blocks' 60, and each query's list holds
+  // its 5 block partials, then its chunks'.
+  assert(tail.base >= p.groups.queries.length && (tail.base * 8 * 4) % 256 === 0);
+  for (let q = 0; q < 12; q++) {
+    const list = Array.from(p.lists.entries.subarray(p.lists.offsets[q]!, p.lists.offsets[q + 1]!));
+    assertStrictEquals(list.filter((e) => e < tail.base).length, 5);
+    const own = list.filter((e) => e >= tail.base).map((e) => e - tail.base);
+    assert(own.length > 0);
+    for (const c of own) assertStrictEquals(tail.plan.chunkQuery[c], q);
+  }
+  // Dispatches: blocks, chunks, one reduction; the variant names both kernels.
+  assertEquals(p.dispatches.map((d) => d.kernel), ["group-attention", "sequence", "reduce"]);
+  assert(p.kernelVariant!.includes(" + flash-decoding "));
+  // Real IO: the blocks read the prompt (once per row tile and KV head), the chunks each branch
+  // once per KV head (and head block).
+  const blocksOnly = deftFlatten.plan(input(tree, { blockSize: 64, privateMin: 0 }));
+  assertStrictEquals(blocksOnly.suffix, undefined);
+  const perToken = 2 * GQA4.headDim * 2 * GQA4.kvHeads;
+  assertStrictEquals(
+    p.counts.real.kvBytes,
+    (300 * 1 + 1200 * tail.plan.tiling.headBlocks) * perToken,
+  );
+  // In the blocks, a branch's rows fill a fraction of a row tile; the chunks run its 4 rows only.
+  assert(blocksOnly.counts.flops > p.counts.flops);
+  assertEquals(p.counts.paper, blocksOnly.counts.paper);
+  assertStrictEquals(p.counts.usefulFlops, blocksOnly.counts.usefulFlops);
+  const r = p.counts.real;
+  assertStrictEquals(
+    r.totalBytes,
+    r.kvBytes + r.qBytes + r.maskBytes + r.metadataBytes + r.partialBytes + r.outputBytes,
+  );
+  assertStrictEquals(r.outputBytes, 12 * GQA4.qHeads * GQA4.headDim * 4);
+  // Suffixes shorter than privateMin stay in the blocks.
+  assertStrictEquals(deftFlatten.plan(input(tree, { privateMin: 101 })).suffix, undefined);
+  assertStrictEquals(deftFlatten.plan(input(tree, { privateMin: 100 })).stats.privateQueries, 12);
+});
+
+Deno.test("deft-flatten with private suffixes attends every query to exactly the KV of its path", async () => {
+  const seed = propertySeed();
+  await withSeed(seed, (rng) => {
+    for (let round = 0; round < 60; round++) {
+      const inp = input(randomTree(rng, 25, { huge: false }), {
+        blockSize: pick(rng, [16, 64, 128]),
+        privateMin: pick(rng, [1, 30, 100]),
+        fallbackReuse: 0,
+      });
+      const p = deftFlatten.plan(inp);
+      for (let q = 0; q < inp.ix.queryCount; q++) {
+        const got = flattenAttendedSlots(p, q).sort((a, b) => a - b);
+        const want = Array.from(querySlots(inp.ix, inp.layout, q)).sort((a, b) => a - b);
+        assertEquals(got, want, `query ${q}`);
+      }
+    }
+  });
+});
+
+// Plans with private suffixes on the GPU, on both kernel families: few-shot branches, leaves of 7
+// tokens (privateMin 1), and queries on internal nodes whose suffixes are partly routed.
+conformanceSuite(deftFlatten, [
+  {
+    name: "private suffixes: few-shot (prompt 300, 12 branches of 80) f16",
+    tree: () => new FewShotRun({ prompt: 300, branches: 12, generated: 100 }).snapshot(79),
+    shape: GQA4,
+    dtype: "f16",
+    reduced: true,
+  },
+  {
+    name: "private suffixes of 7 tokens (privateMin 1) f32",
+    tree: () => starTree(90, 40, 7),
+    shape: GQA4,
+    dtype: "f32",
+    options: { privateMin: 1, blockSize: 32 },
+    reduced: true,
+  },
+  {
+    name: "private suffixes below internal queries (privateMin 20) f16",
+    tree: internalQueriesTree,
+    shape: GQA4,
+    dtype: "f16",
+    options: { privateMin: 20 },
+    reduced: true,
+  },
+]);
