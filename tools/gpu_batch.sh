@@ -8,6 +8,11 @@
 #
 #   bash .gpu/run.sh bash tools/gpu_batch.sh            # on the GPU host (run.sh sets DAWN_NODE)
 #   RUNTIMES=deno SCALE=0.02 bash tools/gpu_batch.sh    # a dry run on a software adapter
+#
+# STEPS picks steps (a comma list, in this order whatever the list's: conformance, calibrate, tune,
+# trees, presets, perf, profile; default all), so a session can split them over two calls and keep
+# the stored calibration and tuning (carried in out/). PERF_VARIANTS and PERF_TREES narrow the
+# perf step (tools/perf_runtimes.ts --variants/--trees; PERF_RUNTIMES, default dawn).
 set -uo pipefail
 out=${OUT:-out/gpu-batch}
 runtimes=${RUNTIMES:-deno,dawn}
@@ -19,44 +24,64 @@ cli=(deno run -A cli/main.ts)
 . "$(dirname "$0")/_gpu_steps.sh"
 scale_args=()
 [ "$scale" != 1 ] && scale_args=(--scale "$scale")
+steps=${STEPS:-conformance,calibrate,tune,trees,presets,perf,profile}
+want() { [[ ",$steps," == *",$1,"* ]]; }
 
 start_smi "$out/logs/smi-loop.csv"
 
-if [[ "$runtimes" == *dawn* ]]; then
+if [[ "$runtimes" == *dawn* ]] && want conformance; then
   dawn_conformance "$out/logs" "${TEST_TIMEOUT:-150}"
 fi
 
-step "calibrate ($runtimes)"
-timeout "${CAL_TIMEOUT:-120}" "${cli[@]}" calibrate --runtime "$runtimes" --quick --force >>"$log" 2>&1 || echo "calibrate failed" | tee -a "$log"
+if want calibrate; then
+  step "calibrate ($runtimes)"
+  timeout "${CAL_TIMEOUT:-120}" "${cli[@]}" calibrate --runtime "$runtimes" --quick --force >>"$log" 2>&1 || echo "calibrate failed" | tee -a "$log"
+fi
 
-step "tune ($runtimes)"
-timeout "${TUNE_TIMEOUT:-150}" "${cli[@]}" tune --runtime "$runtimes" --budget-ms "${TUNE_BUDGET_MS:-300}" "${scale_args[@]}" \
-  >>"$log" 2>&1 || echo "tune failed" | tee -a "$log"
-tar -czf "$out/calibration-tuning.tgz" out/calibration out/tuning 2>/dev/null
+if want tune; then
+  step "tune ($runtimes)"
+  timeout "${TUNE_TIMEOUT:-150}" "${cli[@]}" tune --runtime "$runtimes" --budget-ms "${TUNE_BUDGET_MS:-300}" "${scale_args[@]}" \
+    >>"$log" 2>&1 || echo "tune failed" | tee -a "$log"
+fi
+if want calibrate || want tune; then
+  tar -czf "$out/calibration-tuning.tgz" out/calibration out/tuning 2>/dev/null
+fi
 
-step "bench: the tensor-core issue's trees"
-timeout "${TREES_TIMEOUT:-240}" "${cli[@]}" bench table14 unshared-32x4096 few-shot-b50 speculative-t64 grid-4000-50x200 \
-  grid-1024-16x256-64x32 sharing-4 \
-  --runtime "$runtimes" --methods sequence,deft-flatten,tree-mask --cold \
-  --budget-ms "${BUDGET_MS:-600}" "${scale_args[@]}" -o "$out/issue-trees.json" --force --quiet \
-  >>"$log" 2>&1
-echo "bench exit $?" | tee -a "$log"
-
-step "bench: the eleven paper presets"
-timeout "${PRESETS_TIMEOUT:-300}" "${cli[@]}" bench --runtime "$runtimes" --methods sequence,deft-flatten --cold \
-  --budget-ms "${BUDGET_MS:-400}" "${scale_args[@]}" -o "$out/presets.json" --force --quiet \
-  >>"$log" 2>&1
-echo "bench exit $?" | tee -a "$log"
-rm -f "$out"/*.html # reports are rebuilt from the JSON with `deft-bench report`
-
-if [[ "$runtimes" == *dawn* ]]; then
+if [[ "$runtimes" == *dawn* ]] && want perf; then
   small=()
   [ "$scale" != 1 ] && small=(--small)
-  step "matrix kernel: tile grid and profile (Dawn)"
-  OUT="$out" timeout "${PERF_TIMEOUT:-150}" deno run -A tools/perf_runtimes.ts --runtimes dawn "${small[@]}" \
-    --variants sequence,flatten-mma-r32-k16,flatten-mma-r64-k16 --samples 20 --lead 2000 \
-    >"$out/logs/perf_runtimes.log" 2>&1
+  step "variants of the methods, interleaved (${PERF_RUNTIMES:-dawn})"
+  perf_args=()
+  [ -n "${PERF_VARIANTS:-}" ] && perf_args+=(--variants "$PERF_VARIANTS")
+  [ -n "${PERF_TREES:-}" ] && perf_args+=(--trees "$PERF_TREES")
+  OUT="$out" timeout "${PERF_TIMEOUT:-150}" deno run -A tools/perf_runtimes.ts --runtimes "${PERF_RUNTIMES:-dawn}" "${small[@]}" \
+    "${perf_args[@]}" --samples "${PERF_SAMPLES:-20}" --lead 2000 >"$out/logs/perf_runtimes.log" 2>&1
   echo "perf_runtimes exit $?" | tee -a "$log"
+fi
+
+if want trees; then
+  step "bench: the tensor-core issue's trees"
+  timeout "${TREES_TIMEOUT:-240}" "${cli[@]}" bench table14 unshared-32x4096 few-shot-b50 speculative-t64 grid-4000-50x200 \
+    grid-1024-16x256-64x32 sharing-4 \
+    --runtime "$runtimes" --methods sequence,deft-flatten,tree-mask --cold \
+    --budget-ms "${BUDGET_MS:-600}" "${scale_args[@]}" -o "$out/issue-trees.json" --force --quiet \
+    >>"$log" 2>&1
+  echo "bench exit $?" | tee -a "$log"
+fi
+
+if want presets; then
+  step "bench: the eleven paper presets"
+  timeout "${PRESETS_TIMEOUT:-300}" "${cli[@]}" bench --runtime "$runtimes" --methods sequence,deft-flatten --cold \
+    --budget-ms "${BUDGET_MS:-400}" "${scale_args[@]}" -o "$out/presets.json" --force --quiet \
+    >>"$log" 2>&1
+  echo "bench exit $?" | tee -a "$log"
+fi
+rm -f "$out"/*.html # reports are rebuilt from the JSON with `deft-bench report`
+
+if [[ "$runtimes" == *dawn* ]] && want profile; then
+  small=()
+  [ "$scale" != 1 ] && small=(--small)
+  step "matrix kernel: profile by subtraction (Dawn)"
   OUT="$out" timeout "${PROFILE_TIMEOUT:-100}" deno run -A tools/profile_mma.ts "${small[@]}" \
     --samples 15 --lead 2000 >"$out/logs/profile_mma.log" 2>&1
   echo "profile_mma exit $?" | tee -a "$log"

@@ -68,8 +68,54 @@ function mmaVariants(): Variant[] {
   return out;
 }
 
+/**
+ * deft-flatten as each runtime's stored tuning runs it on the H200 (Dawn: 128-token blocks, the
+ * r64-k16 matrix tile; Deno: the FMA kernel at 512), with its private suffixes on Flash-Decoding
+ * (`privateMin`, default 64) and without (`-p0`: every token in the blocks, as the paper does).
+ */
+function flattenVariants(): Variant[] {
+  const dawn = { blockSize: 128, mma: { rows: 64, keys: 16 } };
+  const deno = { kernel: "fma" as const, blockSize: 512 };
+  return [
+    { label: "flat-dawn", method: "deft-flatten", options: dawn, runtimes: ["dawn"] },
+    {
+      label: "flat-dawn-p0",
+      method: "deft-flatten",
+      options: { ...dawn, privateMin: 0 },
+      runtimes: ["dawn"],
+    },
+    {
+      label: "flat-dawn-p256",
+      method: "deft-flatten",
+      options: { ...dawn, privateMin: 256 },
+      runtimes: ["dawn"],
+    },
+    { label: "flat-deno", method: "deft-flatten", options: deno, runtimes: ["deno"] },
+    {
+      label: "flat-deno-p0",
+      method: "deft-flatten",
+      options: { ...deno, privateMin: 0 },
+      runtimes: ["deno"],
+    },
+  ];
+}
+
+/** `sequence`'s geometry and split count, for the bandwidth of the baseline (`options.sequence`). */
+function sequenceVariants(): Variant[] {
+  const grid: [string, NonNullable<MethodOptions["sequence"]>][] = [
+    ["seq-t256-k128", { threads: 256, blockKeys: 128 }],
+    ["seq-pv", { prefetchV: 1 }],
+    ["seq-t256-pv", { threads: 256, prefetchV: 1 }],
+    ["seq-w2048", { targetWorkgroups: 2048 }],
+    ["seq-w4096", { targetWorkgroups: 4096 }],
+  ];
+  return grid.map(([label, sequence]) => ({ label, method: "sequence", options: { sequence } }));
+}
+
 const VARIANTS: Variant[] = [
   { label: "sequence", method: "sequence", options: {} },
+  ...sequenceVariants(),
+  ...flattenVariants(),
   { label: "tree-mask", method: "tree-mask", options: {} },
   { label: "flatten-fma-b256", method: "deft-flatten", options: { kernel: "fma", blockSize: 256 } },
   { label: "flatten-fma-b512", method: "deft-flatten", options: { kernel: "fma", blockSize: 512 } },
