@@ -356,6 +356,8 @@ export function mmaSource(o: MmaSourceOptions): string {
   const fSize = floatArray(shape, k);
   const ws = outStride(shape, k);
   const fr = d / N / k.split / k.outRounds; // output fragments per subgroup and round
+  // One mask word per invocation at most: read a sub-tile ahead into a register.
+  const maskAhead = Math.max(1, o.maskWords) * k.keys <= k.threads;
   const split = k.split;
   const lanes = (k.subgroupSize * split) / M;
   if ((k.rows * (d / 4)) % k.threads !== 0 || (k.keys * (d / 4)) % k.threads !== 0) {
@@ -467,6 +469,16 @@ ${
 `
       : ""
   }
+// Mask word e of sub-tile \`tile\` ([word][key] of the tile's MAXW words), 0 past the group or the
+// words the tile spans.
+fn mask_word(tile: u32, e: u32, tokens: u32, mask_off: u32, w0: u32, nw: u32) -> u32 {
+  let w = e / KT;
+  let t = tile * KT + e % KT;
+  var x = 0u;
+  if (w < nw && t < tokens) { x = md[mask_off + (w0 + w) * tokens + t]; }
+  return x;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -565,6 +577,13 @@ ${
   }
 ${off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps the bindings" : ""}
 ${loadKv("0u")}
+${
+    maskAhead
+      ? `  // The first sub-tile's mask word of this invocation (if any), staged at the loop's top.
+  var next_mask = 0u;
+  if (masked && lid < MAXW * KT) { next_mask = mask_word(0u, lid, tokens, mask_off, w0, nw); }`
+      : ""
+  }
   var m_run = NEG;  // reference maximum of this invocation's row
   var l_run = 0.0;  // sum of P of the row, at m_run
   let tiles = ${off("loop") ? "0u * tokens" : "(tokens + KT - 1u) / KT"};
@@ -595,15 +614,19 @@ ${
       if (t < tokens) { s = i32(md[slot_off + t]); }
       next_slot = s;
     }
-    if (masked) {
+${
+    maskAhead
+      ? `    // This sub-tile's mask words were read one sub-tile ago (off the chain, like the slots).
+    if (masked && lid < MAXW * KT) {
+      mask_sh[lid] = next_mask;
+      next_mask = mask_word(kt + 1u, lid, tokens, mask_off, w0, nw);
+    }`
+      : `    if (masked) {
       for (var e = lid; e < MAXW * KT; e += WG) {
-        let w = e / KT;
-        let t = kt * KT + e % KT;
-        var x = 0u;
-        if (w < nw && t < tokens) { x = md[mask_off + (w0 + w) * tokens + t]; }
-        mask_sh[e] = x;
+        mask_sh[e] = mask_word(kt, e, tokens, mask_off, w0, nw);
       }
-    }
+    }`
+  }
     if (lid == 0u) { flag_sh[0] = 0u; }
     workgroupBarrier();
     if (kt + 1u < tiles) {

@@ -41,7 +41,7 @@ import {
 
 /** The flattened blocks of a tree, with their mask. */
 export interface FlattenBlocks {
-  /** One group per block, with the KV-side mask. */
+  /** One group per block, with the KV-side mask (none on a block all of whose queries see all of it). */
   readonly groups: GroupSet;
   /** Node position of each segment (for tests and reports). */
   readonly segNode: Int32Array;
@@ -112,7 +112,14 @@ export function flattenBlocks(
   for (let b = 0; b < count; b++) {
     const nq = qhi[b]! - qlo[b]!;
     queryOffset[b + 1] = queryOffset[b]! + nq;
-    const w = Math.ceil(nq / 32);
+    // A block whose every node is seen by all of its queries (a shared prompt's blocks) needs no
+    // mask: the kernel then neither loads nor tests mask words.
+    let full = true;
+    for (let s = segOffset[b]!; s < segOffset[b + 1]! && full; s++) {
+      const v = segNode[s]!;
+      full = lo[v] === qlo[b] && hi[v] === qhi[b];
+    }
+    const w = full ? 0 : Math.ceil(nq / 32);
     words[b] = w;
     offset[b] = maskTotal;
     maskTotal += w * tokens[b]!;
@@ -123,6 +130,7 @@ export function flattenBlocks(
   for (let b = 0; b < count; b++) {
     const q0 = qlo[b]!;
     queries.set(order.subarray(q0, qhi[b]!), queryOffset[b]!);
+    if (words[b] === 0) continue;
     const n = tokens[b]!;
     const s1 = segOffset[b + 1]!;
     for (let s = segOffset[b]!; s < s1; s++) {

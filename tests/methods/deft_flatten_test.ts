@@ -141,7 +141,14 @@ Deno.test("flattenBlocks() puts every KV token in exactly one block", () => {
 });
 
 Deno.test("flattenBlocks() sets a mask bit iff the query's path contains the token's node", () => {
-  for (const [tree, block] of [[reasoning(), 128], [speculative(60, 100), 64]] as const) {
+  let fullBlocks = 0;
+  for (
+    const [tree, block] of [
+      [reasoning(), 128],
+      [speculative(60, 100), 64],
+      [speculative(300, 40), 64],
+    ] as const
+  ) {
     const { ix, layout } = input(tree);
     const { groups, segNode } = flattenBlocks(ix, layout, block);
     const paths = Array.from({ length: ix.queryCount }, (_, q) => new Set(ix.queryPath(q)));
@@ -149,8 +156,18 @@ Deno.test("flattenBlocks() sets a mask bit iff the query's path contains the tok
       const tokens = groups.tokens[g]!;
       const q0 = groups.queryOffset[g]!;
       const nq = groups.queryOffset[g + 1]! - q0;
-      assertStrictEquals(groups.maskWords[g], Math.ceil(nq / 32));
       const s1 = groups.segOffset[g + 1]!;
+      // No mask exactly where every query of the block sees every node of it.
+      let full = true;
+      for (let s = groups.segOffset[g]!; s < s1; s++) {
+        for (let i = 0; i < nq; i++) full &&= paths[groups.queries[q0 + i]!]!.has(segNode[s]!);
+      }
+      if (full) {
+        fullBlocks++;
+        assertStrictEquals(groups.maskWords[g], 0, `block ${g} needs no mask`);
+        continue;
+      }
+      assertStrictEquals(groups.maskWords[g], Math.ceil(nq / 32));
       for (let s = groups.segOffset[g]!; s < s1; s++) {
         const t1 = s + 1 < s1 ? groups.segTokenStart[s + 1]! : tokens;
         for (let t = groups.segTokenStart[s]!; t < t1; t++) {
@@ -164,6 +181,8 @@ Deno.test("flattenBlocks() sets a mask bit iff the query's path contains the tok
       }
     }
   }
+  // The 300-token prefix fills 4 blocks of 64 that all 40 queries see.
+  assert(fullBlocks >= 4, `${fullBlocks} blocks without a mask`);
 });
 
 Deno.test("deft-flatten keeps more than 32 and more than 64 queries in one block", () => {
