@@ -29,6 +29,7 @@ import { FewShotRun } from "../workloads/few_shot.ts";
 import { MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
 import type { Tree, TreeNode } from "../workloads/tree.ts";
+import { levelGridTree, parseGridSpec } from "../workloads/level_grid.ts";
 import type { MethodName } from "../kernels/method.ts";
 import {
   type ClockWitness,
@@ -90,6 +91,13 @@ function flattenVariants(): Variant[] {
       options: { ...dawn, privateMin: 256 },
       runtimes: ["dawn"],
     },
+    // Smaller row tiles for blocks with few rows (sharing-4 and the level grid: 16 per block).
+    ...[32, 16].map((rows): Variant => ({
+      label: `flat-dawn-r${rows}`,
+      method: "deft-flatten",
+      options: { ...dawn, mma: { rows, keys: 16 } },
+      runtimes: ["dawn"],
+    })),
     { label: "flat-deno", method: "deft-flatten", options: deno, runtimes: ["deno"] },
     {
       label: "flat-deno-p0",
@@ -157,6 +165,8 @@ function trees(small: boolean): [string, Tree][] {
     ["speculative t=64, prefix 4000", spec(4000, 64)],
     ["speculative t=256, prefix 3400", spec(3400, 256)],
     ["grid 4000 + 50 x 200", star(4000, 50, 200)],
+    ["grid 1024 + 16 x 256 + 64 x 32", levelGridTree(parseGridSpec("1x1024,16x256,64x32"))],
+    ["sharing-4 (16 x 4094, 4 queries each)", levelGridTree(parseGridSpec("1x1,16x4094,64x1"))],
     ["unshared 1 + 32 x 4096", star(1, 32, 4096)],
   ];
 }
