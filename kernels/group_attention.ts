@@ -640,7 +640,9 @@ export function planGroupAttention(
 ): GroupPlan {
   const { ix, shape, dtype, layout } = input;
   const k = groupKernel(shape, dtype, input.options.fma);
-  const mma = useMatrixUnits(input) ? mmaKernel(shape, dtype, input.caps, input.options.mma) : null;
+  const mma = useMatrixUnits(input)
+    ? rowsForGroups(input, groups, mmaKernel(shape, dtype, input.caps, input.options.mma))
+    : null;
   const lists = reductionLists(ix.queryCount, groups.queries);
   const t = tileGroups(input, groups, mma ?? k, lists);
   return {
@@ -665,6 +667,53 @@ export function planGroupAttention(
     },
     stats: { ...t.stats, ...stats },
   };
+}
+
+/** The fewest rows {@linkcode rowsForGroups} halves a matrix tile to. */
+export const MMA_MIN_ROWS = 32;
+
+/**
+ * {@linkcode rowsForGroups} halves a tile while the groups need fewer than this many times as many
+ * row tiles at half the rows (weighted by their tokens). On an H200 a 64-row tile costs about 1.46x
+ * a 32-row one per sub-tile, and an SM holds 3 of them against 4, so halving pays below about
+ * 1.95x; 1.75 puts the six trees measured (docs/performance.md, change 13) on the side they
+ * measured.
+ */
+export const MMA_HALVE_RATIO = 1.75;
+
+/**
+ * The matrix tile's rows are a maximum: halved (down to {@linkcode MMA_MIN_ROWS}) while the groups'
+ * row tiles at half the rows, weighted by tokens, number fewer than {@linkcode MMA_HALVE_RATIO}
+ * times those at the full rows. A block of a 4-query path (16 rows on Llama-3-8B) leaves 3 of a
+ * 64-row tile's 4 subgroups idle: on an H200, 32-row tiles ran sharing-4 1.56x faster (run 17).
+ * `options.mma.fit` 0 keeps the rows as given.
+ */
+export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKernel): MmaKernel {
+  const gsize = input.shape.qHeads / input.shape.kvHeads;
+  const tiles = (rows: number) => {
+    let n = 0;
+    for (let g = 0; g < groups.count; g++) {
+      const r = (groups.queryOffset[g + 1]! - groups.queryOffset[g]!) * gsize;
+      n += Math.ceil(r / rows) * groups.tokens[g]!;
+    }
+    return n;
+  };
+  if (input.options.mma?.fit === 0) return kernel;
+  let k = kernel;
+  while (k.rows / 2 >= MMA_MIN_ROWS && (k.rows / 2) % k.config.M === 0) {
+    if (tiles(k.rows / 2) >= MMA_HALVE_RATIO * tiles(k.rows)) break;
+    let half: MmaKernel;
+    try {
+      half = mmaKernel(input.shape, input.dtype, input.caps, {
+        ...input.options.mma,
+        rows: k.rows / 2,
+      });
+    } catch {
+      break; // a pinned choice (an output round count, a split) that half the rows cannot hold
+    }
+    k = half;
+  }
+  return k;
 }
 
 /** A name for results and tools: `fma-t256-r64-k64-q-none`. */

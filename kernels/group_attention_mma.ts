@@ -61,6 +61,12 @@ export interface MmaKernelOptions {
    */
   outRounds?: number;
   /**
+   * 1 (default): the rows are a maximum, halved by a plan whose blocks would leave most of a tile's
+   * rows empty (`rowsForGroups` in group_attention.ts); 0: kept as given (tests and tools that time
+   * one tile).
+   */
+  fit?: number;
+  /**
    * Bytes of workgroup memory added and never used, for `tools/profile_mma.ts` only: what the
    * kernel's speed does as its memory grows shows whether memory limits the workgroups resident per
    * SM (docs/performance.md, change 10). Never set by a method's variants.

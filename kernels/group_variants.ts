@@ -91,6 +91,14 @@ export const GROUP_MMA: KernelVariant = {
         default: 0,
         min: 0,
       },
+      {
+        name: "fit",
+        doc:
+          "1: halve the rows (down to 32) where the blocks would leave most of a tile's rows empty; 0: keep them as given",
+        default: 1,
+        min: 0,
+        max: 1,
+      },
     ],
     tune: mmaTiles(),
   },

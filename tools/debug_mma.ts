@@ -53,7 +53,12 @@ async function partials(kernel: "fma" | "mma") {
   const plan = problem.plan(method, {
     kernel,
     blockSize: 64,
-    mma: { rows: Number(values.rows), keys: Number(values.keys), split: Number(values.split) },
+    mma: {
+      rows: Number(values.rows),
+      keys: Number(values.keys),
+      split: Number(values.split),
+      fit: 0,
+    },
   }) as GroupPlan;
   const prepared = await method.prepare(gpu, plan, problem.buffers);
   // The partial buffers are the prepared method's own; find them through a second bind: simplest is

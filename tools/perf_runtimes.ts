@@ -60,7 +60,7 @@ function mmaVariants(): Variant[] {
         out.push({
           label: `flatten-mma-r${rows}-k${keys}-s${split}`,
           method: "deft-flatten",
-          options: { kernel: "mma", blockSize: 512, mma: { rows, keys, split } },
+          options: { kernel: "mma", blockSize: 512, mma: { rows, keys, split, fit: 0 } },
           runtimes: ["dawn"],
         });
       }
@@ -95,7 +95,7 @@ function flattenVariants(): Variant[] {
     ...[32, 16].map((rows): Variant => ({
       label: `flat-dawn-r${rows}`,
       method: "deft-flatten",
-      options: { ...dawn, mma: { rows, keys: 16 } },
+      options: { ...dawn, mma: { rows, keys: 16, fit: 0 } },
       runtimes: ["dawn"],
     })),
     { label: "flat-deno", method: "deft-flatten", options: deno, runtimes: ["deno"] },

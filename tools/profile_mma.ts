@@ -122,6 +122,7 @@ async function main() {
           rows: Number(m[1]),
           keys: Number(m[2]),
           split: Number(m[3] ?? 1),
+          fit: 0, // the tile asked for, on every tree
           ...(m[4] ? { outRounds: Number(m[4]) } : {}),
           ...(m[5] ? { padBytes: Number(m[5]) } : {}),
         },

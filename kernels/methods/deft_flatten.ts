@@ -254,7 +254,11 @@ export const FALLBACK_REUSE: MethodOption<number> = intOption({
  * is no use to tree attention: a flattened block of it gives a matrix tile one query's rows (4 of
  * 32 on Llama-3-8B). Where a query's suffix has at least this many tokens, deft-flatten leaves it
  * out of the blocks and runs it as Flash-Decoding chunks (`sequence`'s kernel), whose partials the
- * one reduction merges with the blocks'. 0 flattens everything, as the paper does.
+ * one reduction merges with the blocks'; only on a tree that fills the device with everything in
+ * the blocks (the plan reaches `targetWorkgroups` stage-1 workgroups), since on a smaller one stage
+ * 1 takes one block's time whatever it holds and the chunks' dispatch only adds to it (on an H200
+ * the reasoning presets, 240-920 workgroups, became 10-30% slower with their suffixes routed:
+ * docs/performance.md, change 13). 0 flattens everything, as the paper does.
  */
 export const PRIVATE_MIN: MethodOption<number> = intOption({
   key: "privateMin",
@@ -302,8 +306,7 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const fallback = FALLBACK_REUSE.read(options);
     const unshared = fallback > 0 && 100 * ix.sumPathTokens < fallback * n;
     const suffixes = unshared ? undefined : privateSuffixes(ix, PRIVATE_MIN.read(options));
-    const skip = suffixes && suffixes.queries > 0 ? suffixes : undefined;
-    const planAt = (blockSize: number): DeftFlattenPlan => {
+    const planAt = (blockSize: number, skip?: PrivateSuffixes): DeftFlattenPlan => {
       const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize, skip);
       const plan = planGroupAttention(
         "deft-flatten",
@@ -333,15 +336,22 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     // (more workgroups buy it nothing); the matrix kernel halves there too, as on a GPU.
     const asked = TARGET_WORKGROUPS.read(options);
     const target = asked > 0 ? asked : FLATTEN_TARGET_WORKGROUPS;
-    let plan = planAt(largest);
-    const halves = plan.mma !== null || (input.caps !== undefined && input.caps.software !== true);
-    while (
-      halves && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK &&
-      (plan.items.length / 2) * shape.kvHeads < target
-    ) {
-      plan = planAt(Math.ceil(plan.blockSize / 2));
-    }
-    return skip ? withPrivate(input, plan, skip) : plan;
+    const workgroups = (p: DeftFlattenPlan) => (p.items.length / 2) * shape.kvHeads;
+    const halved = (skip?: PrivateSuffixes) => {
+      let plan = planAt(largest, skip);
+      const halves = plan.mma !== null ||
+        (input.caps !== undefined && input.caps.software !== true);
+      while (halves && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK && workgroups(plan) < target) {
+        plan = planAt(Math.ceil(plan.blockSize / 2), skip);
+      }
+      return plan;
+    };
+    const whole = halved();
+    // Private suffixes leave the blocks only where the tree fills the device with everything in
+    // them (PRIVATE_MIN): below the target, stage 1 takes one block's time whatever it holds, and
+    // a second dispatch would only add its own.
+    if (!suffixes || suffixes.queries === 0 || workgroups(whole) < target) return whole;
+    return withPrivate(input, halved(suffixes), suffixes);
   },
   prepare(gpu, plan, problem) {
     if (plan.delegate) return sequence.prepare(gpu, plan.delegate, problem);

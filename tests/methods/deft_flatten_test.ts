@@ -51,6 +51,7 @@ import {
 } from "../_conformance.ts";
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../_assert.ts";
 import { pick, propertySeed, randomTree, withSeed } from "../_arbitrary.ts";
+import { levelGridTree, parseGridSpec } from "../../workloads/level_grid.ts";
 
 const LLAMA3_8B: ModelShape = {
   name: "llama3-8b",
@@ -569,7 +570,7 @@ for (const v of [...MMA_VARIANTS, ...GPU_ONLY_MMA_VARIANTS]) {
         }
         await expectConformant(deftFlatten, {
           ...conformanceCase,
-          options: { kernel: "mma", mma: v },
+          options: { kernel: "mma", mma: { fit: 0, ...v } },
         });
       },
     });
@@ -692,7 +693,8 @@ Deno.test("privateSuffixes() routes exactly the nodes only one query sees, where
 Deno.test("deft-flatten runs private suffixes as Flash-Decoding chunks after the blocks", () => {
   // A few-shot shape: a 300-token prompt and 12 branches of 100 tokens, a query on each.
   const tree = starTree(300, 12, 100);
-  const inp = input(tree, { blockSize: 64 });
+  // targetWorkgroups 1: the tree counts as filling the device (a GPU aims for 1024 workgroups).
+  const inp = input(tree, { blockSize: 64, targetWorkgroups: 1 });
   const p = deftFlatten.plan(inp);
   const tail = p.suffix;
   if (!tail) throw new Error("the branches were not routed");
@@ -723,7 +725,9 @@ Deno.test("deft-flatten runs private suffixes as Flash-Decoding chunks after the
   assert(p.kernelVariant!.includes(" + flash-decoding "));
   // Real IO: the blocks read the prompt (once per row tile and KV head), the chunks each branch
   // once per KV head (and head block).
-  const blocksOnly = deftFlatten.plan(input(tree, { blockSize: 64, privateMin: 0 }));
+  const blocksOnly = deftFlatten.plan(
+    input(tree, { blockSize: 64, targetWorkgroups: 1, privateMin: 0 }),
+  );
   assertStrictEquals(blocksOnly.suffix, undefined);
   const perToken = 2 * GQA4.headDim * 2 * GQA4.kvHeads;
   assertStrictEquals(
@@ -741,8 +745,16 @@ Deno.test("deft-flatten runs private suffixes as Flash-Decoding chunks after the
   );
   assertStrictEquals(r.outputBytes, 12 * GQA4.qHeads * GQA4.headDim * 4);
   // Suffixes shorter than privateMin stay in the blocks.
-  assertStrictEquals(deftFlatten.plan(input(tree, { privateMin: 101 })).suffix, undefined);
-  assertStrictEquals(deftFlatten.plan(input(tree, { privateMin: 100 })).stats.privateQueries, 12);
+  const at = (o: Partial<MethodOptions>) =>
+    deftFlatten.plan(input(tree, { targetWorkgroups: 1, ...o }));
+  assertStrictEquals(at({ privateMin: 101 }).suffix, undefined);
+  assertStrictEquals(at({ privateMin: 100 }).stats.privateQueries, 12);
+  // Only where the tree fills the device with every token in the blocks: a target of that
+  // plan's stage-1 workgroups routes, one more does not (nor does the GPU's 1024).
+  const whole = at({ privateMin: 0 }).stats.workgroups!;
+  assertStrictEquals(at({ targetWorkgroups: whole }).stats.privateQueries, 12);
+  assertStrictEquals(at({ targetWorkgroups: whole + 1 }).suffix, undefined);
+  assertStrictEquals(deftFlatten.plan(input(tree)).suffix, undefined);
 });
 
 Deno.test("deft-flatten with private suffixes attends every query to exactly the KV of its path", async () => {
@@ -753,6 +765,7 @@ Deno.test("deft-flatten with private suffixes attends every query to exactly the
         blockSize: pick(rng, [16, 64, 128]),
         privateMin: pick(rng, [1, 30, 100]),
         fallbackReuse: 0,
+        targetWorkgroups: 1,
       });
       const p = deftFlatten.plan(inp);
       for (let q = 0; q < inp.ix.queryCount; q++) {
@@ -765,13 +778,15 @@ Deno.test("deft-flatten with private suffixes attends every query to exactly the
 });
 
 // Plans with private suffixes on the GPU, on both kernel families: few-shot branches, leaves of 7
-// tokens (privateMin 1), and queries on internal nodes whose suffixes are partly routed.
+// tokens (privateMin 1), and queries on internal nodes whose suffixes are partly routed
+// (targetWorkgroups 1: these small trees count as filling the device).
 conformanceSuite(deftFlatten, [
   {
     name: "private suffixes: few-shot (prompt 300, 12 branches of 80) f16",
     tree: () => new FewShotRun({ prompt: 300, branches: 12, generated: 100 }).snapshot(79),
     shape: GQA4,
     dtype: "f16",
+    options: { targetWorkgroups: 1 },
     reduced: true,
   },
   {
@@ -779,7 +794,7 @@ conformanceSuite(deftFlatten, [
     tree: () => starTree(90, 40, 7),
     shape: GQA4,
     dtype: "f32",
-    options: { privateMin: 1, blockSize: 32 },
+    options: { privateMin: 1, blockSize: 32, targetWorkgroups: 1 },
     reduced: true,
   },
   {
@@ -787,7 +802,34 @@ conformanceSuite(deftFlatten, [
     tree: internalQueriesTree,
     shape: GQA4,
     dtype: "f16",
-    options: { privateMin: 20 },
+    options: { privateMin: 20, targetWorkgroups: 1 },
     reduced: true,
   },
 ]);
+
+Deno.test("the matrix tile's rows follow the blocks: halved where most tiles would be mostly empty", () => {
+  const plan = (tree: Tree, o: Partial<MethodOptions> = {}) =>
+    deftFlatten.plan({
+      ...input(
+        tree,
+        { blockSize: 128, mma: { rows: 64, keys: 16 }, privateMin: 0, ...o },
+        LLAMA_LAYER,
+      ),
+      caps: H200_MMA_CAPS,
+    });
+  // Table 14's shape: 256 rows per prompt block, 8 tiles of 32 against 4 of 64 (2x): 64 rows.
+  assertEquals(plan(starTree(4000, 64, 1)).mma?.rows, 64);
+  // 200 rows: 7 against 4 (1.75x): 64 rows. 80 rows: 3 against 2: 32 rows.
+  assertEquals(plan(starTree(4000, 50, 1)).mma?.rows, 64);
+  assertEquals(plan(starTree(4000, 20, 1)).mma?.rows, 32);
+  // Sharing-4: every block serves 4 queries (16 rows): 32 rows, never 16 (MMA_MIN_ROWS).
+  const sharing4 = levelGridTree(parseGridSpec("1x1,16x1000,64x1"));
+  const p = plan(sharing4);
+  assertEquals(p.mma?.rows, 32);
+  assertEquals(p.kernelVariant, "mma-16x16x16-r32-k16");
+  assertEquals(p.stats.rowsPerTile, 32);
+  assertEquals(plan(sharing4, { mma: { rows: 128, keys: 16 } }).mma?.rows, 32);
+  // 32 rows stay 32 (MMA_MIN_ROWS), and fit 0 keeps the rows as given.
+  assertEquals(plan(sharing4, { mma: { rows: 32, keys: 16 } }).mma?.rows, 32);
+  assertEquals(plan(sharing4, { mma: { rows: 64, keys: 16, fit: 0 } }).mma?.rows, 64);
+});
