@@ -67,6 +67,12 @@ export interface MmaKernelOptions {
    */
   fit?: number;
   /**
+   * 1: the mask handling before docs/performance.md change 12, for `tools/perf_runtimes.ts` only
+   * (an A/B in one process): every flattened block keeps its mask, and the kernel reads a
+   * sub-tile's mask words inside that sub-tile instead of one sub-tile ahead.
+   */
+  legacyMask?: number;
+  /**
    * Bytes of workgroup memory added and never used, for `tools/profile_mma.ts` only: what the
    * kernel's speed does as its memory grows shows whether memory limits the workgroups resident per
    * SM (docs/performance.md, change 10). Never set by a method's variants.
@@ -164,6 +170,8 @@ export interface MmaKernel {
   readonly ablate?: readonly MmaAblation[];
   /** Unused workgroup memory added (profiling only, see {@linkcode MmaKernelOptions.padBytes}). */
   readonly padBytes?: number;
+  /** The mask handling before change 12 (profiling only, {@linkcode MmaKernelOptions.legacyMask}). */
+  readonly legacyMask?: boolean;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -176,7 +184,8 @@ export function mmaVariantName(k: MmaKernel): string {
   const split = k.split > 1 ? `-s${k.split}` : "";
   const rounds = k.outRounds !== k.defaultOutRounds ? `-o${k.outRounds}` : "";
   const pad = k.padBytes ? `-pad${k.padBytes}` : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${knocked}`;
+  const legacy = k.legacyMask ? "-legacymask" : "";
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${legacy}${knocked}`;
 }
 
 /**
@@ -271,6 +280,7 @@ export function mmaKernel(
     defaultOutRounds,
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
     ...(o.padBytes ? { padBytes: o.padBytes } : {}),
+    ...(o.legacyMask === 1 ? { legacyMask: true } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
@@ -363,7 +373,7 @@ export function mmaSource(o: MmaSourceOptions): string {
   const ws = outStride(shape, k);
   const fr = d / N / k.split / k.outRounds; // output fragments per subgroup and round
   // One mask word per invocation at most: read a sub-tile ahead into a register.
-  const maskAhead = Math.max(1, o.maskWords) * k.keys <= k.threads;
+  const maskAhead = !k.legacyMask && Math.max(1, o.maskWords) * k.keys <= k.threads;
   const split = k.split;
   const lanes = (k.subgroupSize * split) / M;
   if ((k.rows * (d / 4)) % k.threads !== 0 || (k.keys * (d / 4)) % k.threads !== 0) {

@@ -91,6 +91,13 @@ function flattenVariants(): Variant[] {
       options: { ...dawn, privateMin: 256 },
       runtimes: ["dawn"],
     },
+    // Change 12 undone (every block masked, mask words read inside the sub-tile): its A/B.
+    {
+      label: "flat-dawn-legacymask",
+      method: "deft-flatten",
+      options: { ...dawn, mma: { ...dawn.mma, legacyMask: 1 } },
+      runtimes: ["dawn"],
+    },
     // Smaller row tiles for blocks with few rows (sharing-4 and the level grid: 16 per block).
     ...[32, 16].map((rows): Variant => ({
       label: `flat-dawn-r${rows}`,

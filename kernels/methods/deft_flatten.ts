@@ -51,13 +51,15 @@ export interface FlattenBlocks {
 
 /**
  * Cuts the DFS-flattened tree KV into blocks of `blockSize` tokens and builds each block's query
- * union and mask (`[word][token]` per block).
+ * union and mask (`[word][token]` per block; none where every query of a block sees all of it,
+ * unless `maskFull`). `skip` leaves private suffixes out.
  */
 export function flattenBlocks(
   ix: IndexedTree,
   layout: KvLayout,
   blockSize: number,
   skip?: PrivateSuffixes,
+  { maskFull = false }: { maskFull?: boolean } = {},
 ): FlattenBlocks {
   positiveOption("blockSize", blockSize);
   const { order, lo, hi } = skip?.ranges ?? queryRanges(ix);
@@ -119,7 +121,7 @@ export function flattenBlocks(
       const v = segNode[s]!;
       full = lo[v] === qlo[b] && hi[v] === qhi[b];
     }
-    const w = full ? 0 : Math.ceil(nq / 32);
+    const w = full && !maskFull ? 0 : Math.ceil(nq / 32);
     words[b] = w;
     offset[b] = maskTotal;
     maskTotal += w * tokens[b]!;
@@ -307,7 +309,9 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const unshared = fallback > 0 && 100 * ix.sumPathTokens < fallback * n;
     const suffixes = unshared ? undefined : privateSuffixes(ix, PRIVATE_MIN.read(options));
     const planAt = (blockSize: number, skip?: PrivateSuffixes): DeftFlattenPlan => {
-      const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize, skip);
+      const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize, skip, {
+        maskFull: options.mma?.legacyMask === 1, // profiling: the masks before change 12
+      });
       const plan = planGroupAttention(
         "deft-flatten",
         input,

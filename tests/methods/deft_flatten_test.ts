@@ -833,3 +833,20 @@ Deno.test("the matrix tile's rows follow the blocks: halved where most tiles wou
   assertEquals(plan(sharing4, { mma: { rows: 32, keys: 16 } }).mma?.rows, 32);
   assertEquals(plan(sharing4, { mma: { rows: 64, keys: 16, fit: 0 } }).mma?.rows, 64);
 });
+
+Deno.test("mma.legacyMask (profiling) keeps every block's mask and reads mask words in the sub-tile", () => {
+  const plan = (mma: Partial<MmaKernelOptions>) =>
+    deftFlatten.plan({
+      ...input(starTree(4000, 64, 1), { blockSize: 128, mma }, LLAMA_LAYER),
+      caps: H200_MMA_CAPS,
+    });
+  const now = plan({ rows: 64, keys: 16 });
+  const old = plan({ rows: 64, keys: 16, legacyMask: 1 });
+  const masked = (p: typeof now) => p.groups.maskWords.filter((w) => w > 0).length;
+  assertEquals(masked(now), 1); // the last block, with the 64 leaves
+  assertEquals(masked(old), old.groups.count);
+  assertEquals(old.kernelVariant, "mma-16x16x16-r64-k16-legacymask");
+  const src = (p: typeof now) =>
+    mmaSource({ shape: LLAMA_LAYER, kernel: p.mma!, maskWords: 2, enables: "" });
+  assert(src(now).includes("next_mask") && !src(old).includes("next_mask"));
+});
