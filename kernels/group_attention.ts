@@ -726,7 +726,7 @@ export function fmaVariantName(k: GroupKernel): string {
  * {@linkcode mmaKernel} says why it cannot), `"auto"` takes them when the device has an f16
  * configuration and the storage is f16, `"fma"` never.
  */
-function useMatrixUnits(input: PlanInput): boolean {
+export function useMatrixUnits(input: PlanInput): boolean {
   switch (input.options.kernel) {
     case "mma":
       return true;

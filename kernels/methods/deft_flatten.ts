@@ -37,6 +37,7 @@ import {
   prepareGroupAttention,
   type QueryRanges,
   queryRanges,
+  useMatrixUnits,
 } from "../group_attention.ts";
 
 /** The flattened blocks of a tree, with their mask. */
@@ -253,23 +254,30 @@ export const FALLBACK_REUSE: MethodOption<number> = intOption({
 
 /**
  * The KV that only one query sees (its private path suffix: few-shot's branches, a grid's leaves)
- * is no use to tree attention: a flattened block of it gives a matrix tile one query's rows (4 of
- * 32 on Llama-3-8B). Where a query's suffix has at least this many tokens, deft-flatten leaves it
- * out of the blocks and runs it as Flash-Decoding chunks (`sequence`'s kernel), whose partials the
- * one reduction merges with the blocks'; only on a tree that fills the device with everything in
- * the blocks (the plan reaches `targetWorkgroups` stage-1 workgroups), since on a smaller one stage
- * 1 takes one block's time whatever it holds and the chunks' dispatch only adds to it (on an H200
- * the reasoning presets, 240-920 workgroups, became 10-30% slower with their suffixes routed:
- * docs/performance.md, change 13). 0 flattens everything, as the paper does.
+ * is no use to tree attention: a flattened block of it gives a tile one query's rows (4 of 32 or 64
+ * on Llama-3-8B). Where a query's suffix has at least this many tokens, deft-flatten leaves it out
+ * of the blocks and runs it as Flash-Decoding chunks (`sequence`'s kernel) in a second dispatch,
+ * whose partials the one reduction merges with the blocks'; only on a tree that fills the device
+ * with everything in the blocks (the plan reaches `targetWorkgroups` stage-1 workgroups), since on
+ * a smaller one stage 1 takes one block's time whatever it holds and the second dispatch only adds
+ * to it. 0 flattens everything, as the paper does; -1 (the default) is
+ * {@linkcode PRIVATE_MIN_FMA} with the FMA kernel and 0 with the matrix kernel. On an H200
+ * (docs/performance.md, changes 11 and 13) routing made the FMA kernel 1.2-1.3x faster on few-shot
+ * and the 4000 + 50 x 200 grid, but the matrix kernel, whose blocks cost less than the dependent
+ * dispatch saves, 7% faster only on few-shot b=50 and that grid, and 3-15% slower on few-shot b=20
+ * and b=30 and on the reasoning presets.
  */
 export const PRIVATE_MIN: MethodOption<number> = intOption({
   key: "privateMin",
   flag: "--private-min <tokens>",
   doc:
-    "deft-flatten runs a query's private path suffix (KV no other query sees) as Flash-Decoding chunks when it has at least this many tokens (0: never)",
-  default: 64,
-  min: 0,
+    "deft-flatten runs a query's private path suffix (KV no other query sees) as Flash-Decoding chunks when it has at least this many tokens (0: never; -1: 64 with the FMA kernel, never with the matrix kernel)",
+  default: -1,
+  min: -1,
 });
+
+/** The private-suffix threshold the FMA kernel uses when `privateMin` is -1 (auto). */
+export const PRIVATE_MIN_FMA = 64;
 
 /**
  * Stage-1 workgroups a GPU plan aims for when `options.targetWorkgroups` is 0. A workgroup walks
@@ -307,7 +315,9 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const n = ix.treeTokens;
     const fallback = FALLBACK_REUSE.read(options);
     const unshared = fallback > 0 && 100 * ix.sumPathTokens < fallback * n;
-    const suffixes = unshared ? undefined : privateSuffixes(ix, PRIVATE_MIN.read(options));
+    const privateMin = PRIVATE_MIN.read(options);
+    const min = privateMin >= 0 ? privateMin : useMatrixUnits(input) ? 0 : PRIVATE_MIN_FMA;
+    const suffixes = unshared ? undefined : privateSuffixes(ix, min);
     const planAt = (blockSize: number, skip?: PrivateSuffixes): DeftFlattenPlan => {
       const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize, skip, {
         maskFull: options.mma?.legacyMask === 1, // profiling: the masks before change 12

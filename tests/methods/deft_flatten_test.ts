@@ -786,7 +786,7 @@ conformanceSuite(deftFlatten, [
     tree: () => new FewShotRun({ prompt: 300, branches: 12, generated: 100 }).snapshot(79),
     shape: GQA4,
     dtype: "f16",
-    options: { targetWorkgroups: 1 },
+    options: { targetWorkgroups: 1, privateMin: 64 },
     reduced: true,
   },
   {
@@ -849,4 +849,14 @@ Deno.test("mma.legacyMask (profiling) keeps every block's mask and reads mask wo
   const src = (p: typeof now) =>
     mmaSource({ shape: LLAMA_LAYER, kernel: p.mma!, maskWords: 2, enables: "" });
   assert(src(now).includes("next_mask") && !src(old).includes("next_mask"));
+});
+
+Deno.test("privateMin -1 (the default) routes suffixes with the FMA kernel only", () => {
+  const tree = starTree(4000, 50, 200); // few-shot b=50's shape at iteration 200
+  const at = (o: Partial<MethodOptions>, caps?: KernelCaps) =>
+    deftFlatten.plan({ ...input(tree, { blockSize: 128, ...o }, LLAMA_LAYER), caps });
+  assertEquals(at({ kernel: "fma" }, H200_MMA_CAPS).stats.privateQueries, 50);
+  assertEquals(at({}, H200_MMA_CAPS).suffix, undefined); // the matrix kernel
+  assertEquals(at({ privateMin: 64 }, H200_MMA_CAPS).stats.privateQueries, 50);
+  assertEquals(at({ kernel: "fma", privateMin: 0 }, H200_MMA_CAPS).suffix, undefined);
 });
