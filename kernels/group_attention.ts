@@ -689,6 +689,7 @@ export const MMA_HALVE_RATIO = 1.75;
  * `options.mma.fit` 0 keeps the rows as given.
  */
 export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKernel): MmaKernel {
+  if (input.options.mma?.fit === 0) return kernel;
   const gsize = input.shape.qHeads / input.shape.kvHeads;
   const tiles = (rows: number) => {
     let n = 0;
@@ -698,7 +699,6 @@ export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKer
     }
     return n;
   };
-  if (input.options.mma?.fit === 0) return kernel;
   let k = kernel;
   while (k.rows / 2 >= MMA_MIN_ROWS && (k.rows / 2) % k.config.M === 0) {
     if (tiles(k.rows / 2) >= MMA_HALVE_RATIO * tiles(k.rows)) break;

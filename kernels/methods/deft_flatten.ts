@@ -317,7 +317,8 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const unshared = fallback > 0 && 100 * ix.sumPathTokens < fallback * n;
     const privateMin = PRIVATE_MIN.read(options);
     const min = privateMin >= 0 ? privateMin : useMatrixUnits(input) ? 0 : PRIVATE_MIN_FMA;
-    const suffixes = unshared ? undefined : privateSuffixes(ix, min);
+    // With routing off (the matrix kernel's default) no suffix is looked for.
+    const suffixes = unshared || min === 0 ? undefined : privateSuffixes(ix, min);
     const planAt = (blockSize: number, skip?: PrivateSuffixes): DeftFlattenPlan => {
       const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize, skip, {
         maskFull: options.mma?.legacyMask === 1, // profiling: the masks before change 12
