@@ -73,12 +73,6 @@ export interface MmaKernelOptions {
    */
   legacyMask?: number;
   /**
-   * 1: V is staged over K once Q K^T is done (while the softmax runs), instead of beside it, which
-   * takes a 16-key sub-tile's staging from 2 rows of K/V to 1 (docs/performance.md, change 14); 0:
-   * side by side.
-   */
-  shareKv?: number;
-  /**
    * Bytes of workgroup memory added and never used, for `tools/profile_mma.ts` only: what the
    * kernel's speed does as its memory grows shows whether memory limits the workgroups resident per
    * SM (docs/performance.md, change 10). Never set by a method's variants.
@@ -178,8 +172,6 @@ export interface MmaKernel {
   readonly padBytes?: number;
   /** The mask handling before change 12 (profiling only, {@linkcode MmaKernelOptions.legacyMask}). */
   readonly legacyMask?: boolean;
-  /** V staged over K after Q K^T ({@linkcode MmaKernelOptions.shareKv}). */
-  readonly shareKv?: boolean;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -193,8 +185,7 @@ export function mmaVariantName(k: MmaKernel): string {
   const rounds = k.outRounds !== k.defaultOutRounds ? `-o${k.outRounds}` : "";
   const pad = k.padBytes ? `-pad${k.padBytes}` : "";
   const legacy = k.legacyMask ? "-legacymask" : "";
-  const vk = k.shareKv ? "-vk" : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${vk}${pad}${legacy}${knocked}`;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${legacy}${knocked}`;
 }
 
 /**
@@ -290,7 +281,6 @@ export function mmaKernel(
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
     ...(o.padBytes ? { padBytes: o.padBytes } : {}),
     ...(o.legacyMask === 1 ? { legacyMask: true } : {}),
-    ...(o.shareKv === 1 ? { shareKv: true } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
@@ -308,10 +298,8 @@ function halfArray(
 ): { size: number; pOffset: number; qRows: number } {
   const ds = shape.headDim + ROW_PAD;
   const ps = k.keys + ROW_PAD;
-  // K and V side by side, or one area that holds K, then V (shareKv); P over K when it fits and
-  // K's area is not V's.
-  const kv = (k.shareKv ? 1 : 2) * k.keys * ds;
-  const pOverK = !k.shareKv && k.rows * ps <= k.keys * ds;
+  const kv = 2 * k.keys * ds;
+  const pOverK = k.rows * ps <= k.keys * ds;
   const loop = pOverK ? kv : kv + k.rows * ps;
   // Q is staged in rounds of qRows rows, as many as fit in the loop's staging (whole row blocks,
   // whole vec4 per invocation), so that Q does not set the workgroup memory (fewer workgroups per
@@ -406,7 +394,6 @@ export function mmaSource(o: MmaSourceOptions): string {
   const dn = d / N / split; // output fragments per subgroup
   const kn = k.keys / N; // score fragments per sub-tile
   const kk = k.keys / K; // P fragments per sub-tile
-  const vBase = k.shareKv ? 0 : k.keys * ds; // where V is staged in h_sh
   const lines = (n: number, f: (i: number) => string) =>
     Array.from({ length: n }, (_, i) => f(i)).join("\n");
   // Where output fragment f of a round goes in the round's staging, and its store for round j.
@@ -419,8 +406,8 @@ export function mmaSource(o: MmaSourceOptions): string {
   // Four halves of `x` to h_sh from `at`.
   const stage4 = (at: string, x: string, pad = "  ") =>
     `${pad}{ let a = ${at}; h_sh[a] = ${x}.x; h_sh[a + 1u] = ${x}.y; h_sh[a + 2u] = ${x}.z; h_sh[a + 3u] = ${x}.w; }`;
-  // Loads of the sub-tile whose slots are in slot buffer `b` into kr and/or vr.
-  const loadKv = (b: string, pad = "  ", which: "kv" | "k" | "v" = "kv") =>
+  // Loads of the sub-tile whose slots are in slot buffer `b` into kr/vr.
+  const loadKv = (b: string, pad = "  ") =>
     lines(nkv, (i) =>
       [
         `${pad}{`,
@@ -431,11 +418,11 @@ export function mmaSource(o: MmaSourceOptions): string {
           ? [
             `${pad}  kr${i} = kv_keep * f16(at & 7u);`,
             `${pad}  vr${i} = kv_keep * f16(at & 3u);`,
-          ].filter((_, j) => which.includes(j === 0 ? "k" : "v"))
+          ]
           : [
             `${pad}  kr${i} = select(vec4<f16>(), k_in[at], s >= 0);`,
             `${pad}  vr${i} = select(vec4<f16>(), v_in[at], s >= 0);`,
-          ].filter((_, j) => which.includes(j === 0 ? "k" : "v"))),
+          ]),
         `${pad}}`,
       ].join("\n"));
 
@@ -476,13 +463,8 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(4) var<storage, read_write> partial_o: array<vec4<f32>>; // [partial][qHead][d]
 @group(0) @binding(5) var<storage, read_write> partial_lse: array<f32>;     // [partial][qHead]
 
-${
-    k.shareKv
-      ? `// Q staging [R][DS] (in rounds) before the loop; then K [KT][DS] at 0, replaced by V once the
-// scores are done, and P [R][PS] at P_OFF.`
-      : `// Q staging [R][DS] before the loop; then K [KT][DS] at 0, V [KT][DS] at KT * DS, and P [R][PS]
-// at P_OFF (over K once the scores are done, when it fits).`
-  }
+// Q staging [R][DS] before the loop; then K [KT][DS] at 0, V [KT][DS] at KT * DS, and P [R][PS]
+// at P_OFF (over K once the scores are done, when it fits).
 // Every workgroup variable is a whole number of 16-byte units: NVIDIA's driver packs them in
 // some order, and a fragment load from an f16 array that does not start on 16 bytes reads from
 // the aligned address below it (seen on an H200: every fragment one element early, because of a
@@ -636,9 +618,7 @@ ${
         [
           `    let se${i} = lid + ${i * k.threads}u;`,
           stage4(`(se${i} / DV) * DS + 4u * (se${i} % DV)`, `kr${i}`, "    "),
-          ...(k.shareKv
-            ? []
-            : [stage4(`KT * DS + (se${i} / DV) * DS + 4u * (se${i} % DV)`, `vr${i}`, "    ")]),
+          stage4(`KT * DS + (se${i} / DV) * DS + 4u * (se${i} % DV)`, `vr${i}`, "    "),
         ].join("\n"))
   }
     // The next sub-tile's slots were read one sub-tile ago; read the one after next's now, so
@@ -666,7 +646,7 @@ ${
     if (lid == 0u) { flag_sh[0] = 0u; }
     workgroupBarrier();
     if (kt + 1u < tiles) {
-${loadKv("buf ^ 1u", "      ", k.shareKv ? "k" : "kv")}
+${loadKv("buf ^ 1u", "      ")}
     }
     // S = Q K^T for this row block.
     if (busy) {
@@ -697,26 +677,6 @@ ${
   }
     }
     workgroupBarrier();
-${
-    k.shareKv && !off("stage")
-      ? `    // V over K: Q K^T is done with K (the barrier above), and the flag's workgroupUniformLoad
-    // below orders these stores before P V. Then the next sub-tile's V loads.
-${
-        lines(nkv, (i) =>
-          [
-            `    let sv_e${i} = lid + ${i * k.threads}u;`,
-            stage4(`(sv_e${i} / DV) * DS + 4u * (sv_e${i} % DV)`, `vr${i}`, "    "),
-          ].join("\n"))
-      }
-    if (kt + 1u < tiles) {
-${loadKv("buf ^ 1u", "      ", "v")}
-    }`
-      : k.shareKv
-      ? `    if (kt + 1u < tiles) {
-${loadKv("buf ^ 1u", "      ", "v")}
-    }`
-      : ""
-  }
     // Softmax of row \`row\` over keys part * KPL ..: scale, mask, maximum, P = exp(S - m) in f16.
 ${
     off("softmax")
@@ -812,7 +772,7 @@ ${
       (j) =>
         off("pv-loads")
           ? `      let vf${j} = subgroupMatrixLoad<${right}, row_major>(&h_sh, ${
-            vBase + j * K * ds
+            k.keys * ds + j * K * ds
           }u + hs * ${dn * N}u, DS);`
           : "",
     )
@@ -826,7 +786,7 @@ ${
             off("pv-loads")
               ? `vf${j}`
               : `subgroupMatrixLoad<${right}, row_major>(&h_sh, ${
-                vBase + j * K * ds
+                k.keys * ds + j * K * ds
               }u + (hs * ${dn}u + ${n}u) * ${N}u, DS)`
           }, o${n});`,
       ))

@@ -106,19 +106,6 @@ function flattenVariants(): Variant[] {
       options: { ...dawn, mma: { rows, keys: 16, fit: 0 } },
       runtimes: ["dawn"],
     })),
-    // V staged over K (change 14), at the tuned 64 rows and at 32.
-    {
-      label: "flat-dawn-vk",
-      method: "deft-flatten",
-      options: { ...dawn, mma: { ...dawn.mma, shareKv: 1 } },
-      runtimes: ["dawn"],
-    },
-    {
-      label: "flat-dawn-r32-vk",
-      method: "deft-flatten",
-      options: { ...dawn, mma: { rows: 32, keys: 16, fit: 0, shareKv: 1 } },
-      runtimes: ["dawn"],
-    },
     { label: "flat-deno", method: "deft-flatten", options: deno, runtimes: ["deno"] },
     {
       label: "flat-deno-p0",

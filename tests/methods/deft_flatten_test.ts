@@ -510,9 +510,6 @@ const MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
   { rows: 64, keys: 32 },
   // Q staged in two rounds on an 8 x 8 x 8 device (change 10); no tile of a 16-wide one.
   { rows: 64, keys: 8 },
-  // V staged over K after Q K^T (change 14): the default tile, and 64 rows (Q in rounds).
-  { shareKv: 1 },
-  { rows: 64, keys: 8, shareKv: 1 },
 ];
 /**
  * Tiles checked on hardware GPUs only: the whole output tile staged at once (change 9; it compiles
@@ -650,11 +647,6 @@ Deno.test("the matrix kernel's output pass adds no workgroup memory unless asked
   // 64 rows of S and a few row arrays.
   assertEquals(bytes({ rows: 32, keys: 16 }), 11728);
   assertEquals(bytes({ rows: 64, keys: 16 }), 14544);
-  // V over K (change 14): one K/V row of 16 x 136 halves instead of two, P beside it, Q in two
-  // rounds of 16 rows for 32-row tiles.
-  assertEquals(bytes({ rows: 32, keys: 16, shareKv: 1 }), 8912);
-  assertEquals(bytes({ rows: 64, keys: 16, shareKv: 1 }), 13264);
-  assertEquals(mmaVariantName(k({ rows: 32, keys: 16, shareKv: 1 })), "mma-16x16x16-r32-k16-vk");
   const r64 = mmaSource({
     shape: LLAMA_LAYER,
     kernel: k({ rows: 64, keys: 16 }),
