@@ -344,7 +344,7 @@ interface Geometry {
 }
 
 /** Largest number of 32-query mask words a tile of `rows` rows starting at a multiple of `rows` spans. */
-function tileMaskWords(rows: number, group: number): number {
+export function tileMaskWords(rows: number, group: number): number {
   let most = 1;
   // floor(k rows / group) mod 32 repeats with a period dividing 32 x group.
   for (let k = 0; k < 32 * group; k++) {
@@ -904,7 +904,10 @@ export async function prepareGroupAttention(
     partials * shape.qHeads * shape.headDim * 4,
   );
   const partialLse = gpu.buffer(`${plan.method} partial lse`, partials * shape.qHeads * 4);
+  // Profiling only: the matrix kernel's live-workgroup counter (MmaKernelOptions.occupancy).
+  const occupancy = plan.mma?.occupancy ? gpu.buffer(`${plan.method} occupancy`, 16) : null;
   const owned: { destroy(): void }[] = [meta, partialO, partialLse];
+  if (occupancy) owned.push(occupancy);
   try {
     const second = tail
       ? await tail.prepare(gpu, problem, { o: partialO, lse: partialLse, base: tail.base })
@@ -913,10 +916,15 @@ export async function prepareGroupAttention(
     const bindGroup = gpu.device.createBindGroup({
       label,
       layout: pipeline.getBindGroupLayout(0),
-      entries: [problem.q, problem.k, problem.v, meta, partialO, partialLse].map((
-        buffer,
-        binding,
-      ) => ({ binding, resource: { buffer } })),
+      entries: [
+        problem.q,
+        problem.k,
+        problem.v,
+        meta,
+        partialO,
+        partialLse,
+        ...(occupancy ? [occupancy] : []),
+      ].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     const reduction = await prepareReduction(
       gpu,
@@ -946,6 +954,7 @@ export async function prepareGroupAttention(
         ...(second ? [{ name: tail!.name, encode: second.encode }] : []),
         { name: "reduce", encode: reduction.encode },
       ],
+      ...(occupancy ? { counters: { occupancy } } : {}),
       destroy() {
         reduction.destroy();
         for (const b of owned) b.destroy();

@@ -79,6 +79,13 @@ export interface MmaKernelOptions {
    */
   padBytes?: number;
   /**
+   * 1: every workgroup counts itself in a storage counter while it runs (binding 6, see
+   * {@linkcode PreparedMethod.counters}), and the counter keeps the most workgroups ever live at
+   * once: the residency the driver gives the kernel, which Dawn does not report
+   * (`tools/occupancy_mma.ts`). Profiling only; never set by a method's variants.
+   */
+  occupancy?: number;
+  /**
    * Parts of the kernel knocked out, for `tools/profile_mma.ts` only: the kernel then computes a
    * wrong result, and the time it saves is what the part costs (a profile by subtraction, since no
    * profiler reaches the GPU through Dawn). A `+`-separated list of {@linkcode MmaAblation}s; never
@@ -170,6 +177,8 @@ export interface MmaKernel {
   readonly ablate?: readonly MmaAblation[];
   /** Unused workgroup memory added (profiling only, see {@linkcode MmaKernelOptions.padBytes}). */
   readonly padBytes?: number;
+  /** Live workgroups counted (profiling only, see {@linkcode MmaKernelOptions.occupancy}). */
+  readonly occupancy?: boolean;
   /** The mask handling before change 12 (profiling only, {@linkcode MmaKernelOptions.legacyMask}). */
   readonly legacyMask?: boolean;
 }
@@ -185,7 +194,8 @@ export function mmaVariantName(k: MmaKernel): string {
   const rounds = k.outRounds !== k.defaultOutRounds ? `-o${k.outRounds}` : "";
   const pad = k.padBytes ? `-pad${k.padBytes}` : "";
   const legacy = k.legacyMask ? "-legacymask" : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${legacy}${knocked}`;
+  const occ = k.occupancy ? "-occ" : "";
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${legacy}${occ}${knocked}`;
 }
 
 /**
@@ -281,6 +291,7 @@ export function mmaKernel(
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
     ...(o.padBytes ? { padBytes: o.padBytes } : {}),
     ...(o.legacyMask === 1 ? { legacyMask: true } : {}),
+    ...(o.occupancy === 1 ? { occupancy: true } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
@@ -462,7 +473,13 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(3) var<storage, read> md: array<u32>;
 @group(0) @binding(4) var<storage, read_write> partial_o: array<vec4<f32>>; // [partial][qHead][d]
 @group(0) @binding(5) var<storage, read_write> partial_lse: array<f32>;     // [partial][qHead]
-
+${
+    k.occupancy
+      ? `// [0]: workgroups live now, [1]: the most live at once (profiling: occupancy).
+@group(0) @binding(6) var<storage, read_write> occ: array<atomic<u32>, 4>;
+`
+      : ""
+  }
 // Q staging [R][DS] before the loop; then K [KT][DS] at 0, V [KT][DS] at KT * DS, and P [R][PS]
 // at P_OFF (over K once the scores are done, when it fits).
 // Every workgroup variable is a whole number of 16-byte units: NVIDIA's driver packs them in
@@ -506,7 +523,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }u] = flat; }  // keeps pad_sh`
       : ""
   }
-  if (flat >= item_count * KV_HEADS) { return; }
+  if (flat >= item_count * KV_HEADS) { return; }${
+    k.occupancy ? "\n  if (lid == 0u) { atomicMax(&occ[1], atomicAdd(&occ[0], 1u) + 1u); }" : ""
+  }
   // KV head major: the row tiles of one (group, KV head) run side by side and share the KV in L2.
   let kvh = flat / item_count;
   let ib = 8u + 8u * (flat % item_count);
@@ -838,7 +857,7 @@ ${
   }
   if (row < rows && part == 0u) {
     partial_lse[out_row] = select(NEG, m_run + log(l_run), l_run > 0.0);
-  }
+  }${k.occupancy ? "\n  workgroupBarrier();\n  if (lid == 0u) { atomicSub(&occ[0], 1u); }" : ""}
 }
 `;
 }

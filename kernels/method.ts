@@ -201,6 +201,11 @@ export interface PreparedMethod {
    * (`tools/profile_mma.ts --parts`); absent where a method does not say.
    */
   readonly parts?: readonly PreparedPart[];
+  /**
+   * Profiling counters the dispatches write (u32 words), by name, for tools that read them after a
+   * run (`occupancy`: see `MmaKernelOptions.occupancy`); absent unless a profiling option asks.
+   */
+  readonly counters?: Readonly<Record<string, GPUBuffer>>;
   /** Frees the method's own buffers (not the problem's). */
   destroy(): void;
 }

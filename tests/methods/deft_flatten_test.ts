@@ -656,6 +656,19 @@ Deno.test("the matrix kernel's output pass adds no workgroup memory unless asked
   assert(r64.includes("rb * M / 32u == 1u"));
 });
 
+Deno.test("the matrix kernel counts its live workgroups only when profiling asks", () => {
+  const k = (o: Partial<MmaKernelOptions>) => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, o);
+  const src = (o: Partial<MmaKernelOptions>) =>
+    mmaSource({ shape: LLAMA_LAYER, kernel: k(o), maskWords: 2, enables: "" });
+  assert(!src({}).includes("@binding(6)"));
+  const counted = src({ occupancy: 1 });
+  assert(counted.includes("@binding(6) var<storage, read_write> occ: array<atomic<u32>, 4>;"));
+  assert(counted.includes("atomicSub(&occ[0], 1u)"));
+  assertEquals(mmaVariantName(k({ occupancy: 1 })), "mma-16x16x16-r32-k16-occ");
+  // Counting costs no workgroup memory.
+  assertEquals(mmaWorkgroupBytes(LLAMA_LAYER, k({ occupancy: 1 }), 2), 11728);
+});
+
 Deno.test("privateSuffixes() routes exactly the nodes only one query sees, where its suffix is long enough", async () => {
   const seed = propertySeed();
   await withSeed(seed, (rng) => {
