@@ -128,9 +128,6 @@ export const PER_TREE_KERNELS: ReadonlySet<string> = new Set(["tree-mask"]);
  */
 export const HAS_MATRIX: boolean = DEVICE?.offer.subgroupMatrix ?? false;
 
-/** Whether the test device has subgroup built-ins (kernel variants that shuffle need them). */
-export const HAS_SUBGROUPS: boolean = DEVICE?.offer.subgroups ?? false;
-
 /** True when a test of `dtype` must be ignored on this machine (see {@linkcode HAS_F16}). */
 export function skipDtype(dtype: Dtype): boolean {
   return dtype === "f16" && F16_IGNORED;
@@ -359,20 +356,18 @@ const SKIP_CASES = (Deno.env.get("DEFT_CONFORMANCE_SKIP") ?? "").split(",").filt
  * without shader-f16 (see {@linkcode skipDtype}). `tests/methods/conformance_test.ts` runs the
  * whole matrix for every method of the list; a method's own test file adds its own cases.
  * `o.variant`: the cases check a kernel variant other than the method's default, ignored where
- * {@linkcode CHECK_VARIANTS} is false; `o.subgroups`: the variant needs subgroups, ignored on a
- * device without them ({@linkcode HAS_SUBGROUPS}). In the {@linkcode OPENGL_MINIMAL} matrix a method of
+ * {@linkcode CHECK_VARIANTS} is false. In the {@linkcode OPENGL_MINIMAL} matrix a method of
  * {@linkcode PER_TREE_KERNELS} runs only the first case.
  */
 export function conformanceSuite(
   record: MethodRecord,
   cases: ConformanceCase[] = conformanceCases(),
   label: string = record.name,
-  o: { variant?: boolean; subgroups?: boolean } = {},
+  o: { variant?: boolean } = {},
 ): void {
   let run = cases.filter((c) => inMatrix(c));
   if (OPENGL_MINIMAL && PER_TREE_KERNELS.has(record.name)) run = run.slice(0, 1);
-  const ignoreAll = (o.variant === true && !CHECK_VARIANTS) ||
-    (o.subgroups === true && !HAS_SUBGROUPS);
+  const ignoreAll = o.variant === true && !CHECK_VARIANTS;
   for (const c of run) {
     const families = skipDtype(c.dtype)
       ? null

@@ -124,10 +124,6 @@ function sequenceVariants(): Variant[] {
     ["seq-t256-pv", { threads: 256, prefetchV: 1 }],
     ["seq-w2048", { targetWorkgroups: 2048 }],
     ["seq-w4096", { targetWorkgroups: 4096 }],
-    // Change 15: partial dots summed by subgroup shuffles (5 workgroups per SM instead of 3).
-    ["seq-sg", { subgroupSum: 1 }],
-    ["seq-sg-pv", { subgroupSum: 1, prefetchV: 1 }],
-    ["seq-sg-t256-k128", { subgroupSum: 1, threads: 256, blockKeys: 128 }],
   ];
   return grid.map(([label, sequence]) => ({ label, method: "sequence", options: { sequence } }));
 }

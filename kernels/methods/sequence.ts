@@ -23,7 +23,7 @@
  */
 
 import { type Dtype, dtypeBytes, groupSize, type ModelShape } from "../../workloads/shapes.ts";
-import { checkWorkgroup, type Gpu, GpuError, PLAN_STORAGE_BUDGET, requireF16 } from "../gpu.ts";
+import { checkWorkgroup, type Gpu, PLAN_STORAGE_BUDGET, requireF16 } from "../gpu.ts";
 import type {
   DispatchInfo,
   GpuProblem,
@@ -73,11 +73,6 @@ export interface SequenceVariant {
   readonly qPlacement: "auto" | "registers" | "workgroup";
   /** Issue the block's V loads before the first barrier (more registers, overlaps the scores). */
   readonly prefetchV: boolean;
-  /**
-   * The lanes of a key sum their partial dots by subgroup shuffles instead of through workgroup
-   * memory (needs subgroups of at least `lanes` invocations; about L x less `wbuf`).
-   */
-  readonly subgroupSum: boolean;
   /** Workgroups aimed for when `options.targetWorkgroups` is 0. */
   readonly targetWorkgroups: number;
   /** Most query heads per workgroup (more split the GQA group into head blocks). */
@@ -94,7 +89,6 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   blockKeys: 64,
   qPlacement: "auto",
   prefetchV: false,
-  subgroupSum: false,
   targetWorkgroups: 1024,
   maxHeadsPerWorkgroup: 8,
   // Llama-3-8B f16 uses about 13 KiB (24 KiB with 256 threads and 128-key blocks).
@@ -103,7 +97,7 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
 
 /**
  * `options.sequence`: the fields of {@linkcode SequenceVariant} to change from the default (its
- * name follows from them; `prefetchV` and `subgroupSum` are 0 or 1).
+ * name follows from them; `prefetchV` is 0 or 1).
  */
 export type SequenceParams = Readonly<{
   threads?: number;
@@ -111,7 +105,6 @@ export type SequenceParams = Readonly<{
   blockKeys?: number;
   qPlacement?: SequenceVariant["qPlacement"];
   prefetchV?: 0 | 1;
-  subgroupSum?: 0 | 1;
   targetWorkgroups?: number;
   maxHeadsPerWorkgroup?: number;
   storageBudget?: number;
@@ -122,16 +115,15 @@ export type SequenceParams = Readonly<{
  * or the changed fields (`threads256-blockKeys128`).
  */
 export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant {
-  const { prefetchV, subgroupSum, ...rest } = params;
-  for (const [name, flag] of [["prefetchV", prefetchV], ["subgroupSum", subgroupSum]] as const) {
-    if (flag !== undefined && flag !== 0 && flag !== 1) {
-      throw new RangeError(`Sequence variant ${name} must be 0 or 1, got ${JSON.stringify(flag)}`);
-    }
+  const { prefetchV, ...rest } = params;
+  if (prefetchV !== undefined && prefetchV !== 0 && prefetchV !== 1) {
+    throw new RangeError(
+      `Sequence variant prefetchV must be 0 or 1, got ${JSON.stringify(prefetchV)}`,
+    );
   }
   const base: Record<string, unknown> = {
     ...DEFAULT_SEQUENCE_VARIANT,
     prefetchV: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
-    subgroupSum: DEFAULT_SEQUENCE_VARIANT.subgroupSum ? 1 : 0,
   };
   const changed = Object.entries(params).filter(([k, v]) => v !== undefined && v !== base[k]);
   const name = changed.length === 0 ? "default" : changed.map(([k, v]) => `${k}${v}`).join("-");
@@ -139,7 +131,6 @@ export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant 
     ...DEFAULT_SEQUENCE_VARIANT,
     ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
     ...(prefetchV === undefined ? {} : { prefetchV: prefetchV === 1 }),
-    ...(subgroupSum === undefined ? {} : { subgroupSum: subgroupSum === 1 }),
     name,
   });
 }
@@ -178,13 +169,6 @@ export const SEQUENCE_KERNEL: KernelVariant = {
         name: "prefetchV",
         doc: "1: issue a block's V loads before its first barrier",
         default: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
-        min: 0,
-        max: 1,
-      },
-      {
-        name: "subgroupSum",
-        doc: "1: a key's lanes sum their partial dots by subgroup shuffles (needs subgroups)",
-        default: DEFAULT_SEQUENCE_VARIANT.subgroupSum ? 1 : 0,
         min: 0,
         max: 1,
       },
@@ -238,8 +222,6 @@ export interface SequenceTiling {
   readonly qInRegisters: boolean;
   /** True when V loads are issued before the first barrier of a block. */
   readonly prefetchV: boolean;
-  /** True when a key's lanes sum their partial dots by subgroup shuffles. */
-  readonly subgroupSum: boolean;
 }
 
 /** The plan of `sequence`: per-query path segments, the chunks and the kernel geometry. */
@@ -305,31 +287,10 @@ export function checkSequenceVariant(v: SequenceVariant): SequenceVariant {
   return v;
 }
 
-/** Vec4s of the kernel's `wbuf`: per-lane partial dots (or per-key dots) and the final merge. */
-function wbufVec4s(
-  d4: number,
-  hb: number,
-  lanes: number,
-  b: number,
-  kg: number,
-  subgroupSum: boolean,
-): number {
-  const hb4 = ceilDiv(hb, 4);
-  const merge = Math.floor(kg / 2) * hb * d4 + b * hb4;
-  return subgroupSum ? merge : Math.max(b * (lanes * hb4 + 1), merge);
-}
-
 /** Workgroup memory of a geometry (the kernel's `wbuf`, `lg`, `pr`, `qs` and `mxu`). */
-function sharedBytes(
-  d4: number,
-  hb: number,
-  lanes: number,
-  b: number,
-  kg: number,
-  subgroupSum: boolean,
-): number {
+function sharedBytes(d4: number, hb: number, lanes: number, b: number, kg: number): number {
   const hb4 = ceilDiv(hb, 4);
-  const wbuf = wbufVec4s(d4, hb, lanes, b, kg, subgroupSum);
+  const wbuf = Math.max(b * (lanes * hb4 + 1), Math.floor(kg / 2) * hb * d4 + b * hb4);
   return 16 * (wbuf + 2 * b * hb4 + 4 * hb4 * d4 + lanes) + 4 * 4 * hb4;
 }
 
@@ -355,7 +316,7 @@ export function sequenceTiling(
         (variant.qPlacement === "auto" && hb * qc <= Q_REGISTER_VEC4S);
       for (let b = Math.max(kpp, Math.min(variant.blockKeys, wg)); b >= Math.max(kpp, 4); b /= 2) {
         const kg = Math.min(Math.floor(wg / d4), b);
-        const bytes = sharedBytes(d4, hb, lanes, b, kg, variant.subgroupSum);
+        const bytes = sharedBytes(d4, hb, lanes, b, kg);
         if (bytes > variant.storageBudget) continue;
         return {
           workgroupSize: wg,
@@ -369,7 +330,6 @@ export function sequenceTiling(
           keyGroups: kg,
           qInRegisters,
           prefetchV: variant.prefetchV,
-          subgroupSum: variant.subgroupSum,
         };
       }
     }
@@ -409,31 +369,21 @@ export function sequenceConstants(
     PVK: ceilDiv(b, kg),
     Q_REGS: tiling.qInRegisters ? 1 : 0,
     PREFETCH_V: tiling.prefetchV ? 1 : 0,
-    SG_SUM: tiling.subgroupSum ? 1 : 0,
-    SG_STEPS: tiling.subgroupSum ? Math.log2(lanes) : 0,
     LANE_TAIL: d4 % lanes === 0 ? 0 : 1,
     PV_TAIL: b % kg === 0 ? 0 : 1,
     PV_IDLE: kg * d4 < tiling.workgroupSize ? 1 : 0,
     PROW: lanes * hb4 + 1,
     MERGE: merge,
-    WBUF: wbufVec4s(d4, hb, lanes, b, kg, tiling.subgroupSum),
+    WBUF: Math.max(b * (lanes * hb4 + 1), merge + b * hb4),
     SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
   };
 }
 
-/**
- * The kernel source for a shape, dtype and tiling (specialised and unrolled); `enables` are the
- * runtime's `enable` lines for subgroups when the tiling sums by subgroup shuffles.
- */
-export function sequenceShader(
-  shape: ModelShape,
-  dtype: Dtype,
-  tiling: SequenceTiling,
-  enables = "",
-): string {
+/** The kernel source for a shape, dtype and tiling (specialised and unrolled). */
+export function sequenceShader(shape: ModelShape, dtype: Dtype, tiling: SequenceTiling): string {
   const consts = sequenceConstants(shape, tiling);
   const f16 = dtype === "f16";
-  return enables + unrollWgsl(
+  return unrollWgsl(
     specializeWgsl(sequenceWgsl, {
       consts,
       aliases: f16 ? { KV4: "vec4<f16>" } : {},
@@ -604,7 +554,6 @@ export function planSequenceFrom(
       keyGroups: tiling.keyGroups,
       qInRegisters: tiling.qInRegisters ? 1 : 0,
       prefetchV: tiling.prefetchV ? 1 : 0,
-      subgroupSum: tiling.subgroupSum ? 1 : 0,
       partials: direct ? 0 : used,
       direct: direct ? 1 : 0,
       segments: segCount - nq,
@@ -655,15 +604,7 @@ export async function prepareSequenceStage(
   const { shape, dtype, tiling } = plan;
   requireF16(gpu, dtype);
   checkWorkgroup(gpu, "sequence", { bytes: tiling.sharedBytes, threads: tiling.workgroupSize });
-  if (tiling.subgroupSum && gpu.info.subgroupMinSize < tiling.lanes) {
-    throw new GpuError(
-      `sequence with subgroupSum needs subgroups of at least ${tiling.lanes} invocations; this device has ${
-        gpu.hasSubgroups ? `a minimum of ${gpu.info.subgroupMinSize}` : "none"
-      }`,
-    );
-  }
-  const enables = tiling.subgroupSum ? gpu.wgslEnables({ subgroups: true }) : "";
-  const pipeline = await gpu.pipeline("sequence", sequenceShader(shape, dtype, tiling, enables));
+  const pipeline = await gpu.pipeline("sequence", sequenceShader(shape, dtype, tiling));
   const own: GPUBuffer[] = [];
   const make = (label: string, data: ArrayBufferView | number) => {
     const buf = gpu.buffer(label, data);

@@ -11,9 +11,7 @@
 //      vec4s), and dots them with those quads of all HB heads (Q pre-scaled by log2(e)/sqrt(d),
 //      in registers or in workgroup memory). The B keys of a block take PASSES = B / KPP passes,
 //      unrolled, so each thread has PASSES x QC loads in flight. Per-lane partial dots (a vec4 of
-//      heads) go to `wbuf` [key][lane] (rows padded by one vec4: no bank conflicts), or, with
-//      SG_SUM, are summed across the key's lanes by subgroup shuffles and stored once per key
-//      (`wbuf` then shrinks by L x: more workgroups fit in an SM's 48 KiB).
+//      heads) go to `wbuf` [key][lane] (rows padded by one vec4: no bank conflicts).
 //   -- barrier --
 //   2. Logits. Thread t < B sums the L partials of key t, stores the logits, and proposes a new
 //      running max with a workgroup atomicMax only when a logit exceeds the current one by more
@@ -57,14 +55,12 @@ const KG: u32 = 8u;          // P·V key groups: min(floor(WG / D4), B)
 const PVK: u32 = 16u;        // ceil(B / KG): keys per P·V thread and block
 const Q_REGS: u32 = 1u;      // 1: each lane keeps its Q quads in registers; 0: read them from qs
 const PREFETCH_V: u32 = 0u;  // 1: issue the block's V loads before barrier 1
-const SG_SUM: u32 = 0u;      // 1: the L lanes of a key sum their partial dots by subgroup shuffles
-const SG_STEPS: u32 = 0u;    // log2(L) when SG_SUM, else 0 (no subgroup built-in in the source)
 const LANE_TAIL: u32 = 0u;   // 1 when L does not divide D4 (some lanes skip their last quad)
 const PV_TAIL: u32 = 0u;     // 1 when KG does not divide B
 const PV_IDLE: u32 = 0u;     // 1 when KG x D4 < WG (threads without a P·V key group)
 const PROW: u32 = 9u;        // L x HB4 + 1: padded partial row, in vec4s
 const MERGE: u32 = 512u;     // floor(KG / 2) x HB x D4: merge buffer, in vec4s
-const WBUF: u32 = 1152u;     // max(B x PROW, MERGE + B x HB4); MERGE + B x HB4 when SG_SUM
+const WBUF: u32 = 1152u;     // max(B x PROW, MERGE + B x HB4)
 const SCALE: f32 = 0.12751743074;  // log2(e) / sqrt(head dim)
 
 const HBP: u32 = HB4 * 4u;
@@ -164,7 +160,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var p = 0u; p < PASSES; p++) { // unroll
           let j = p * KPP + kr;
           let pos = bs + j;
-          var sp: array<vec4<f32>, HB4>; // SG_SUM: this lane's partial dots, summed below
           if (full == 1u || pos < end) {
             var slot = base + pos;
             if (full == 0u && pos >= cursor_end) { slot = slot_walk(pos, cursor); }
@@ -188,22 +183,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                   s[hh] = d;
                 }
               }
-              if (SG_SUM == 1u) {
-                sp[g] = s;
-              } else {
-                wbuf[j * PROW + kl * HB4 + g] = s;
-              }
-            }
-          }
-          // The L lanes of key j are neighbours in one subgroup: a butterfly of shuffles sums their
-          // partials, outside the branch above (every lane takes part), and lane 0 stores the dots.
-          if (SG_SUM == 1u) {
-            for (var g = 0u; g < HB4; g++) { // unroll
-              var s = sp[g];
-              for (var o = 0u; o < SG_STEPS; o++) { // unroll
-                s += subgroupShuffleXor(s, 1u << o);
-              }
-              if (kl == 0u && (full == 1u || pos < end)) { wbuf[j * HB4 + g] = s; }
+              wbuf[j * PROW + kl * HB4 + g] = s;
             }
           }
         }
@@ -228,12 +208,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
           let ok = full == 1u || bs + t < end;
           for (var g = 0u; g < HB4; g++) { // unroll
             var s = vec4<f32>(0.0);
-            if (SG_SUM == 1u) {
-              s = wbuf[t * HB4 + g];
-            } else {
-              for (var l = 0u; l < L; l++) { // unroll
-                s += wbuf[t * PROW + l * HB4 + g];
-              }
+            for (var l = 0u; l < L; l++) { // unroll
+              s += wbuf[t * PROW + l * HB4 + g];
             }
             if (!ok) { s = vec4<f32>(NEG); }
             lg[t * HB4 + g] = s;

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../_assert.ts";
+import { assert, assertEquals } from "../_assert.ts";
 import {
   chainTree,
   CHECK_VARIANTS,
@@ -169,9 +169,6 @@ const VARIANTS: SequenceParams[] = [
   { qPlacement: "registers", maxHeadsPerWorkgroup: 2 },
   { prefetchV: 1 },
   { blockKeys: 32, storageBudget: 16384 },
-  // The partial dots summed by subgroup shuffles (ignored on devices without subgroups).
-  { subgroupSum: 1 },
-  { subgroupSum: 1, lanes: 4, qPlacement: "workgroup", prefetchV: 1 },
 ];
 
 Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for every shape", () => {
@@ -212,22 +209,6 @@ Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for eve
     [llama.workgroupSize, llama.keysPerTile, llama.lanes, llama.keyGroups, llama.qInRegisters],
     [128, 64, 8, 4, true],
   );
-});
-
-Deno.test("sequence's subgroup sum shrinks wbuf and puts shuffles in the shader only when asked", () => {
-  const s = MODEL_SHAPES["llama3-8b"]!;
-  const plain = sequenceTiling(s, "f16");
-  const summed = sequenceTiling(s, "f16", sequenceVariantOf({ subgroupSum: 1 }));
-  // 64 keys x (8 lanes x 1 + 1) vec4 of partial dots -> the merge's 2 x 4 x 32 + 64 vec4.
-  assertEquals(plain.sharedBytes, 13456);
-  assertEquals(summed.sharedBytes, 13456 - 16 * (64 * 9 - (256 + 64)));
-  assertEquals(sequenceVariantOf({ subgroupSum: 1 }).name, "subgroupSum1");
-  assert(!sequenceShader(s, "f16", plain).includes("subgroupShuffleXor"));
-  const src = sequenceShader(s, "f16", summed, "enable subgroups;\n");
-  assert(src.startsWith("enable subgroups;\nenable f16;"));
-  // log2(8 lanes) = 3 butterfly steps per vec4 of heads, pass (4) and copy of the block code (2).
-  assertEquals(src.match(/subgroupShuffleXor\(s, 1u << o\)/g)?.length, 3 * 4 * 2);
-  assertThrows(() => sequenceVariantOf({ subgroupSum: 2 as 1 }), RangeError, /subgroupSum/);
 });
 
 Deno.test("checkSequenceVariant() rejects impossible variants", () => {
@@ -425,7 +406,7 @@ for (const overrides of VARIANTS.slice(1)) {
     sequence,
     cases.map((c) => ({ ...c, options: { ...c.options, sequence: overrides } })),
     `sequence ${JSON.stringify(overrides)}`,
-    { variant: true, subgroups: overrides.subgroupSum === 1 },
+    { variant: true },
   );
 }
 
