@@ -73,6 +73,19 @@ export interface MmaKernelOptions {
    */
   legacyMask?: number;
   /**
+   * Accumulator chains of S = Q K^T (1 or 2): with 2, a subgroup's K-steps alternate between two
+   * score fragments, each stored to its own score tile and summed in the softmax, which halves the
+   * chain of dependent MMAs at the cost of one score tile of workgroup memory per chain
+   * (docs/performance.md, change 16).
+   */
+  qkChains?: number;
+  /**
+   * 1: the rescale flag is read after a plain barrier instead of by `workgroupUniformLoad` (two
+   * barriers); every invocation reads the same value, and the flag is written again only after the
+   * next sub-tile's first barrier (change 16).
+   */
+  plainFlag?: number;
+  /**
    * Bytes of workgroup memory added and never used, for `tools/profile_mma.ts` only: what the
    * kernel's speed does as its memory grows shows whether memory limits the workgroups resident per
    * SM (docs/performance.md, change 10). Never set by a method's variants.
@@ -181,6 +194,10 @@ export interface MmaKernel {
   readonly occupancy?: boolean;
   /** The mask handling before change 12 (profiling only, {@linkcode MmaKernelOptions.legacyMask}). */
   readonly legacyMask?: boolean;
+  /** Accumulator chains of Q K^T ({@linkcode MmaKernelOptions.qkChains}). */
+  readonly qkChains: number;
+  /** The rescale flag read after a plain barrier ({@linkcode MmaKernelOptions.plainFlag}). */
+  readonly plainFlag?: boolean;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -194,8 +211,10 @@ export function mmaVariantName(k: MmaKernel): string {
   const rounds = k.outRounds !== k.defaultOutRounds ? `-o${k.outRounds}` : "";
   const pad = k.padBytes ? `-pad${k.padBytes}` : "";
   const legacy = k.legacyMask ? "-legacymask" : "";
+  const chains = k.qkChains > 1 ? `-c${k.qkChains}` : "";
+  const flag = k.plainFlag ? "-pf" : "";
   const occ = k.occupancy ? "-occ" : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${legacy}${occ}${knocked}`;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${chains}${flag}${rounds}${pad}${legacy}${occ}${knocked}`;
 }
 
 /**
@@ -247,6 +266,14 @@ export function mmaKernel(
       } fragments, got ${o.split}`,
     );
   }
+  const chains = o.qkChains ?? 1;
+  if (![1, 2].includes(chains) || (d / K / split) % chains !== 0) {
+    throw new RangeError(
+      `Kernel mma qkChains must be 1 or 2 and divide a subgroup's ${
+        d / K / split
+      } K-steps, got ${o.qkChains}`,
+    );
+  }
   const lanes = (sg * split) / M; // invocations per row in the softmax
   if (o.keys % lanes !== 0) {
     throw new RangeError(
@@ -264,7 +291,7 @@ export function mmaKernel(
   const dn = d / N / split;
   let defaultOutRounds = dn;
   for (let r = 1; r < dn; r *= 2) {
-    if (dn % r === 0 && d / r + 4 <= split * (o.keys + 4)) {
+    if (dn % r === 0 && d / r + 4 <= split * chains * (o.keys + 4)) {
       defaultOutRounds = r;
       break;
     }
@@ -291,6 +318,8 @@ export function mmaKernel(
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
     ...(o.padBytes ? { padBytes: o.padBytes } : {}),
     ...(o.legacyMask === 1 ? { legacyMask: true } : {}),
+    qkChains: chains,
+    ...(o.plainFlag === 1 ? { plainFlag: true } : {}),
     ...(o.occupancy === 1 ? { occupancy: true } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
@@ -329,7 +358,7 @@ function halfArray(
 
 /** Floats of the f32 workgroup array: max(S tiles, one output round's staging). */
 function floatArray(shape: ModelShape, k: MmaKernel): number {
-  return Math.max(k.split * k.rows * (k.keys + 4), k.rows * outStride(shape, k));
+  return Math.max(k.split * k.qkChains * k.rows * (k.keys + 4), k.rows * outStride(shape, k));
 }
 
 /** Floats per row of an output round's staging (its columns and 4 of padding). */
@@ -672,7 +701,7 @@ ${loadKv("buf ^ 1u", "      ")}
 ${
     off("qk") ? "" : lines(kn, (j) =>
       [
-        `      var s${j} = ${result}();`,
+        lines(k.qkChains, (c) => `      var s${j}_${c} = ${result}();`),
         off("qk-loads")
           ? `      let kf${j} = subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
             j * N * ds
@@ -681,17 +710,22 @@ ${
         lines(
           dk,
           (i) =>
-            `      s${j} = subgroupMatrixMultiplyAccumulate(q${i}, ${
+            `      s${j}_${i % k.qkChains} = subgroupMatrixMultiplyAccumulate(q${i}, ${
               off("qk-loads")
                 ? `kf${j}`
                 : `subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
                   j * N * ds
                 }u + (hs * ${dk}u + ${i}u) * ${K}u, DS)`
-            }, s${j});`,
+            }, s${j}_${i % k.qkChains});`,
         ),
-        `      subgroupMatrixStore<row_major>(&f_sh, hs * R * SS + rb * M * SS + ${
-          j * N
-        }u, s${j}, SS);`,
+        // Score tile (chain c, part hs of the head dim): [c * SPLIT + hs][R][SS].
+        lines(
+          k.qkChains,
+          (c) =>
+            `      subgroupMatrixStore<row_major>(&f_sh, (${c}u * SPLIT + hs) * R * SS + rb * M * SS + ${
+              j * N
+            }u, s${j}_${c}, SS);`,
+        ),
       ].join("\n"))
   }
     }
@@ -711,7 +745,7 @@ ${
             `    var ok${i} = slot_sh[buf * KT + key${i}] >= 0;`,
             `    if (masked) { ok${i} = ok${i} && ((mask_sh[mw * KT + key${i}] >> mb) & 1u) != 0u; }`,
             `    let sv${i} = select(NEG, (${
-              Array.from({ length: split }, (_, h) =>
+              Array.from({ length: split * k.qkChains }, (_, h) =>
                 h === 0
                   ? `f_sh[row * SS + key${i}]`
                   : `f_sh[${h * k.rows * ss}u + row * SS + key${i}]`)
@@ -746,7 +780,14 @@ ${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`
   }
     if (part == 0u) { alpha_sh[row] = alpha; }
     // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
-    if (workgroupUniformLoad(&flag_sh[0]) != 0u) {
+    ${
+    k.plainFlag
+      ? `// Every invocation reads the same flag after this barrier; it is reset only after the next
+    // sub-tile's first barrier.
+    workgroupBarrier();
+    if (flag_sh[0] != 0u) {`
+      : "if (workgroupUniformLoad(&flag_sh[0]) != 0u) {"
+  }
 ${
     lines(k.outRounds, (j) =>
       [
@@ -772,7 +813,7 @@ ${
       ].join("\n"))
   }
     }
-    // No barrier here: the flag's workgroupUniformLoad above already orders every P store before
+    // No barrier here: the barrier of the flag's read above already orders every P store before
     // the loads of P V, and the rare slow path ends with a barrier of its own.
     // O += P V.
     if (busy) {

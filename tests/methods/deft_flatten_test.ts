@@ -33,7 +33,9 @@ import {
   privateSuffixes,
 } from "../../kernels/methods/deft_flatten.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
+import { Problem, runMethod } from "../../kernels/problem.ts";
 import { querySlots } from "../../kernels/reference.ts";
+import { referenceOf, verdictProblems, verify } from "../../kernels/verify.ts";
 import {
   CHECK_VARIANTS,
   type ConformanceCase,
@@ -510,6 +512,10 @@ const MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
   { rows: 64, keys: 32 },
   // Q staged in two rounds on an 8 x 8 x 8 device (change 10); no tile of a 16-wide one.
   { rows: 64, keys: 8 },
+  // Q K^T in two accumulator chains, with the plain flag barrier, and with the head-dim split
+  // (four score tiles summed) (change 16).
+  { qkChains: 2, plainFlag: 1 },
+  { qkChains: 2, split: 2 },
 ];
 /**
  * Tiles checked on hardware GPUs only: the whole output tile staged at once (change 9; it compiles
@@ -575,6 +581,58 @@ for (const v of [...MMA_VARIANTS, ...GPU_ONLY_MMA_VARIANTS]) {
       },
     });
   }
+}
+
+// Logits that keep growing along the path move a row's maximum past the matrix kernel's threshold
+// in later sub-tiles of a block: its rarely taken rescale of O (through workgroup memory, after the
+// rescale flag's barrier), checked with the flag read both ways (change 16).
+for (const v of [{}, { qkChains: 2, plainFlag: 1 }] as Partial<MmaKernelOptions>[]) {
+  Deno.test({
+    name: `deft-flatten matrix kernel ${
+      JSON.stringify(v)
+    } rescales when late logits grow past the running max [mma]`,
+    ignore: !HAS_MATRIX || (Object.keys(v).length > 0 && !CHECK_VARIANTS),
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const gpu = await testGpu();
+      const s = { ...LLAMA_LAYER, name: "8/2/32", qHeads: 8, kvHeads: 2, headDim: 32 };
+      const problem = Problem.create(gpu, starTree(600, 8, 40), {
+        shape: s,
+        dtype: "f16",
+        seed: 7,
+      });
+      try {
+        // Scale K by 1 + 14 * (path position / N): the shared root once, then each leaf.
+        const { ix, layout, data } = problem;
+        const hd = s.kvHeads * s.headDim;
+        for (let qi = 0; qi < ix.queryCount; qi++) {
+          const slots = querySlots(ix, layout, qi);
+          slots.forEach((slot, pos) => {
+            if (qi > 0 && pos < 600) return;
+            const f = 1 + (14 * pos) / slots.length;
+            for (let e = 0; e < hd; e++) data.k[slot * hd + e] = data.k[slot * hd + e]! * f;
+          });
+        }
+        // As bytes: Dawn's writeBuffer takes a Float16Array down with SIGFPE (webgpu@0.6.2).
+        gpu.device.queue.writeBuffer(
+          problem.buffers.k,
+          0,
+          new Uint8Array(data.k.buffer as ArrayBuffer, data.k.byteOffset, data.k.byteLength),
+        );
+        const { output } = await runMethod(problem, deftFlatten, {
+          kernel: "mma",
+          blockSize: 256,
+          targetWorkgroups: 1,
+          mma: { fit: 0, ...v },
+        });
+        const r = verify(output, referenceOf(problem), s, "f16");
+        assert(r.passed, verdictProblems(r).join(", "));
+      } finally {
+        problem.destroy();
+      }
+    },
+  });
 }
 
 Deno.test("deft-flatten on a GPU halves its blocks while a small tree leaves the device short of workgroups", () => {
@@ -654,6 +712,31 @@ Deno.test("the matrix kernel's output pass adds no workgroup memory unless asked
     enables: "",
   });
   assert(r64.includes("rb * M / 32u == 1u"));
+});
+
+Deno.test("the matrix kernel's two Q K^T chains take a score tile each and are summed", () => {
+  const k = (o: Partial<MmaKernelOptions>) => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, o);
+  const bytes = (o: Partial<MmaKernelOptions>) => mmaWorkgroupBytes(LLAMA_LAYER, k(o), 2);
+  // A second [64][20] f32 score tile: 5 KiB more on a 64-row tile; the output pass then stages
+  // a quarter of the columns at a time (128 / 4 + 4 <= 2 x 20) instead of an eighth.
+  assertEquals(bytes({ rows: 64, keys: 16, qkChains: 2 }), bytes({ rows: 64, keys: 16 }) + 5120);
+  assertEquals(k({ rows: 64, keys: 16, qkChains: 2 }).outRounds, 4);
+  assertEquals(
+    mmaVariantName(k({ rows: 64, keys: 16, qkChains: 2, plainFlag: 1 })),
+    "mma-16x16x16-r64-k16-c2-pf",
+  );
+  const src = mmaSource({
+    shape: LLAMA_LAYER,
+    kernel: k({ rows: 64, keys: 16, qkChains: 2, plainFlag: 1 }),
+    maskWords: 2,
+    enables: "",
+  });
+  // 8 K-steps alternate between s0_0 and s0_1; the softmax adds both tiles.
+  assertEquals(src.match(/s0_0 = subgroupMatrixMultiplyAccumulate/g)?.length, 4);
+  assertEquals(src.match(/s0_1 = subgroupMatrixMultiplyAccumulate/g)?.length, 4);
+  assert(src.includes("f_sh[row * SS + key0] + f_sh[1280u + row * SS + key0]"));
+  assert(!src.includes("workgroupUniformLoad("));
+  assertThrows(() => k({ qkChains: 3 }), RangeError, /qkChains/);
 });
 
 Deno.test("the matrix kernel counts its live workgroups only when profiling asks", () => {
