@@ -255,16 +255,92 @@ interface DawnModule {
 const dawnModules = new Map<string, Promise<DawnModule>>();
 
 /**
- * Loads Dawn's addon once per source: `path`, else `DAWN_NODE`, else the pinned npm package (only
- * then is the package fetched; it is no static dependency). Throws {@linkcode GpuError} with what
- * to do when it cannot be loaded.
+ * Where the npm fallback keeps Dawn's addon: the cache `.ci/lavapipe.sh` fills too (`$DEFT_CACHE`,
+ * else `$XDG_CACHE_HOME/deft-bench`, else `~/.cache/deft-bench`), under `webgpu-0.6.2/`
+ * (`<os>-<arch>/` below it on other platforms than linux-x64); null without a home directory.
+ */
+export function dawnCacheFile(
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+  os: string = Deno.build.os,
+  arch: string = Deno.build.arch,
+): string | null {
+  const home = env("HOME");
+  const base = env("DEFT_CACHE") ||
+    (env("XDG_CACHE_HOME")
+      ? `${env("XDG_CACHE_HOME")}/deft-bench`
+      : home
+      ? `${home}/.cache/deft-bench`
+      : "");
+  if (!base) return null;
+  const dir = `${base}/${DAWN_PACKAGE.replace("@", "-")}`;
+  const platform = dawnPlatform(os, arch);
+  return platform === "linux-x64" ? `${dir}/dawn.node` : `${dir}/${platform}/dawn.node`;
+}
+
+/** The npm package's `dist/` folder name for a Deno build (`linux-x64`, `darwin-arm64`, ...). */
+function dawnPlatform(os: string, arch: string): string {
+  return `${os === "windows" ? "win32" : os}-${
+    arch === "x86_64" ? "x64" : arch === "aarch64" ? "arm64" : arch
+  }`;
+}
+
+/**
+ * Dawn's addon from the pinned npm package, fetched once with `npm pack` into
+ * {@linkcode dawnCacheFile} (only the addon is kept). The cache lies outside the project, so no
+ * deno.lock entry appears, as an `npm:` import would add. Null where npm or tar is missing; throws
+ * when the fetch itself fails.
+ */
+async function cachedDawnAddon(): Promise<string | null> {
+  const file = dawnCacheFile();
+  if (!file) return null;
+  try {
+    if ((await Deno.stat(file)).size > 0) return file;
+  } catch {
+    // not fetched yet
+  }
+  const member = `package/dist/${dawnPlatform(Deno.build.os, Deno.build.arch)}/dawn.node`;
+  const tmp = await Deno.makeTempDir({ prefix: "deft-dawn-" });
+  const run = async (cmd: string, args: string[]) => {
+    const out = await new Deno.Command(cmd, { args, cwd: tmp, stdout: "piped", stderr: "piped" })
+      .output();
+    const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
+    if (!out.success) {
+      throw new Error(`${cmd} ${args.join(" ")} failed: ${text(out.stderr).split("\n")[0]}`);
+    }
+    return text(out.stdout);
+  };
+  try {
+    console.error(
+      `Fetching Dawn (npm ${DAWN_PACKAGE}, a 49 MiB tarball; only its addon is kept) into ${file}`,
+    );
+    const tgz = (await run("npm", ["pack", DAWN_PACKAGE, "--loglevel=error"])).split("\n").pop()!;
+    await run("tar", ["-xzf", tgz, member]);
+    await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
+    await Deno.copyFile(`${tmp}/${member}`, `${file}.tmp`);
+    await Deno.rename(`${file}.tmp`, file);
+    return file;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null; // no npm or tar on PATH
+    throw e;
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * Loads Dawn's addon once per source: `path`, else `DAWN_NODE`, else the pinned npm package's
+ * addon, fetched into a cache outside the project ({@linkcode dawnCacheFile}; only then is the
+ * package fetched, and it is no static dependency), else, without npm, the `npm:` import. Throws
+ * {@linkcode GpuError} with what to do when it cannot be loaded.
  */
 function loadDawn(path?: string): Promise<DawnModule> {
-  const file = path ?? Deno.env.get("DAWN_NODE") ?? "";
-  let p = dawnModules.get(file);
+  const given = path ?? Deno.env.get("DAWN_NODE") ?? "";
+  let p = dawnModules.get(given);
   if (!p) {
     p = (async (): Promise<DawnModule> => {
+      let file = given;
       try {
+        if (!file) file = (await cachedDawnAddon()) ?? "";
         if (file) {
           const m = createRequire(import.meta.url)(file) as { create: DawnModule["create"] };
           if (typeof m.create !== "function") throw new Error("it exports no create()");
@@ -281,8 +357,8 @@ function loadDawn(path?: string): Promise<DawnModule> {
         );
       }
     })();
-    dawnModules.set(file, p);
-    p.catch(() => dawnModules.delete(file));
+    dawnModules.set(given, p);
+    p.catch(() => dawnModules.delete(given));
   }
   return p;
 }

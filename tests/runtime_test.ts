@@ -10,7 +10,14 @@ import {
   runtimeArgs,
   runtimeCalibrationPath,
 } from "../cli/runtime_args.ts";
-import { DAWN_FLAGS, dawnFlags, type Gpu, GpuError, type RuntimeInfo } from "../kernels/gpu.ts";
+import {
+  DAWN_FLAGS,
+  dawnCacheFile,
+  dawnFlags,
+  type Gpu,
+  GpuError,
+  type RuntimeInfo,
+} from "../kernels/gpu.ts";
 import { DEFAULT_METHOD_OPTIONS, type Plan, zeroPlanCounts } from "../kernels/method.ts";
 import { getMethod } from "../kernels/methods/mod.ts";
 import type { DeviceOffer } from "../kernels/options.ts";
@@ -322,4 +329,22 @@ Deno.test("DEFT_DAWN_TOGGLES adds Dawn device toggles to the enabled ones, and r
   for (const bad of ["Bad Name", "a=b", "x,-y"]) {
     assertThrows(() => dawnFlags(bad), GpuError, /not a Dawn toggle name/);
   }
+});
+
+Deno.test("dawnCacheFile() keeps the npm fallback's addon in CI's cache, outside the project", () => {
+  const env = (vars: Record<string, string>) => (n: string) => vars[n];
+  assertEquals(
+    dawnCacheFile(env({ HOME: "/home/u" }), "linux", "x86_64"),
+    "/home/u/.cache/deft-bench/webgpu-0.6.2/dawn.node",
+  );
+  assertEquals(
+    dawnCacheFile(env({ HOME: "/home/u", XDG_CACHE_HOME: "/xc" }), "linux", "x86_64"),
+    "/xc/deft-bench/webgpu-0.6.2/dawn.node",
+  );
+  // DEFT_CACHE (as .ci/lavapipe.sh reads it) wins; other platforms get their dist folder's name.
+  assertEquals(
+    dawnCacheFile(env({ HOME: "/home/u", DEFT_CACHE: "/c" }), "darwin", "aarch64"),
+    "/c/webgpu-0.6.2/darwin-arm64/dawn.node",
+  );
+  assertEquals(dawnCacheFile(env({}), "linux", "x86_64"), null);
 });
