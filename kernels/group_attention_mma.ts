@@ -489,7 +489,6 @@ const P_OFF: u32 = ${pOffset}u;
 const LANES: u32 = ${lanes}u;  // invocations per row in the softmax
 const KPL: u32 = ${k.keys / lanes}u;  // keys per invocation
 const SPLIT: u32 = ${split}u;  // subgroups per row block, each with 1/SPLIT of the head dim
-const FN: u32 = ${N}u;
 const MAXW: u32 = ${o.maskWords}u;
 const SCALE: f32 = ${1 / Math.sqrt(d)};
 const THRESHOLD: f32 = ${RESCALE_THRESHOLD}.0;
