@@ -10,7 +10,8 @@
 #   RUNTIMES=deno SCALE=0.02 bash tools/gpu_batch.sh    # a dry run on a software adapter
 #
 # STEPS picks steps (a comma list, in this order whatever the list's: conformance, calibrate, tune,
-# trees, presets, perf, profile; default all), so a session can split them over two calls and keep
+# perf, trees, presets, occupancy, profile; default all but occupancy (OCC_TILES: the tiles of
+# tools/occupancy_mma.ts)), so a session can split them over two calls and keep
 # the stored calibration and tuning (carried in out/). PERF_VARIANTS and PERF_TREES narrow the
 # perf step (tools/perf_runtimes.ts --variants/--trees; PERF_RUNTIMES, default dawn).
 set -uo pipefail
@@ -24,7 +25,7 @@ cli=(deno run -A cli/main.ts)
 . "$(dirname "$0")/_gpu_steps.sh"
 scale_args=()
 [ "$scale" != 1 ] && scale_args=(--scale "$scale")
-steps=${STEPS:-conformance,calibrate,tune,trees,presets,perf,profile}
+steps=${STEPS:-conformance,calibrate,tune,trees,presets,perf,profile}  # occupancy: only when named
 want() { [[ ",$steps," == *",$1,"* ]]; }
 
 start_smi "$out/logs/smi-loop.csv"
@@ -77,6 +78,16 @@ if want presets; then
   echo "bench exit $?" | tee -a "$log"
 fi
 rm -f "$out"/*.html # reports are rebuilt from the JSON with `deft-bench report`
+
+if [[ "$runtimes" == *dawn* ]] && want occupancy; then
+  small=()
+  [ "$scale" != 1 ] && small=(--small --sms 1)
+  step "matrix kernel: workgroups resident per SM, per tile (Dawn)"
+  OUT="$out" timeout "${OCC_TIMEOUT:-120}" deno run -A tools/occupancy_mma.ts "${small[@]}" \
+    --tiles "${OCC_TILES:-r32-k16,r64-k16,r32-k16-pf,r64-k16-c2,r64-k16-c2-pf}" \
+    >"$out/logs/occupancy_mma.log" 2>&1
+  echo "occupancy_mma exit $?" | tee -a "$log"
+fi
 
 if [[ "$runtimes" == *dawn* ]] && want profile; then
   small=()

@@ -10,7 +10,8 @@
  *     deno run -A tools/occupancy_mma.ts [--tiles r32-k16,r64-k16,r32-k16-p2048] [--sms 132]
  *       [--block 128] [--samples 9] [--small]
  *
- * A tile is `r<rows>-k<keys>[-s<split>][-p<unused workgroup bytes>]`. Dawn only (the matrix
+ * A tile is `r<rows>-k<keys>[-s<split>][-c<Q K^T chains>][-pf][-p<unused workgroup bytes>]` (`-pf`:
+ * `plainFlag`). Dawn only (the matrix
  * kernel); the Table 14 tree at the Llama-3-8B shape, f16 (`--small`: a tiny tree for software
  * adapters). Writes `${OUT:-out}/occupancy_mma.json`.
  *
@@ -49,13 +50,19 @@ interface Tile {
   rows: number;
   keys: number;
   split: number;
+  chains: number;
+  plainFlag: boolean;
   padBytes: number;
 }
 
 function parseTile(t: string): Tile {
-  const m = /^r(\d+)-k(\d+)(?:-s(\d+))?(?:-p(\d+))?$/.exec(t);
+  const m = /^r(\d+)-k(\d+)(?:-s(\d+))?(?:-c(\d+))?(-pf)?(?:-p(\d+))?$/.exec(t);
   if (!m) {
-    console.error(`Bad tile ${JSON.stringify(t)}: expected r<rows>-k<keys>[-s<split>][-p<bytes>]`);
+    console.error(
+      `Bad tile ${
+        JSON.stringify(t)
+      }: expected r<rows>-k<keys>[-s<split>][-c<chains>][-pf][-p<bytes>]`,
+    );
     Deno.exit(2);
   }
   return {
@@ -63,7 +70,9 @@ function parseTile(t: string): Tile {
     rows: Number(m[1]),
     keys: Number(m[2]),
     split: Number(m[3] ?? 1),
-    padBytes: Number(m[4] ?? 0),
+    chains: Number(m[4] ?? 1),
+    plainFlag: m[5] !== undefined,
+    padBytes: Number(m[6] ?? 0),
   };
 }
 
@@ -92,6 +101,8 @@ for (const t of tiles) {
       rows: t.rows,
       keys: t.keys,
       split: t.split,
+      qkChains: t.chains,
+      ...(t.plainFlag ? { plainFlag: 1 } : {}),
       fit: 0,
       occupancy: 1,
       ...(t.padBytes ? { padBytes: t.padBytes } : {}),
