@@ -86,6 +86,12 @@ export interface MmaKernelOptions {
    */
   plainFlag?: number;
   /**
+   * 1 (default): a sub-tile's K and V are loaded into registers one sub-tile ahead; 0: loaded just
+   * before they are staged, so that those registers are not held across the math (fewer registers
+   * per invocation, the load latency on every sub-tile; docs/performance.md, change 16).
+   */
+  prefetch?: number;
+  /**
    * Bytes of workgroup memory added and never used, for `tools/profile_mma.ts` only: what the
    * kernel's speed does as its memory grows shows whether memory limits the workgroups resident per
    * SM (docs/performance.md, change 10). Never set by a method's variants.
@@ -198,6 +204,8 @@ export interface MmaKernel {
   readonly qkChains: number;
   /** The rescale flag read after a plain barrier ({@linkcode MmaKernelOptions.plainFlag}). */
   readonly plainFlag?: boolean;
+  /** K and V loaded where they are staged, not a sub-tile ahead ({@linkcode MmaKernelOptions.prefetch} 0). */
+  readonly noPrefetch?: boolean;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -213,8 +221,9 @@ export function mmaVariantName(k: MmaKernel): string {
   const legacy = k.legacyMask ? "-legacymask" : "";
   const chains = k.qkChains > 1 ? `-c${k.qkChains}` : "";
   const flag = k.plainFlag ? "-pf" : "";
+  const np = k.noPrefetch ? "-np" : "";
   const occ = k.occupancy ? "-occ" : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${chains}${flag}${rounds}${pad}${legacy}${occ}${knocked}`;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${chains}${flag}${np}${rounds}${pad}${legacy}${occ}${knocked}`;
 }
 
 /**
@@ -320,6 +329,7 @@ export function mmaKernel(
     ...(o.legacyMask === 1 ? { legacyMask: true } : {}),
     qkChains: chains,
     ...(o.plainFlag === 1 ? { plainFlag: true } : {}),
+    ...(o.prefetch === 0 ? { noPrefetch: true } : {}),
     ...(o.occupancy === 1 ? { occupancy: true } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
@@ -639,7 +649,7 @@ ${
   var vr${i} = vec4<f16>();`)
   }
 ${off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps the bindings" : ""}
-${loadKv("0u")}
+${k.noPrefetch ? "" : loadKv("0u")}
 ${
     maskAhead
       ? `  // The first sub-tile's mask word of this invocation (if any), staged at the loop's top.
@@ -656,6 +666,13 @@ ${
     // slots and this sub-tile's mask words.
     workgroupBarrier();
 ${
+    k.noPrefetch
+      ? `    // Without prefetch: this sub-tile's K and V now (its slots are in buffer buf since the last
+    // sub-tile's second barrier, or since the one before the loop).
+${loadKv("buf", "    ")}
+`
+      : ""
+  }${
     off("stage")
       // Keeps the loaded registers alive (one store per sub-tile) without staging them.
       ? `    if (lid == 0u) { h_sh[0] = ${
@@ -692,9 +709,11 @@ ${
   }
     if (lid == 0u) { flag_sh[0] = 0u; }
     workgroupBarrier();
-    if (kt + 1u < tiles) {
+${
+    k.noPrefetch ? "" : `    if (kt + 1u < tiles) {
 ${loadKv("buf ^ 1u", "      ")}
-    }
+    }`
+  }
     // S = Q K^T for this row block.
     if (busy) {
 ${

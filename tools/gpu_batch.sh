@@ -84,7 +84,7 @@ if [[ "$runtimes" == *dawn* ]] && want occupancy; then
   [ "$scale" != 1 ] && small=(--small --sms 1)
   step "matrix kernel: workgroups resident per SM, per tile (Dawn)"
   OUT="$out" timeout "${OCC_TIMEOUT:-120}" deno run -A tools/occupancy_mma.ts "${small[@]}" \
-    --tiles "${OCC_TILES:-r32-k16,r64-k16,r32-k16-pf,r64-k16-c2,r64-k16-c2-pf}" \
+    --tiles "${OCC_TILES:-r32-k16,r64-k16,r64-k16-c2-pf,r64-k16-np,r64-k16-c2-pf-np,r32-k16-np}" \
     >"$out/logs/occupancy_mma.log" 2>&1
   echo "occupancy_mma exit $?" | tee -a "$log"
 fi

@@ -115,6 +115,8 @@ function flattenVariants(): Variant[] {
       ["x-dawn-c2-pf", { qkChains: 2, plainFlag: 1 }],
       ["x-dawn-r32", { rows: 32, fit: 0 }],
       ["x-dawn-r32-pf", { rows: 32, fit: 0, plainFlag: 1 }],
+      ["x-dawn-np", { prefetch: 0 }],
+      ["x-dawn-c2-pf-np", { qkChains: 2, plainFlag: 1, prefetch: 0 }],
     ] as const).map(([label, mma]): Variant => ({
       label,
       method: "deft-flatten",

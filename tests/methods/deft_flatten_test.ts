@@ -516,6 +516,8 @@ const MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
   // (four score tiles summed) (change 16).
   { qkChains: 2, plainFlag: 1 },
   { qkChains: 2, split: 2 },
+  // K and V loaded where they are staged (no registers held across the math).
+  { prefetch: 0 },
 ];
 /**
  * Tiles checked on hardware GPUs only: the whole output tile staged at once (change 9; it compiles
@@ -737,6 +739,17 @@ Deno.test("the matrix kernel's two Q K^T chains take a score tile each and are s
   assert(src.includes("f_sh[row * SS + key0] + f_sh[1280u + row * SS + key0]"));
   assert(!src.includes("workgroupUniformLoad("));
   assertThrows(() => k({ qkChains: 3 }), RangeError, /qkChains/);
+  // Without prefetch, a sub-tile's K and V are loaded once, in the loop, from its own slots.
+  const np = mmaSource({
+    shape: LLAMA_LAYER,
+    kernel: k({ prefetch: 0 }),
+    maskWords: 2,
+    enables: "",
+  });
+  assertEquals(mmaVariantName(k({ prefetch: 0 })), "mma-16x16x16-r32-k16-np");
+  assertEquals(np.match(/kr0 = select\(/g)?.length, 1);
+  assert(np.includes("let s = slot_sh[(buf) * KT + e / DV];"));
+  assert(!np.includes("slot_sh[(buf ^ 1u) * KT + e / DV]"));
 });
 
 Deno.test("the matrix kernel counts its live workgroups only when profiling asks", () => {
