@@ -81,6 +81,18 @@ export class Problem {
     return new Problem(gpu, ix, layout, data);
   }
 
+  /**
+   * Uploads Q, K and V again after a test changed {@linkcode Problem.data} in place. Written as bytes:
+   * Dawn's `writeBuffer` kills the process on a `Float16Array` (webgpu@0.6.2).
+   */
+  upload(): void {
+    for (const name of ["q", "k", "v"] as const) {
+      const a = this.data[name];
+      const bytes = new Uint8Array(a.buffer as ArrayBuffer, a.byteOffset, a.byteLength);
+      this.gpu.device.queue.writeBuffer(this.buffers[name], 0, bytes);
+    }
+  }
+
   /** Plans a method on this problem. */
   plan<P extends Plan>(method: AttentionMethod<P>, options: Partial<MethodOptions> = {}): P {
     return method.plan({

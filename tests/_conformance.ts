@@ -29,6 +29,7 @@ import { type DeviceOffer, deviceOffer, missingNeeds } from "../kernels/options.
 import { REQUIRE_SUBGROUP_MATRIX, TEST_RUNTIME, testGpu } from "./_gpu.ts";
 import { isSoftwareAdapter } from "../kernels/gpu.ts";
 import { Problem, runMethod } from "../kernels/problem.ts";
+import { querySlots } from "../kernels/reference.ts";
 import { referenceOf, type Verdict, verdictProblems, verify } from "../kernels/verify.ts";
 
 export { testGpu };
@@ -138,6 +139,26 @@ export function chainTree(n: number, tokens: number): Tree {
   const nodes: TreeNode[] = [];
   for (let i = 0; i < n; i++) nodes.push({ id: i, parent: i === 0 ? null : i - 1, tokens });
   return { nodes, queries: [{ node: n - 1 }] };
+}
+
+/**
+ * Scales K by 1 + 14 x (path position / path length) on every query's path (a node shared with an
+ * earlier query's path, the first `shared` positions, is scaled once, by the first query) and
+ * uploads it: logits keep growing along the path, so later blocks move each row's running maximum
+ * past a kernel's rescale threshold, and early keys underflow.
+ */
+export function growKeysAlongPaths(problem: Problem, shared: number): void {
+  const { ix, layout, data } = problem;
+  const hd = data.shape.kvHeads * data.shape.headDim;
+  for (let qi = 0; qi < ix.queryCount; qi++) {
+    const slots = querySlots(ix, layout, qi);
+    slots.forEach((slot, pos) => {
+      if (qi > 0 && pos < shared) return;
+      const f = 1 + (14 * pos) / slots.length;
+      for (let e = 0; e < hd; e++) data.k[slot * hd + e] = data.k[slot * hd + e]! * f;
+    });
+  }
+  problem.upload();
 }
 
 /** A root of `rootTokens` with `leaves` leaves of `leafTokens`, a query on every leaf. */

@@ -24,11 +24,7 @@ async function craftedProblem(base: number): Promise<Problem> {
     k[d - 1] = (slot % 16) / 8;
     p.data.v.subarray(slot * d, (slot + 1) * d).fill((slot % 16) + 1);
   }
-  for (const name of ["q", "k", "v"] as const) {
-    const a = p.data[name];
-    const bytes = new Uint8Array(a.buffer as ArrayBuffer, a.byteOffset, a.byteLength);
-    gpu.device.queue.writeBuffer(p.buffers[name], 0, bytes);
-  }
+  p.upload();
   return p;
 }
 

@@ -42,6 +42,7 @@ import {
   conformanceSuite,
   expectConformant,
   GQA4,
+  growKeysAlongPaths,
   HAS_F16,
   HAS_MATRIX,
   inMatrix,
@@ -605,23 +606,7 @@ for (const v of [{}, { qkChains: 2, plainFlag: 1 }] as Partial<MmaKernelOptions>
         seed: 7,
       });
       try {
-        // Scale K by 1 + 14 * (path position / N): the shared root once, then each leaf.
-        const { ix, layout, data } = problem;
-        const hd = s.kvHeads * s.headDim;
-        for (let qi = 0; qi < ix.queryCount; qi++) {
-          const slots = querySlots(ix, layout, qi);
-          slots.forEach((slot, pos) => {
-            if (qi > 0 && pos < 600) return;
-            const f = 1 + (14 * pos) / slots.length;
-            for (let e = 0; e < hd; e++) data.k[slot * hd + e] = data.k[slot * hd + e]! * f;
-          });
-        }
-        // As bytes: Dawn's writeBuffer takes a Float16Array down with SIGFPE (webgpu@0.6.2).
-        gpu.device.queue.writeBuffer(
-          problem.buffers.k,
-          0,
-          new Uint8Array(data.k.buffer as ArrayBuffer, data.k.byteOffset, data.k.byteLength),
-        );
+        growKeysAlongPaths(problem, 600); // the 600-token root is shared
         const { output } = await runMethod(problem, deftFlatten, {
           kernel: "mma",
           blockSize: 256,

@@ -6,6 +6,7 @@ import {
   conformanceSuite,
   FULL_CONFORMANCE,
   GQA4,
+  growKeysAlongPaths,
   HAS_F16,
   inMatrix,
   internalQueriesTree,
@@ -434,18 +435,7 @@ for (
         const s = FULL_CONFORMANCE ? shape(8, 2, 64) : GQA4;
         const problem = Problem.create(gpu, starTree(1500, 3, 40), { shape: s, dtype, seed: 99 });
         try {
-          // Scale K by 1 + 14 * (path position / N) (every node: root first in the pool or not).
-          const { ix, layout, data } = problem;
-          const hd = s.kvHeads * s.headDim;
-          for (let qi = 0; qi < ix.queryCount; qi++) {
-            const slots = querySlots(ix, layout, qi);
-            slots.forEach((slot, pos) => {
-              if (qi > 0 && pos < 1500) return; // the shared root, once
-              const f = 1 + (14 * pos) / slots.length;
-              for (let e = 0; e < hd; e++) data.k[slot * hd + e] = data.k[slot * hd + e]! * f;
-            });
-          }
-          gpu.device.queue.writeBuffer(problem.buffers.k, 0, data.k as Float32Array<ArrayBuffer>);
+          growKeysAlongPaths(problem, 1500); // the 1500-token root is shared
           for (const targetWorkgroups of [1, 0]) {
             const { output } = await runMethod(problem, sequence, {
               targetWorkgroups,
