@@ -18,6 +18,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { createTimer } from "../bench/timer.ts";
 import { Gpu, type RuntimeName } from "../kernels/gpu.ts";
 
 const { values } = parseArgs({
@@ -37,7 +38,7 @@ if (!c) {
   console.error("no f16 subgroup-matrix config on this adapter");
   Deno.exit(2);
 }
-if (!gpu.device.features.has("timestamp-query")) {
+if (!gpu.hasTimestamps) {
   console.error("this probe needs timestamp-query");
   Deno.exit(2);
 }
@@ -200,32 +201,16 @@ const srcBuf = gpu.buffer("src", data);
 const workgroups = SMS * 16;
 const outBuf = gpu.buffer("out", workgroups * 4);
 const kvBuf = gpu.buffer("kv", new Uint16Array(4096 * 1024 + 1024).fill(0x3c00));
-const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 });
-const qBuf = gpu.device.createBuffer({
-  size: 16,
-  usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-});
-const rBuf = gpu.device.createBuffer({
-  size: 16,
-  usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-});
-
-async function time(p: GPUComputePipeline, bg: GPUBindGroup, reps = 1): Promise<number> {
-  const enc = gpu.device.createCommandEncoder();
-  const pass = enc.beginComputePass({
-    timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-  });
-  pass.setPipeline(p);
-  pass.setBindGroup(0, bg);
-  for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(workgroups);
-  pass.end();
-  enc.resolveQuerySet(qs, 0, 2, qBuf, 0);
-  enc.copyBufferToBuffer(qBuf, 0, rBuf, 0, 16);
-  gpu.device.queue.submit([enc.finish()]);
-  await rBuf.mapAsync(GPUMapMode.READ);
-  const t = new BigUint64Array(rBuf.getMappedRange().slice(0));
-  rBuf.unmap();
-  return Number(t[1]! - t[0]!) / reps;
+const timer = createTimer(gpu);
+/** GPU ns per dispatch of `reps` dispatches in one timed pass (null: a discarded sample). */
+async function time(p: GPUComputePipeline, bg: GPUBindGroup, reps = 1): Promise<number | null> {
+  const encode = (pass: GPUComputePassEncoder) => {
+    pass.setPipeline(p);
+    pass.setBindGroup(0, bg);
+    pass.dispatchWorkgroups(workgroups);
+  };
+  const [ns] = await timer.time([{ label: "probe", encode, repetitions: reps }]);
+  return ns ?? null;
 }
 
 const cases: { v: Variant; stride: number; wg: number; p: GPUComputePipeline; bg: GPUBindGroup }[] =
@@ -252,12 +237,12 @@ const best = new Map<number, number>();
 for (let round = 0; round < 7; round++) {
   for (const [i, cs] of cases.entries()) {
     const t = await time(cs.p, cs.bg, 4);
-    best.set(i, Math.min(best.get(i) ?? Infinity, t));
+    if (t !== null) best.set(i, Math.min(best.get(i) ?? Infinity, t));
   }
 }
 const rows: Row[] = [];
 for (const [i, cs] of cases.entries()) {
-  const ns = best.get(i)!;
+  const ns = best.get(i) ?? NaN; // NaN: every sample discarded
   const units = (workgroups * ITERS) / SMS;
   const per = ns / units;
   rows.push({
