@@ -24,7 +24,7 @@ import { Gpu } from "../kernels/gpu.ts";
 import { tileMaskWords } from "../kernels/group_attention.ts";
 import { mmaWorkgroupBytes } from "../kernels/group_attention_mma.ts";
 import type { MethodOptions } from "../kernels/method.ts";
-import { getMethod } from "../kernels/methods/mod.ts";
+import { deftFlatten } from "../kernels/methods/deft_flatten.ts";
 import { Problem, runPrepared } from "../kernels/problem.ts";
 import { median } from "../results/stats.ts";
 import { MODEL_SHAPES } from "../workloads/shapes.ts";
@@ -88,7 +88,6 @@ if (!gpu.matrixConfig()) {
 const shape = MODEL_SHAPES["llama3-8b"]!;
 const tree = values.small ? star(300, 16, 1) : star(4000, 64, 1);
 const problem = Problem.create(gpu, tree, { shape, dtype: "f16", seed: 1 });
-const method = getMethod("deft-flatten");
 const timer = createTimer(gpu);
 const rows: Record<string, unknown>[] = [];
 console.log(`${gpu.info.description}, Table 14 tree${values.small ? " (small)" : ""}, ${sms} SMs`);
@@ -112,10 +111,10 @@ for (const t of tiles) {
     },
   };
   try {
-    const plan = problem.plan(method, options);
-    const mma = (plan as { mma?: Parameters<typeof mmaWorkgroupBytes>[1] | null }).mma;
+    const plan = problem.plan(deftFlatten, options);
+    const mma = plan.mma;
     if (!mma) throw new Error("the plan has no matrix tile");
-    const prepared = await method.prepare(gpu, plan, problem.buffers);
+    const prepared = await deftFlatten.prepare(gpu, plan, problem.buffers);
     await runPrepared(problem, prepared, t.label);
     const pass: PassSpec = { label: t.label, encode: prepared.encode, repetitions: 5 };
     const spinUntil = performance.now() + 1000;
@@ -129,8 +128,7 @@ for (const t of tiles) {
     if (!counter) throw new Error("the prepared method has no occupancy counter");
     const words = new Uint32Array(await gpu.read(counter));
     const live = words[1]!;
-    const items = (plan as { items?: Uint32Array }).items;
-    const workgroups = items ? (items.length / 2) * shape.kvHeads : 0;
+    const workgroups = (plan.items.length / 2) * shape.kvHeads;
     const threads = mma.threads;
     const bytes = mmaWorkgroupBytes(
       shape,
