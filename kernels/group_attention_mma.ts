@@ -73,24 +73,13 @@ export interface MmaKernelOptions {
    */
   legacyMask?: number;
   /**
-   * Accumulator chains of S = Q K^T (1 or 2): with 2, a subgroup's K-steps alternate between two
-   * score fragments, each stored to its own score tile and summed in the softmax, which halves the
-   * chain of dependent MMAs at the cost of one score tile of workgroup memory per chain
-   * (docs/performance.md, change 16).
+   * 1: each subgroup runs the softmax of its own rows and rescales its own output (subgroup
+   * shuffles, its own rows of workgroup memory), so that a sub-tile has two workgroup barriers
+   * (before K and V are staged, and after) instead of five; P then has workgroup memory of its own
+   * (it cannot go over K while other subgroups still read K). Needs `split` 1
+   * (docs/performance.md, change 17).
    */
-  qkChains?: number;
-  /**
-   * 1: the rescale flag is read after a plain barrier instead of by `workgroupUniformLoad` (two
-   * barriers); every invocation reads the same value, and the flag is written again only after the
-   * next sub-tile's first barrier (change 16).
-   */
-  plainFlag?: number;
-  /**
-   * 1 (default): a sub-tile's K and V are loaded into registers one sub-tile ahead; 0: loaded just
-   * before they are staged, so that those registers are not held across the math (fewer registers
-   * per invocation, the load latency on every sub-tile; docs/performance.md, change 16).
-   */
-  prefetch?: number;
+  localSoftmax?: number;
   /**
    * Bytes of workgroup memory added and never used, for `tools/profile_mma.ts` only: what the
    * kernel's speed does as its memory grows shows whether memory limits the workgroups resident per
@@ -200,12 +189,8 @@ export interface MmaKernel {
   readonly occupancy?: boolean;
   /** The mask handling before change 12 (profiling only, {@linkcode MmaKernelOptions.legacyMask}). */
   readonly legacyMask?: boolean;
-  /** Accumulator chains of Q K^T ({@linkcode MmaKernelOptions.qkChains}). */
-  readonly qkChains: number;
-  /** The rescale flag read after a plain barrier ({@linkcode MmaKernelOptions.plainFlag}). */
-  readonly plainFlag?: boolean;
-  /** K and V loaded where they are staged, not a sub-tile ahead ({@linkcode MmaKernelOptions.prefetch} 0). */
-  readonly noPrefetch?: boolean;
+  /** Softmax and rescale per subgroup, two barriers per sub-tile ({@linkcode MmaKernelOptions.localSoftmax}). */
+  readonly localSoftmax?: boolean;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -219,11 +204,9 @@ export function mmaVariantName(k: MmaKernel): string {
   const rounds = k.outRounds !== k.defaultOutRounds ? `-o${k.outRounds}` : "";
   const pad = k.padBytes ? `-pad${k.padBytes}` : "";
   const legacy = k.legacyMask ? "-legacymask" : "";
-  const chains = k.qkChains > 1 ? `-c${k.qkChains}` : "";
-  const flag = k.plainFlag ? "-pf" : "";
-  const np = k.noPrefetch ? "-np" : "";
+  const local = k.localSoftmax ? "-ls" : "";
   const occ = k.occupancy ? "-occ" : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${chains}${flag}${np}${rounds}${pad}${legacy}${occ}${knocked}`;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${local}${rounds}${pad}${legacy}${occ}${knocked}`;
 }
 
 /**
@@ -275,12 +258,19 @@ export function mmaKernel(
       } fragments, got ${o.split}`,
     );
   }
-  const chains = o.qkChains ?? 1;
-  if (![1, 2].includes(chains) || (d / K / split) % chains !== 0) {
+  if (o.localSoftmax !== undefined && o.localSoftmax !== 0 && o.localSoftmax !== 1) {
+    throw new RangeError(`Kernel mma localSoftmax must be 0 or 1, got ${o.localSoftmax}`);
+  }
+  if (o.localSoftmax === 1 && split !== 1) {
     throw new RangeError(
-      `Kernel mma qkChains must be 1 or 2 and divide a subgroup's ${
-        d / K / split
-      } K-steps, got ${o.qkChains}`,
+      `Kernel mma localSoftmax needs split 1 (a row's softmax in its own subgroup), got ${split}`,
+    );
+  }
+  if (o.localSoftmax === 1 && (d / N) % Math.floor(o.keys / N) !== 0) {
+    throw new RangeError(
+      `Kernel mma localSoftmax rescales ${
+        Math.floor(o.keys / N)
+      } output fragments at a time, which must divide the head dim's ${d / N}`,
     );
   }
   const lanes = (sg * split) / M; // invocations per row in the softmax
@@ -300,7 +290,7 @@ export function mmaKernel(
   const dn = d / N / split;
   let defaultOutRounds = dn;
   for (let r = 1; r < dn; r *= 2) {
-    if (dn % r === 0 && d / r + 4 <= split * chains * (o.keys + 4)) {
+    if (dn % r === 0 && d / r + 4 <= split * (o.keys + 4)) {
       defaultOutRounds = r;
       break;
     }
@@ -327,9 +317,7 @@ export function mmaKernel(
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
     ...(o.padBytes ? { padBytes: o.padBytes } : {}),
     ...(o.legacyMask === 1 ? { legacyMask: true } : {}),
-    qkChains: chains,
-    ...(o.plainFlag === 1 ? { plainFlag: true } : {}),
-    ...(o.prefetch === 0 ? { noPrefetch: true } : {}),
+    ...(o.localSoftmax === 1 ? { localSoftmax: true } : {}),
     ...(o.occupancy === 1 ? { occupancy: true } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
@@ -347,9 +335,10 @@ function halfArray(
   k: MmaKernel,
 ): { size: number; pOffset: number; qRows: number } {
   const ds = shape.headDim + ROW_PAD;
-  const ps = k.keys + ROW_PAD;
+  const ps = pStride(k);
   const kv = 2 * k.keys * ds;
-  const pOverK = k.rows * ps <= k.keys * ds;
+  // With the softmax per subgroup, P is written while other subgroups still read K.
+  const pOverK = !k.localSoftmax && k.rows * ps <= k.keys * ds;
   const loop = pOverK ? kv : kv + k.rows * ps;
   // Q is staged in rounds of qRows rows, as many as fit in the loop's staging (whole row blocks,
   // whole vec4 per invocation), so that Q does not set the workgroup memory (fewer workgroups per
@@ -366,9 +355,17 @@ function halfArray(
   return { size: Math.max(qRows * ds, loop), pOffset: pOverK ? 0 : kv, qRows };
 }
 
+/**
+ * Halves per P row: padded, or (per-subgroup softmax) the keys alone, since P then needs memory of
+ * its own and a fragment of unpadded 16-key rows is one contiguous 512-byte run.
+ */
+function pStride(k: MmaKernel): number {
+  return k.localSoftmax ? k.keys : k.keys + ROW_PAD;
+}
+
 /** Floats of the f32 workgroup array: max(S tiles, one output round's staging). */
 function floatArray(shape: ModelShape, k: MmaKernel): number {
-  return Math.max(k.split * k.qkChains * k.rows * (k.keys + 4), k.rows * outStride(shape, k));
+  return Math.max(k.split * k.rows * (k.keys + 4), k.rows * outStride(shape, k));
 }
 
 /** Floats per row of an output round's staging (its columns and 4 of padding). */
@@ -380,7 +377,8 @@ function outStride(shape: ModelShape, k: MmaKernel): number {
 export function mmaWorkgroupBytes(shape: ModelShape, k: MmaKernel, maskWords: number): number {
   const { size } = halfArray(shape, k);
   return 2 * size + 4 * floatArray(shape, k) + 4 * k.keys +
-    4 * Math.max(1, maskWords) * k.keys + 4 * k.rows + 4 * k.rows + 16 + (k.padBytes ?? 0);
+    4 * Math.max(1, maskWords) * k.keys + 4 * k.rows + (k.localSoftmax ? 0 : 16) +
+    (k.padBytes ?? 0);
 }
 
 /** Everything {@linkcode mmaSource} needs. */
@@ -415,7 +413,7 @@ export function mmaSource(o: MmaSourceOptions): string {
   const { M, N, K } = k.config;
   const d = shape.headDim;
   const ds = d + ROW_PAD;
-  const ps = k.keys + ROW_PAD;
+  const ps = pStride(k);
   const ss = k.keys + 4;
   const { size: hSize, pOffset, qRows } = halfArray(shape, k);
   const qRounds = k.rows / qRows;
@@ -476,6 +474,68 @@ export function mmaSource(o: MmaSourceOptions): string {
         `${pad}}`,
       ].join("\n"));
 
+  // The rare rescale of O when a row's maximum moved, for the whole workgroup: the flag's read
+  // (two barriers) orders every P store before the loads of P V; the slow path stages the output
+  // fragments round by round and ends with a barrier of its own.
+  const sharedRescale = () =>
+    `    if (part == 0u) { alpha_sh[row] = alpha; }
+    // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
+    if (workgroupUniformLoad(&flag_sh[0]) != 0u) {
+${
+      lines(k.outRounds, (j) =>
+        [
+          `      if (busy) {`,
+          lines(fr, (f) => `        ${roundStore(j, f)}`),
+          `      }`,
+          `      workgroupBarrier();`,
+          `      for (var e = lid; e < R * WC; e += WG) {`,
+          `        let r = e / WC;`,
+          `        f_sh[r * WS + e % WC] *= alpha_sh[r];`,
+          `      }`,
+          `      workgroupBarrier();`,
+          `      if (busy) {`,
+          lines(
+            fr,
+            (f) =>
+              `        o${j * fr + f} = subgroupMatrixLoad<${result}, row_major>(&f_sh, ${
+                roundAt(f)
+              }, WS);`,
+          ),
+          `      }`,
+          `      workgroupBarrier();`,
+        ].join("\n"))
+    }
+    }
+    // No barrier here: the barrier of the flag's read above already orders every P store before
+    // the loads of P V, and the rare slow path ends with a barrier of its own.`;
+  // The same per subgroup (change 17): a subgroup whose rows moved stages its own output fragments,
+  // fpr at a time, in its own rows of the score tile (already read), and each lane scales its row
+  // by the alpha it holds; no workgroup barrier anywhere.
+  const fpr = Math.floor(k.keys / N); // output fragments per round in a row block's score rows
+  const localRescale = () =>
+    `    if (busy && subgroupAny(alpha != 1.0)) {
+${
+      lines(dn / fpr, (j) =>
+        [
+          lines(
+            fpr,
+            (f) =>
+              `      subgroupMatrixStore<row_major>(&f_sh, rb * M * SS + ${f * N}u, o${
+                j * fpr + f
+              }, SS);`,
+          ),
+          `      for (var c = part; c < ${fpr * N}u; c += LANES) { f_sh[row * SS + c] *= alpha; }`,
+          lines(
+            fpr,
+            (f) =>
+              `      o${
+                j * fpr + f
+              } = subgroupMatrixLoad<${result}, row_major>(&f_sh, rb * M * SS + ${f * N}u, SS);`,
+          ),
+        ].join("\n"))
+    }
+    }`;
+
   return `${o.enables}enable chromium_disable_uniformity_analysis;
 // Generated by kernels/group_attention_mma.ts (see there): ${mmaVariantName(k)}, head dim ${d},
 // ${shape.qHeads} q-heads / ${shape.kvHeads} KV heads.
@@ -531,15 +591,24 @@ var<workgroup> h_sh: array<f16, ${hSize}>;
 var<workgroup> f_sh: array<f32, ${fSize}>;
 var<workgroup> slot_sh: array<i32, ${2 * k.keys}>;  // [2][KT]: double-buffered key slots
 var<workgroup> mask_sh: array<u32, ${Math.max(1, o.maskWords) * k.keys}>;
-var<workgroup> rowq_sh: array<u32, R>;
 var<workgroup> alpha_sh: array<f32, R>;
-var<workgroup> flag_sh: array<u32, 4>;  // [0]: some row's maximum moved in this sub-tile
 ${
+    k.localSoftmax
+      ? ""
+      : "var<workgroup> flag_sh: array<u32, 4>;  // [0]: some row's maximum moved in this sub-tile\n"
+  }${
     k.padBytes
       ? `var<workgroup> pad_sh: array<u32, ${k.padBytes / 4}>;  // unused (profiling: padBytes)
 `
       : ""
   }
+// Where tile row qr's Q starts in q_in (vec4), or NO_ROW past the tile's rows.
+fn q_base(qr: u32, rows: u32, row_start: u32, q_begin: u32, kvh: u32) -> u32 {
+  if (qr >= rows) { return NO_ROW; }
+  let r = row_start + qr;
+  return (md[md[1] + q_begin + r / GROUP] * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
+}
+
 // Mask word e of sub-tile \`tile\` ([word][key] of the tile's MAXW words), 0 past the group or the
 // words the tile spans.
 fn mask_word(tile: u32, e: u32, tokens: u32, mask_off: u32, w0: u32, nw: u32) -> u32 {
@@ -590,16 +659,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let mw = min(lq / 32u - w0, MAXW - 1u);
   let mb = lq % 32u;
 
-  if (lid < R) {
-    var base = NO_ROW;
-    if (lid < rows) {
-      let r = row_start + lid;
-      let query = md[md[1] + q_begin + r / GROUP];
-      base = (query * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
-    }
-    rowq_sh[lid] = base;
-  }
-  workgroupBarrier();
 ${lines(dk, (i) => `  var q${i} = ${left}();`)}
 ${lines(dn, (i) => `  var o${i} = ${result}();`)}
   // Q rows in ${qRounds} round(s) of ${qRows}, each unrolled so that every load is in flight before the
@@ -610,7 +669,9 @@ ${
         lines(nq, (i) =>
           [
             `  let qe${j}_${i} = lid + ${i * k.threads}u;`,
-            `  let qb${j}_${i} = rowq_sh[${j * qRows}u + qe${j}_${i} / DV];`,
+            `  let qb${j}_${i} = q_base(${
+              j * qRows
+            }u + qe${j}_${i} / DV, rows, row_start, q_begin, kvh);`,
             `  let qx${j}_${i} = select(vec4<f16>(), q_in[select(0u, qb${j}_${i}, qb${j}_${i} != NO_ROW) + qe${j}_${i} % DV], qb${j}_${i} != NO_ROW);`,
           ].join("\n")),
         lines(
@@ -640,16 +701,16 @@ ${
     if (KT + lid < tokens) { next_slot = i32(md[slot_off + KT + lid]); }
   }
   workgroupBarrier();
-  // K and V of a sub-tile are loaded into registers one sub-tile ahead (software pipelining): the
-  // loads of sub-tile kt + 1 are in flight during the math of sub-tile kt. Past the group, slot 0
-  // is read and replaced by zeros, so that no load waits behind a branch.
+  // K and V of a sub-tile are loaded right before they are staged, not a sub-tile ahead: registers
+  // held across the math cost the 64-row tile its third workgroup per SM, and the other resident
+  // warps hide the load (docs/performance.md, change 16). Past the group, slot 0 is read and
+  // replaced by zeros, so that no load waits behind a branch.
 ${
     lines(nkv, (i) =>
       `  var kr${i} = vec4<f16>();
   var vr${i} = vec4<f16>();`)
   }
 ${off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps the bindings" : ""}
-${k.noPrefetch ? "" : loadKv("0u")}
 ${
     maskAhead
       ? `  // The first sub-tile's mask word of this invocation (if any), staged at the loop's top.
@@ -665,14 +726,10 @@ ${
     // The previous sub-tile's P V is done: stage this sub-tile's K and V, the next sub-tile's
     // slots and this sub-tile's mask words.
     workgroupBarrier();
-${
-    k.noPrefetch
-      ? `    // Without prefetch: this sub-tile's K and V now (its slots are in buffer buf since the last
-    // sub-tile's second barrier, or since the one before the loop).
+    // This sub-tile's K and V (its slots are in buffer buf since the last sub-tile's second
+    // barrier, or since the one before the loop).
 ${loadKv("buf", "    ")}
-`
-      : ""
-  }${
+${
     off("stage")
       // Keeps the loaded registers alive (one store per sub-tile) without staging them.
       ? `    if (lid == 0u) { h_sh[0] = ${
@@ -707,19 +764,13 @@ ${
       }
     }`
   }
-    if (lid == 0u) { flag_sh[0] = 0u; }
-    workgroupBarrier();
-${
-    k.noPrefetch ? "" : `    if (kt + 1u < tiles) {
-${loadKv("buf ^ 1u", "      ")}
-    }`
-  }
+${k.localSoftmax ? "" : "    if (lid == 0u) { flag_sh[0] = 0u; }\n"}    workgroupBarrier();
     // S = Q K^T for this row block.
     if (busy) {
 ${
     off("qk") ? "" : lines(kn, (j) =>
       [
-        lines(k.qkChains, (c) => `      var s${j}_${c} = ${result}();`),
+        `      var s${j} = ${result}();`,
         off("qk-loads")
           ? `      let kf${j} = subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
             j * N * ds
@@ -728,26 +779,27 @@ ${
         lines(
           dk,
           (i) =>
-            `      s${j}_${i % k.qkChains} = subgroupMatrixMultiplyAccumulate(q${i}, ${
+            `      s${j} = subgroupMatrixMultiplyAccumulate(q${i}, ${
               off("qk-loads")
                 ? `kf${j}`
                 : `subgroupMatrixLoad<${right}, col_major>(&h_sh, ${
                   j * N * ds
                 }u + (hs * ${dk}u + ${i}u) * ${K}u, DS)`
-            }, s${j}_${i % k.qkChains});`,
+            }, s${j});`,
         ),
-        // Score tile (chain c, part hs of the head dim): [c * SPLIT + hs][R][SS].
-        lines(
-          k.qkChains,
-          (c) =>
-            `      subgroupMatrixStore<row_major>(&f_sh, (${c}u * SPLIT + hs) * R * SS + rb * M * SS + ${
-              j * N
-            }u, s${j}_${c}, SS);`,
-        ),
+        // Score tile of part hs of the head dim: [hs][R][SS].
+        `      subgroupMatrixStore<row_major>(&f_sh, hs * R * SS + rb * M * SS + ${
+          j * N
+        }u, s${j}, SS);`,
       ].join("\n"))
   }
     }
-    workgroupBarrier();
+${
+    k.localSoftmax
+      ? `    // No barrier: this subgroup's lanes read the scores of its own rows (a subgroup's store is
+    // visible to its own lanes' later loads), and write P to its own rows.`
+      : "    workgroupBarrier();"
+  }
     // Softmax of row \`row\` over keys part * KPL ..: scale, mask, maximum, P = exp(S - m) in f16.
 ${
     off("softmax")
@@ -763,7 +815,7 @@ ${
             `    var ok${i} = slot_sh[buf * KT + key${i}] >= 0;`,
             `    if (masked) { ok${i} = ok${i} && ((mask_sh[mw * KT + key${i}] >> mb) & 1u) != 0u; }`,
             `    let sv${i} = select(NEG, (${
-              Array.from({ length: split * k.qkChains }, (_, h) =>
+              Array.from({ length: split }, (_, h) =>
                 h === 0
                   ? `f_sh[row * SS + key${i}]`
                   : `f_sh[${h * k.rows * ss}u + row * SS + key${i}]`)
@@ -779,8 +831,7 @@ ${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 <<
         m_run = mx;  // the row's first visible keys: its O and l are still zero
       } else if (mx > m_run + THRESHOLD) {
         alpha = exp(m_run - mx);
-        m_run = mx;
-        flag_sh[0] = 1u;
+        m_run = mx;${k.localSoftmax ? "" : "\n        flag_sh[0] = 1u;"}
       }
     }
     var ls = 0.0;
@@ -796,43 +847,7 @@ ${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`
     l_run = l_run * alpha + ls;
 `
   }
-    if (part == 0u) { alpha_sh[row] = alpha; }
-    // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
-    ${
-    k.plainFlag
-      ? `// Every invocation reads the same flag after this barrier; it is reset only after the next
-    // sub-tile's first barrier.
-    workgroupBarrier();
-    if (flag_sh[0] != 0u) {`
-      : "if (workgroupUniformLoad(&flag_sh[0]) != 0u) {"
-  }
-${
-    lines(k.outRounds, (j) =>
-      [
-        `      if (busy) {`,
-        lines(fr, (f) => `        ${roundStore(j, f)}`),
-        `      }`,
-        `      workgroupBarrier();`,
-        `      for (var e = lid; e < R * WC; e += WG) {`,
-        `        let r = e / WC;`,
-        `        f_sh[r * WS + e % WC] *= alpha_sh[r];`,
-        `      }`,
-        `      workgroupBarrier();`,
-        `      if (busy) {`,
-        lines(
-          fr,
-          (f) =>
-            `        o${j * fr + f} = subgroupMatrixLoad<${result}, row_major>(&f_sh, ${
-              roundAt(f)
-            }, WS);`,
-        ),
-        `      }`,
-        `      workgroupBarrier();`,
-      ].join("\n"))
-  }
-    }
-    // No barrier here: the barrier of the flag's read above already orders every P store before
-    // the loads of P V, and the rare slow path ends with a barrier of its own.
+${k.localSoftmax ? localRescale() : sharedRescale()}
     // O += P V.
     if (busy) {
 ${

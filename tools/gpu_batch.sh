@@ -13,7 +13,8 @@
 # perf, trees, presets, occupancy, profile; default all but occupancy (OCC_TILES: the tiles of
 # tools/occupancy_mma.ts)), so a session can split them over two calls and keep
 # the stored calibration and tuning (carried in out/). PERF_VARIANTS and PERF_TREES narrow the
-# perf step (tools/perf_runtimes.ts --variants/--trees; PERF_RUNTIMES, default dawn).
+# perf step (tools/perf_runtimes.ts --variants/--trees; PERF_RUNTIMES, default dawn); PROFILE_ARGS
+# adds arguments to tools/profile_mma.ts (split on spaces).
 set -uo pipefail
 out=${OUT:-out/gpu-batch}
 runtimes=${RUNTIMES:-deno,dawn}
@@ -84,7 +85,7 @@ if [[ "$runtimes" == *dawn* ]] && want occupancy; then
   [ "$scale" != 1 ] && small=(--small --sms 1)
   step "matrix kernel: workgroups resident per SM, per tile (Dawn)"
   OUT="$out" timeout "${OCC_TIMEOUT:-120}" deno run -A tools/occupancy_mma.ts "${small[@]}" \
-    --tiles "${OCC_TILES:-r32-k16,r64-k16,r64-k16-c2-pf,r64-k16-np,r64-k16-c2-pf-np,r32-k16-np}" \
+    --tiles "${OCC_TILES:-r32-k16,r64-k16}" \
     >"$out/logs/occupancy_mma.log" 2>&1
   echo "occupancy_mma exit $?" | tee -a "$log"
 fi
@@ -93,8 +94,9 @@ if [[ "$runtimes" == *dawn* ]] && want profile; then
   small=()
   [ "$scale" != 1 ] && small=(--small)
   step "matrix kernel: profile by subtraction (Dawn)"
+  read -ra profile_args <<<"${PROFILE_ARGS:-}"
   OUT="$out" timeout "${PROFILE_TIMEOUT:-100}" deno run -A tools/profile_mma.ts "${small[@]}" \
-    --samples 15 --lead 2000 >"$out/logs/profile_mma.log" 2>&1
+    --samples 15 --lead 2000 "${profile_args[@]}" >"$out/logs/profile_mma.log" 2>&1
   echo "profile_mma exit $?" | tee -a "$log"
 fi
 [ -n "$smi" ] && kill "$smi"

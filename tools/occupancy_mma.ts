@@ -10,8 +10,8 @@
  *     deno run -A tools/occupancy_mma.ts [--tiles r32-k16,r64-k16,r32-k16-p2048] [--sms 132]
  *       [--block 128] [--samples 9] [--small]
  *
- * A tile is `r<rows>-k<keys>[-s<split>][-c<Q K^T chains>][-pf][-np][-p<unused workgroup bytes>]`
- * (`-pf`: `plainFlag`, `-np`: `prefetch` 0). Dawn only (the matrix
+ * A tile is `r<rows>-k<keys>[-s<split>][-ls][-p<unused workgroup bytes>]` (`-ls`: `localSoftmax`).
+ * Dawn only (the matrix
  * kernel); the Table 14 tree at the Llama-3-8B shape, f16 (`--small`: a tiny tree for software
  * adapters). Writes `${OUT:-out}/occupancy_mma.json`.
  *
@@ -50,19 +50,15 @@ interface Tile {
   rows: number;
   keys: number;
   split: number;
-  chains: number;
-  plainFlag: boolean;
-  noPrefetch: boolean;
+  localSoftmax: boolean;
   padBytes: number;
 }
 
 function parseTile(t: string): Tile {
-  const m = /^r(\d+)-k(\d+)(?:-s(\d+))?(?:-c(\d+))?(-pf)?(-np)?(?:-p(\d+))?$/.exec(t);
+  const m = /^r(\d+)-k(\d+)(?:-s(\d+))?(-ls)?(?:-p(\d+))?$/.exec(t);
   if (!m) {
     console.error(
-      `Bad tile ${
-        JSON.stringify(t)
-      }: expected r<rows>-k<keys>[-s<split>][-c<chains>][-pf][-np][-p<bytes>]`,
+      `Bad tile ${JSON.stringify(t)}: expected r<rows>-k<keys>[-s<split>][-ls][-p<bytes>]`,
     );
     Deno.exit(2);
   }
@@ -71,10 +67,8 @@ function parseTile(t: string): Tile {
     rows: Number(m[1]),
     keys: Number(m[2]),
     split: Number(m[3] ?? 1),
-    chains: Number(m[4] ?? 1),
-    plainFlag: m[5] !== undefined,
-    noPrefetch: m[6] !== undefined,
-    padBytes: Number(m[7] ?? 0),
+    localSoftmax: m[4] !== undefined,
+    padBytes: Number(m[5] ?? 0),
   };
 }
 
@@ -102,9 +96,7 @@ for (const t of tiles) {
       rows: t.rows,
       keys: t.keys,
       split: t.split,
-      qkChains: t.chains,
-      ...(t.plainFlag ? { plainFlag: 1 } : {}),
-      ...(t.noPrefetch ? { prefetch: 0 } : {}),
+      ...(t.localSoftmax ? { localSoftmax: 1 } : {}),
       fit: 0,
       occupancy: 1,
       ...(t.padBytes ? { padBytes: t.padBytes } : {}),

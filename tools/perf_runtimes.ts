@@ -92,6 +92,19 @@ function flattenVariants(): Variant[] {
       options: { ...dawn, privateMin: 64 },
       runtimes: ["dawn"],
     },
+    // Change 17: the softmax per subgroup (two barriers per sub-tile); `x-dawn` is `flat-dawn`
+    // again, so that `--variants x-dawn` times them beside it.
+    ...([
+      ["x-dawn", {}],
+      ["x-dawn-ls", { localSoftmax: 1 }],
+      ["x-dawn-r32", { rows: 32, fit: 0 }],
+      ["x-dawn-r32-ls", { rows: 32, fit: 0, localSoftmax: 1 }],
+    ] as const).map(([label, mma]): Variant => ({
+      label,
+      method: "deft-flatten",
+      options: { ...dawn, mma: { ...dawn.mma, ...mma } },
+      runtimes: ["dawn"],
+    })),
     // Change 12 undone (every block masked, mask words read inside the sub-tile): its A/B.
     {
       label: "flat-dawn-legacymask",
@@ -104,23 +117,6 @@ function flattenVariants(): Variant[] {
       label: `flat-dawn-r${rows}`,
       method: "deft-flatten",
       options: { ...dawn, mma: { rows, keys: 16, fit: 0 } },
-      runtimes: ["dawn"],
-    })),
-    // Change 16: Q K^T in two accumulator chains (c2), the rescale flag after a plain barrier
-    // (pf); `x-dawn` is `flat-dawn` again, so that `--variants x-dawn` times them beside it.
-    ...([
-      ["x-dawn", {}],
-      ["x-dawn-c2", { qkChains: 2 }],
-      ["x-dawn-pf", { plainFlag: 1 }],
-      ["x-dawn-c2-pf", { qkChains: 2, plainFlag: 1 }],
-      ["x-dawn-r32", { rows: 32, fit: 0 }],
-      ["x-dawn-r32-pf", { rows: 32, fit: 0, plainFlag: 1 }],
-      ["x-dawn-np", { prefetch: 0 }],
-      ["x-dawn-c2-pf-np", { qkChains: 2, plainFlag: 1, prefetch: 0 }],
-    ] as const).map(([label, mma]): Variant => ({
-      label,
-      method: "deft-flatten",
-      options: { ...dawn, mma: { ...dawn.mma, ...mma } },
       runtimes: ["dawn"],
     })),
     { label: "flat-deno", method: "deft-flatten", options: deno, runtimes: ["deno"] },

@@ -513,12 +513,10 @@ const MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
   { rows: 64, keys: 32 },
   // Q staged in two rounds on an 8 x 8 x 8 device (change 10); no tile of a 16-wide one.
   { rows: 64, keys: 8 },
-  // Q K^T in two accumulator chains, with the plain flag barrier, and with the head-dim split
-  // (four score tiles summed) (change 16).
-  { qkChains: 2, plainFlag: 1 },
-  { qkChains: 2, split: 2 },
-  // K and V loaded where they are staged (no registers held across the math).
-  { prefetch: 0 },
+  // The softmax and rescale per subgroup (change 17): one output fragment per rescale round, and
+  // two (32 keys).
+  { localSoftmax: 1 },
+  { localSoftmax: 1, rows: 64, keys: 32 },
 ];
 /**
  * Tiles checked on hardware GPUs only: the whole output tile staged at once (change 9; it compiles
@@ -537,6 +535,15 @@ const mmaVariantCases: (ConformanceCase & { gpuOnly?: boolean })[] = [
     name: "GQA group 16, shape 16/1/64",
     tree: () => reasoning(),
     shape: { name: "16/1/64", qHeads: 16, kvHeads: 1, headDim: 64, layers: 1 },
+    dtype: "f16",
+    gpuOnly: true,
+  },
+  // The paper's shape and a Table 14 star (a shared prompt over 64 one-token queries): hundreds of
+  // workgroups of the full 64-row tile at once, where a race between subgroups would show.
+  {
+    name: "1500 + 64 x 1, llama3-8b",
+    tree: () => starTree(1500, 64, 1),
+    shape: LLAMA_LAYER,
     dtype: "f16",
     gpuOnly: true,
   },
@@ -588,8 +595,9 @@ for (const v of [...MMA_VARIANTS, ...GPU_ONLY_MMA_VARIANTS]) {
 
 // Logits that keep growing along the path move a row's maximum past the matrix kernel's threshold
 // in later sub-tiles of a block: its rarely taken rescale of O (through workgroup memory, after the
-// rescale flag's barrier), checked with the flag read both ways (change 16).
-for (const v of [{}, { qkChains: 2, plainFlag: 1 }] as Partial<MmaKernelOptions>[]) {
+// rescale flag's barrier, or per subgroup), checked at the default tile, with the head-dim split and
+// with the softmax per subgroup.
+for (const v of [{}, { split: 2 }, { localSoftmax: 1 }] as Partial<MmaKernelOptions>[]) {
   Deno.test({
     name: `deft-flatten matrix kernel ${
       JSON.stringify(v)
@@ -689,9 +697,9 @@ Deno.test("the matrix kernel's output pass adds no workgroup memory unless asked
   assertThrows(() => k({ rows: 128, keys: 16, outRounds: 1 }), RangeError, /workgroup memory/);
   assertThrows(() => k({ rows: 32, keys: 16, outRounds: 3 }), RangeError, /outRounds/);
   // Q is staged in rounds that fit in the sub-tile loop's staging: 64 rows take what 32 take, plus
-  // 64 rows of S and a few row arrays.
-  assertEquals(bytes({ rows: 32, keys: 16 }), 11728);
-  assertEquals(bytes({ rows: 64, keys: 16 }), 14544);
+  // 64 rows of S and a few row arrays (Q's row bases are computed, not staged: change 17).
+  assertEquals(bytes({ rows: 32, keys: 16 }), 11600);
+  assertEquals(bytes({ rows: 64, keys: 16 }), 14288);
   const r64 = mmaSource({
     shape: LLAMA_LAYER,
     kernel: k({ rows: 64, keys: 16 }),
@@ -701,40 +709,49 @@ Deno.test("the matrix kernel's output pass adds no workgroup memory unless asked
   assert(r64.includes("rb * M / 32u == 1u"));
 });
 
-Deno.test("the matrix kernel's two Q K^T chains take a score tile each and are summed", () => {
+Deno.test("the matrix kernel loads a sub-tile's K and V once, where it stages them", () => {
   const k = (o: Partial<MmaKernelOptions>) => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, o);
-  const bytes = (o: Partial<MmaKernelOptions>) => mmaWorkgroupBytes(LLAMA_LAYER, k(o), 2);
-  // A second [64][20] f32 score tile: 5 KiB more on a 64-row tile; the output pass then stages
-  // a quarter of the columns at a time (128 / 4 + 4 <= 2 x 20) instead of an eighth.
-  assertEquals(bytes({ rows: 64, keys: 16, qkChains: 2 }), bytes({ rows: 64, keys: 16 }) + 5120);
-  assertEquals(k({ rows: 64, keys: 16, qkChains: 2 }).outRounds, 4);
+  // No prefetch (change 16): one load per register, in the loop, from this sub-tile's own slots.
+  const src = mmaSource({ shape: LLAMA_LAYER, kernel: k({}), maskWords: 2, enables: "" });
+  assertEquals(src.match(/kr0 = select\(/g)?.length, 1);
+  assert(src.includes("let s = slot_sh[(buf) * KT + e / DV];"));
+  assert(!src.includes("slot_sh[(buf ^ 1u) * KT + e / DV]"));
+  assert(src.includes("workgroupUniformLoad(&flag_sh[0])"));
+});
+
+Deno.test("the matrix kernel's softmax per subgroup leaves two barriers per sub-tile", () => {
+  const k = (o: Partial<MmaKernelOptions>) => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, o);
+  const loopBarriers = (o: Partial<MmaKernelOptions>) => {
+    const src = mmaSource({ shape: LLAMA_LAYER, kernel: k(o), maskWords: 2, enables: "" });
+    const loop = src.slice(src.indexOf("for (var kt = 0u;"), src.indexOf("// Normalised partials"));
+    return {
+      src,
+      barriers: loop.match(/workgroupBarrier\(\)/g)?.length ?? 0,
+      uniform: loop.match(/workgroupUniformLoad\(/g)?.length ?? 0,
+    };
+  };
+  // Shared: two before and after staging, one after the scores, the flag's read, and the rare
+  // path's three per output round (8 rounds at 16 keys).
+  const shared = loopBarriers({ rows: 64, keys: 16 });
+  assertEquals([shared.barriers, shared.uniform], [3 + 3 * 8, 1]);
+  const local = loopBarriers({ rows: 64, keys: 16, localSoftmax: 1 });
+  assertEquals([local.barriers, local.uniform], [2, 0]);
+  assert(local.src.includes("if (busy && subgroupAny(alpha != 1.0)) {"));
+  assert(!local.src.includes("flag_sh"));
+  // P has rows of its own, after K and V, unpadded.
+  assert(local.src.includes("const P_OFF: u32 = 4352u;"));
+  assert(local.src.includes("const PS: u32 = 16u;"));
+  // The 64-row tile still fits three times in the 48 KiB an H200's SM gives this kernel's
+  // workgroups (docs/performance.md, occupancy probe), with two mask words.
+  const bytes = mmaWorkgroupBytes(LLAMA_LAYER, k({ rows: 64, keys: 16, localSoftmax: 1 }), 2);
+  assertEquals(bytes, 16320);
+  assert(3 * bytes <= 48 * 1024);
   assertEquals(
-    mmaVariantName(k({ rows: 64, keys: 16, qkChains: 2, plainFlag: 1 })),
-    "mma-16x16x16-r64-k16-c2-pf",
+    mmaVariantName(k({ rows: 64, keys: 16, localSoftmax: 1 })),
+    "mma-16x16x16-r64-k16-ls",
   );
-  const src = mmaSource({
-    shape: LLAMA_LAYER,
-    kernel: k({ rows: 64, keys: 16, qkChains: 2, plainFlag: 1 }),
-    maskWords: 2,
-    enables: "",
-  });
-  // 8 K-steps alternate between s0_0 and s0_1; the softmax adds both tiles.
-  assertEquals(src.match(/s0_0 = subgroupMatrixMultiplyAccumulate/g)?.length, 4);
-  assertEquals(src.match(/s0_1 = subgroupMatrixMultiplyAccumulate/g)?.length, 4);
-  assert(src.includes("f_sh[row * SS + key0] + f_sh[1280u + row * SS + key0]"));
-  assert(!src.includes("workgroupUniformLoad("));
-  assertThrows(() => k({ qkChains: 3 }), RangeError, /qkChains/);
-  // Without prefetch, a sub-tile's K and V are loaded once, in the loop, from its own slots.
-  const np = mmaSource({
-    shape: LLAMA_LAYER,
-    kernel: k({ prefetch: 0 }),
-    maskWords: 2,
-    enables: "",
-  });
-  assertEquals(mmaVariantName(k({ prefetch: 0 })), "mma-16x16x16-r32-k16-np");
-  assertEquals(np.match(/kr0 = select\(/g)?.length, 1);
-  assert(np.includes("let s = slot_sh[(buf) * KT + e / DV];"));
-  assert(!np.includes("slot_sh[(buf ^ 1u) * KT + e / DV]"));
+  assertThrows(() => k({ localSoftmax: 1, split: 2 }), RangeError, /needs split 1/);
+  assertThrows(() => k({ localSoftmax: 2 }), RangeError, /localSoftmax must be 0 or 1/);
 });
 
 Deno.test("the matrix kernel counts its live workgroups only when profiling asks", () => {
@@ -747,7 +764,7 @@ Deno.test("the matrix kernel counts its live workgroups only when profiling asks
   assert(counted.includes("atomicSub(&occ[0], 1u)"));
   assertEquals(mmaVariantName(k({ occupancy: 1 })), "mma-16x16x16-r32-k16-occ");
   // Counting costs no workgroup memory.
-  assertEquals(mmaWorkgroupBytes(LLAMA_LAYER, k({ occupancy: 1 }), 2), 11728);
+  assertEquals(mmaWorkgroupBytes(LLAMA_LAYER, k({ occupancy: 1 }), 2), 11600);
 });
 
 Deno.test("privateSuffixes() routes exactly the nodes only one query sees, where its suffix is long enough", async () => {
