@@ -99,6 +99,7 @@ function flattenVariants(): Variant[] {
       ["x-dawn-ls", { localSoftmax: 1 }],
       ["x-dawn-r32", { rows: 32, fit: 0 }],
       ["x-dawn-r32-ls", { rows: 32, fit: 0, localSoftmax: 1 }],
+      ["x-dawn-r128-ls", { rows: 128, localSoftmax: 1 }],
     ] as const).map(([label, mma]): Variant => ({
       label,
       method: "deft-flatten",

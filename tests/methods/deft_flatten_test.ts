@@ -520,9 +520,13 @@ const MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
 ];
 /**
  * Tiles checked on hardware GPUs only: the whole output tile staged at once (change 9; it compiles
- * for about two minutes on lavapipe, and CI's time is short).
+ * for about two minutes on lavapipe, and CI's time is short), and 128 rows with the softmax per
+ * subgroup (8 subgroups of 32).
  */
-const GPU_ONLY_MMA_VARIANTS: Partial<MmaKernelOptions>[] = [{ outRounds: 1 }];
+const GPU_ONLY_MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
+  { outRounds: 1 },
+  { rows: 128, localSoftmax: 1 },
+];
 const mmaVariantCases: (ConformanceCase & { gpuOnly?: boolean })[] = [
   {
     name: "speculative t=100, shape 8/2/32",
