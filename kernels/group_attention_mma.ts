@@ -893,9 +893,33 @@ ${
   let r = row_start + row;
   let out_row = (q_begin + r / GROUP) * Q_HEADS + kvh * GROUP + r % GROUP;
   let inv = select(0.0, 1.0 / l_run, l_run > 0.0);
-  if (part == 0u) { alpha_sh[row] = inv; }
+${k.localSoftmax ? "" : "  if (part == 0u) { alpha_sh[row] = inv; }"}
 ${
-    off("output")
+    k.localSoftmax && !off("output")
+      // Per subgroup, as the rescale: its output fragments fpr at a time through its own score
+      // rows, each lane writing its row's columns with the 1 / l it holds; no workgroup barrier.
+      ? [
+        `  if (busy) {`,
+        lines(dn / fpr, (j) =>
+          [
+            lines(
+              fpr,
+              (f) =>
+                `    subgroupMatrixStore<row_major>(&f_sh, rb * M * SS + ${f * N}u, o${
+                  j * fpr + f
+                }, SS);`,
+            ),
+            `    for (var c = 4u * part; c < ${fpr * N}u; c += 4u * LANES) {`,
+            `      let b = row * SS + c;`,
+            `      if (row < rows) {`,
+            `        partial_o[(out_row * D + ${j * fpr * N}u + c) / 4u] =`,
+            `          vec4<f32>(f_sh[b], f_sh[b + 1u], f_sh[b + 2u], f_sh[b + 3u]) * inv;`,
+            `      }`,
+            `    }`,
+          ].join("\n")),
+        `  }`,
+      ].join("\n")
+      : off("output")
       // Keeps every output fragment alive (stored over one another) and writes one value per row.
       ? [
         `  workgroupBarrier();`,

@@ -741,6 +741,10 @@ Deno.test("the matrix kernel's softmax per subgroup leaves two barriers per sub-
   const local = loopBarriers({ rows: 64, keys: 16, localSoftmax: 1 });
   assertEquals([local.barriers, local.uniform], [2, 0]);
   assert(local.src.includes("if (busy && subgroupAny(alpha != 1.0)) {"));
+  // The output pass per subgroup too: no barrier after the loop (the shared one has 2 per round).
+  const after = (src: string) => src.slice(src.indexOf("// Normalised partials"));
+  assertEquals(after(local.src).match(/workgroupBarrier\(\)/g), null);
+  assertEquals(after(shared.src).match(/workgroupBarrier\(\)/g)?.length, 2 * 8);
   assert(!local.src.includes("flag_sh"));
   // P has rows of its own, after K and V, unpadded.
   assert(local.src.includes("const P_OFF: u32 = 4352u;"));
