@@ -73,14 +73,6 @@ export interface MmaKernelOptions {
    */
   legacyMask?: number;
   /**
-   * 1: each subgroup runs the softmax of its own rows and rescales its own output (subgroup
-   * shuffles, its own rows of workgroup memory), so that a sub-tile has two workgroup barriers
-   * (before K and V are staged, and after) instead of five; P then has workgroup memory of its own
-   * (it cannot go over K while other subgroups still read K). Needs `split` 1
-   * (docs/performance.md, change 17).
-   */
-  localSoftmax?: number;
-  /**
    * Bytes of workgroup memory added and never used, for `tools/profile_mma.ts` only: what the
    * kernel's speed does as its memory grows shows whether memory limits the workgroups resident per
    * SM (docs/performance.md, change 10). Never set by a method's variants.
@@ -189,8 +181,6 @@ export interface MmaKernel {
   readonly occupancy?: boolean;
   /** The mask handling before change 12 (profiling only, {@linkcode MmaKernelOptions.legacyMask}). */
   readonly legacyMask?: boolean;
-  /** Softmax and rescale per subgroup, two barriers per sub-tile ({@linkcode MmaKernelOptions.localSoftmax}). */
-  readonly localSoftmax?: boolean;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -204,9 +194,8 @@ export function mmaVariantName(k: MmaKernel): string {
   const rounds = k.outRounds !== k.defaultOutRounds ? `-o${k.outRounds}` : "";
   const pad = k.padBytes ? `-pad${k.padBytes}` : "";
   const legacy = k.legacyMask ? "-legacymask" : "";
-  const local = k.localSoftmax ? "-ls" : "";
   const occ = k.occupancy ? "-occ" : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${local}${rounds}${pad}${legacy}${occ}${knocked}`;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${legacy}${occ}${knocked}`;
 }
 
 /**
@@ -258,21 +247,6 @@ export function mmaKernel(
       } fragments, got ${o.split}`,
     );
   }
-  if (o.localSoftmax !== undefined && o.localSoftmax !== 0 && o.localSoftmax !== 1) {
-    throw new RangeError(`Kernel mma localSoftmax must be 0 or 1, got ${o.localSoftmax}`);
-  }
-  if (o.localSoftmax === 1 && split !== 1) {
-    throw new RangeError(
-      `Kernel mma localSoftmax needs split 1 (a row's softmax in its own subgroup), got ${split}`,
-    );
-  }
-  if (o.localSoftmax === 1 && (d / N) % Math.floor(o.keys / N) !== 0) {
-    throw new RangeError(
-      `Kernel mma localSoftmax rescales ${
-        Math.floor(o.keys / N)
-      } output fragments at a time, which must divide the head dim's ${d / N}`,
-    );
-  }
   const lanes = (sg * split) / M; // invocations per row in the softmax
   if (o.keys % lanes !== 0) {
     throw new RangeError(
@@ -317,7 +291,6 @@ export function mmaKernel(
     ...(o.ablate ? { ablate: parseAblation(o.ablate) } : {}),
     ...(o.padBytes ? { padBytes: o.padBytes } : {}),
     ...(o.legacyMask === 1 ? { legacyMask: true } : {}),
-    ...(o.localSoftmax === 1 ? { localSoftmax: true } : {}),
     ...(o.occupancy === 1 ? { occupancy: true } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
@@ -335,10 +308,9 @@ function halfArray(
   k: MmaKernel,
 ): { size: number; pOffset: number; qRows: number } {
   const ds = shape.headDim + ROW_PAD;
-  const ps = pStride(k);
+  const ps = k.keys + ROW_PAD;
   const kv = 2 * k.keys * ds;
-  // With the softmax per subgroup, P is written while other subgroups still read K.
-  const pOverK = !k.localSoftmax && k.rows * ps <= k.keys * ds;
+  const pOverK = k.rows * ps <= k.keys * ds;
   const loop = pOverK ? kv : kv + k.rows * ps;
   // Q is staged in rounds of qRows rows, as many as fit in the loop's staging (whole row blocks,
   // whole vec4 per invocation), so that Q does not set the workgroup memory (fewer workgroups per
@@ -355,14 +327,6 @@ function halfArray(
   return { size: Math.max(qRows * ds, loop), pOffset: pOverK ? 0 : kv, qRows };
 }
 
-/**
- * Halves per P row: padded, or (per-subgroup softmax) the keys alone, since P then needs memory of
- * its own and a fragment of unpadded 16-key rows is one contiguous 512-byte run.
- */
-function pStride(k: MmaKernel): number {
-  return k.localSoftmax ? k.keys : k.keys + ROW_PAD;
-}
-
 /** Floats of the f32 workgroup array: max(S tiles, one output round's staging). */
 function floatArray(shape: ModelShape, k: MmaKernel): number {
   return Math.max(k.split * k.rows * (k.keys + 4), k.rows * outStride(shape, k));
@@ -377,8 +341,7 @@ function outStride(shape: ModelShape, k: MmaKernel): number {
 export function mmaWorkgroupBytes(shape: ModelShape, k: MmaKernel, maskWords: number): number {
   const { size } = halfArray(shape, k);
   return 2 * size + 4 * floatArray(shape, k) + 4 * k.keys +
-    4 * Math.max(1, maskWords) * k.keys + 4 * k.rows + (k.localSoftmax ? 0 : 16) +
-    (k.padBytes ?? 0);
+    4 * Math.max(1, maskWords) * k.keys + 4 * k.rows + 4 * k.rows + 16 + (k.padBytes ?? 0);
 }
 
 /** Everything {@linkcode mmaSource} needs. */
@@ -413,7 +376,7 @@ export function mmaSource(o: MmaSourceOptions): string {
   const { M, N, K } = k.config;
   const d = shape.headDim;
   const ds = d + ROW_PAD;
-  const ps = pStride(k);
+  const ps = k.keys + ROW_PAD;
   const ss = k.keys + 4;
   const { size: hSize, pOffset, qRows } = halfArray(shape, k);
   const qRounds = k.rows / qRows;
@@ -474,68 +437,6 @@ export function mmaSource(o: MmaSourceOptions): string {
         `${pad}}`,
       ].join("\n"));
 
-  // The rare rescale of O when a row's maximum moved, for the whole workgroup: the flag's read
-  // (two barriers) orders every P store before the loads of P V; the slow path stages the output
-  // fragments round by round and ends with a barrier of its own.
-  const sharedRescale = () =>
-    `    if (part == 0u) { alpha_sh[row] = alpha; }
-    // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
-    if (workgroupUniformLoad(&flag_sh[0]) != 0u) {
-${
-      lines(k.outRounds, (j) =>
-        [
-          `      if (busy) {`,
-          lines(fr, (f) => `        ${roundStore(j, f)}`),
-          `      }`,
-          `      workgroupBarrier();`,
-          `      for (var e = lid; e < R * WC; e += WG) {`,
-          `        let r = e / WC;`,
-          `        f_sh[r * WS + e % WC] *= alpha_sh[r];`,
-          `      }`,
-          `      workgroupBarrier();`,
-          `      if (busy) {`,
-          lines(
-            fr,
-            (f) =>
-              `        o${j * fr + f} = subgroupMatrixLoad<${result}, row_major>(&f_sh, ${
-                roundAt(f)
-              }, WS);`,
-          ),
-          `      }`,
-          `      workgroupBarrier();`,
-        ].join("\n"))
-    }
-    }
-    // No barrier here: the barrier of the flag's read above already orders every P store before
-    // the loads of P V, and the rare slow path ends with a barrier of its own.`;
-  // The same per subgroup (change 17): a subgroup whose rows moved stages its own output fragments,
-  // fpr at a time, in its own rows of the score tile (already read), and each lane scales its row
-  // by the alpha it holds; no workgroup barrier anywhere.
-  const fpr = Math.floor(k.keys / N); // output fragments per round in a row block's score rows
-  const localRescale = () =>
-    `    if (busy && subgroupAny(alpha != 1.0)) {
-${
-      lines(dn / fpr, (j) =>
-        [
-          lines(
-            fpr,
-            (f) =>
-              `      subgroupMatrixStore<row_major>(&f_sh, rb * M * SS + ${f * N}u, o${
-                j * fpr + f
-              }, SS);`,
-          ),
-          `      for (var c = part; c < ${fpr * N}u; c += LANES) { f_sh[row * SS + c] *= alpha; }`,
-          lines(
-            fpr,
-            (f) =>
-              `      o${
-                j * fpr + f
-              } = subgroupMatrixLoad<${result}, row_major>(&f_sh, rb * M * SS + ${f * N}u, SS);`,
-          ),
-        ].join("\n"))
-    }
-    }`;
-
   return `${o.enables}enable chromium_disable_uniformity_analysis;
 // Generated by kernels/group_attention_mma.ts (see there): ${mmaVariantName(k)}, head dim ${d},
 // ${shape.qHeads} q-heads / ${shape.kvHeads} KV heads.
@@ -591,24 +492,15 @@ var<workgroup> h_sh: array<f16, ${hSize}>;
 var<workgroup> f_sh: array<f32, ${fSize}>;
 var<workgroup> slot_sh: array<i32, ${2 * k.keys}>;  // [2][KT]: double-buffered key slots
 var<workgroup> mask_sh: array<u32, ${Math.max(1, o.maskWords) * k.keys}>;
+var<workgroup> rowq_sh: array<u32, R>;
 var<workgroup> alpha_sh: array<f32, R>;
+var<workgroup> flag_sh: array<u32, 4>;  // [0]: some row's maximum moved in this sub-tile
 ${
-    k.localSoftmax
-      ? ""
-      : "var<workgroup> flag_sh: array<u32, 4>;  // [0]: some row's maximum moved in this sub-tile\n"
-  }${
     k.padBytes
       ? `var<workgroup> pad_sh: array<u32, ${k.padBytes / 4}>;  // unused (profiling: padBytes)
 `
       : ""
   }
-// Where tile row qr's Q starts in q_in (vec4), or NO_ROW past the tile's rows.
-fn q_base(qr: u32, rows: u32, row_start: u32, q_begin: u32, kvh: u32) -> u32 {
-  if (qr >= rows) { return NO_ROW; }
-  let r = row_start + qr;
-  return (md[md[1] + q_begin + r / GROUP] * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
-}
-
 // Mask word e of sub-tile \`tile\` ([word][key] of the tile's MAXW words), 0 past the group or the
 // words the tile spans.
 fn mask_word(tile: u32, e: u32, tokens: u32, mask_off: u32, w0: u32, nw: u32) -> u32 {
@@ -659,6 +551,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let mw = min(lq / 32u - w0, MAXW - 1u);
   let mb = lq % 32u;
 
+  if (lid < R) {
+    var base = NO_ROW;
+    if (lid < rows) {
+      let r = row_start + lid;
+      let query = md[md[1] + q_begin + r / GROUP];
+      base = (query * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
+    }
+    rowq_sh[lid] = base;
+  }
+  workgroupBarrier();
 ${lines(dk, (i) => `  var q${i} = ${left}();`)}
 ${lines(dn, (i) => `  var o${i} = ${result}();`)}
   // Q rows in ${qRounds} round(s) of ${qRows}, each unrolled so that every load is in flight before the
@@ -669,9 +571,7 @@ ${
         lines(nq, (i) =>
           [
             `  let qe${j}_${i} = lid + ${i * k.threads}u;`,
-            `  let qb${j}_${i} = q_base(${
-              j * qRows
-            }u + qe${j}_${i} / DV, rows, row_start, q_begin, kvh);`,
+            `  let qb${j}_${i} = rowq_sh[${j * qRows}u + qe${j}_${i} / DV];`,
             `  let qx${j}_${i} = select(vec4<f16>(), q_in[select(0u, qb${j}_${i}, qb${j}_${i} != NO_ROW) + qe${j}_${i} % DV], qb${j}_${i} != NO_ROW);`,
           ].join("\n")),
         lines(
@@ -764,7 +664,8 @@ ${
       }
     }`
   }
-${k.localSoftmax ? "" : "    if (lid == 0u) { flag_sh[0] = 0u; }\n"}    workgroupBarrier();
+    if (lid == 0u) { flag_sh[0] = 0u; }
+    workgroupBarrier();
     // S = Q K^T for this row block.
     if (busy) {
 ${
@@ -794,12 +695,7 @@ ${
       ].join("\n"))
   }
     }
-${
-    k.localSoftmax
-      ? `    // No barrier: this subgroup's lanes read the scores of its own rows (a subgroup's store is
-    // visible to its own lanes' later loads), and write P to its own rows.`
-      : "    workgroupBarrier();"
-  }
+    workgroupBarrier();
     // Softmax of row \`row\` over keys part * KPL ..: scale, mask, maximum, P = exp(S - m) in f16.
 ${
     off("softmax")
@@ -831,7 +727,8 @@ ${lines(Math.log2(lanes), (i) => `    mx = max(mx, subgroupShuffleXor(mx, ${1 <<
         m_run = mx;  // the row's first visible keys: its O and l are still zero
       } else if (mx > m_run + THRESHOLD) {
         alpha = exp(m_run - mx);
-        m_run = mx;${k.localSoftmax ? "" : "\n        flag_sh[0] = 1u;"}
+        m_run = mx;
+        flag_sh[0] = 1u;
       }
     }
     var ls = 0.0;
@@ -847,7 +744,36 @@ ${lines(Math.log2(lanes), (i) => `    ls += subgroupShuffleXor(ls, ${1 << i}u);`
     l_run = l_run * alpha + ls;
 `
   }
-${k.localSoftmax ? localRescale() : sharedRescale()}
+    if (part == 0u) { alpha_sh[row] = alpha; }
+    // Rare: a row's maximum moved; scale the rows of O through workgroup memory.
+    if (workgroupUniformLoad(&flag_sh[0]) != 0u) {
+${
+    lines(k.outRounds, (j) =>
+      [
+        `      if (busy) {`,
+        lines(fr, (f) => `        ${roundStore(j, f)}`),
+        `      }`,
+        `      workgroupBarrier();`,
+        `      for (var e = lid; e < R * WC; e += WG) {`,
+        `        let r = e / WC;`,
+        `        f_sh[r * WS + e % WC] *= alpha_sh[r];`,
+        `      }`,
+        `      workgroupBarrier();`,
+        `      if (busy) {`,
+        lines(
+          fr,
+          (f) =>
+            `        o${j * fr + f} = subgroupMatrixLoad<${result}, row_major>(&f_sh, ${
+              roundAt(f)
+            }, WS);`,
+        ),
+        `      }`,
+        `      workgroupBarrier();`,
+      ].join("\n"))
+  }
+    }
+    // No barrier here: the barrier of the flag's read above already orders every P store before
+    // the loads of P V, and the rare slow path ends with a barrier of its own.
     // O += P V.
     if (busy) {
 ${
@@ -893,33 +819,9 @@ ${
   let r = row_start + row;
   let out_row = (q_begin + r / GROUP) * Q_HEADS + kvh * GROUP + r % GROUP;
   let inv = select(0.0, 1.0 / l_run, l_run > 0.0);
-${k.localSoftmax ? "" : "  if (part == 0u) { alpha_sh[row] = inv; }"}
+  if (part == 0u) { alpha_sh[row] = inv; }
 ${
-    k.localSoftmax && !off("output")
-      // Per subgroup, as the rescale: its output fragments fpr at a time through its own score
-      // rows, each lane writing its row's columns with the 1 / l it holds; no workgroup barrier.
-      ? [
-        `  if (busy) {`,
-        lines(dn / fpr, (j) =>
-          [
-            lines(
-              fpr,
-              (f) =>
-                `    subgroupMatrixStore<row_major>(&f_sh, rb * M * SS + ${f * N}u, o${
-                  j * fpr + f
-                }, SS);`,
-            ),
-            `    for (var c = 4u * part; c < ${fpr * N}u; c += 4u * LANES) {`,
-            `      let b = row * SS + c;`,
-            `      if (row < rows) {`,
-            `        partial_o[(out_row * D + ${j * fpr * N}u + c) / 4u] =`,
-            `          vec4<f32>(f_sh[b], f_sh[b + 1u], f_sh[b + 2u], f_sh[b + 3u]) * inv;`,
-            `      }`,
-            `    }`,
-          ].join("\n")),
-        `  }`,
-      ].join("\n")
-      : off("output")
+    off("output")
       // Keeps every output fragment alive (stored over one another) and writes one value per row.
       ? [
         `  workgroupBarrier();`,

@@ -92,14 +92,6 @@ export const GROUP_MMA: KernelVariant = {
         min: 0,
       },
       {
-        name: "localSoftmax",
-        doc:
-          "1: each subgroup runs its rows' softmax and rescale alone (two workgroup barriers per sub-tile instead of five; needs split 1)",
-        default: DEFAULT_MMA_KERNEL.localSoftmax ?? 0,
-        min: 0,
-        max: 1,
-      },
-      {
         name: "fit",
         doc:
           "1: halve the rows (down to 32) where the blocks would leave most of a tile's rows empty; 0: keep them as given",

@@ -10,8 +10,7 @@
  *     deno run -A tools/occupancy_mma.ts [--tiles r32-k16,r64-k16,r32-k16-p2048] [--sms 132]
  *       [--block 128] [--samples 9] [--small]
  *
- * A tile is `r<rows>-k<keys>[-s<split>][-ls][-p<unused workgroup bytes>]` (`-ls`: `localSoftmax`).
- * Dawn only (the matrix
+ * A tile is `r<rows>-k<keys>[-s<split>][-p<unused workgroup bytes>]`. Dawn only (the matrix
  * kernel); the Table 14 tree at the Llama-3-8B shape, f16 (`--small`: a tiny tree for software
  * adapters). Writes `${OUT:-out}/occupancy_mma.json`.
  *
@@ -50,15 +49,14 @@ interface Tile {
   rows: number;
   keys: number;
   split: number;
-  localSoftmax: boolean;
   padBytes: number;
 }
 
 function parseTile(t: string): Tile {
-  const m = /^r(\d+)-k(\d+)(?:-s(\d+))?(-ls)?(?:-p(\d+))?$/.exec(t);
+  const m = /^r(\d+)-k(\d+)(?:-s(\d+))?(?:-p(\d+))?$/.exec(t);
   if (!m) {
     console.error(
-      `Bad tile ${JSON.stringify(t)}: expected r<rows>-k<keys>[-s<split>][-ls][-p<bytes>]`,
+      `Bad tile ${JSON.stringify(t)}: expected r<rows>-k<keys>[-s<split>][-p<bytes>]`,
     );
     Deno.exit(2);
   }
@@ -67,8 +65,7 @@ function parseTile(t: string): Tile {
     rows: Number(m[1]),
     keys: Number(m[2]),
     split: Number(m[3] ?? 1),
-    localSoftmax: m[4] !== undefined,
-    padBytes: Number(m[5] ?? 0),
+    padBytes: Number(m[4] ?? 0),
   };
 }
 
@@ -96,7 +93,6 @@ for (const t of tiles) {
       rows: t.rows,
       keys: t.keys,
       split: t.split,
-      ...(t.localSoftmax ? { localSoftmax: 1 } : {}),
       fit: 0,
       occupancy: 1,
       ...(t.padBytes ? { padBytes: t.padBytes } : {}),

@@ -11,7 +11,7 @@
  *       [--keys 16] [--split 1] [--tiles r32-k16,r32-k16-o1] [--blocks 0,512] [--target 0]
  *       [--spin 1500] [--parts] [--knockouts kv-load,qk+pv]
  *
- * `--tiles` lists matrix tiles (`r<rows>-k<keys>[-s<split>][-ls][-o<output rounds>][-p<unused workgroup
+ * `--tiles` lists matrix tiles (`r<rows>-k<keys>[-s<split>][-o<output rounds>][-p<unused workgroup
  * bytes>]`), each profiled in full (default: the one of `--rows`, `--keys` and `--split`).
  * `--blocks` lists block sizes, each profiled in full: `0` is deft-flatten's own choice (the stored
  * default, halved while the tree leaves the device short of workgroups), a size is kept as given
@@ -110,12 +110,10 @@ async function main() {
   const target = Number(values.target);
   const tiles = (values.tiles ?? `r${values.rows}-k${values.keys}-s${values.split}`).split(",").map(
     (t) => {
-      const m = t.trim().match(/^r(\d+)-k(\d+)(?:-s(\d+))?(-ls)?(?:-o(\d+))?(?:-p(\d+))?$/);
+      const m = t.trim().match(/^r(\d+)-k(\d+)(?:-s(\d+))?(?:-o(\d+))?(?:-p(\d+))?$/);
       if (!m) {
         throw new RangeError(
-          `--tiles: ${
-            JSON.stringify(t)
-          } is not r<rows>-k<keys>[-s<split>][-ls][-o<rounds>][-p<bytes>]`,
+          `--tiles: ${JSON.stringify(t)} is not r<rows>-k<keys>[-s<split>][-o<rounds>][-p<bytes>]`,
         );
       }
       return {
@@ -125,9 +123,8 @@ async function main() {
           keys: Number(m[2]),
           split: Number(m[3] ?? 1),
           fit: 0, // the tile asked for, on every tree
-          ...(m[4] ? { localSoftmax: 1 } : {}),
-          ...(m[5] ? { outRounds: Number(m[5]) } : {}),
-          ...(m[6] ? { padBytes: Number(m[6]) } : {}),
+          ...(m[4] ? { outRounds: Number(m[4]) } : {}),
+          ...(m[5] ? { padBytes: Number(m[5]) } : {}),
         },
       };
     },

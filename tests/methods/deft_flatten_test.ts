@@ -513,20 +513,12 @@ const MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
   { rows: 64, keys: 32 },
   // Q staged in two rounds on an 8 x 8 x 8 device (change 10); no tile of a 16-wide one.
   { rows: 64, keys: 8 },
-  // The softmax and rescale per subgroup (change 17): one output fragment per rescale round, and
-  // two (32 keys).
-  { localSoftmax: 1 },
-  { localSoftmax: 1, rows: 64, keys: 32 },
 ];
 /**
  * Tiles checked on hardware GPUs only: the whole output tile staged at once (change 9; it compiles
- * for about two minutes on lavapipe, and CI's time is short), and 128 rows with the softmax per
- * subgroup (8 subgroups of 32).
+ * for about two minutes on lavapipe, and CI's time is short).
  */
-const GPU_ONLY_MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
-  { outRounds: 1 },
-  { rows: 128, localSoftmax: 1 },
-];
+const GPU_ONLY_MMA_VARIANTS: Partial<MmaKernelOptions>[] = [{ outRounds: 1 }];
 const mmaVariantCases: (ConformanceCase & { gpuOnly?: boolean })[] = [
   {
     name: "speculative t=100, shape 8/2/32",
@@ -599,9 +591,8 @@ for (const v of [...MMA_VARIANTS, ...GPU_ONLY_MMA_VARIANTS]) {
 
 // Logits that keep growing along the path move a row's maximum past the matrix kernel's threshold
 // in later sub-tiles of a block: its rarely taken rescale of O (through workgroup memory, after the
-// rescale flag's barrier, or per subgroup), checked at the default tile, with the head-dim split and
-// with the softmax per subgroup.
-for (const v of [{}, { split: 2 }, { localSoftmax: 1 }] as Partial<MmaKernelOptions>[]) {
+// rescale flag's barrier), checked at the default tile and with the head-dim split.
+for (const v of [{}, { split: 2 }] as Partial<MmaKernelOptions>[]) {
   Deno.test({
     name: `deft-flatten matrix kernel ${
       JSON.stringify(v)
@@ -701,9 +692,9 @@ Deno.test("the matrix kernel's output pass adds no workgroup memory unless asked
   assertThrows(() => k({ rows: 128, keys: 16, outRounds: 1 }), RangeError, /workgroup memory/);
   assertThrows(() => k({ rows: 32, keys: 16, outRounds: 3 }), RangeError, /outRounds/);
   // Q is staged in rounds that fit in the sub-tile loop's staging: 64 rows take what 32 take, plus
-  // 64 rows of S and a few row arrays (Q's row bases are computed, not staged: change 17).
-  assertEquals(bytes({ rows: 32, keys: 16 }), 11600);
-  assertEquals(bytes({ rows: 64, keys: 16 }), 14288);
+  // 64 rows of S and a few row arrays.
+  assertEquals(bytes({ rows: 32, keys: 16 }), 11728);
+  assertEquals(bytes({ rows: 64, keys: 16 }), 14544);
   const r64 = mmaSource({
     shape: LLAMA_LAYER,
     kernel: k({ rows: 64, keys: 16 }),
@@ -723,45 +714,6 @@ Deno.test("the matrix kernel loads a sub-tile's K and V once, where it stages th
   assert(src.includes("workgroupUniformLoad(&flag_sh[0])"));
 });
 
-Deno.test("the matrix kernel's softmax per subgroup leaves two barriers per sub-tile", () => {
-  const k = (o: Partial<MmaKernelOptions>) => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, o);
-  const loopBarriers = (o: Partial<MmaKernelOptions>) => {
-    const src = mmaSource({ shape: LLAMA_LAYER, kernel: k(o), maskWords: 2, enables: "" });
-    const loop = src.slice(src.indexOf("for (var kt = 0u;"), src.indexOf("// Normalised partials"));
-    return {
-      src,
-      barriers: loop.match(/workgroupBarrier\(\)/g)?.length ?? 0,
-      uniform: loop.match(/workgroupUniformLoad\(/g)?.length ?? 0,
-    };
-  };
-  // Shared: two before and after staging, one after the scores, the flag's read, and the rare
-  // path's three per output round (8 rounds at 16 keys).
-  const shared = loopBarriers({ rows: 64, keys: 16 });
-  assertEquals([shared.barriers, shared.uniform], [3 + 3 * 8, 1]);
-  const local = loopBarriers({ rows: 64, keys: 16, localSoftmax: 1 });
-  assertEquals([local.barriers, local.uniform], [2, 0]);
-  assert(local.src.includes("if (busy && subgroupAny(alpha != 1.0)) {"));
-  // The output pass per subgroup too: no barrier after the loop (the shared one has 2 per round).
-  const after = (src: string) => src.slice(src.indexOf("// Normalised partials"));
-  assertEquals(after(local.src).match(/workgroupBarrier\(\)/g), null);
-  assertEquals(after(shared.src).match(/workgroupBarrier\(\)/g)?.length, 2 * 8);
-  assert(!local.src.includes("flag_sh"));
-  // P has rows of its own, after K and V, unpadded.
-  assert(local.src.includes("const P_OFF: u32 = 4352u;"));
-  assert(local.src.includes("const PS: u32 = 16u;"));
-  // The 64-row tile still fits three times in the 48 KiB an H200's SM gives this kernel's
-  // workgroups (docs/performance.md, occupancy probe), with two mask words.
-  const bytes = mmaWorkgroupBytes(LLAMA_LAYER, k({ rows: 64, keys: 16, localSoftmax: 1 }), 2);
-  assertEquals(bytes, 16320);
-  assert(3 * bytes <= 48 * 1024);
-  assertEquals(
-    mmaVariantName(k({ rows: 64, keys: 16, localSoftmax: 1 })),
-    "mma-16x16x16-r64-k16-ls",
-  );
-  assertThrows(() => k({ localSoftmax: 1, split: 2 }), RangeError, /needs split 1/);
-  assertThrows(() => k({ localSoftmax: 2 }), RangeError, /localSoftmax must be 0 or 1/);
-});
-
 Deno.test("the matrix kernel counts its live workgroups only when profiling asks", () => {
   const k = (o: Partial<MmaKernelOptions>) => mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, o);
   const src = (o: Partial<MmaKernelOptions>) =>
@@ -772,7 +724,7 @@ Deno.test("the matrix kernel counts its live workgroups only when profiling asks
   assert(counted.includes("atomicSub(&occ[0], 1u)"));
   assertEquals(mmaVariantName(k({ occupancy: 1 })), "mma-16x16x16-r32-k16-occ");
   // Counting costs no workgroup memory.
-  assertEquals(mmaWorkgroupBytes(LLAMA_LAYER, k({ occupancy: 1 }), 2), 11600);
+  assertEquals(mmaWorkgroupBytes(LLAMA_LAYER, k({ occupancy: 1 }), 2), 11728);
 });
 
 Deno.test("privateSuffixes() routes exactly the nodes only one query sees, where its suffix is long enough", async () => {
