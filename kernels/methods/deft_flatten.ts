@@ -276,6 +276,42 @@ export const PRIVATE_MIN: MethodOption<number> = intOption({
   min: -1,
 });
 
+/**
+ * Workgroups of the matrix kernel the device runs at once (its SMs x the tile's residency per SM;
+ * 396 for the 64-row tile on an H200: docs/performance.md, change 18). When set, the plan sizes
+ * its blocks to whole rounds of that many workgroups instead of halving them to
+ * `targetWorkgroups`: every workgroup of a block size takes the same time, so the SMs run
+ * ceil(workgroups / slots) rounds of one workgroup's time, and a tree that needs 2.6 rounds at
+ * 128-token blocks runs faster in one round of 352-token blocks.
+ */
+export const WAVE_SLOTS: MethodOption<number> = intOption({
+  key: "waveSlots",
+  flag: "--wave-slots <n>",
+  doc:
+    "deft-flatten on matrix units: workgroups the device runs at once; blocks are then sized to whole rounds of them (0: off, blocks halve to the target)",
+  default: 0,
+  min: 0,
+});
+
+/**
+ * A workgroup's fixed cost (Q staging, the output pass, its launch) in sub-tiles, for the
+ * rounds model of {@linkcode WAVE_SLOTS}.
+ */
+export const WAVE_FIXED_SUBTILES = 2;
+
+/**
+ * The time of `workgroups` workgroups of `blockSize`-token blocks on `slots` resident ones, in
+ * sub-tiles of `keys`: rounds x (sub-tiles per block + the fixed cost).
+ */
+export function waveCost(
+  workgroups: number,
+  blockSize: number,
+  keys: number,
+  slots: number,
+): number {
+  return Math.ceil(workgroups / slots) * (Math.ceil(blockSize / keys) + WAVE_FIXED_SUBTILES);
+}
+
 /** The private-suffix threshold the FMA kernel uses when `privateMin` is -1 (auto). */
 export const PRIVATE_MIN_FMA = 64;
 
@@ -307,7 +343,7 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
   name: "deft-flatten",
   description:
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
-  options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE, PRIVATE_MIN],
+  options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE, PRIVATE_MIN, WAVE_SLOTS],
   variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
@@ -352,8 +388,10 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const asked = TARGET_WORKGROUPS.read(options);
     const target = asked > 0 ? asked : FLATTEN_TARGET_WORKGROUPS;
     const workgroups = (p: DeftFlattenPlan) => (p.items.length / 2) * shape.kvHeads;
+    const slots = WAVE_SLOTS.read(options);
     const halved = (skip?: PrivateSuffixes) => {
       let plan = planAt(largest, skip);
+      if (slots > 0 && plan.mma !== null) return waveSized(plan, skip);
       const halves = plan.mma !== null ||
         (input.caps !== undefined && input.caps.software !== true);
       while (halves && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK && workgroups(plan) < target) {
@@ -361,6 +399,27 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
       }
       return plan;
     };
+    // Blocks sized to whole rounds of `slots` workgroups (WAVE_SLOTS): from the plan at the given
+    // block, the blocks that make one and two rounds fewer, and one round (the workgroup count
+    // falls about as the block grows; an exact plan or two settles each), the cheapest by waveCost.
+    function waveSized(first: DeftFlattenPlan, skip?: PrivateSuffixes): DeftFlattenPlan {
+      const keys = first.mma!.keys;
+      const cost = (p: DeftFlattenPlan) =>
+        waveCost(workgroups(p), p.blockSize, p.mma?.keys ?? keys, slots);
+      let best = first;
+      const w0 = workgroups(first);
+      const r0 = Math.ceil(w0 / slots);
+      for (const rounds of new Set([r0 - 1, r0 - 2, 1].filter((r) => r >= 1 && r < r0))) {
+        let size = Math.ceil((first.blockSize * w0) / (rounds * slots) / keys) * keys;
+        let plan = planAt(size, skip);
+        for (let tries = 0; tries < 3 && workgroups(plan) > rounds * slots; tries++) {
+          size += keys;
+          plan = planAt(size, skip);
+        }
+        if (cost(plan) < cost(best)) best = plan;
+      }
+      return best;
+    }
     const whole = halved();
     // Private suffixes leave the blocks only where the tree fills the device with everything in
     // them (PRIVATE_MIN): below the target, stage 1 takes one block's time whatever it holds, and
