@@ -410,10 +410,12 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
       const w0 = workgroups(first);
       const r0 = Math.ceil(w0 / slots);
       for (const rounds of new Set([r0 - 1, r0 - 2, 1].filter((r) => r >= 1 && r < r0))) {
-        let size = Math.ceil((first.blockSize * w0) / (rounds * slots) / keys) * keys;
+        const fit = rounds * slots;
+        let size = Math.ceil((first.blockSize * w0) / fit / keys) * keys;
         let plan = planAt(size, skip);
-        for (let tries = 0; tries < 3 && workgroups(plan) > rounds * slots; tries++) {
-          size += keys;
+        for (let tries = 0; tries < 2 && workgroups(plan) > fit; tries++) {
+          // Grow by what the last plan missed (its row tiles do not fall as fast as its blocks).
+          size = Math.max(size + keys, Math.ceil((size * workgroups(plan)) / fit / keys) * keys);
           plan = planAt(size, skip);
         }
         if (cost(plan) < cost(best)) best = plan;
