@@ -31,6 +31,7 @@ import {
   flattenAttendedSlots,
   flattenBlocks,
   privateSuffixes,
+  waveCost,
 } from "../../kernels/methods/deft_flatten.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
 import { Problem, runMethod } from "../../kernels/problem.ts";
@@ -624,6 +625,35 @@ for (const v of [{}, { split: 2 }] as Partial<MmaKernelOptions>[]) {
     },
   });
 }
+
+Deno.test("deft-flatten with waveSlots sizes its blocks to whole rounds of resident workgroups", () => {
+  const plan = (o: Partial<MethodOptions>) =>
+    deftFlatten.plan({
+      ...input(
+        starTree(4000, 64, 1),
+        { kernel: "mma", mma: { rows: 64, keys: 16 }, ...o },
+        LLAMA_LAYER,
+      ),
+      caps: H200_MMA_CAPS,
+    });
+  const wgs = (p: { items: Uint32Array }) => (p.items.length / 2) * LLAMA_LAYER.kvHeads;
+  // The Table 14 tree: 128-token blocks make 1024 workgroups, 2.6 rounds of 396 (3 rounds of 8
+  // sub-tiles + 2); 352-token blocks make 384, one round of 22 + 2.
+  const base = plan({});
+  assertEquals([base.blockSize, wgs(base)], [128, 1024]);
+  const sized = plan({ waveSlots: 396 });
+  assertEquals([sized.blockSize, wgs(sized)], [352, 384]);
+  assertEquals(waveCost(1024, 128, 16, 396), 30);
+  assertEquals(waveCost(384, 352, 16, 396), 24);
+  // Slots that the plan already fills in one round leave it as it is.
+  const one = plan({ waveSlots: 2048 });
+  assertEquals([one.blockSize, wgs(one)], [128, 1024]);
+  // Off by default, and the FMA kernel ignores it.
+  assertEquals(
+    plan({ kernel: "fma", waveSlots: 396 }).blockSize,
+    plan({ kernel: "fma" }).blockSize,
+  );
+});
 
 Deno.test("deft-flatten on a GPU halves its blocks while a small tree leaves the device short of workgroups", () => {
   const small = (o: Partial<MethodOptions>) => ({
