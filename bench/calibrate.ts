@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type Gpu, GpuError, type GpuInfo } from "../kernels/gpu.ts";
+import { type Gpu, GpuError, type GpuInfo, isSoftwareAdapter } from "../kernels/gpu.ts";
 import { median } from "../results/stats.ts";
 import type { Calibration } from "../results/schema.ts";
 import { ResultsError, validateCalibration } from "../results/document.ts";
@@ -596,6 +596,8 @@ export async function calibrate(
     }
     step("dispatch overhead");
     const { dispatchNs, extraDispatchNs } = await measureDispatch(gpu, timer, o);
+    step("resident workgroups");
+    const residentWorkgroups = await measureResidentWorkgroups(gpu);
     return {
       adapterKey: adapterKey(gpu.info),
       measuredAt: new Date().toISOString(),
@@ -611,9 +613,84 @@ export async function calibrate(
       dispatchNs,
       extraDispatchNs,
       reference,
+      residentWorkgroups,
     };
   } finally {
     clock.destroy();
+  }
+}
+
+/** Invocations of a workgroup of {@linkcode measureResidentWorkgroups}. */
+const RESIDENT_THREADS = 64;
+
+/** Workgroups {@linkcode measureResidentWorkgroups} dispatches: more than any GPU runs at once. */
+const RESIDENT_WORKGROUPS = 8192;
+
+/**
+ * Each workgroup declares the device's whole workgroup storage, counts itself in a storage counter
+ * while it runs and keeps the most ever live at once; it spins long enough (tens of microseconds)
+ * that the first resident workgroups are still live when the last start.
+ */
+const RESIDENT_WGSL = (words: number, spin: number) => `
+@group(0) @binding(0) var<storage, read_write> occ: array<atomic<u32>, 4>;
+@group(0) @binding(1) var<storage, read_write> sink: array<u32>;
+var<workgroup> pool: array<u32, ${words}>;
+
+@compute @workgroup_size(${RESIDENT_THREADS})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  if (lid == 0u) { atomicMax(&occ[1], atomicAdd(&occ[0], 1u) + 1u); }
+  for (var i = lid; i < ${words}u; i += ${RESIDENT_THREADS}u) { pool[i] = i ^ wg.x; }
+  workgroupBarrier();
+  var x = pool[(lid * 97u) % ${words}u];
+  for (var i = 0u; i < ${spin}u; i++) { x = x * 1664525u + 1013904223u; }
+  if (x == 0x12345678u) { sink[lid] = x; }
+  workgroupBarrier();
+  if (lid == 0u) { atomicSub(&occ[0], 1u); }
+}
+`;
+
+/**
+ * How many workgroups that each take the device's whole workgroup storage run at once: on an
+ * H200 (Vulkan, Dawn or Deno) one per SM, 132, since the workgroups on an SM share that much
+ * (docs/performance.md, occupancy runs 20-23). With it, a kernel's resident workgroups are this
+ * times the storage divided by the kernel's (rounded down) where registers do not limit them
+ * first; deft-flatten sizes its blocks to whole rounds of them (`multiprocessors`). Null on a
+ * software adapter (more workgroups buy it nothing).
+ */
+export async function measureResidentWorkgroups(
+  gpu: Gpu,
+  /** Tests: run on a software adapter too, with fewer and shorter workgroups. */
+  o: { workgroups?: number; spin?: number; software?: boolean } = {},
+): Promise<number | null> {
+  if (isSoftwareAdapter(gpu.info) && !o.software) return null;
+  const storage = gpu.limit("maxComputeWorkgroupStorageSize");
+  const pipeline = await gpu.pipeline(
+    "calibrate resident workgroups",
+    RESIDENT_WGSL(Math.floor(storage / 4), o.spin ?? 20000),
+  );
+  const occ = gpu.buffer("calibrate resident counter", 16);
+  const sink = gpu.buffer("calibrate resident sink", RESIDENT_THREADS * 4);
+  try {
+    const bindGroup = gpu.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [occ, sink].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    let most = 0;
+    for (let round = 0; round < 2; round++) { // the second at the clock the first woke
+      const enc = gpu.device.createCommandEncoder({ label: "calibrate resident workgroups" });
+      enc.clearBuffer(occ);
+      const pass = enc.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(o.workgroups ?? RESIDENT_WORKGROUPS);
+      pass.end();
+      gpu.device.queue.submit([enc.finish()]);
+      most = Math.max(most, new Uint32Array(await gpu.read(occ))[1]!);
+    }
+    return most > 0 ? most : null;
+  } finally {
+    occ.destroy();
+    sink.destroy();
   }
 }
 

@@ -390,6 +390,11 @@ export class Gpu {
   readonly hasSubgroups: boolean;
   /** The runtime the device came from. */
   readonly runtime: RuntimeInfo;
+  /**
+   * Workgroups of the whole workgroup storage this device runs at once, from a calibration (set by
+   * `bench` once it has one; WebGPU does not report SMs): plans size their work to it.
+   */
+  residentWorkgroups: number | null = null;
   #lost: GPUDeviceLostInfo | null = null;
   readonly #lostPromise: Promise<GPUDeviceLostInfo>;
   #uncaptured: string | null = null;

@@ -80,6 +80,11 @@ export interface KernelCaps {
   workgroupStorage: number;
   /** A CPU implementation (lavapipe, llvmpipe, ...): more workgroups buy it nothing. */
   software?: boolean;
+  /**
+   * Workgroups of the whole workgroup storage the device runs at once (`calibrate`'s
+   * `residentWorkgroups`; see {@linkcode Gpu.residentWorkgroups}), when known.
+   */
+  residentWorkgroups?: number;
 }
 
 /** The {@linkcode KernelCaps} of an open device. */
@@ -92,6 +97,7 @@ export function kernelCaps(gpu: Gpu): KernelCaps {
     subgroupSize: lo > 0 && lo === hi ? lo : 0,
     workgroupStorage: gpu.limit("maxComputeWorkgroupStorageSize"),
     software: isSoftwareAdapter(gpu.info),
+    ...(gpu.residentWorkgroups ? { residentWorkgroups: gpu.residentWorkgroups } : {}),
   };
 }
 

@@ -272,6 +272,9 @@ function checkCalibration(c: Checker, v: unknown, at = "calibration"): void {
   // Rooflines divide by these: zero, negative or missing ceilings make every fraction nonsense.
   for (const k of ["peakReadBytesPerS", "f32FlopsPerS"]) c.positive(o, k, at);
   if (o.f16FlopsPerS !== null) c.positive(o, "f16FlopsPerS", at);
+  if (o.residentWorkgroups !== undefined && o.residentWorkgroups !== null) {
+    c.positive(o, "residentWorkgroups", at);
+  }
   if (o.matrixFlopsPerS !== undefined && o.matrixFlopsPerS !== null) {
     c.positive(o, "matrixFlopsPerS", at);
   }

@@ -371,6 +371,12 @@ export interface Calibration {
   /** GPU time of one empty dispatch, and of each extra dispatch in a pass. */
   dispatchNs: number;
   extraDispatchNs: number;
+  /**
+   * Workgroups that each take the device's whole workgroup storage that run at once (one per SM
+   * on an H200: 132); null on a software adapter, absent in older calibrations. deft-flatten sizes
+   * its blocks from it (`multiprocessors`).
+   */
+  residentWorkgroups?: number | null;
 }
 
 /** Robust statistics of a sample set (all in ns). */

@@ -5,11 +5,12 @@ import {
   calibrationPath,
   fmaWgsl,
   loadCalibration,
+  measureResidentWorkgroups,
   saveCalibration,
 } from "../bench/calibrate.ts";
 import { REFERENCE_KERNEL } from "../bench/clock.ts";
 import { createTimer } from "../bench/timer.ts";
-import type { GpuInfo } from "../kernels/gpu.ts";
+import { type GpuInfo, isSoftwareAdapter } from "../kernels/gpu.ts";
 import { openTestGpu } from "./_gpu.ts";
 import { FileExistsError } from "../results/files.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
@@ -79,7 +80,10 @@ Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes"
     assertEquals(c.reference!.timingMode, timer.mode);
     assert(c.reference!.nsPerDispatch > 0 && c.reference!.iterations >= 16);
     assertEquals(steps.slice(0, 3), ["clock reference", "read bandwidth", "L2 read bandwidth"]);
-    assertEquals(steps.at(-1), "dispatch overhead");
+    assertEquals(steps.slice(-2), ["dispatch overhead", "resident workgroups"]);
+    // One per SM on a GPU; a software adapter is not measured (more workgroups buy it nothing).
+    if (isSoftwareAdapter(gpu.info)) assertEquals(c.residentWorkgroups, null);
+    else assert(c.residentWorkgroups! >= 1, `${c.residentWorkgroups}`);
 
     const dir = await Deno.makeTempDir();
     const path = calibrationPath(gpu.info, dir);
@@ -105,6 +109,18 @@ Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes"
     await Deno.remove(dir, { recursive: true });
   } finally {
     timer.destroy();
+    gpu.destroy();
+  }
+});
+
+Deno.test("measureResidentWorkgroups() counts the whole-storage workgroups live at once", async () => {
+  const gpu = await openTestGpu();
+  try {
+    // Forced on any adapter with few short workgroups: at least one, at most all of them live.
+    const n = await measureResidentWorkgroups(gpu, { workgroups: 8, spin: 50, software: true });
+    assert(n !== null && n >= 1 && n <= 8, `${n}`);
+    if (isSoftwareAdapter(gpu.info)) assertEquals(await measureResidentWorkgroups(gpu), null);
+  } finally {
     gpu.destroy();
   }
 });

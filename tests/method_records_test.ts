@@ -36,7 +36,7 @@ Deno.test("the method list is the one source of names, registry, options and def
     "kernel",
     "fallbackReuse",
     "privateMin",
-    "waveSlots",
+    "multiprocessors",
   ]);
   for (const o of METHOD_OPTIONS) assertEquals(DEFAULT_METHOD_OPTIONS[o.key], o.default);
   assertThrows(() => getMethod("flash"), RangeError, /known methods: sequence, radix/);

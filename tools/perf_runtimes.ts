@@ -99,10 +99,9 @@ function flattenVariants(): Variant[] {
       ["x-dawn-b112", { blockSize: 112, targetWorkgroups: 1 }],
       ["x-dawn-b176", { blockSize: 176, targetWorkgroups: 1 }],
       ["x-dawn-b352", { blockSize: 352, targetWorkgroups: 1 }],
-      // The plan's own choice under the rounds model, for 396 slots (the 64-row tile) and 528 (the
-      // 32-row tile).
-      ["x-dawn-w396", { waveSlots: 396 }],
-      ["x-dawn-w528", { waveSlots: 528 }],
+      // The plan's own choice under the rounds model for 132 SMs (an H200), the tile's resident
+      // workgroups from its workgroup memory (run 24 had them as given: 396 and 528).
+      ["x-dawn-sm132", { multiprocessors: 132 }],
     ] as const).map(([label, o]): Variant => ({
       label,
       method: "deft-flatten",

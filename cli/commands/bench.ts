@@ -804,6 +804,16 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
             });
           }
         }
+        // The device's resident whole-storage workgroups (WebGPU reports no SM count): plans
+        // size their work to them (deft-flatten's `multiprocessors`).
+        gpu.residentWorkgroups = calibration?.residentWorkgroups ?? null;
+        if (gpu.residentWorkgroups) {
+          say(
+            `resident workgroups${
+              tag(gpu)
+            }: ${gpu.residentWorkgroups} (from the calibration; deft-flatten sizes its matrix-kernel blocks to them)`,
+          );
+        }
         const tuned = opts.tuning === false
           ? null
           : await storedTuning(gpu, dtype, methods, explicit, opts.tuning, say, tag(gpu));

@@ -19,6 +19,7 @@ import type { MethodRecord, PlanInput } from "../method.ts";
 import { paperIo, realIo } from "../plan_counts.ts";
 import { intOption, type MethodOption, TARGET_WORKGROUPS } from "../options.ts";
 import { GROUP_VARIANTS } from "../group_variants.ts";
+import { mmaWorkgroupBytes } from "../group_attention_mma.ts";
 import {
   planSequenceFrom,
   prepareSequenceStage,
@@ -37,6 +38,7 @@ import {
   prepareGroupAttention,
   type QueryRanges,
   queryRanges,
+  tileMaskWords,
   useMatrixUnits,
 } from "../group_attention.ts";
 
@@ -277,25 +279,36 @@ export const PRIVATE_MIN: MethodOption<number> = intOption({
 });
 
 /**
- * Workgroups of the matrix kernel the device runs at once (its SMs x the tile's residency per SM;
- * 396 for the 64-row tile on an H200: docs/performance.md, change 18). When set, the plan sizes
- * its blocks to whole rounds of that many workgroups instead of halving them to
- * `targetWorkgroups`: every workgroup of a block size takes the same time, so the SMs run
- * ceil(workgroups / slots) rounds of one workgroup's time, and a tree that needs 2.6 rounds at
- * 128-token blocks runs faster in one round of 352-token blocks.
+ * Workgroups that each take the device's whole workgroup storage that the device runs at once (one
+ * per SM on an H200: 132), from `calibrate` (`residentWorkgroups`) unless given. With it the plan
+ * sizes the matrix kernel's blocks to whole rounds of the tile's resident workgroups (this times
+ * the storage over the tile's workgroup memory, rounded down: 396 for the 64-row tile and 528 for
+ * the 32-row one on an H200) instead of halving them to `targetWorkgroups`. Every workgroup of a
+ * block size takes the same time, so the SMs run ceil(workgroups / resident) rounds of one
+ * workgroup's time: the Table 14 tree needs 2.6 rounds at 128-token blocks and one at 352, 1.22x
+ * faster (docs/performance.md, change 18).
  */
-export const WAVE_SLOTS: MethodOption<number> = intOption({
-  key: "waveSlots",
-  flag: "--wave-slots <n>",
+export const MULTIPROCESSORS: MethodOption<number> = intOption({
+  key: "multiprocessors",
+  flag: "--multiprocessors <n>",
   doc:
-    "deft-flatten on matrix units: workgroups the device runs at once; blocks are then sized to whole rounds of them (0: off, blocks halve to the target)",
+    "deft-flatten on matrix units: workgroups of the whole workgroup storage the device runs at once (SMs); blocks are then sized to whole rounds of the tile's resident workgroups (0: the calibration's, else off)",
   default: 0,
   min: 0,
 });
 
+/** The matrix tile's resident workgroups on a device running `multiprocessors` whole-storage ones. */
+export function residentTiles(
+  multiprocessors: number,
+  workgroupStorage: number,
+  tileBytes: number,
+): number {
+  return multiprocessors * Math.max(1, Math.floor(workgroupStorage / tileBytes));
+}
+
 /**
  * A workgroup's fixed cost (Q staging, the output pass, its launch) in sub-tiles, for the
- * rounds model of {@linkcode WAVE_SLOTS}.
+ * rounds model of {@linkcode MULTIPROCESSORS}.
  */
 export const WAVE_FIXED_SUBTILES = 2;
 
@@ -343,7 +356,7 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
   name: "deft-flatten",
   description:
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
-  options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE, PRIVATE_MIN, WAVE_SLOTS],
+  options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE, PRIVATE_MIN, MULTIPROCESSORS],
   variants: GROUP_VARIANTS,
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
@@ -388,10 +401,17 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const asked = TARGET_WORKGROUPS.read(options);
     const target = asked > 0 ? asked : FLATTEN_TARGET_WORKGROUPS;
     const workgroups = (p: DeftFlattenPlan) => (p.items.length / 2) * shape.kvHeads;
-    const slots = WAVE_SLOTS.read(options);
+    const sms = MULTIPROCESSORS.read(options) || (input.caps?.residentWorkgroups ?? 0);
     const halved = (skip?: PrivateSuffixes) => {
       let plan = planAt(largest, skip);
-      if (slots > 0 && plan.mma !== null) return waveSized(plan, skip);
+      if (sms > 0 && plan.mma !== null && input.caps) {
+        const bytes = mmaWorkgroupBytes(
+          shape,
+          plan.mma,
+          tileMaskWords(plan.mma.rows, shape.qHeads / shape.kvHeads),
+        );
+        return waveSized(plan, residentTiles(sms, input.caps.workgroupStorage, bytes), skip);
+      }
       const halves = plan.mma !== null ||
         (input.caps !== undefined && input.caps.software !== true);
       while (halves && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK && workgroups(plan) < target) {
@@ -399,10 +419,14 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
       }
       return plan;
     };
-    // Blocks sized to whole rounds of `slots` workgroups (WAVE_SLOTS): from the plan at the given
+    // Blocks sized to whole rounds of `slots` resident workgroups (MULTIPROCESSORS): from the plan at the given
     // block, the blocks that make one and two rounds fewer, and one round (the workgroup count
     // falls about as the block grows; an exact plan or two settles each), the cheapest by waveCost.
-    function waveSized(first: DeftFlattenPlan, skip?: PrivateSuffixes): DeftFlattenPlan {
+    function waveSized(
+      first: DeftFlattenPlan,
+      slots: number,
+      skip?: PrivateSuffixes,
+    ): DeftFlattenPlan {
       const keys = first.mma!.keys;
       const cost = (p: DeftFlattenPlan) =>
         waveCost(workgroups(p), p.blockSize, p.mma?.keys ?? keys, slots);

@@ -31,6 +31,7 @@ import {
   flattenAttendedSlots,
   flattenBlocks,
   privateSuffixes,
+  residentTiles,
   waveCost,
 } from "../../kernels/methods/deft_flatten.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
@@ -626,32 +627,41 @@ for (const v of [{}, { split: 2 }] as Partial<MmaKernelOptions>[]) {
   });
 }
 
-Deno.test("deft-flatten with waveSlots sizes its blocks to whole rounds of resident workgroups", () => {
-  const plan = (o: Partial<MethodOptions>) =>
+Deno.test("deft-flatten with the device's multiprocessors sizes its blocks to whole rounds of the tile's resident workgroups", () => {
+  const plan = (tree: Tree, o: Partial<MethodOptions>, caps: KernelCaps = H200_MMA_CAPS) =>
     deftFlatten.plan({
-      ...input(
-        starTree(4000, 64, 1),
-        { kernel: "mma", mma: { rows: 64, keys: 16 }, ...o },
-        LLAMA_LAYER,
-      ),
-      caps: H200_MMA_CAPS,
+      ...input(tree, { kernel: "mma", ...o }, LLAMA_LAYER),
+      caps,
     });
   const wgs = (p: { items: Uint32Array }) => (p.items.length / 2) * LLAMA_LAYER.kvHeads;
-  // The Table 14 tree: 128-token blocks make 1024 workgroups, 2.6 rounds of 396 (3 rounds of 8
-  // sub-tiles + 2); 352-token blocks make 384, one round of 22 + 2.
-  const base = plan({});
+  const table14 = starTree(4000, 64, 1);
+  // 128-token blocks make 1024 workgroups of the 64-row tile (14.5 KiB: 3 per 48 KiB, 396 on 132
+  // SMs), 2.6 rounds (3 of 8 sub-tiles + 2); 352-token blocks make 384, one round of 22 + 2.
+  assertEquals(residentTiles(132, 49152, 14544), 396);
+  assertEquals(residentTiles(132, 49152, 11728), 528);
+  const base = plan(table14, { mma: { rows: 64, keys: 16 } });
   assertEquals([base.blockSize, wgs(base)], [128, 1024]);
-  const sized = plan({ waveSlots: 396 });
+  const sized = plan(table14, { mma: { rows: 64, keys: 16 }, multiprocessors: 132 });
   assertEquals([sized.blockSize, wgs(sized)], [352, 384]);
   assertEquals(waveCost(1024, 128, 16, 396), 30);
   assertEquals(waveCost(384, 352, 16, 396), 24);
-  // Slots that the plan already fills in one round leave it as it is.
-  const one = plan({ waveSlots: 2048 });
-  assertEquals([one.blockSize, wgs(one)], [128, 1024]);
-  // Off by default, and the FMA kernel ignores it.
+  // From the calibration (the device's caps) when the option is 0, and the same plan.
+  const fromCaps = plan(table14, { mma: { rows: 64, keys: 16 } }, {
+    ...H200_MMA_CAPS,
+    residentWorkgroups: 132,
+  });
+  assertEquals(fromCaps.blockSize, 352);
+  // The 32-row tile has 4 per SM: its rounds are of 528 (the few-shot tree picks r32 itself).
+  const fewShot = new FewShotRun({ prompt: 4000, branches: 50, generated: 400 }).snapshot(200);
+  const r32 = plan(fewShot, { multiprocessors: 132 });
+  assertEquals(r32.mma?.rows, 32);
+  assert(wgs(r32) <= 528 && wgs(r32) > 400, `${wgs(r32)} workgroups`);
+  // A plan that already fits one round stays as it is; the FMA kernel ignores the option.
+  const big = plan(table14, { mma: { rows: 64, keys: 16 }, multiprocessors: 1000 });
+  assertEquals([big.blockSize, wgs(big)], [128, 1024]);
   assertEquals(
-    plan({ kernel: "fma", waveSlots: 396 }).blockSize,
-    plan({ kernel: "fma" }).blockSize,
+    plan(table14, { kernel: "fma", multiprocessors: 132 }).blockSize,
+    plan(table14, { kernel: "fma" }).blockSize,
   );
 });
 
