@@ -436,6 +436,8 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
       for (const rounds of new Set([r0 - 1, r0 - 2, 1].filter((r) => r >= 1 && r < r0))) {
         const fit = rounds * slots;
         let size = Math.ceil((first.blockSize * w0) / fit / keys) * keys;
+        // Not planned when even the estimate cannot beat the best so far.
+        if (waveCost(fit, size, keys, slots) >= cost(best)) continue;
         let plan = planAt(size, skip);
         for (let tries = 0; tries < 2 && workgroups(plan) > fit; tries++) {
           // Grow by what the last plan missed (its row tiles do not fall as fast as its blocks).
