@@ -8,7 +8,7 @@
  */
 
 import { Option } from "../deps/commander.ts";
-import { calibrationPath } from "../bench/calibrate.ts";
+import { calibrationPath, loadCalibration } from "../bench/calibrate.ts";
 import {
   Gpu,
   GpuError,
@@ -155,6 +155,18 @@ export function checkKernel(kernel: KernelChoice | undefined, gpu: Gpu, dtype: D
 export function runtimeCalibrationPath(gpu: Gpu, dir = "out/calibration"): string {
   const path = calibrationPath(gpu.info, dir);
   return gpu.runtime.name === "deno" ? path : path.replace(/\.json$/, `-${gpu.runtime.name}.json`);
+}
+
+/**
+ * Gives `gpu` the resident workgroups of its stored calibration (`bench` does the same with the
+ * calibration it uses), so that `run` and `tune` plan as `bench` does; a missing or unreadable
+ * calibration leaves them unknown (`bench` and `calibrate` say what is wrong with one).
+ */
+export async function useStoredResidency(gpu: Gpu, dir = "out/calibration"): Promise<void> {
+  const stored = await loadCalibration(runtimeCalibrationPath(gpu, dir), gpu.info).catch(() =>
+    null
+  );
+  gpu.residentWorkgroups = stored?.calibration.residentWorkgroups ?? null;
 }
 
 /** `deno` / `dawn` label of a device, with its adapter: `dawn (NVIDIA H200)`. */

@@ -12,6 +12,8 @@ import { REFERENCE_KERNEL } from "../bench/clock.ts";
 import { createTimer } from "../bench/timer.ts";
 import { type GpuInfo, isSoftwareAdapter } from "../kernels/gpu.ts";
 import { openTestGpu } from "./_gpu.ts";
+import { runtimeCalibrationPath, useStoredResidency } from "../cli/runtime_args.ts";
+import { kernelCaps } from "../kernels/method.ts";
 import { FileExistsError } from "../results/files.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 
@@ -96,6 +98,18 @@ Deno.test("calibrate() measures every ceiling on the real adapter at tiny sizes"
     } as const;
     await saveCalibration(path, doc);
     assertEquals(await loadCalibration(path, gpu.info), JSON.parse(JSON.stringify(doc)));
+    // `run` and `tune` take the stored resident workgroups (as `bench` does), or none.
+    const runtimePath = runtimeCalibrationPath(gpu, dir);
+    await saveCalibration(runtimePath, {
+      ...doc,
+      calibration: { ...c, residentWorkgroups: 7 },
+    }, { force: true });
+    await useStoredResidency(gpu, dir);
+    assertEquals(gpu.residentWorkgroups, 7);
+    assertEquals(kernelCaps(gpu).residentWorkgroups, 7);
+    await useStoredResidency(gpu, `${dir}/missing`);
+    assertEquals(gpu.residentWorkgroups, null);
+    assertEquals(kernelCaps(gpu).residentWorkgroups, undefined);
     await assertRejects(() => saveCalibration(path, doc), FileExistsError);
     await saveCalibration(path, doc, { force: true });
     await assertRejects(

@@ -35,6 +35,7 @@ import {
   openRuntimes,
   runtimeArgs,
   runtimeOption,
+  useStoredResidency,
 } from "../runtime_args.ts";
 import { generatorOptions, intArg, resolveWorkload, scaleArg, shapeArg } from "../workload_args.ts";
 
@@ -144,6 +145,7 @@ export function runCommand(io: CliIo) {
       // --dtype f16 must be possible on every runtime (storageDtype says why not).
       const dtype = storageDtype(gpus, opts.dtype);
       for (const g of gpus) checkKernel(opts.kernel, g, dtype);
+      for (const g of gpus) await useStoredResidency(g);
       const options = { ...DEFAULT_METHOD_OPTIONS, ...givenOptions(opts) };
       const rows = chooseRows(
         facts.queries,

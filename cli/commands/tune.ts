@@ -39,6 +39,7 @@ import {
   openRuntimes,
   runtimeArgs,
   runtimeOption,
+  useStoredResidency,
 } from "../runtime_args.ts";
 import { generatorOptions, intArg, resolveWorkload, scaleArg, shapeArg } from "../workload_args.ts";
 import { BENCH_DEFAULTS, isSoftwareAdapter, parseMethods, SOFTWARE_DEFAULTS } from "./bench.ts";
@@ -211,6 +212,7 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
     const all: TuningEntry[] = [];
     let wrong = 0;
     try {
+      for (const g of gpus) await useStoredResidency(g);
       const software = gpus.some((g) => isSoftwareAdapter(g.info));
       const scaled = software && opts.scale === undefined;
       const d = scaled ? SOFTWARE_DEFAULTS : BENCH_DEFAULTS;
