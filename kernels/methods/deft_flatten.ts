@@ -446,7 +446,15 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
         }
         if (cost(plan) < cost(best)) best = plan;
       }
-      return best;
+      // Recorded with the plan: the resident workgroups it was sized for and its rounds.
+      return {
+        ...best,
+        stats: {
+          ...best.stats,
+          residentWorkgroups: slots,
+          rounds: Math.ceil(workgroups(best) / slots),
+        },
+      };
     }
     const whole = halved();
     // Private suffixes leave the blocks only where the tree fills the device with everything in

@@ -643,6 +643,8 @@ Deno.test("deft-flatten with the device's multiprocessors sizes its blocks to wh
   assertEquals([base.blockSize, wgs(base)], [128, 1024]);
   const sized = plan(table14, { mma: { rows: 64, keys: 16 }, multiprocessors: 132 });
   assertEquals([sized.blockSize, wgs(sized)], [352, 384]);
+  assertEquals([sized.stats.residentWorkgroups, sized.stats.rounds], [396, 1]);
+  assertEquals(base.stats.rounds, undefined);
   assertEquals(waveCost(1024, 128, 16, 396), 30);
   assertEquals(waveCost(384, 352, 16, 396), 24);
   // From the calibration (the device's caps) when the option is 0, and the same plan.
