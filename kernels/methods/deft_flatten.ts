@@ -15,7 +15,7 @@
  */
 
 import type { KvLayout } from "../layout.ts";
-import type { MethodRecord, PlanInput } from "../method.ts";
+import type { KernelCaps, MethodRecord, PlanInput } from "../method.ts";
 import { paperIo, realIo } from "../plan_counts.ts";
 import { intOption, type MethodOption, TARGET_WORKGROUPS } from "../options.ts";
 import { GROUP_VARIANTS } from "../group_variants.ts";
@@ -402,16 +402,16 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const target = asked > 0 ? asked : FLATTEN_TARGET_WORKGROUPS;
     const workgroups = (p: DeftFlattenPlan) => (p.items.length / 2) * shape.kvHeads;
     const sms = MULTIPROCESSORS.read(options) || (input.caps?.residentWorkgroups ?? 0);
+    // The resident workgroups of a plan's matrix tile (its rows may differ between block sizes).
+    const slotsOf = (p: DeftFlattenPlan, caps: KernelCaps) =>
+      residentTiles(
+        sms,
+        caps.workgroupStorage,
+        mmaWorkgroupBytes(shape, p.mma!, tileMaskWords(p.mma!.rows, shape.qHeads / shape.kvHeads)),
+      );
     const halved = (skip?: PrivateSuffixes) => {
       let plan = planAt(largest, skip);
-      if (sms > 0 && plan.mma !== null && input.caps) {
-        const bytes = mmaWorkgroupBytes(
-          shape,
-          plan.mma,
-          tileMaskWords(plan.mma.rows, shape.qHeads / shape.kvHeads),
-        );
-        return waveSized(plan, residentTiles(sms, input.caps.workgroupStorage, bytes), skip);
-      }
+      if (sms > 0 && plan.mma !== null && input.caps) return waveSized(plan, input.caps, skip);
       const halves = plan.mma !== null ||
         (input.caps !== undefined && input.caps.software !== true);
       while (halves && plan.blockSize >= 2 * FLATTEN_MIN_BLOCK && workgroups(plan) < target) {
@@ -419,17 +419,19 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
       }
       return plan;
     };
-    // Blocks sized to whole rounds of `slots` resident workgroups (MULTIPROCESSORS): from the plan at the given
-    // block, the blocks that make one and two rounds fewer, and one round (the workgroup count
-    // falls about as the block grows; an exact plan or two settles each), the cheapest by waveCost.
+    // Blocks sized to whole rounds of the tile's resident workgroups (MULTIPROCESSORS): from the
+    // plan at the given block, the blocks that make one and two rounds fewer, and one round (the
+    // workgroup count falls about as the block grows; an exact plan or two settles each), the
+    // cheapest by waveCost, each plan costed with its own tile's resident workgroups.
     function waveSized(
       first: DeftFlattenPlan,
-      slots: number,
+      caps: KernelCaps,
       skip?: PrivateSuffixes,
     ): DeftFlattenPlan {
       const keys = first.mma!.keys;
       const cost = (p: DeftFlattenPlan) =>
-        waveCost(workgroups(p), p.blockSize, p.mma?.keys ?? keys, slots);
+        waveCost(workgroups(p), p.blockSize, keys, slotsOf(p, caps));
+      const slots = slotsOf(first, caps);
       let best = first;
       const w0 = workgroups(first);
       const r0 = Math.ceil(w0 / slots);
@@ -447,12 +449,13 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
         if (cost(plan) < cost(best)) best = plan;
       }
       // Recorded with the plan: the resident workgroups it was sized for and its rounds.
+      const resident = slotsOf(best, caps);
       return {
         ...best,
         stats: {
           ...best.stats,
-          residentWorkgroups: slots,
-          rounds: Math.ceil(workgroups(best) / slots),
+          residentWorkgroups: resident,
+          rounds: Math.ceil(workgroups(best) / resident),
         },
       };
     }
