@@ -313,16 +313,36 @@ export function residentTiles(
 export const WAVE_FIXED_SUBTILES = 2;
 
 /**
+ * Bytes of partials the reduction reads in the time of one round of sub-tiles, for the rounds model
+ * of {@linkcode MULTIPROCESSORS}. On an H200 a round of 64-row, 16-key sub-tiles takes about 2.7 us
+ * (Table 14: one round of 22 + 2 in about 65 us of stage 1), and the reduction took 17 us for 8.4
+ * MB of partials and 23 us for 33.8 MB (2048 rows, cold; docs/performance.md, changes 10 and 17):
+ * 6 us more for 25.4 MB, 11 MiB in 2.7 us.
+ */
+export const REDUCE_BYTES_PER_SUBTILE = 11 * 2 ** 20;
+
+/**
+ * With the reduction counted, a plan replaces change 18's choice only when it costs less than this
+ * share of it: the model counts sub-tiles of different row tiles alike and its fixed costs are
+ * estimates, so a few percent is within its error (docs/performance.md, change 19).
+ */
+export const WAVE_MARGIN = 0.95;
+
+/**
  * The time of `workgroups` workgroups of `blockSize`-token blocks on `slots` resident ones, in
- * sub-tiles of `keys`: rounds x (sub-tiles per block + the fixed cost).
+ * sub-tiles of `keys`: rounds x (sub-tiles per block + the fixed cost), plus the reduction's read
+ * of `reduceBytes` of partials (every block a query sees is one more partial per row of it, so
+ * small blocks on trees with many queries pay there: docs/performance.md, change 19).
  */
 export function waveCost(
   workgroups: number,
   blockSize: number,
   keys: number,
   slots: number,
+  reduceBytes = 0,
 ): number {
-  return Math.ceil(workgroups / slots) * (Math.ceil(blockSize / keys) + WAVE_FIXED_SUBTILES);
+  return Math.ceil(workgroups / slots) * (Math.ceil(blockSize / keys) + WAVE_FIXED_SUBTILES) +
+    reduceBytes / REDUCE_BYTES_PER_SUBTILE;
 }
 
 /** The private-suffix threshold the FMA kernel uses when `privateMin` is -1 (auto). */
@@ -420,34 +440,52 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
       return plan;
     };
     // Blocks sized to whole rounds of the tile's resident workgroups (MULTIPROCESSORS): from the
-    // plan at the given block, the blocks that make one and two rounds fewer, and one round (the
-    // workgroup count falls about as the block grows; an exact plan or two settles each), the
-    // cheapest by waveCost, each plan costed with its own tile's resident workgroups.
+    // plan at the given block, the blocks that make one and two rounds fewer and one round
+    // (change 18), the cheapest by waveCost; then half and a quarter of its rounds and two rounds
+    // as well, costed with the reduction's reads, replace it when clearly cheaper (change 19). The
+    // workgroup count falls about as the block grows; an exact plan or two settles each, costed
+    // with its own tile's resident workgroups.
     function waveSized(
       first: DeftFlattenPlan,
       caps: KernelCaps,
       skip?: PrivateSuffixes,
     ): DeftFlattenPlan {
       const keys = first.mma!.keys;
-      const cost = (p: DeftFlattenPlan) =>
+      const reduceBytes = (p: DeftFlattenPlan) => reductionIo(p.lists, shape).partialReadBytes;
+      // Sub-tiles only (change 18's model), and with the reduction's reads.
+      const rounds = (p: DeftFlattenPlan) =>
         waveCost(workgroups(p), p.blockSize, keys, slotsOf(p, caps));
+      const cost = (p: DeftFlattenPlan) =>
+        waveCost(workgroups(p), p.blockSize, keys, slotsOf(p, caps), reduceBytes(p));
       const slots = slotsOf(first, caps);
-      let best = first;
       const w0 = workgroups(first);
       const r0 = Math.ceil(w0 / slots);
-      for (const rounds of new Set([r0 - 1, r0 - 2, 1].filter((r) => r >= 1 && r < r0))) {
-        const fit = rounds * slots;
+      // Partials fall about as the blocks grow (the estimate below).
+      const b0 = reduceBytes(first) * first.blockSize;
+      // Change 18's candidates and choice (`baseline`), and the cheapest of more candidates with
+      // the reduction counted (`best`), which replaces it only by more than the model's margin.
+      const base = new Set([r0 - 1, r0 - 2, 1]);
+      const candidates = [r0 - 1, r0 - 2, Math.ceil(r0 / 2), Math.ceil(r0 / 4), 2, 1];
+      let baseline = first;
+      let best = first;
+      for (const r of new Set(candidates.filter((r) => r >= 1 && r < r0))) {
+        const fit = r * slots;
         let size = Math.ceil((first.blockSize * w0) / fit / keys) * keys;
-        // Not planned when even the estimate cannot beat the best so far.
-        if (waveCost(fit, size, keys, slots) >= cost(best)) continue;
+        // Not planned when even the estimate cannot beat either choice so far.
+        if (
+          (!base.has(r) || waveCost(fit, size, keys, slots) >= rounds(baseline)) &&
+          waveCost(fit, size, keys, slots, b0 / size) >= cost(best)
+        ) continue;
         let plan = planAt(size, skip);
         for (let tries = 0; tries < 2 && workgroups(plan) > fit; tries++) {
           // Grow by what the last plan missed (its row tiles do not fall as fast as its blocks).
           size = Math.max(size + keys, Math.ceil((size * workgroups(plan)) / fit / keys) * keys);
           plan = planAt(size, skip);
         }
+        if (base.has(r) && rounds(plan) < rounds(baseline)) baseline = plan;
         if (cost(plan) < cost(best)) best = plan;
       }
+      if (cost(best) >= WAVE_MARGIN * cost(baseline)) best = baseline;
       // Recorded with the plan: the resident workgroups it was sized for and its rounds.
       const resident = slotsOf(best, caps);
       return {

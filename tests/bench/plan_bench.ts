@@ -35,8 +35,33 @@ const speculative = (prefix: number, t: number) =>
     ),
   );
 
+/**
+ * `inp` planned for an H200 on Dawn (16 x 16 x 16 subgroup matrices, 48 KiB of workgroup memory, 132
+ * resident workgroups from a calibration): deft-flatten's rounds model then plans several block sizes.
+ */
+function h200(inp: PlanInput): PlanInput {
+  return {
+    ...inp,
+    caps: {
+      runtime: "dawn",
+      matrix: { componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 },
+      subgroups: true,
+      subgroupSize: 32,
+      workgroupStorage: 49152,
+      residentWorkgroups: 132,
+    },
+  };
+}
+
 const cases: [string, PlanInput][] = [
   ["20k-token tree, 256 queries (prefix 20000 + Medusa tree of 256)", speculative(20000, 256)],
+  ["the same on an H200 (matrix units, 132 resident workgroups)", h200(speculative(20000, 256))],
+  [
+    "speculative t=256, step 832 (4562 + 256), on an H200",
+    h200(input(
+      getPreset("speculative-t256").build(1).snapshot(832),
+    )),
+  ],
   ["speculative t=256 on a 6000-token prefix", speculative(6000, 256)],
   ["few-shot b50, last iteration (4000 + 50 x 400 tokens)", last("few-shot-b50")],
   ["sorting (ToT), last iteration", last("sorting")],

@@ -28,12 +28,16 @@ import {
 } from "../../kernels/method.ts";
 import {
   deftFlatten,
+  type DeftFlattenPlan,
   flattenAttendedSlots,
   flattenBlocks,
   privateSuffixes,
   residentTiles,
+  WAVE_MARGIN,
   waveCost,
 } from "../../kernels/methods/deft_flatten.ts";
+import { reductionIo } from "../../kernels/reduce.ts";
+import { getPreset } from "../../workloads/presets.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
 import { Problem, runMethod } from "../../kernels/problem.ts";
 import { querySlots } from "../../kernels/reference.ts";
@@ -665,6 +669,38 @@ Deno.test("deft-flatten with the device's multiprocessors sizes its blocks to wh
     plan(table14, { kernel: "fma", multiprocessors: 132 }).blockSize,
     plan(table14, { kernel: "fma" }).blockSize,
   );
+});
+
+Deno.test("deft-flatten's rounds model counts the reduction's reads, and changes change 18's choice only past its margin", () => {
+  const plan = (tree: Tree, residentWorkgroups?: number) =>
+    deftFlatten.plan({
+      ...input(tree, { kernel: "mma", mma: { rows: 64, keys: 16 } }, LLAMA_LAYER),
+      caps: { ...H200_MMA_CAPS, residentWorkgroups },
+    });
+  const wgs = (p: { items: Uint32Array }) => (p.items.length / 2) * LLAMA_LAYER.kvHeads;
+  const partials = (p: DeftFlattenPlan) => p.lists.entries.length;
+  const slots = 396; // the 64-row tile on 132 SMs
+  const bytes = (p: DeftFlattenPlan) => reductionIo(p.lists, LLAMA_LAYER).partialReadBytes;
+  // A late snapshot of the speculative t=256 preset (a 4562-token prefix under a 256-token tree,
+  // 256 queries): 128-token blocks make 4736 workgroups (12 rounds of 8 + 2 sub-tiles) and 9454
+  // partials (156 MB for the reduction, 13.5 rounds more); 864-token blocks make 2 rounds of 54 +
+  // 2 and a sixth of the partials.
+  const late = getPreset("speculative-t256").build(1).snapshot(832);
+  const fixed = plan(late); // no calibration: the blocks as given
+  assertEquals([fixed.blockSize, wgs(fixed), partials(fixed)], [128, 4736, 9454]);
+  assertEquals(waveCost(wgs(fixed), 128, 16, slots), 120);
+  assert(Math.abs(waveCost(wgs(fixed), 128, 16, slots, bytes(fixed)) - 133.5) < 0.1);
+  const sized = plan(late, 132);
+  assertEquals([sized.blockSize, wgs(sized), sized.stats.rounds], [864, 768, 2]);
+  assert(partials(sized) < partials(fixed) / 6 + 1, `${partials(sized)} partials`);
+  assert(
+    waveCost(wgs(sized), 864, 16, slots, bytes(sized)) <
+      WAVE_MARGIN * waveCost(wgs(fixed), 128, 16, slots, bytes(fixed)),
+  );
+  // An earlier snapshot of the same run: a 2-round plan of 592-token blocks is 2% cheaper with the
+  // reduction than change 18's one round of 1264, inside the margin, so the round stays.
+  const mid = plan(getPreset("speculative-t256").build(1).snapshot(499), 132);
+  assertEquals([mid.blockSize, wgs(mid)], [1264, 384]);
 });
 
 Deno.test("deft-flatten on a GPU halves its blocks while a small tree leaves the device short of workgroups", () => {
