@@ -14,7 +14,8 @@
 # tools/occupancy_mma.ts)), so a session can split them over two calls and keep
 # the stored calibration and tuning (carried in out/). PERF_VARIANTS and PERF_TREES narrow the
 # perf step (tools/perf_runtimes.ts --variants/--trees; PERF_RUNTIMES, default dawn); PROFILE_ARGS
-# adds arguments to tools/profile_mma.ts (split on spaces).
+# adds arguments to tools/profile_mma.ts (split on spaces); TUNE_METHODS the methods tune measures
+# (default deft-flatten).
 set -uo pipefail
 out=${OUT:-out/gpu-batch}
 runtimes=${RUNTIMES:-deno,dawn}
@@ -42,7 +43,7 @@ fi
 
 if want tune; then
   step "tune ($runtimes)"
-  timeout "${TUNE_TIMEOUT:-150}" "${cli[@]}" tune --runtime "$runtimes" --budget-ms "${TUNE_BUDGET_MS:-300}" "${scale_args[@]}" \
+  timeout "${TUNE_TIMEOUT:-150}" "${cli[@]}" tune --runtime "$runtimes" --methods "${TUNE_METHODS:-deft-flatten}" --budget-ms "${TUNE_BUDGET_MS:-300}" "${scale_args[@]}" \
     >>"$log" 2>&1 || echo "tune failed" | tee -a "$log"
 fi
 if want calibrate || want tune; then

@@ -28,6 +28,7 @@ import { Problem } from "../kernels/problem.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { MODEL_SHAPES } from "../workloads/shapes.ts";
 import { SpeculativeRun } from "../workloads/speculative.ts";
+import { getPreset } from "../workloads/presets.ts";
 import type { Tree, TreeNode } from "../workloads/tree.ts";
 import { levelGridTree, parseGridSpec } from "../workloads/level_grid.ts";
 import type { MethodName } from "../kernels/method.ts";
@@ -102,6 +103,27 @@ function flattenVariants(): Variant[] {
       // The plan's own choice under the rounds model for 132 SMs (an H200), the tile's resident
       // workgroups from its workgroup memory (run 24 had them as given: 396 and 528).
       ["x-dawn-sm132", { multiprocessors: 132 }],
+      // Change 19 (run 26): `r-dawn` is the plan bench makes on a calibrated H200 (the rounds
+      // model with the reduction's reads); `-b128` the blocks change 18 kept on the late
+      // speculative snapshot. The split tiles halve Q and O per invocation (more, lighter warps),
+      // sized by the same model from their workgroup memory.
+      ["r-dawn", { multiprocessors: 132 }],
+      ["r-dawn-b128", { blockSize: 128, targetWorkgroups: 1 }],
+      ["r-dawn-s2", { multiprocessors: 132, mma: { rows: 64, keys: 16, split: 2 } }],
+      ["r-dawn-r32-s2", { multiprocessors: 132, mma: { rows: 32, keys: 16, split: 2, fit: 0 } }],
+      ["r-dawn-r128-s2", { multiprocessors: 132, mma: { rows: 128, keys: 16, split: 2, fit: 0 } }],
+      // Run 27: what the rounds model would pick with run 26's measured fixed cost (about 6
+      // sub-tiles, not 2): one round of 1936-token blocks on the late speculative snapshot, the
+      // 64-row tile at 544 on few-shot b=50 step 66; `f-plan` is the plan with today's model.
+      ["f-plan", { multiprocessors: 132 }],
+      ["f-b1936", { blockSize: 1936, targetWorkgroups: 1 }],
+      ["f-r64-b544", { blockSize: 544, targetWorkgroups: 1, mma: { rows: 64, keys: 16, fit: 0 } }],
+      // Run 28: block sizes around the model's choice on the speculative t=256 snapshots (one
+      // round at 688 and 1264 tokens, two near 336 and 592, more below), and the 32-row tile.
+      ...[176, 336, 384, 592, 688, 1264].map((b) =>
+        [`s-b${b}`, { blockSize: b, targetWorkgroups: 1 }] as const
+      ),
+      ["s-r32", { multiprocessors: 132, mma: { rows: 32, keys: 16, fit: 0 } }],
     ] as const).map(([label, o]): Variant => ({
       label,
       method: "deft-flatten",
@@ -140,6 +162,13 @@ function sequenceVariants(): Variant[] {
     ["seq-t256-pv", { threads: 256, prefetchV: 1 }],
     ["seq-w2048", { targetWorkgroups: 2048 }],
     ["seq-w4096", { targetWorkgroups: 4096 }],
+    // Run 26: whole rounds of its 3 resident workgroups per SM (396 on an H200) on the unshared
+    // batch (768: 3 chunks a query) and Table 14 (1536: 3 chunks), and 4 or 16 lanes per key
+    // (4: 9 KiB of workgroup memory, 5 per SM; Q from workgroup memory).
+    ["seq-w768", { targetWorkgroups: 768 }],
+    ["seq-w1536", { targetWorkgroups: 1536 }],
+    ["seq-l4", { lanes: 4 }],
+    ["seq-l16", { lanes: 16 }],
   ];
   return grid.map(([label, sequence]) => ({ label, method: "sequence", options: { sequence } }));
 }
@@ -188,6 +217,13 @@ function trees(small: boolean): [string, Tree][] {
     ["few-shot b=20, iteration 200", few(4000, 20, 400, 200)],
     ["speculative t=64, prefix 4000", spec(4000, 64)],
     ["speculative t=256, prefix 3400", spec(3400, 256)],
+    [
+      "speculative-t256 step 832 (4562 + 256)",
+      getPreset("speculative-t256").build(1).snapshot(832),
+    ],
+    ["speculative-t256 step 166", getPreset("speculative-t256").build(1).snapshot(166)],
+    ["speculative-t256 step 499", getPreset("speculative-t256").build(1).snapshot(499)],
+    ["few-shot-b50 step 66", getPreset("few-shot-b50").build(1).snapshot(66)],
     ["grid 4000 + 50 x 200", star(4000, 50, 200)],
     ["grid 1024 + 16 x 256 + 64 x 32", levelGridTree(parseGridSpec("1x1024,16x256,64x32"))],
     ["sharing-4 (16 x 4094, 4 queries each)", levelGridTree(parseGridSpec("1x1,16x4094,64x1"))],
