@@ -67,18 +67,22 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
     tuningCandidates("deft-node", WITH_MATRIX, "f16", { fixed: { kernel: "mma" } }).length,
     6,
   );
-  // sequence has no matrix tile: only the families.
+  // sequence has no matrix tile: its split counts under its one kernel family, and the matrix
+  // family (which runs the same kernel; tune reports it as the same plan).
   assertEquals(tuningCandidates("sequence", WITH_MATRIX, "f16"), [
-    { kernel: "fma" },
+    ...[1024, 1536, 2048, 768].map((targetWorkgroups) => ({
+      kernel: "fma",
+      sequence: { targetWorkgroups },
+    })),
     { kernel: "mma" },
   ]);
   assertEquals(tuningCandidates("deft-node-chunk", FMA_ONLY, "f32").length, 3);
   // Data-driven: a new tunable is one more entry.
   const extra: Tunable[] = [
     ...TUNABLES,
-    { option: "targetWorkgroups", methods: ["sequence"], values: () => [0, 264] },
+    { option: "targetWorkgroups", methods: ["tree-mask"], values: () => [0, 264] },
   ];
-  assertEquals(tuningCandidates("sequence", FMA_ONLY, "f32", { tunables: extra }), [
+  assertEquals(tuningCandidates("tree-mask", FMA_ONLY, "f32", { tunables: extra }), [
     { kernel: "fma", targetWorkgroups: 0 },
     { kernel: "fma", targetWorkgroups: 264 },
   ]);

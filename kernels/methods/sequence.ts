@@ -188,6 +188,11 @@ export const SEQUENCE_KERNEL: KernelVariant = {
         default: DEFAULT_SEQUENCE_VARIANT.storageBudget,
       },
     ],
+    // The split count is what moves this kernel most between trees (run 26 on an H200: 1536
+    // workgroups 4-8% faster than 1024 on prompts shared by many queries, 3-4% slower on
+    // sharing-4; 768 6% faster on the unshared batch), so `tune` measures it: the baseline is
+    // then as strong as the device makes it (docs/performance.md, change 20).
+    tune: [1024, 1536, 2048, 768].map((targetWorkgroups) => ({ targetWorkgroups })),
   },
 };
 
