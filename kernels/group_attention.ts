@@ -286,6 +286,12 @@ export interface GroupKernelOptions {
   keys: number;
   /** Q residency. */
   qResident: QResidency;
+  /**
+   * Workgroup memory the kernel may declare, in bytes (0: the device's limit). The staging is
+   * sized for the fewest barriers within it, so a smaller budget buys workgroups per SM with
+   * barriers (docs/performance.md, change 21).
+   */
+  storage: number;
 }
 
 /**
@@ -299,6 +305,7 @@ export const DEFAULT_GROUP_KERNEL: Readonly<GroupKernelOptions> = {
   rows: GROUP_ROWS,
   keys: 64,
   qResident: "none",
+  storage: 0,
 };
 
 /**
@@ -317,6 +324,8 @@ export interface GroupKernel {
   readonly keys: number;
   /** Type of the resident Q in workgroup memory, or null: Q re-staged for every sub-tile. */
   readonly qType: Dtype | null;
+  /** Workgroup memory the kernel may declare, bytes (0: the device's limit). */
+  readonly storage: number;
 }
 
 /** A plan of a group-attention method: the groups, the work items and the reduction lists. */
@@ -401,7 +410,13 @@ export function groupKernel(
 ): GroupKernel {
   const o = { ...DEFAULT_GROUP_KERNEL, ...options };
   geometry(shape, o.threads, o.rows, o.keys);
-  const base = { threads: o.threads, rows: o.rows, keys: o.keys };
+  if (!Number.isSafeInteger(o.storage) || o.storage < 0) {
+    throw new RangeError(
+      `Group kernel storage must be a whole number of bytes (0: the device's limit), got ${o.storage}`,
+    );
+  }
+  const base = { threads: o.threads, rows: o.rows, keys: o.keys, storage: o.storage };
+  const budget = o.storage > 0 ? Math.min(o.storage, PLAN_STORAGE_BUDGET) : PLAN_STORAGE_BUDGET;
   switch (o.qResident) {
     case "none":
       return { ...base, qType: null };
@@ -414,7 +429,7 @@ export function groupKernel(
       return { ...base, qType: "f16" };
     case "auto": {
       const k = { ...base, qType: dtype };
-      return fittingConfig(shape, dtype, k, PLAN_STORAGE_BUDGET) ? k : { ...base, qType: null };
+      return fittingConfig(shape, dtype, k, budget) ? k : { ...base, qType: null };
     }
     default:
       throw new RangeError(
@@ -505,13 +520,18 @@ export function groupKernelConfig(
   kernel: GroupKernel,
   workgroupStorage: number,
 ): GroupKernelConfig {
-  const c = fittingConfig(shape, dtype, kernel, workgroupStorage) ??
-    (kernel.qType
-      ? fittingConfig(shape, dtype, { ...kernel, qType: null }, workgroupStorage)
-      : null);
+  const storage = kernel.storage > 0
+    ? Math.min(kernel.storage, workgroupStorage)
+    : workgroupStorage;
+  const c = fittingConfig(shape, dtype, kernel, storage) ??
+    (kernel.qType ? fittingConfig(shape, dtype, { ...kernel, qType: null }, storage) : null);
   if (c) return c;
   throw new GpuError(
-    `Group attention with head dim ${shape.headDim}, ${kernel.threads} threads, ${kernel.rows} rows and ${kernel.keys} keys needs more workgroup memory than the device's maxComputeWorkgroupStorageSize of ${workgroupStorage}`,
+    `Group attention with head dim ${shape.headDim}, ${kernel.threads} threads, ${kernel.rows} rows and ${kernel.keys} keys needs more workgroup memory than ${
+      storage < workgroupStorage
+        ? `its storage budget of ${storage}`
+        : `the device's maxComputeWorkgroupStorageSize of ${workgroupStorage}`
+    }`,
   );
 }
 
@@ -718,7 +738,8 @@ export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKer
 
 /** A name for results and tools: `fma-t256-r64-k64-q-none`. */
 export function fmaVariantName(k: GroupKernel): string {
-  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${k.qType ?? "none"}`;
+  const storage = k.storage > 0 ? `-s${k.storage}` : "";
+  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${k.qType ?? "none"}${storage}`;
 }
 
 /**

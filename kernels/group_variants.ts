@@ -39,6 +39,13 @@ export const GROUP_FMA: KernelVariant = {
         default: DEFAULT_GROUP_KERNEL.qResident,
         choices: ["auto", "f16", "f32", "none"],
       },
+      {
+        name: "storage",
+        doc:
+          "workgroup memory the kernel may declare, bytes (0: the device's limit); less buys workgroups per SM with barriers",
+        default: DEFAULT_GROUP_KERNEL.storage,
+        min: 0,
+      },
     ],
   },
 };

@@ -145,6 +145,19 @@ function flattenVariants(): Variant[] {
       runtimes: ["dawn"],
     })),
     { label: "flat-deno", method: "deft-flatten", options: deno, runtimes: ["deno"] },
+    // Change 21 (run 29): the FMA kernel with less workgroup memory, so that 2 or 3 workgroups
+    // share an SM's 48 KiB (the default declares 46.8 KiB: one per SM).
+    ...([
+      ["d-t128-k32", { threads: 128, rows: 64, keys: 32 }],
+      ["d-t128-k32-s24k", { threads: 128, rows: 64, keys: 32, storage: 24576 }],
+      ["d-t128-k32-s16k", { threads: 128, rows: 64, keys: 32, storage: 16384 }],
+      ["d-t128-r32-k64-s24k", { threads: 128, rows: 32, keys: 64, storage: 24576 }],
+    ] as const).map(([label, fma]): Variant => ({
+      label,
+      method: "deft-flatten",
+      options: { ...deno, fma },
+      runtimes: ["deno"],
+    })),
     {
       label: "flat-deno-p0",
       method: "deft-flatten",
@@ -169,6 +182,12 @@ function sequenceVariants(): Variant[] {
     ["seq-w1536", { targetWorkgroups: 1536 }],
     ["seq-l4", { lanes: 4 }],
     ["seq-l16", { lanes: 16 }],
+    // Run 29: the next block's K loaded during this block's P·V (change 22), at the default split
+    // count, the tuned 1536 and the unshared batch's best 768.
+    ["seq-pk", { prefetchK: 1 }],
+    ["seq-w1536-pk", { targetWorkgroups: 1536, prefetchK: 1 }],
+    ["seq-w768-pk", { targetWorkgroups: 768, prefetchK: 1 }],
+    ["seq-pk-pv", { prefetchK: 1, prefetchV: 1 }],
   ];
   return grid.map(([label, sequence]) => ({ label, method: "sequence", options: { sequence } }));
 }

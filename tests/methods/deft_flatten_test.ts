@@ -4,10 +4,12 @@ import { SpeculativeRun } from "../../workloads/speculative.ts";
 import type { ModelShape } from "../../workloads/shapes.ts";
 import { IndexedTree, type Tree } from "../../workloads/tree.ts";
 import {
+  fmaVariantName,
   GROUP_ROWS,
   groupKernel,
   groupKernelConfig,
   type GroupKernelOptions,
+  groupWorkgroupBytes,
 } from "../../kernels/group_attention.ts";
 import { GpuError } from "../../kernels/gpu.ts";
 import {
@@ -373,6 +375,30 @@ Deno.test("groupKernel() decides Q residency for a 32 KiB budget and rejects imp
   assertThrows(() => groupKernelConfig(LLAMA3_8B, "f16", c, 8192), GpuError, /workgroup memory/);
 });
 
+Deno.test("the FMA kernel's storage budget trades barriers for workgroups per SM", () => {
+  const k = (o: Partial<GroupKernelOptions>) =>
+    groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16", o), 49152);
+  const tile = { threads: 128, rows: 64, keys: 32 } as const;
+  // The device's limit: 2 K chunks and one V slice in 44,288 bytes (one workgroup per 48 KiB).
+  const full = k(tile);
+  assertEquals([full.chunkV, full.vKeys, groupWorkgroupBytes(full)], [16, 32, 44288]);
+  // 24 KiB: two per 48 KiB, with 4 K chunks and 4 V slices per sub-tile; 16 KiB: three, with 16
+  // and 8.
+  const half = k({ ...tile, storage: 24576 });
+  assertEquals([half.chunkV, half.vKeys, groupWorkgroupBytes(half)], [8, 8, 23424]);
+  const third = k({ ...tile, storage: 16384 });
+  assertEquals([third.chunkV, third.vKeys, groupWorkgroupBytes(third)], [2, 4, 15168]);
+  // A budget above the device's changes nothing; one too small for any staging is refused.
+  assertEquals(k({ ...tile, storage: 1 << 20 }), { ...full, storage: 1 << 20 });
+  assertThrows(() => k({ ...tile, storage: 8192 }), GpuError, /storage budget of 8192/);
+  assertThrows(() => groupKernel(LLAMA3_8B, "f16", { storage: -1 }), RangeError, /storage/);
+  assertEquals(
+    fmaVariantName(groupKernel(LLAMA3_8B, "f16", { ...tile, storage: 24576 })),
+    "fma-t128-r64-k32-qnone-s24576",
+  );
+  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t256-r64-k64-qnone");
+});
+
 // FMA kernel variants, options.fma (those tools/perf_group.ts times, and a 64-thread one whose whole K and V
 // sub-tiles fit the software adapter's 32 KiB at head dim 128) on cases that stress their edges:
 // row tiles spanning several mask words, GQA 3 and 16, head dims 36 and 256. A variant skips the
@@ -384,6 +410,8 @@ const VARIANTS: Partial<GroupKernelOptions>[] = [
   { threads: 256, rows: 128, qResident: "none" },
   { threads: 64, rows: 64, keys: 16 },
   { threads: 256, rows: 64, keys: 64 },
+  // Staging cut to a small budget: several K chunks and V slices per sub-tile.
+  { threads: 128, rows: 64, keys: 32, storage: 16384 },
 ];
 // The reduced matrix (software adapters) checks every variant on the speculative tree, in f16
 // where the adapter has it.
