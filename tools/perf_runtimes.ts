@@ -182,12 +182,6 @@ function sequenceVariants(): Variant[] {
     ["seq-w1536", { targetWorkgroups: 1536 }],
     ["seq-l4", { lanes: 4 }],
     ["seq-l16", { lanes: 16 }],
-    // Run 29: the next block's K loaded during this block's P·V (change 22), at the default split
-    // count, the tuned 1536 and the unshared batch's best 768.
-    ["seq-pk", { prefetchK: 1 }],
-    ["seq-w1536-pk", { targetWorkgroups: 1536, prefetchK: 1 }],
-    ["seq-w768-pk", { targetWorkgroups: 768, prefetchK: 1 }],
-    ["seq-pk-pv", { prefetchK: 1, prefetchV: 1 }],
   ];
   return grid.map(([label, sequence]) => ({ label, method: "sequence", options: { sequence } }));
 }

@@ -73,8 +73,6 @@ export interface SequenceVariant {
   readonly qPlacement: "auto" | "registers" | "workgroup";
   /** Issue the block's V loads before the first barrier (more registers, overlaps the scores). */
   readonly prefetchV: boolean;
-  /** Issue the next block's K loads before this block's P·V (more registers, overlaps P·V). */
-  readonly prefetchK: boolean;
   /** Workgroups aimed for when `options.targetWorkgroups` is 0. */
   readonly targetWorkgroups: number;
   /** Most query heads per workgroup (more split the GQA group into head blocks). */
@@ -91,7 +89,6 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   blockKeys: 64,
   qPlacement: "auto",
   prefetchV: false,
-  prefetchK: false,
   targetWorkgroups: 1024,
   maxHeadsPerWorkgroup: 8,
   // Llama-3-8B f16 uses about 13 KiB (24 KiB with 256 threads and 128-key blocks).
@@ -100,7 +97,7 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
 
 /**
  * `options.sequence`: the fields of {@linkcode SequenceVariant} to change from the default (its
- * name follows from them; `prefetchV` and `prefetchK` are 0 or 1).
+ * name follows from them; `prefetchV` is 0 or 1).
  */
 export type SequenceParams = Readonly<{
   threads?: number;
@@ -108,7 +105,6 @@ export type SequenceParams = Readonly<{
   blockKeys?: number;
   qPlacement?: SequenceVariant["qPlacement"];
   prefetchV?: 0 | 1;
-  prefetchK?: 0 | 1;
   targetWorkgroups?: number;
   maxHeadsPerWorkgroup?: number;
   storageBudget?: number;
@@ -119,16 +115,15 @@ export type SequenceParams = Readonly<{
  * or the changed fields (`threads256-blockKeys128`).
  */
 export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant {
-  const { prefetchV, prefetchK, ...rest } = params;
-  for (const [key, v] of [["prefetchV", prefetchV], ["prefetchK", prefetchK]] as const) {
-    if (v !== undefined && v !== 0 && v !== 1) {
-      throw new RangeError(`Sequence variant ${key} must be 0 or 1, got ${JSON.stringify(v)}`);
-    }
+  const { prefetchV, ...rest } = params;
+  if (prefetchV !== undefined && prefetchV !== 0 && prefetchV !== 1) {
+    throw new RangeError(
+      `Sequence variant prefetchV must be 0 or 1, got ${JSON.stringify(prefetchV)}`,
+    );
   }
   const base: Record<string, unknown> = {
     ...DEFAULT_SEQUENCE_VARIANT,
     prefetchV: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
-    prefetchK: DEFAULT_SEQUENCE_VARIANT.prefetchK ? 1 : 0,
   };
   const changed = Object.entries(params).filter(([k, v]) => v !== undefined && v !== base[k]);
   const name = changed.length === 0 ? "default" : changed.map(([k, v]) => `${k}${v}`).join("-");
@@ -136,7 +131,6 @@ export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant 
     ...DEFAULT_SEQUENCE_VARIANT,
     ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
     ...(prefetchV === undefined ? {} : { prefetchV: prefetchV === 1 }),
-    ...(prefetchK === undefined ? {} : { prefetchK: prefetchK === 1 }),
     name,
   });
 }
@@ -175,13 +169,6 @@ export const SEQUENCE_KERNEL: KernelVariant = {
         name: "prefetchV",
         doc: "1: issue a block's V loads before its first barrier",
         default: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
-        min: 0,
-        max: 1,
-      },
-      {
-        name: "prefetchK",
-        doc: "1: issue the next block's K loads before this block's P·V",
-        default: DEFAULT_SEQUENCE_VARIANT.prefetchK ? 1 : 0,
         min: 0,
         max: 1,
       },
@@ -240,8 +227,6 @@ export interface SequenceTiling {
   readonly qInRegisters: boolean;
   /** True when V loads are issued before the first barrier of a block. */
   readonly prefetchV: boolean;
-  /** Issue the next block's K loads before this block's P·V. */
-  readonly prefetchK: boolean;
 }
 
 /** The plan of `sequence`: per-query path segments, the chunks and the kernel geometry. */
@@ -350,7 +335,6 @@ export function sequenceTiling(
           keyGroups: kg,
           qInRegisters,
           prefetchV: variant.prefetchV,
-          prefetchK: variant.prefetchK,
         };
       }
     }
@@ -390,7 +374,6 @@ export function sequenceConstants(
     PVK: ceilDiv(b, kg),
     Q_REGS: tiling.qInRegisters ? 1 : 0,
     PREFETCH_V: tiling.prefetchV ? 1 : 0,
-    PREFETCH_K: tiling.prefetchK ? 1 : 0,
     LANE_TAIL: d4 % lanes === 0 ? 0 : 1,
     PV_TAIL: b % kg === 0 ? 0 : 1,
     PV_IDLE: kg * d4 < tiling.workgroupSize ? 1 : 0,
@@ -576,7 +559,6 @@ export function planSequenceFrom(
       keyGroups: tiling.keyGroups,
       qInRegisters: tiling.qInRegisters ? 1 : 0,
       prefetchV: tiling.prefetchV ? 1 : 0,
-      prefetchK: tiling.prefetchK ? 1 : 0,
       partials: direct ? 0 : used,
       direct: direct ? 1 : 0,
       segments: segCount - nq,

@@ -25,8 +25,7 @@
 //      themselves).
 //   4. P·V. Thread (key group vkg, dim quad vc): keys vkg, vkg + KG, ... of the block, one vec4 of
 //      V each (a key group reads whole V rows, coalesced), accumulates p·v for all HB heads in
-//      registers (optionally the V loads are issued before barrier 1, to overlap the scores, and
-//      the next block's K loads before P·V, to overlap P·V: PREFETCH_V, PREFETCH_K).
+//      registers (optionally the V loads are issued before barrier 1, to overlap the scores).
 // At the end the key groups' accumulators are merged in workgroup memory (a tree), the row sums
 // of the B logit threads are added up, and thread (0, vc) writes o / l and the lse.
 //
@@ -56,7 +55,6 @@ const KG: u32 = 8u;          // P·V key groups: min(floor(WG / D4), B)
 const PVK: u32 = 16u;        // ceil(B / KG): keys per P·V thread and block
 const Q_REGS: u32 = 1u;      // 1: each lane keeps its Q quads in registers; 0: read them from qs
 const PREFETCH_V: u32 = 0u;  // 1: issue the block's V loads before barrier 1
-const PREFETCH_K: u32 = 0u;  // 1: issue the next block's K loads before this block's P·V
 const LANE_TAIL: u32 = 0u;   // 1 when L does not divide D4 (some lanes skip their last quad)
 const PV_TAIL: u32 = 0u;     // 1 when KG does not divide B
 const PV_IDLE: u32 = 0u;     // 1 when KG x D4 < WG (threads without a P·V key group)
@@ -149,25 +147,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
   }
 
-  // PREFETCH_K: this lane's K quads of the next block, loaded while the current block's P·V runs
-  // (the first block's here).
-  var kn: array<KV4, PASSES * QC>;
-  if (PREFETCH_K == 1u) {
-    let s0 = segs[cursor];
-    let ce = segs[cursor + 1u].x;
-    for (var p = 0u; p < PASSES; p++) { // unroll
-      let pos = begin + p * KPP + kr;
-      if (pos < end) {
-        var slot = s0.y + (pos - s0.x);
-        if (pos >= ce) { slot = slot_walk(pos, cursor); }
-        let kb = (slot * KV_HEADS + kvh) * D4 + kl;
-        for (var i = 0u; i < QC; i++) { // unroll
-          if (LANE_TAIL == 0u || kl + i * L < D4) { kn[p * QC + i] = k[kb + i * L]; }
-        }
-      }
-    }
-  }
-
   for (var bs = begin; bs < end; bs += B) {
     while (segs[cursor + 1u].x <= bs) { cursor++; }
     let seg = segs[cursor];
@@ -182,18 +161,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
           let j = p * KPP + kr;
           let pos = bs + j;
           if (full == 1u || pos < end) {
+            var slot = base + pos;
+            if (full == 0u && pos >= cursor_end) { slot = slot_walk(pos, cursor); }
+            let kb = (slot * KV_HEADS + kvh) * D4 + kl;
             var kv: array<vec4<f32>, QC>;
-            if (PREFETCH_K == 1u) {
-              for (var i = 0u; i < QC; i++) { // unroll
-                if (LANE_TAIL == 0u || kl + i * L < D4) { kv[i] = vec4<f32>(kn[p * QC + i]); }
-              }
-            } else {
-              var slot = base + pos;
-              if (full == 0u && pos >= cursor_end) { slot = slot_walk(pos, cursor); }
-              let kb = (slot * KV_HEADS + kvh) * D4 + kl;
-              for (var i = 0u; i < QC; i++) { // unroll
-                if (LANE_TAIL == 0u || kl + i * L < D4) { kv[i] = vec4<f32>(k[kb + i * L]); }
-              }
+            for (var i = 0u; i < QC; i++) { // unroll
+              if (LANE_TAIL == 0u || kl + i * L < D4) { kv[i] = vec4<f32>(k[kb + i * L]); }
             }
             for (var g = 0u; g < HB4; g++) { // unroll
               var s = vec4<f32>(0.0);
@@ -254,22 +227,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
           }
         }
         workgroupBarrier();
-
-        // The next block's K quads, in flight during this block's P·V (their slots walk on from
-        // this block's segment; positions past the chunk end are never read).
-        if (PREFETCH_K == 1u) {
-          for (var p = 0u; p < PASSES; p++) { // unroll
-            let pos = bs + B + p * KPP + kr;
-            if (pos < end) {
-              var slot = base + pos;
-              if (pos >= cursor_end) { slot = slot_walk(pos, cursor); }
-              let kb = (slot * KV_HEADS + kvh) * D4 + kl;
-              for (var i = 0u; i < QC; i++) { // unroll
-                if (LANE_TAIL == 0u || kl + i * L < D4) { kn[p * QC + i] = k[kb + i * L]; }
-              }
-            }
-          }
-        }
 
         // 3. The running max after this block (every thread reads the same values).
         var changed = false;

@@ -169,8 +169,6 @@ const VARIANTS: SequenceParams[] = [
   { lanes: 4, qPlacement: "workgroup" },
   { qPlacement: "registers", maxHeadsPerWorkgroup: 2 },
   { prefetchV: 1 },
-  { prefetchK: 1 },
-  { prefetchK: 1, prefetchV: 1, blockKeys: 32, lanes: 16 },
   { blockKeys: 32, storageBudget: 16384 },
 ];
 
@@ -244,9 +242,7 @@ Deno.test("checkSequenceVariant() rejects impossible variants", () => {
     "prefetchV1-blockKeys32",
   );
   assertEquals(sequenceVariantOf({ prefetchV: 1 }).prefetchV, true);
-  assertEquals(sequenceVariantOf({ prefetchK: 1 }).name, "prefetchK1");
-  assertEquals(sequenceVariantOf({ prefetchK: 0 }), DEFAULT_SEQUENCE_VARIANT);
-  for (const b of [{ prefetchV: 2 as 1 }, { prefetchK: 2 as 1 }, { lanes: 3 }]) {
+  for (const b of [{ prefetchV: 2 as 1 }, { lanes: 3 }]) {
     let threw = false;
     try {
       sequenceVariantOf(b);
@@ -420,7 +416,7 @@ for (const overrides of VARIANTS.slice(1)) {
 // The reduced matrix (software adapters) checks the default kernel, on the shape of the shared
 // matrix (whose shaders are compiled already).
 for (
-  const overrides of [{}, { prefetchV: 1 }, { prefetchK: 1 }, {
+  const overrides of [{}, { prefetchV: 1 }, {
     threads: 128,
     qPlacement: "workgroup",
   }] as SequenceParams[]
