@@ -438,6 +438,11 @@ export function mmaSource(o: MmaSourceOptions): string {
   // Four halves of `x` to h_sh from `at`.
   const stage4 = (at: string, x: string, pad = "  ") =>
     `${pad}{ let a = ${at}; h_sh[a] = ${x}.x; h_sh[a + 1u] = ${x}.y; h_sh[a + 2u] = ${x}.z; h_sh[a + 3u] = ${x}.w; }`;
+  // The K/V registers of a sub-tile (and, knocked out, what keeps the bindings).
+  const kvDecls = [
+    lines(nkv, (i) => `  var kr${i} = vec4<f16>();\n  var vr${i} = vec4<f16>();`),
+    off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps the bindings" : "",
+  ].join("\n");
   // Loads of the sub-tile whose slots are in slot buffer `b` into kr/vr.
   const loadKv = (b: string, pad = "  ") =>
     lines(nkv, (i) =>
@@ -598,8 +603,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       base = (query * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
     }
     rowq_sh[lid] = base;
+  }${
+    k.early
+      ? `
+  // The first sub-tile's key slots (read with the work item) to workgroup memory now, so that its
+  // K and V are in flight while Q is staged.
+  if (lid < KT) { slot_sh[lid] = first_slot; }`
+      : ""
   }
-  workgroupBarrier();
+  workgroupBarrier();${k.early ? `\n${kvDecls}\n${loadKv("0u")}` : ""}
 ${lines(dk, (i) => `  var q${i} = ${left}();`)}
 ${lines(dn, (i) => `  var o${i} = ${result}();`)}
   // Q rows in ${qRounds} round(s) of ${qRows}, each unrolled so that every load is in flight before the
@@ -634,8 +646,7 @@ ${
   }
 ${
     k.early
-      ? `  // The first sub-tile's key slots (read with the work item) to workgroup memory.
-  if (lid < KT) { slot_sh[lid] = first_slot; }`
+      ? `  // (The first sub-tile's slots, K and V were read before Q.)`
       : `  // The first sub-tile's key slots (-1 past the group) to workgroup memory, the second's to a
   // register.
   var next_slot = -1;
@@ -651,12 +662,7 @@ ${
   // held across the math cost the 64-row tile its third workgroup per SM, and the other resident
   // warps hide the load (docs/performance.md, change 16). Past the group, slot 0 is read and
   // replaced by zeros, so that no load waits behind a branch.
-${
-    lines(nkv, (i) =>
-      `  var kr${i} = vec4<f16>();
-  var vr${i} = vec4<f16>();`)
-  }
-${off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps the bindings" : ""}
+${k.early ? "" : kvDecls}
 ${
     maskAhead && !k.early
       ? `  // The first sub-tile's mask word of this invocation (if any), staged at the loop's top.
@@ -674,7 +680,7 @@ ${
     workgroupBarrier();
     // This sub-tile's K and V (its slots are in buffer buf since the last sub-tile's second
     // barrier, or since the one before the loop).
-${loadKv("buf", "    ")}
+${k.early ? `    if (kt > 0u) {\n${loadKv("buf", "      ")}\n    }` : loadKv("buf", "    ")}
 ${
     off("stage")
       // Keeps the loaded registers alive (one store per sub-tile) without staging them.

@@ -590,16 +590,20 @@ Deno.test("mma.early issues the prologue's independent loads together and change
   assertEquals(mmaVariantName(early.kernel), "mma-16x16x16-r64-k16-early");
   assertEquals(mmaVariantName(src({ early: 0 }).kernel), mmaVariantName(base.kernel));
   assertThrows(() => src({ early: 2 }), RangeError, /early/);
-  // The same statements, in another order: the slots read before Q (first_slot), both Q rounds'
-  // loads before the first round is staged.
+  // The same statements, in another order: the slots read before Q (first_slot), the first
+  // sub-tile's K and V loaded before Q is staged (and the loop's own loads from the second
+  // sub-tile on), both Q rounds' loads before the first round is staged.
   const at = (t: string, s: string) => t.indexOf(s);
   assert(at(early.text, "first_slot = i32(md[slot_off + lid])") < at(early.text, "let qx0_0"));
+  assert(at(early.text, "kr0 = select(") < at(early.text, "let qx0_0"));
   assert(at(early.text, "let qx1_0") < at(early.text, "h_sh[a] = qx0_0.x"));
   assert(at(base.text, "let qx1_0") > at(base.text, "h_sh[a] = qx0_0.x"));
+  assert(early.text.includes("if (kt > 0u) {") && !base.text.includes("if (kt > 0u) {"));
   const count = (t: string, s: string) => t.split(s).length - 1;
-  for (const s of ["subgroupMatrixLoad", "workgroupBarrier()", "q_in[", "k_in[", "md[slot_off"]) {
+  for (const s of ["subgroupMatrixLoad", "workgroupBarrier()", "q_in[", "md[slot_off"]) {
     assertEquals(count(early.text, s), count(base.text, s), s);
   }
+  assertEquals(count(early.text, "k_in["), 2 * count(base.text, "k_in["));
 });
 
 Deno.test("the matrix kernel's head-dim split doubles the invocations and refuses splits that do not divide", () => {
