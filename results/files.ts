@@ -46,6 +46,25 @@ export function removePendingTemps(): void {
   pending.clear();
 }
 
+/**
+ * Registers a temporary path while `fn` runs synchronously, removing it if `fn` throws. No signal
+ * handler can run inside `fn`, so a second Ctrl-C sees the temporary path either not yet created
+ * or already renamed into place.
+ */
+export function withTempSync<T>(tmp: string, fn: () => T): T {
+  pending.add(tmp);
+  try {
+    return fn();
+  } catch (e) {
+    try {
+      Deno.removeSync(tmp, { recursive: true });
+    } catch { /* never created */ }
+    throw e;
+  } finally {
+    pending.delete(tmp);
+  }
+}
+
 /** Registers a temporary path while `fn` runs, removing it if `fn` fails. */
 export async function withTemp<T>(tmp: string, fn: () => Promise<T>): Promise<T> {
   pending.add(tmp);
@@ -113,10 +132,14 @@ export async function writeFileAtomic(
   const target = await writeTarget(path);
   await Deno.mkdir(dirOf(target), { recursive: true });
   const tmp = tempName(target);
-  await withTemp(tmp, async () => {
-    if (typeof text === "string") await Deno.writeTextFile(tmp, text);
-    else await Deno.writeFile(tmp, text);
-    await Deno.rename(tmp, target);
+  // Written and renamed synchronously: an asynchronous write runs on another thread and can create
+  // the temporary file after a second Ctrl-C's handler has removed the pending ones and while the
+  // process exits, leaving it behind (seen once in CI). A few milliseconds of blocking at the end
+  // of a run is the price.
+  withTempSync(tmp, () => {
+    if (typeof text === "string") Deno.writeTextFileSync(tmp, text);
+    else Deno.writeFileSync(tmp, text);
+    Deno.renameSync(tmp, target);
   });
 }
 
