@@ -399,6 +399,11 @@ function geometry(shape: ModelShape, threads: number, rows: number, keys: number
   return { lanes, rowsPerWarp: 128 / lanes, maskWords };
 }
 
+/** The workgroup memory a kernel with storage budget `storage` (0: none) may use under `limit`. */
+function storageLimit(storage: number, limit: number): number {
+  return storage > 0 ? Math.min(storage, limit) : limit;
+}
+
 /**
  * The kernel a plan uses for `options` (missing fields from {@linkcode DEFAULT_GROUP_KERNEL}):
  * checks the geometry (`RangeError`) and decides Q residency.
@@ -416,7 +421,7 @@ export function groupKernel(
     );
   }
   const base = { threads: o.threads, rows: o.rows, keys: o.keys, storage: o.storage };
-  const budget = o.storage > 0 ? Math.min(o.storage, PLAN_STORAGE_BUDGET) : PLAN_STORAGE_BUDGET;
+  const budget = storageLimit(o.storage, PLAN_STORAGE_BUDGET);
   switch (o.qResident) {
     case "none":
       return { ...base, qType: null };
@@ -520,9 +525,7 @@ export function groupKernelConfig(
   kernel: GroupKernel,
   workgroupStorage: number,
 ): GroupKernelConfig {
-  const storage = kernel.storage > 0
-    ? Math.min(kernel.storage, workgroupStorage)
-    : workgroupStorage;
+  const storage = storageLimit(kernel.storage, workgroupStorage);
   const c = fittingConfig(shape, dtype, kernel, storage) ??
     (kernel.qType ? fittingConfig(shape, dtype, { ...kernel, qType: null }, storage) : null);
   if (c) return c;

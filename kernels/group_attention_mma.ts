@@ -438,6 +438,9 @@ export function mmaSource(o: MmaSourceOptions): string {
   // Four halves of `x` to h_sh from `at`.
   const stage4 = (at: string, x: string, pad = "  ") =>
     `${pad}{ let a = ${at}; h_sh[a] = ${x}.x; h_sh[a + 1u] = ${x}.y; h_sh[a + 2u] = ${x}.z; h_sh[a + 3u] = ${x}.w; }`;
+  // The first sub-tile's mask word of this invocation (with `early` read with the work item).
+  const firstMaskRead = `  var next_mask = 0u;
+  if (masked && lid < MAXW * KT) { next_mask = mask_word(0u, lid, tokens, mask_off, w0, nw); }`;
   // The K/V registers of a sub-tile (and, knocked out, what keeps the bindings).
   const kvDecls = [
     lines(nkv, (i) => `  var kr${i} = vec4<f16>();\n  var vr${i} = vec4<f16>();`),
@@ -575,13 +578,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (lid < KT) {
     if (lid < tokens) { first_slot = i32(md[slot_off + lid]); }
     if (KT + lid < tokens) { next_slot = i32(md[slot_off + KT + lid]); }
-  }${
-        maskAhead
-          ? `
-  var next_mask = 0u;
-  if (masked && lid < MAXW * KT) { next_mask = mask_word(0u, lid, tokens, mask_off, w0, nw); }`
-          : ""
-      }`
+  }${maskAhead ? `\n${firstMaskRead}` : ""}`
       : ""
   }
 
@@ -665,9 +662,7 @@ ${
 ${k.early ? "" : kvDecls}
 ${
     maskAhead && !k.early
-      ? `  // The first sub-tile's mask word of this invocation (if any), staged at the loop's top.
-  var next_mask = 0u;
-  if (masked && lid < MAXW * KT) { next_mask = mask_word(0u, lid, tokens, mask_off, w0, nw); }`
+      ? `  // The first sub-tile's mask word of this invocation (if any), staged at the loop's top.\n${firstMaskRead}`
       : ""
   }
   var m_run = NEG;  // reference maximum of this invocation's row

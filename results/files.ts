@@ -47,12 +47,12 @@ export function removePendingTemps(): void {
 }
 
 /**
- * Registers a temporary path while `fn` runs synchronously, removing it if `fn` throws. No signal
- * handler can run inside `fn`, so a second Ctrl-C sees the temporary path either not yet created
- * or already renamed into place.
+ * Runs `fn`, which creates `tmp`, synchronously, removing `tmp` if `fn` throws. No signal handler
+ * can run inside `fn`, so a second Ctrl-C finds `tmp` either not yet created or already renamed
+ * into place: unlike {@linkcode withTemp}, nothing needs registering for
+ * {@linkcode removePendingTemps}.
  */
 export function withTempSync<T>(tmp: string, fn: () => T): T {
-  pending.add(tmp);
   try {
     return fn();
   } catch (e) {
@@ -60,8 +60,6 @@ export function withTempSync<T>(tmp: string, fn: () => T): T {
       Deno.removeSync(tmp, { recursive: true });
     } catch { /* never created */ }
     throw e;
-  } finally {
-    pending.delete(tmp);
   }
 }
 
@@ -155,9 +153,10 @@ export async function checkWritable(path: string): Promise<void> {
     if (info?.isDirectory) throw new Deno.errors.IsADirectory("it is a folder");
     await Deno.mkdir(dirOf(target), { recursive: true });
     const probe = tempName(target, "probe");
-    await withTemp(probe, async () => {
-      await Deno.writeTextFile(probe, "", { createNew: true });
-      await Deno.remove(probe);
+    // Synchronous for the reason writeFileAtomic's write is.
+    withTempSync(probe, () => {
+      Deno.writeTextFileSync(probe, "", { createNew: true });
+      Deno.removeSync(probe);
     });
   } catch (e) {
     if (e instanceof OutputPathError) throw e;
