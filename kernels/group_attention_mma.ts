@@ -92,12 +92,6 @@ export interface MmaKernelOptions {
    * set by a method's variants.
    */
   ablate?: string;
-  /**
-   * 1: the prologue issues its independent loads together (docs/performance.md, change 23): the
-   * first two sub-tiles' slots and the first mask word right after the work item, and every round
-   * of Q's loads before the first is staged; 0 (default): one after another.
-   */
-  early?: number;
 }
 
 /**
@@ -187,8 +181,6 @@ export interface MmaKernel {
   readonly occupancy?: boolean;
   /** The mask handling before change 12 (profiling only, {@linkcode MmaKernelOptions.legacyMask}). */
   readonly legacyMask?: boolean;
-  /** The prologue's loads issued together ({@linkcode MmaKernelOptions.early}). */
-  readonly early?: boolean;
 }
 
 /** Halves of padding after each staged Q/K/V row (keeps rows 16-byte aligned, spreads banks). */
@@ -203,8 +195,7 @@ export function mmaVariantName(k: MmaKernel): string {
   const pad = k.padBytes ? `-pad${k.padBytes}` : "";
   const legacy = k.legacyMask ? "-legacymask" : "";
   const occ = k.occupancy ? "-occ" : "";
-  const early = k.early ? "-early" : "";
-  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${early}${pad}${legacy}${occ}${knocked}`;
+  return `mma-${M}x${N}x${K}-r${k.rows}-k${k.keys}${split}${rounds}${pad}${legacy}${occ}${knocked}`;
 }
 
 /**
@@ -284,9 +275,6 @@ export function mmaKernel(
       `Kernel mma outRounds must divide the ${dn} output fragments of a subgroup, got ${o.outRounds}`,
     );
   }
-  if (o.early !== undefined && o.early !== 0 && o.early !== 1) {
-    throw new RangeError(`Kernel mma early must be 0 or 1, got ${o.early}`);
-  }
   const pad = o.padBytes ?? 0;
   if (!Number.isSafeInteger(pad) || pad < 0 || pad % 16 !== 0) {
     throw new RangeError(`Kernel mma padBytes must be a multiple of 16 >= 0, got ${o.padBytes}`);
@@ -304,7 +292,6 @@ export function mmaKernel(
     ...(o.padBytes ? { padBytes: o.padBytes } : {}),
     ...(o.legacyMask === 1 ? { legacyMask: true } : {}),
     ...(o.occupancy === 1 ? { occupancy: true } : {}),
-    ...(o.early === 1 ? { early: true } : {}),
   };
   const bytes = mmaWorkgroupBytes(shape, k, 2);
   if (bytes > caps.workgroupStorage) {
@@ -427,25 +414,9 @@ export function mmaSource(o: MmaSourceOptions): string {
   const off = (part: MmaAblation) => k.ablate?.includes(part) ?? false;
   const nq = (qRows * (d / 4)) / k.threads; // Q vec4 per invocation and round
   const nkv = (k.keys * (d / 4)) / k.threads; // K (and V) vec4 per invocation and sub-tile
-  // Round j's Q loads (rows j * qRows ..) into qx{j}_*, every load in flight before a store.
-  const qLoads = (j: number) =>
-    lines(nq, (i) =>
-      [
-        `  let qe${j}_${i} = lid + ${i * k.threads}u;`,
-        `  let qb${j}_${i} = rowq_sh[${j * qRows}u + qe${j}_${i} / DV];`,
-        `  let qx${j}_${i} = select(vec4<f16>(), q_in[select(0u, qb${j}_${i}, qb${j}_${i} != NO_ROW) + qe${j}_${i} % DV], qb${j}_${i} != NO_ROW);`,
-      ].join("\n"));
   // Four halves of `x` to h_sh from `at`.
   const stage4 = (at: string, x: string, pad = "  ") =>
     `${pad}{ let a = ${at}; h_sh[a] = ${x}.x; h_sh[a + 1u] = ${x}.y; h_sh[a + 2u] = ${x}.z; h_sh[a + 3u] = ${x}.w; }`;
-  // The first sub-tile's mask word of this invocation (with `early` read with the work item).
-  const firstMaskRead = `  var next_mask = 0u;
-  if (masked && lid < MAXW * KT) { next_mask = mask_word(0u, lid, tokens, mask_off, w0, nw); }`;
-  // The K/V registers of a sub-tile (and, knocked out, what keeps the bindings).
-  const kvDecls = [
-    lines(nkv, (i) => `  var kr${i} = vec4<f16>();\n  var vr${i} = vec4<f16>();`),
-    off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps the bindings" : "",
-  ].join("\n");
   // Loads of the sub-tile whose slots are in slot buffer `b` into kr/vr.
   const loadKv = (b: string, pad = "  ") =>
     lines(nkv, (i) =>
@@ -568,19 +539,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let masked = mask_words != 0u;
   let w0 = row_start / GROUP / 32u;
   var nw = 0u;
-  if (masked) { nw = min((row_start + rows - 1u) / GROUP / 32u, mask_words - 1u) - w0 + 1u; }${
-    k.early
-      ? `
-  // The first two sub-tiles' slots (and the first mask word, below) are read now, beside Q's
-  // loads rather than after them: they depend on the work item alone.
-  var first_slot = -1;
-  var next_slot = -1;
-  if (lid < KT) {
-    if (lid < tokens) { first_slot = i32(md[slot_off + lid]); }
-    if (KT + lid < tokens) { next_slot = i32(md[slot_off + KT + lid]); }
-  }${maskAhead ? `\n${firstMaskRead}` : ""}`
-      : ""
-  }
+  if (masked) { nw = min((row_start + rows - 1u) / GROUP / 32u, mask_words - 1u) - w0 + 1u; }
 
   let sgi = lid / SG;             // subgroup of this invocation
   let rb = sgi / SPLIT;           // its row block
@@ -600,30 +559,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       base = (query * Q_HEADS + kvh * GROUP + r % GROUP) * DV;
     }
     rowq_sh[lid] = base;
-  }${
-    k.early
-      ? `
-  // The first sub-tile's key slots (read with the work item) to workgroup memory now, so that its
-  // K and V are in flight while Q is staged.
-  if (lid < KT) { slot_sh[lid] = first_slot; }`
-      : ""
   }
-  workgroupBarrier();${k.early ? `\n${kvDecls}\n${loadKv("0u")}` : ""}
+  workgroupBarrier();
 ${lines(dk, (i) => `  var q${i} = ${left}();`)}
 ${lines(dn, (i) => `  var o${i} = ${result}();`)}
   // Q rows in ${qRounds} round(s) of ${qRows}, each unrolled so that every load is in flight before the
-  // first store; each row block loads its Q fragments in its round.${
-    k.early && qRounds > 1
-      ? `
-  // Every round's loads first (change 23): the rounds' latencies overlap.\n${
-        lines(qRounds, qLoads)
-      }`
-      : ""
-  }
+  // first store; each row block loads its Q fragments in its round.
 ${
     lines(qRounds, (j) =>
       [
-        ...(k.early && qRounds > 1 ? [] : [qLoads(j)]),
+        lines(nq, (i) =>
+          [
+            `  let qe${j}_${i} = lid + ${i * k.threads}u;`,
+            `  let qb${j}_${i} = rowq_sh[${j * qRows}u + qe${j}_${i} / DV];`,
+            `  let qx${j}_${i} = select(vec4<f16>(), q_in[select(0u, qb${j}_${i}, qb${j}_${i} != NO_ROW) + qe${j}_${i} % DV], qb${j}_${i} != NO_ROW);`,
+          ].join("\n")),
         lines(
           nq,
           (i) => stage4(`(qe${j}_${i} / DV) * DS + 4u * (qe${j}_${i} % DV)`, `qx${j}_${i}`),
@@ -641,10 +591,7 @@ ${
         ...(j + 1 < qRounds ? [`  workgroupBarrier();`] : []),
       ].join("\n"))
   }
-${
-    k.early
-      ? `  // (The first sub-tile's slots, K and V were read before Q.)`
-      : `  // The first sub-tile's key slots (-1 past the group) to workgroup memory, the second's to a
+  // The first sub-tile's key slots (-1 past the group) to workgroup memory, the second's to a
   // register.
   var next_slot = -1;
   if (lid < KT) {
@@ -652,17 +599,23 @@ ${
     if (lid < tokens) { s = i32(md[slot_off + lid]); }
     slot_sh[lid] = s;
     if (KT + lid < tokens) { next_slot = i32(md[slot_off + KT + lid]); }
-  }`
   }
   workgroupBarrier();
   // K and V of a sub-tile are loaded right before they are staged, not a sub-tile ahead: registers
   // held across the math cost the 64-row tile its third workgroup per SM, and the other resident
   // warps hide the load (docs/performance.md, change 16). Past the group, slot 0 is read and
   // replaced by zeros, so that no load waits behind a branch.
-${k.early ? "" : kvDecls}
 ${
-    maskAhead && !k.early
-      ? `  // The first sub-tile's mask word of this invocation (if any), staged at the loop's top.\n${firstMaskRead}`
+    lines(nkv, (i) =>
+      `  var kr${i} = vec4<f16>();
+  var vr${i} = vec4<f16>();`)
+  }
+${off("kv-load") ? "  let kv_keep = k_in[lid & 7u] + v_in[lid & 7u];  // keeps the bindings" : ""}
+${
+    maskAhead
+      ? `  // The first sub-tile's mask word of this invocation (if any), staged at the loop's top.
+  var next_mask = 0u;
+  if (masked && lid < MAXW * KT) { next_mask = mask_word(0u, lid, tokens, mask_off, w0, nw); }`
       : ""
   }
   var m_run = NEG;  // reference maximum of this invocation's row
@@ -675,7 +628,7 @@ ${
     workgroupBarrier();
     // This sub-tile's K and V (its slots are in buffer buf since the last sub-tile's second
     // barrier, or since the one before the loop).
-${k.early ? `    if (kt > 0u) {\n${loadKv("buf", "      ")}\n    }` : loadKv("buf", "    ")}
+${loadKv("buf", "    ")}
 ${
     off("stage")
       // Keeps the loaded registers alive (one store per sub-tile) without staging them.

@@ -99,14 +99,6 @@ export const GROUP_MMA: KernelVariant = {
         min: 0,
       },
       {
-        name: "early",
-        doc:
-          "1: the prologue issues its independent loads together (slots with the work item, the first sub-tile's K and V before Q; docs/performance.md, change 23)",
-        default: 0,
-        min: 0,
-        max: 1,
-      },
-      {
         name: "fit",
         doc:
           "1: halve the rows (down to 32) where the blocks would leave most of a tile's rows empty; 0: keep them as given",

@@ -107,7 +107,7 @@ Deno.test("parseVariantParams() reads GROUP.PARAM=VALUE against the variants' pa
   assertEquals(badParamGroup(mmaParams, { rows: 64 }), null);
   assertEquals(
     badParamGroup(mmaParams, { rows: 0 }),
-    "an object of rows (an integer >= 1), keys (an integer >= 1), split (an integer >= 1), outRounds (an integer >= 0), early (an integer from 0 to 1), fit (an integer from 0 to 1)",
+    "an object of rows (an integer >= 1), keys (an integer >= 1), split (an integer >= 1), outRounds (an integer >= 0), fit (an integer from 0 to 1)",
   );
 });
 

@@ -124,8 +124,6 @@ function flattenVariants(): Variant[] {
         [`s-b${b}`, { blockSize: b, targetWorkgroups: 1 }] as const
       ),
       ["s-r32", { multiprocessors: 132, mma: { rows: 32, keys: 16, fit: 0 } }],
-      // Change 23 (run 31): the prologue's independent loads issued together; `f-plan` without.
-      ["e-dawn", { multiprocessors: 132, mma: { rows: 64, keys: 16, early: 1 } }],
     ] as const).map(([label, o]): Variant => ({
       label,
       method: "deft-flatten",

@@ -547,14 +547,12 @@ const MMA_VARIANTS: Partial<MmaKernelOptions>[] = [
   { rows: 64, keys: 32 },
   // Q staged in two rounds on an 8 x 8 x 8 device (change 10); no tile of a 16-wide one.
   { rows: 64, keys: 8 },
-  // The same with the prologue's loads issued together (change 23).
-  { rows: 64, keys: 8, early: 1 },
 ];
 /**
  * Tiles checked on hardware GPUs only: the whole output tile staged at once (change 9; it compiles
  * for about two minutes on lavapipe, and CI's time is short).
  */
-const GPU_ONLY_MMA_VARIANTS: Partial<MmaKernelOptions>[] = [{ outRounds: 1 }, { early: 1 }];
+const GPU_ONLY_MMA_VARIANTS: Partial<MmaKernelOptions>[] = [{ outRounds: 1 }];
 const mmaVariantCases: (ConformanceCase & { gpuOnly?: boolean })[] = [
   {
     name: "speculative t=100, shape 8/2/32",
@@ -580,32 +578,6 @@ const mmaVariantCases: (ConformanceCase & { gpuOnly?: boolean })[] = [
     gpuOnly: true,
   },
 ];
-Deno.test("mma.early issues the prologue's independent loads together and changes nothing else", () => {
-  const src = (o: Partial<MmaKernelOptions>) => {
-    const kernel = mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { rows: 64, keys: 16, ...o });
-    return { kernel, text: mmaSource({ shape: LLAMA_LAYER, kernel, maskWords: 2, enables: "" }) };
-  };
-  const base = src({});
-  const early = src({ early: 1 });
-  assertEquals(mmaVariantName(early.kernel), "mma-16x16x16-r64-k16-early");
-  assertEquals(mmaVariantName(src({ early: 0 }).kernel), mmaVariantName(base.kernel));
-  assertThrows(() => src({ early: 2 }), RangeError, /early/);
-  // The same statements, in another order: the slots read before Q (first_slot), the first
-  // sub-tile's K and V loaded before Q is staged (and the loop's own loads from the second
-  // sub-tile on), both Q rounds' loads before the first round is staged.
-  const at = (t: string, s: string) => t.indexOf(s);
-  assert(at(early.text, "first_slot = i32(md[slot_off + lid])") < at(early.text, "let qx0_0"));
-  assert(at(early.text, "kr0 = select(") < at(early.text, "let qx0_0"));
-  assert(at(early.text, "let qx1_0") < at(early.text, "h_sh[a] = qx0_0.x"));
-  assert(at(base.text, "let qx1_0") > at(base.text, "h_sh[a] = qx0_0.x"));
-  assert(early.text.includes("if (kt > 0u) {") && !base.text.includes("if (kt > 0u) {"));
-  const count = (t: string, s: string) => t.split(s).length - 1;
-  for (const s of ["subgroupMatrixLoad", "workgroupBarrier()", "q_in[", "md[slot_off"]) {
-    assertEquals(count(early.text, s), count(base.text, s), s);
-  }
-  assertEquals(count(early.text, "k_in["), 2 * count(base.text, "k_in["));
-});
-
 Deno.test("the matrix kernel's head-dim split doubles the invocations and refuses splits that do not divide", () => {
   const one = mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { rows: 32, keys: 16 });
   const two = mmaKernel(LLAMA_LAYER, "f16", H200_MMA_CAPS, { rows: 32, keys: 32, split: 2 });
