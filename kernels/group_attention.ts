@@ -63,6 +63,7 @@ import {
   mmaLoopIterations,
   mmaPipeline,
   mmaVariantName,
+  parseParts,
 } from "./group_attention_mma.ts";
 
 /** Rows (query x q-head pairs) per row tile of the default kernel: one workgroup's rows. */
@@ -292,6 +293,110 @@ export interface GroupKernelOptions {
    * barriers (docs/performance.md, change 21).
    */
   storage: number;
+  /**
+   * Parts of the kernel knocked out, for `tools/profile_mma.ts --family fma` only: the kernel then
+   * computes a wrong result, and the time it saves is what the part costs (a profile by
+   * subtraction). A `+`-separated list of {@linkcode FmaAblation}s; never set by a method's
+   * variants.
+   */
+  ablate?: string;
+  /**
+   * 1: every K, V and Q load behind its own branch, as before docs/performance.md change 24, for
+   * `tools/profile_mma.ts` only (an A/B in one process); 0 (default): no load waits behind a branch.
+   */
+  legacyLoads?: number;
+}
+
+/**
+ * A part of the FMA kernel that {@linkcode GroupKernelOptions.ablate} can knock out:
+ * - `kv-load`: the K and V loads from the KV pool (each reads one of two cached vec4 instead);
+ * - `stage`: the transposing stores of K, V and Q into workgroup memory (the loaded values are still
+ *   compared, so their loads stay);
+ * - `scores`: S = Q K^T (its outer products and their workgroup reads of Q and K);
+ * - `softmax`: the exchange of the row maxima between a row group's lanes and the exponentials;
+ * - `pv`: O += P V (its outer products and their workgroup reads of V);
+ * - `loop`: the whole sub-tile loop (what is left is a workgroup's fixed cost and the launch).
+ */
+export type FmaAblation = "kv-load" | "stage" | "scores" | "softmax" | "pv" | "loop";
+
+/** Every {@linkcode FmaAblation}. */
+export const FMA_ABLATIONS: readonly FmaAblation[] = [
+  "kv-load",
+  "stage",
+  "scores",
+  "softmax",
+  "pv",
+  "loop",
+];
+
+/** A store function's header, replaced by a body that only compares the values (the old body is renamed). */
+const knockedStore = (header: string, keep: string): readonly [string, string] => [
+  `${header} {\n`,
+  `${header} {\n  ${keep}  // knocked out\n}\n${header.replace("(", "_unused(")} {\n`,
+];
+
+/**
+ * What each {@linkcode FmaAblation} replaces in the kernel's source: exact text that occurs once,
+ * so that a knock-out can never silently time the full kernel.
+ */
+const FMA_KNOCKOUTS: Readonly<Record<FmaAblation, readonly (readonly [string, string])[]>> = {
+  "kv-load": [[
+    "  let at = (u32(max(slot, 0)) * KV_HEADS + kvh) * DV + v;\n",
+    "  let at = ((u32(max(slot, 0)) * KV_HEADS + kvh) * DV + v) & 1u;  // knocked out: two cached vec4\n",
+  ]],
+  stage: [
+    knockedStore(
+      "fn store_kq(r: Quad, e: u32)",
+      "if (all(r.a == r.b)) { kv_sh[e % KV_SIZE] = vec4<f32>(1.0); }",
+    ),
+    knockedStore(
+      "fn store_qq(r: Quad, e: u32, span: u32)",
+      "if (all(r.a == r.b)) { q_sh[e % Q_SIZE] = qelem4(); }",
+    ),
+    knockedStore(
+      "fn store_v(x: elem4, e: u32)",
+      "if (all(x == elem4())) { kv_sh[e % KV_SIZE] = vec4<f32>(1.0); }",
+    ),
+  ],
+  scores: [[
+    `  return outer(outer(outer(outer(s, q0, kv_sh[at]), q1, kv_sh[at + KQ]),
+                     q2, kv_sh[at + 2u * KQ]), q3, kv_sh[at + 3u * KQ]);`,
+    "  return s;  // knocked out",
+  ]],
+  softmax: [
+    [
+      "      for (var i = 1u; i < L; i++) { mt = max(mt, red_sh[rg * L + i]); }\n",
+      "      // knocked out: the other lanes' maxima\n",
+    ],
+    [
+      "  return select(vec4<f32>(0.0), exp(s - m), s > vec4<f32>(NEG));",
+      "  return select(vec4<f32>(0.0), s - m, s > vec4<f32>(NEG));  // knocked out: exp",
+    ],
+  ],
+  pv: [[
+    `  return outer(outer(outer(outer(o, p0, kv_sh[at]), p1, kv_sh[at + V_STRIDE]),
+                     p2, kv_sh[at + 2u * V_STRIDE]), p3, kv_sh[at + 3u * V_STRIDE]);`,
+    "  return o;  // knocked out",
+  ]],
+  loop: [[
+    "  let tiles = (gr.tokens + KEYS - 1u) / KEYS;\n",
+    "  let tiles = 0u * gr.tokens;  // knocked out\n",
+  ]],
+};
+
+/** `source` with `parts` knocked out ({@linkcode FMA_KNOCKOUTS}); throws if a text is not there once. */
+export function knockOutFma(source: string, parts: readonly FmaAblation[]): string {
+  let out = source;
+  for (const part of parts) {
+    for (const [from, to] of FMA_KNOCKOUTS[part]) {
+      const at = out.indexOf(from);
+      if (at < 0 || out.indexOf(from, at + 1) >= 0) {
+        throw new Error(`FMA knock-out ${part}: its text is not in the kernel exactly once`);
+      }
+      out = out.slice(0, at) + to + out.slice(at + from.length);
+    }
+  }
+  return out;
 }
 
 /**
@@ -326,6 +431,10 @@ export interface GroupKernel {
   readonly qType: Dtype | null;
   /** Workgroup memory the kernel may declare, bytes (0: the device's limit). */
   readonly storage: number;
+  /** Parts knocked out (profiling only, see {@linkcode GroupKernelOptions.ablate}). */
+  readonly ablate?: readonly FmaAblation[];
+  /** Loads behind branches (tools only, {@linkcode GroupKernelOptions.legacyLoads}). */
+  readonly legacyLoads?: boolean;
 }
 
 /** A plan of a group-attention method: the groups, the work items and the reduction lists. */
@@ -420,7 +529,17 @@ export function groupKernel(
       `Group kernel storage must be a whole number of bytes (0: the device's limit), got ${o.storage}`,
     );
   }
-  const base = { threads: o.threads, rows: o.rows, keys: o.keys, storage: o.storage };
+  const base = {
+    threads: o.threads,
+    rows: o.rows,
+    keys: o.keys,
+    storage: o.storage,
+    ...(o.ablate ? { ablate: parseParts(o.ablate, FMA_ABLATIONS, "fma") } : {}),
+    ...(o.legacyLoads === 1 ? { legacyLoads: true } : {}),
+  };
+  if (o.legacyLoads !== undefined && o.legacyLoads !== 0 && o.legacyLoads !== 1) {
+    throw new RangeError(`Group kernel legacyLoads must be 0 or 1, got ${o.legacyLoads}`);
+  }
   const budget = storageLimit(o.storage, PLAN_STORAGE_BUDGET);
   switch (o.qResident) {
     case "none":
@@ -742,7 +861,11 @@ export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKer
 /** A name for results and tools: `fma-t256-r64-k64-q-none`. */
 export function fmaVariantName(k: GroupKernel): string {
   const storage = k.storage > 0 ? `-s${k.storage}` : "";
-  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${k.qType ?? "none"}${storage}`;
+  const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
+  const legacy = k.legacyLoads ? "-branchy" : "";
+  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${
+    k.qType ?? "none"
+  }${storage}${legacy}${knocked}`;
 }
 
 /**
@@ -789,7 +912,7 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 export function groupAttentionSource(c: GroupKernelConfig): string {
   const { shape } = c;
   const { q, kv } = groupArrays(c);
-  return specializeWgsl(groupWgsl, {
+  const source = specializeWgsl(groupWgsl, {
     consts: {
       HEAD_DIM: shape.headDim,
       Q_HEADS: shape.qHeads,
@@ -804,11 +927,13 @@ export function groupAttentionSource(c: GroupKernelConfig): string {
       Q_SIZE: q,
       KV_SIZE: kv,
       SCALE: `${1 / Math.sqrt(shape.headDim)}`,
+      LEGACY_LOADS: c.legacyLoads === true,
     },
     aliases: { elem4: `vec4<${c.dtype}>`, qelem4: `vec4<${c.qType ?? "f32"}>` },
     f16: c.dtype === "f16" || c.qType === "f16",
     name: "group_attention.wgsl",
   });
+  return c.ablate?.length ? knockOutFma(source, c.ablate) : source;
 }
 
 /**

@@ -118,17 +118,29 @@ export type MmaAblation =
   | "loop"
   | "output";
 
-/** The parts named by a `+`-separated list, or a `RangeError` naming an unknown one. */
-export function parseAblation(list: string): MmaAblation[] {
+/**
+ * The parts named by a `+`-separated list, each one of `known`, or a `RangeError` naming an unknown
+ * one (`family` names the kernel in the message).
+ */
+export function parseParts<T extends string>(
+  list: string,
+  known: readonly T[],
+  family: string,
+): T[] {
   const parts = list.split("+").filter((x) => x !== "");
   for (const x of parts) {
-    if (!(MMA_ABLATIONS as readonly string[]).includes(x)) {
+    if (!(known as readonly string[]).includes(x)) {
       throw new RangeError(
-        `Unknown mma ablation ${JSON.stringify(x)} (known: ${MMA_ABLATIONS.join(", ")})`,
+        `Unknown ${family} ablation ${JSON.stringify(x)} (known: ${known.join(", ")})`,
       );
     }
   }
-  return parts as MmaAblation[];
+  return parts as T[];
+}
+
+/** The matrix kernel's parts named by a `+`-separated list (see {@linkcode parseParts}). */
+export function parseAblation(list: string): MmaAblation[] {
+  return parseParts(list, MMA_ABLATIONS, "mma");
 }
 
 /** Every {@linkcode MmaAblation}. */

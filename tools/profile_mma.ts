@@ -1,5 +1,6 @@
 /**
- * A profile by subtraction of the matrix (subgroup-matrix) group-attention kernel: no profiler
+ * A profile by subtraction of a group-attention kernel, the matrix (subgroup-matrix) one by
+ * default, or with `--family fma` the FMA one (on Deno's runtime unless `--runtime dawn`): no profiler
  * reaches the GPU through Dawn, so each part of the kernel (the K/V loads from the KV pool, their
  * staging into workgroup memory, S = Q K^T, the softmax, O += P V, and the fragment loads of the
  * two products) is knocked out in turn (`MmaKernelOptions.ablate`, wrong by design and timed
@@ -17,7 +18,11 @@
  * default, halved while the tree leaves the device short of workgroups), a size is kept as given
  * (`--target`, the workgroup target of the halving, applies to every entry when set). `--parts`
  * also times the stage-1 dispatch and the reduction alone. `--knockouts ""` times no knock-out.
- * `--small` uses tiny trees (software adapters). Writes `${OUT:-out}/profile_mma.json`.
+ * `--small` uses tiny trees (software adapters). Writes `${OUT:-out}/profile_mma.json`
+ * (`profile_fma.json` with `--family fma`). For the FMA kernel, `--tiles` lists
+ * `t<threads>-r<rows>-k<keys>[-s<storage bytes>][-q<Q residency>][-l]` (`-l`: the loads behind
+ * branches, as before docs/performance.md change 24; default: the kernel's default
+ * tile) and the knock-outs are the {@linkcode FMA_ABLATIONS}.
  *
  * @module
  */
@@ -25,8 +30,9 @@
 import { parseArgs } from "node:util";
 import { createTimer } from "../bench/timer.ts";
 import { createFlushPass } from "../bench/measure.ts";
-import { Gpu } from "../kernels/gpu.ts";
+import { Gpu, type RuntimeName } from "../kernels/gpu.ts";
 import { MMA_ABLATIONS } from "../kernels/group_attention_mma.ts";
+import { FMA_ABLATIONS, type GroupKernelOptions } from "../kernels/group_attention.ts";
 import type { MethodOptions } from "../kernels/method.ts";
 import { getMethod } from "../kernels/methods/mod.ts";
 import { Problem } from "../kernels/problem.ts";
@@ -78,6 +84,38 @@ const KNOCKOUTS: string[] = [
   "loop+output",
 ];
 
+/** The FMA kernel's knock-outs: each part alone, the three of the sub-tile's math at once, the loop. */
+const FMA_KNOCKOUTS: string[] = [
+  ...FMA_ABLATIONS.filter((a) => a !== "loop"),
+  "kv-load+stage",
+  "scores+softmax+pv",
+  "kv-load+scores+softmax+pv",
+  "loop",
+];
+
+/** `--tiles` for the FMA kernel: `t<threads>-r<rows>-k<keys>[-s<storage bytes>][-q<Q residency>]`. */
+function fmaTiles(spec: string): { name: string; fma: Partial<GroupKernelOptions> }[] {
+  return spec.split(",").map((t) => {
+    const m = t.trim().match(/^t(\d+)-r(\d+)-k(\d+)(?:-s(\d+))?(?:-q(none|f16|f32|auto))?(-l)?$/);
+    if (!m) {
+      throw new RangeError(
+        `--tiles: ${JSON.stringify(t)} is not t<threads>-r<rows>-k<keys>[-s<bytes>][-q<residency>]`,
+      );
+    }
+    return {
+      name: t.trim(),
+      fma: {
+        threads: Number(m[1]),
+        rows: Number(m[2]),
+        keys: Number(m[3]),
+        ...(m[4] ? { storage: Number(m[4]) } : {}),
+        ...(m[5] ? { qResident: m[5] as GroupKernelOptions["qResident"] } : {}),
+        ...(m[6] ? { legacyLoads: 1 } : {}),
+      },
+    };
+  });
+}
+
 async function main() {
   const { values } = parseArgs({
     args: Deno.args,
@@ -96,10 +134,17 @@ async function main() {
       parts: { type: "boolean", default: false },
       trees: { type: "string" },
       knockouts: { type: "string" },
+      family: { type: "string", default: "mma" },
+      runtime: { type: "string" },
     },
   });
   const t0 = performance.now();
-  const gpu = await Gpu.open({ runtime: "dawn" });
+  const fma = values.family === "fma";
+  if (!fma && values.family !== "mma") {
+    throw new RangeError(`--family: mma or fma, got ${JSON.stringify(values.family)}`);
+  }
+  const runtime = (values.runtime ?? (fma ? "deno" : "dawn")) as RuntimeName;
+  const gpu = await Gpu.open({ runtime });
   const timer = createTimer(gpu);
   const flush = await createFlushPass(gpu, {});
   const shape = MODEL_SHAPES["llama3-8b"]!;
@@ -108,43 +153,51 @@ async function main() {
     throw new RangeError(`--blocks: block sizes are whole numbers >= 0, got ${values.blocks}`);
   }
   const target = Number(values.target);
-  const tiles = (values.tiles ?? `r${values.rows}-k${values.keys}-s${values.split}`).split(",").map(
-    (t) => {
-      const m = t.trim().match(/^r(\d+)-k(\d+)(?:-s(\d+))?(?:-o(\d+))?(?:-p(\d+))?$/);
-      if (!m) {
-        throw new RangeError(
-          `--tiles: ${JSON.stringify(t)} is not r<rows>-k<keys>[-s<split>][-o<rounds>][-p<bytes>]`,
-        );
-      }
-      return {
-        name: t.trim(),
-        mma: {
-          rows: Number(m[1]),
-          keys: Number(m[2]),
-          split: Number(m[3] ?? 1),
-          fit: 0, // the tile asked for, on every tree
-          ...(m[4] ? { outRounds: Number(m[4]) } : {}),
-          ...(m[5] ? { padBytes: Number(m[5]) } : {}),
+  const tiles: { name: string; mma?: Record<string, number>; fma?: Partial<GroupKernelOptions> }[] =
+    fma
+      ? (values.tiles ? fmaTiles(values.tiles) : [{ name: "default", fma: {} }])
+      : (values.tiles ?? `r${values.rows}-k${values.keys}-s${values.split}`).split(",").map(
+        (t) => {
+          const m = t.trim().match(/^r(\d+)-k(\d+)(?:-s(\d+))?(?:-o(\d+))?(?:-p(\d+))?$/);
+          if (!m) {
+            throw new RangeError(
+              `--tiles: ${
+                JSON.stringify(t)
+              } is not r<rows>-k<keys>[-s<split>][-o<rounds>][-p<bytes>]`,
+            );
+          }
+          return {
+            name: t.trim(),
+            mma: {
+              rows: Number(m[1]),
+              keys: Number(m[2]),
+              split: Number(m[3] ?? 1),
+              fit: 0, // the tile asked for, on every tree
+              ...(m[4] ? { outRounds: Number(m[4]) } : {}),
+              ...(m[5] ? { padBytes: Number(m[5]) } : {}),
+            },
+          };
         },
-      };
-    },
-  );
+      );
   const knockouts = values.knockouts === undefined
-    ? KNOCKOUTS
+    ? (fma ? FMA_KNOCKOUTS : KNOCKOUTS)
     : values.knockouts.split(",").filter((k) => k !== "");
   const variants: ToolVariant[] = [{ label: "sequence", method: getMethod("sequence") }];
   /** The label of the full kernel each knock-out is measured against. */
   const fullLabel = new Map<string, string>();
   for (const tile of tiles) {
     for (const block of blocks) {
-      const mma = tile.mma;
       const base: Partial<MethodOptions> = {
-        kernel: "mma",
+        kernel: fma ? "fma" : "mma",
         fallbackReuse: 0, // the group kernel on every tree, the unshared batch too
         ...(block > 0 ? { blockSize: block } : {}),
         ...(target > 0 ? { targetWorkgroups: target } : block > 0 ? { targetWorkgroups: 1 } : {}),
-        mma,
+        ...(fma ? { fma: tile.fma } : { mma: tile.mma }),
       };
+      const knocked = (k: string): Partial<MethodOptions> =>
+        fma
+          ? { ...base, fma: { ...tile.fma, ablate: k } }
+          : { ...base, mma: { ...tile.mma!, ablate: k } };
       const at = (tiles.length > 1 ? ` ${tile.name}` : "") +
         (blocks.length > 1 ? ` b=${block || "auto"}` : "");
       const flatten = getMethod("deft-flatten");
@@ -161,7 +214,7 @@ async function main() {
         ...knockouts.map((k) => ({
           label: `without ${k}${at}`,
           method: flatten,
-          options: { ...base, mma: { ...mma, ablate: k } },
+          options: knocked(k),
           timeOnly: true,
         })),
       );
@@ -229,12 +282,12 @@ async function main() {
   }
   const dir = Deno.env.get("OUT") ?? "out";
   await Deno.mkdir(dir, { recursive: true });
-  const path = `${dir}/profile_mma.json`;
+  const path = `${dir}/profile_${fma ? "fma" : "mma"}.json`;
   await Deno.writeTextFile(
     path,
     JSON.stringify(
       {
-        format: "deft-bench/profile-mma",
+        format: `deft-bench/profile-${fma ? "fma" : "mma"}`,
         date: new Date().toISOString(),
         adapter: gpu.info.description || gpu.info.vendor,
         runtime: gpu.runtime,

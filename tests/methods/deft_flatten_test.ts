@@ -4,12 +4,15 @@ import { SpeculativeRun } from "../../workloads/speculative.ts";
 import type { ModelShape } from "../../workloads/shapes.ts";
 import { IndexedTree, type Tree } from "../../workloads/tree.ts";
 import {
+  FMA_ABLATIONS,
   fmaVariantName,
   GROUP_ROWS,
+  groupAttentionSource,
   groupKernel,
   groupKernelConfig,
   type GroupKernelOptions,
   groupWorkgroupBytes,
+  knockOutFma,
 } from "../../kernels/group_attention.ts";
 import { GpuError } from "../../kernels/gpu.ts";
 import {
@@ -476,6 +479,53 @@ for (const v of VARIANTS) {
     });
   }
 }
+
+Deno.test("the FMA kernel's knock-outs (tools/profile_mma.ts --family fma) replace what they name once", () => {
+  const source = (ablate?: string) =>
+    groupAttentionSource(
+      groupKernelConfig(
+        LLAMA3_8B,
+        "f16",
+        groupKernel(LLAMA3_8B, "f16", ablate ? { ablate } : {}),
+        49152,
+      ),
+    );
+  const full = source();
+  const count = (src: string, text: string) => src.split(text).length - 1;
+  assertEquals(count(full, "knocked out"), 0);
+  for (const part of FMA_ABLATIONS) {
+    const knocked = source(part);
+    assert(knocked !== full, part);
+    assert(count(knocked, "knocked out") >= 1, part);
+  }
+  assert(full.includes("exp(s - m)") && !source("softmax").includes("exp(s - m)"));
+  assert(!source("kv-load").includes("* DV + v;\n"));
+  assert(source("loop").includes("let tiles = 0u * gr.tokens;"));
+  // `stage` keeps each store function's name for a body that only compares the values.
+  assertEquals(count(source("stage"), "_unused("), 3);
+  assertEquals(count(source("scores+pv"), "knocked out"), 2);
+  assertEquals(
+    fmaVariantName(groupKernel(LLAMA3_8B, "f16", { ablate: "scores+pv" })),
+    "fma-t256-r64-k64-qnone-without-scores+pv",
+  );
+  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t256-r64-k64-qnone");
+  assertThrows(
+    () => groupKernel(LLAMA3_8B, "f16", { ablate: "pv+nothing" }),
+    RangeError,
+    /nothing/,
+  );
+  // A text that is not in the source is an error, never a silent full kernel.
+  assertThrows(() => knockOutFma("fn main() {}", ["pv"]), Error, /exactly once/);
+  // The loads before change 24 (tools only): the branches come back, and the name says so.
+  const legacy = groupKernel(LLAMA3_8B, "f16", { legacyLoads: 1 });
+  assertEquals(fmaVariantName(legacy), "fma-t256-r64-k64-qnone-branchy");
+  assert(
+    groupAttentionSource(groupKernelConfig(LLAMA3_8B, "f16", legacy, 49152))
+      .includes("const LEGACY_LOADS: bool = true;"),
+  );
+  assert(full.includes("const LEGACY_LOADS: bool = false;"));
+  assertThrows(() => groupKernel(LLAMA3_8B, "f16", { legacyLoads: 2 }), RangeError, /legacyLoads/);
+});
 
 Deno.test("the matrix kernel's knock-outs (tools/profile_mma.ts) remove what they name and nothing else", () => {
   const source = (ablate?: string) =>
