@@ -300,11 +300,6 @@ export interface GroupKernelOptions {
    * variants.
    */
   ablate?: string;
-  /**
-   * 1: every K, V and Q load behind its own branch, as before docs/performance.md change 24, for
-   * `tools/profile_mma.ts` only (an A/B in one process); 0 (default): no load waits behind a branch.
-   */
-  legacyLoads?: number;
 }
 
 /**
@@ -433,8 +428,6 @@ export interface GroupKernel {
   readonly storage: number;
   /** Parts knocked out (profiling only, see {@linkcode GroupKernelOptions.ablate}). */
   readonly ablate?: readonly FmaAblation[];
-  /** Loads behind branches (tools only, {@linkcode GroupKernelOptions.legacyLoads}). */
-  readonly legacyLoads?: boolean;
 }
 
 /** A plan of a group-attention method: the groups, the work items and the reduction lists. */
@@ -535,11 +528,7 @@ export function groupKernel(
     keys: o.keys,
     storage: o.storage,
     ...(o.ablate ? { ablate: parseParts(o.ablate, FMA_ABLATIONS, "fma") } : {}),
-    ...(o.legacyLoads === 1 ? { legacyLoads: true } : {}),
   };
-  if (o.legacyLoads !== undefined && o.legacyLoads !== 0 && o.legacyLoads !== 1) {
-    throw new RangeError(`Group kernel legacyLoads must be 0 or 1, got ${o.legacyLoads}`);
-  }
   const budget = storageLimit(o.storage, PLAN_STORAGE_BUDGET);
   switch (o.qResident) {
     case "none":
@@ -862,10 +851,7 @@ export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKer
 export function fmaVariantName(k: GroupKernel): string {
   const storage = k.storage > 0 ? `-s${k.storage}` : "";
   const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
-  const legacy = k.legacyLoads ? "-branchy" : "";
-  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${
-    k.qType ?? "none"
-  }${storage}${legacy}${knocked}`;
+  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${k.qType ?? "none"}${storage}${knocked}`;
 }
 
 /**
@@ -927,7 +913,6 @@ export function groupAttentionSource(c: GroupKernelConfig): string {
       Q_SIZE: q,
       KV_SIZE: kv,
       SCALE: `${1 / Math.sqrt(shape.headDim)}`,
-      LEGACY_LOADS: c.legacyLoads === true,
     },
     aliases: { elem4: `vec4<${c.dtype}>`, qelem4: `vec4<${c.qType ?? "f32"}>` },
     f16: c.dtype === "f16" || c.qType === "f16",

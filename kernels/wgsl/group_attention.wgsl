@@ -47,7 +47,6 @@ const MAXW: u32 = 2u;       // mask words a row tile can span
 const Q_SIZE: u32 = 512u;   // qelem4: Q^T (resident: all dims, else one chunk)
 const KV_SIZE: u32 = 528u;  // vec4: max(K chunk, V slice)
 const SCALE: f32 = 0.08838834764831845;
-const LEGACY_LOADS: bool = false; // loads behind branches (tools only; change 24)
 
 const GROUP: u32 = Q_HEADS / KV_HEADS;
 const DV: u32 = HEAD_DIM / 4u;
@@ -164,17 +163,14 @@ fn put_key_word(x: u32, e: u32, buf: u32) {
 }
 
 // No load waits behind a branch (docs/performance.md, change 24): a padding row reads row 0 and a
-// slot past the group slot 0, and zeros are selected after the load, so that all of a thread's
-// loads of a stage are in flight together. LEGACY_LOADS (tools only) puts back the early returns of
-// the kernel before that change.
+// slot past the group slot 0, and zeros are selected after the load (slot 0 may be a hole that
+// holds anything).
 fn load_q(base: u32, v: u32) -> elem4 {
-  if (LEGACY_LOADS && base == NO_ROW) { return elem4(); }
   let x = q_in[select(base, 0u, base == NO_ROW) + v];
   return select(x, elem4(), base == NO_ROW);
 }
 
 fn load_kv(slot: i32, kvh: u32, v: u32, key: bool) -> elem4 {
-  if (LEGACY_LOADS && slot < 0) { return elem4(); }
   let at = (u32(max(slot, 0)) * KV_HEADS + kvh) * DV + v;
   var x: elem4;
   if (key) { x = k_in[at]; } else { x = v_in[at]; }
@@ -187,7 +183,6 @@ fn load_kq(buf: u32, kvh: u32, c: u32, e: u32) -> Quad {
   let v = e / KQ;
   var r = zero_quad();
   let ok = v < CHUNK_V && c * CHUNK_V + v < DV;
-  if (LEGACY_LOADS && !ok) { return r; }
   let s = buf * KEYS + quad;
   let dv = select(0u, c * CHUNK_V + v, ok);
   r.a = load_kv(select(-1, slot_sh[s], ok), kvh, dv, true);
@@ -221,7 +216,6 @@ fn load_qq(c: u32, e: u32, span: u32) -> Quad {
   let v = e / RG;
   var r = zero_quad();
   let ok = v < span && c * span + v < DV;
-  if (LEGACY_LOADS && !ok) { return r; }
   let dv = select(0u, c * span + v, ok);
   r.a = load_q(select(NO_ROW, rowq_sh[row_of(g, 0u)], ok), dv);
   r.b = load_q(select(NO_ROW, rowq_sh[row_of(g, 1u)], ok), dv);
@@ -250,7 +244,6 @@ fn store_qq(r: Quad, e: u32, span: u32) {
 // V slice vs, element e: key e / DV of the slice at dim vec4 e % DV.
 fn load_v(buf: u32, kvh: u32, vs: u32, e: u32) -> elem4 {
   let key = e / DV;
-  if (LEGACY_LOADS && key >= V_KEYS) { return elem4(); }
   let slot = slot_sh[buf * KEYS + vs * V_KEYS + min(key, V_KEYS - 1u)];
   return load_kv(select(-1, slot, key < V_KEYS), kvh, e % DV, false);
 }

@@ -516,15 +516,9 @@ Deno.test("the FMA kernel's knock-outs (tools/profile_mma.ts --family fma) repla
   );
   // A text that is not in the source is an error, never a silent full kernel.
   assertThrows(() => knockOutFma("fn main() {}", ["pv"]), Error, /exactly once/);
-  // The loads before change 24 (tools only): the branches come back, and the name says so.
-  const legacy = groupKernel(LLAMA3_8B, "f16", { legacyLoads: 1 });
-  assertEquals(fmaVariantName(legacy), "fma-t256-r64-k64-qnone-branchy");
-  assert(
-    groupAttentionSource(groupKernelConfig(LLAMA3_8B, "f16", legacy, 49152))
-      .includes("const LEGACY_LOADS: bool = true;"),
-  );
-  assert(full.includes("const LEGACY_LOADS: bool = false;"));
-  assertThrows(() => groupKernel(LLAMA3_8B, "f16", { legacyLoads: 2 }), RangeError, /legacyLoads/);
+  // No load of K, V or Q waits behind a branch (change 24): zeros are selected after it.
+  assert(full.includes("return select(elem4(), x, slot >= 0);"));
+  assert(!full.includes("if (slot < 0)"));
 });
 
 Deno.test("the matrix kernel's knock-outs (tools/profile_mma.ts) remove what they name and nothing else", () => {
