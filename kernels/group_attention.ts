@@ -300,6 +300,12 @@ export interface GroupKernelOptions {
    * variants.
    */
   ablate?: string;
+  /**
+   * 1: K^T, V and P are staged in workgroup memory in f16 (and a re-staged Q chunk too), half the
+   * bytes, so that a sub-tile fits in fewer chunks and slices (docs/performance.md, change 25);
+   * f16 storage only. 0: f32.
+   */
+  kvHalf?: number;
 }
 
 /**
@@ -342,7 +348,7 @@ const FMA_KNOCKOUTS: Readonly<Record<FmaAblation, readonly (readonly [string, st
   stage: [
     knockedStore(
       "fn store_kq(r: Quad, e: u32)",
-      "if (all(r.a == r.b)) { kv_sh[e % KV_SIZE] = vec4<f32>(1.0); }",
+      "if (all(r.a == r.b)) { kv_sh[e % KV_SIZE] = kvelem4(); }",
     ),
     knockedStore(
       "fn store_qq(r: Quad, e: u32, span: u32)",
@@ -350,12 +356,12 @@ const FMA_KNOCKOUTS: Readonly<Record<FmaAblation, readonly (readonly [string, st
     ),
     knockedStore(
       "fn store_v(x: elem4, e: u32)",
-      "if (all(x == elem4())) { kv_sh[e % KV_SIZE] = vec4<f32>(1.0); }",
+      "if (all(x == elem4())) { kv_sh[e % KV_SIZE] = kvelem4(); }",
     ),
   ],
   scores: [[
-    `  return outer(outer(outer(outer(s, q0, kv_sh[at]), q1, kv_sh[at + KQ]),
-                     q2, kv_sh[at + 2u * KQ]), q3, kv_sh[at + 3u * KQ]);`,
+    `  return outer(outer(outer(outer(s, q0, kv_at(at)), q1, kv_at(at + KQ)),
+                     q2, kv_at(at + 2u * KQ)), q3, kv_at(at + 3u * KQ));`,
     "  return s;  // knocked out",
   ]],
   softmax: [
@@ -369,8 +375,8 @@ const FMA_KNOCKOUTS: Readonly<Record<FmaAblation, readonly (readonly [string, st
     ],
   ],
   pv: [[
-    `  return outer(outer(outer(outer(o, p0, kv_sh[at]), p1, kv_sh[at + V_STRIDE]),
-                     p2, kv_sh[at + 2u * V_STRIDE]), p3, kv_sh[at + 3u * V_STRIDE]);`,
+    `  return outer(outer(outer(outer(o, p0, kv_at(at)), p1, kv_at(at + V_STRIDE)),
+                     p2, kv_at(at + 2u * V_STRIDE)), p3, kv_at(at + 3u * V_STRIDE));`,
     "  return o;  // knocked out",
   ]],
   loop: [[
@@ -428,6 +434,8 @@ export interface GroupKernel {
   readonly storage: number;
   /** Parts knocked out (profiling only, see {@linkcode GroupKernelOptions.ablate}). */
   readonly ablate?: readonly FmaAblation[];
+  /** K^T, V and P staged in f16 ({@linkcode GroupKernelOptions.kvHalf}). */
+  readonly kvHalf?: boolean;
 }
 
 /** A plan of a group-attention method: the groups, the work items and the reduction lists. */
@@ -528,7 +536,14 @@ export function groupKernel(
     keys: o.keys,
     storage: o.storage,
     ...(o.ablate ? { ablate: parseParts(o.ablate, FMA_ABLATIONS, "fma") } : {}),
+    ...(o.kvHalf === 1 ? { kvHalf: true } : {}),
   };
+  if (o.kvHalf !== undefined && o.kvHalf !== 0 && o.kvHalf !== 1) {
+    throw new RangeError(`Group kernel kvHalf must be 0 or 1, got ${o.kvHalf}`);
+  }
+  if (o.kvHalf === 1 && dtype !== "f16") {
+    throw new RangeError(`Group kernel kvHalf (f16 staging) needs f16 storage, got ${dtype}`);
+  }
   const budget = storageLimit(o.storage, PLAN_STORAGE_BUDGET);
   switch (o.qResident) {
     case "none":
@@ -581,7 +596,10 @@ function groupArrays(c: GroupKernelConfig): { q: number; kv: number } {
 export function groupWorkgroupBytes(c: GroupKernelConfig): number {
   const { q, kv } = groupArrays(c);
   const r16 = (b: number) => Math.ceil(b / 16) * 16;
-  return r16(q * (c.qType === "f16" ? 8 : 16)) + 16 * (kv + c.keys * (c.rows / 4) + c.threads) +
+  const half = c.kvHalf === true;
+  const kvBytes = half ? 8 : 16;
+  return r16(q * (c.qType === "f16" || (half && c.qType === null) ? 8 : 16)) +
+    r16(kvBytes * kv) + r16(kvBytes * c.keys * (c.rows / 4)) + 16 * c.threads +
     r16(8 * c.keys) + r16(8 * c.maskWords * c.keys) + r16(4 * c.rows);
 }
 
@@ -851,7 +869,8 @@ export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKer
 export function fmaVariantName(k: GroupKernel): string {
   const storage = k.storage > 0 ? `-s${k.storage}` : "";
   const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
-  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${k.qType ?? "none"}${storage}${knocked}`;
+  const half = k.kvHalf ? "-h" : "";
+  return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${k.qType ?? "none"}${half}${storage}${knocked}`;
 }
 
 /**
@@ -914,8 +933,12 @@ export function groupAttentionSource(c: GroupKernelConfig): string {
       KV_SIZE: kv,
       SCALE: `${1 / Math.sqrt(shape.headDim)}`,
     },
-    aliases: { elem4: `vec4<${c.dtype}>`, qelem4: `vec4<${c.qType ?? "f32"}>` },
-    f16: c.dtype === "f16" || c.qType === "f16",
+    aliases: {
+      elem4: `vec4<${c.dtype}>`,
+      qelem4: `vec4<${c.qType ?? (c.kvHalf ? "f16" : "f32")}>`,
+      kvelem4: `vec4<${c.kvHalf ? "f16" : "f32"}>`,
+    },
+    f16: c.dtype === "f16" || c.qType === "f16" || c.kvHalf === true,
     name: "group_attention.wgsl",
   });
   return c.ablate?.length ? knockOutFma(source, c.ablate) : source;

@@ -46,6 +46,14 @@ export const GROUP_FMA: KernelVariant = {
         default: DEFAULT_GROUP_KERNEL.storage,
         min: 0,
       },
+      {
+        name: "kvHalf",
+        doc:
+          "1: K, V and P staged in workgroup memory in f16 (f16 storage only), half the bytes, so a sub-tile needs fewer chunks and barriers",
+        default: 0,
+        min: 0,
+        max: 1,
+      },
     ],
   },
 };

@@ -18,7 +18,8 @@
 // the loader says so, converted at use; else re-staged per sub-tile in chunks of CHUNK_V vec4 of
 // dims), K^T [dim][key quad] in chunks of CHUNK_V, then V [key][dim] in slices of V_KEYS keys (K
 // and V share one buffer), P [key][row group], the row maxima of the sub-tile, slots and mask
-// words. K and V (and a non-resident Q chunk) are software-pipelined: the global loads of the next
+// words. K^T, V and P are f32, or f16 with `kvHalf` (kvelem4; converted to f32 where read), which
+// halves their memory so that a sub-tile fits in one K chunk and one V slice. K and V (and a non-resident Q chunk) are software-pipelined: the global loads of the next
 // stage are issued into registers right after a barrier and written to workgroup memory after the
 // current stage's math, so their latency hides behind the math. With CHUNKS = V_SLICES = 1 (the
 // H200 configuration) a sub-tile costs 4 barriers: K stored | scores, row maxima | P, V stored |
@@ -33,6 +34,7 @@
 
 alias elem4 = vec4<f32>;  // Q, K, V storage
 alias qelem4 = vec4<f32>; // Q in workgroup memory
+alias kvelem4 = vec4<f32>; // K^T, V and P in workgroup memory (f16 with `kvHalf`)
 
 const HEAD_DIM: u32 = 128u;
 const Q_HEADS: u32 = 8u;
@@ -84,8 +86,8 @@ const NEG: f32 = -3.0e38; // stands for -inf (WGSL has no infinity literal); als
 @group(0) @binding(5) var<storage, read_write> partial_lse: array<f32>;     // [partial][qHead]
 
 var<workgroup> q_sh: array<qelem4, Q_SIZE>;      // Q^T [dim][row group]
-var<workgroup> kv_sh: array<vec4<f32>, KV_SIZE>; // K^T chunk [dim][key quad], then V [key][dim]
-var<workgroup> p_sh: array<vec4<f32>, KEYS * RG>; // P [key][row group]
+var<workgroup> kv_sh: array<kvelem4, KV_SIZE>; // K^T chunk [dim][key quad], then V [key][dim]
+var<workgroup> p_sh: array<kvelem4, KEYS * RG>; // P [key][row group]
 var<workgroup> red_sh: array<vec4<f32>, WG>;     // [row group][lane]: row maxima of a sub-tile
 var<workgroup> slot_sh: array<i32, 2u * KEYS>;   // [2][key]: KV slot, -1 past the group
 var<workgroup> mask_sh: array<u32, 2u * MAXW * KEYS>; // [2][word][key]
@@ -129,11 +131,16 @@ fn outer(o: mat4x4<f32>, p: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
                      fma(p, vec4<f32>(v.z), o[2]), fma(p, vec4<f32>(v.w), o[3]));
 }
 
+// Element i of the staged K^T or V, in f32.
+fn kv_at(i: u32) -> vec4<f32> {
+  return vec4<f32>(kv_sh[i]);
+}
+
 // o += P V for 4 keys (probabilities p0..p3) at V offset `at` (key stride V_STRIDE).
 fn pv4(o: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32>,
        at: u32) -> mat4x4<f32> {
-  return outer(outer(outer(outer(o, p0, kv_sh[at]), p1, kv_sh[at + V_STRIDE]),
-                     p2, kv_sh[at + 2u * V_STRIDE]), p3, kv_sh[at + 3u * V_STRIDE]);
+  return outer(outer(outer(outer(o, p0, kv_at(at)), p1, kv_at(at + V_STRIDE)),
+                     p2, kv_at(at + 2u * V_STRIDE)), p3, kv_at(at + 3u * V_STRIDE));
 }
 
 fn scaled(o: mat4x4<f32>, a: vec4<f32>) -> mat4x4<f32> {
@@ -202,10 +209,10 @@ fn store_kq(r: Quad, e: u32) {
     let t2 = vec4<f32>(r.c);
     let t3 = vec4<f32>(r.d);
     let at = 4u * v * KQ + quad;
-    kv_sh[at] = vec4<f32>(t0.x, t1.x, t2.x, t3.x);
-    kv_sh[at + KQ] = vec4<f32>(t0.y, t1.y, t2.y, t3.y);
-    kv_sh[at + 2u * KQ] = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
-    kv_sh[at + 3u * KQ] = vec4<f32>(t0.w, t1.w, t2.w, t3.w);
+    kv_sh[at] = kvelem4(vec4<f32>(t0.x, t1.x, t2.x, t3.x));
+    kv_sh[at + KQ] = kvelem4(vec4<f32>(t0.y, t1.y, t2.y, t3.y));
+    kv_sh[at + 2u * KQ] = kvelem4(vec4<f32>(t0.z, t1.z, t2.z, t3.z));
+    kv_sh[at + 3u * KQ] = kvelem4(vec4<f32>(t0.w, t1.w, t2.w, t3.w));
   }
 }
 
@@ -250,7 +257,7 @@ fn load_v(buf: u32, kvh: u32, vs: u32, e: u32) -> elem4 {
 
 fn store_v(x: elem4, e: u32) {
   let key = e / DV;
-  if (key < V_KEYS) { kv_sh[key * V_STRIDE + e % DV] = vec4<f32>(x); }
+  if (key < V_KEYS) { kv_sh[key * V_STRIDE + e % DV] = kvelem4(x); }
 }
 
 fn q_at(dim: u32, rg: u32) -> vec4<f32> {
@@ -261,8 +268,8 @@ fn q_at(dim: u32, rg: u32) -> vec4<f32> {
 fn scores4(s: mat4x4<f32>, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>,
            v: u32, quad: u32) -> mat4x4<f32> {
   let at = 4u * v * KQ + quad;
-  return outer(outer(outer(outer(s, q0, kv_sh[at]), q1, kv_sh[at + KQ]),
-                     q2, kv_sh[at + 2u * KQ]), q3, kv_sh[at + 3u * KQ]);
+  return outer(outer(outer(outer(s, q0, kv_at(at)), q1, kv_at(at + KQ)),
+                     q2, kv_at(at + 2u * KQ)), q3, kv_at(at + 3u * KQ));
 }
 
 // Scaled scores of key `key` for the 4 rows, NEG where the key is past the group or masked out.
@@ -291,10 +298,10 @@ fn prob(s: vec4<f32>, m: vec4<f32>) -> vec4<f32> {
 
 // P of key quad `quad` to p_sh[key][row group].
 fn store_p(s: mat4x4<f32>, m: vec4<f32>, quad: u32, rg: u32) {
-  p_sh[quad * RG + rg] = prob(s[0], m);
-  p_sh[(quad + KQ) * RG + rg] = prob(s[1], m);
-  p_sh[(quad + 2u * KQ) * RG + rg] = prob(s[2], m);
-  p_sh[(quad + 3u * KQ) * RG + rg] = prob(s[3], m);
+  p_sh[quad * RG + rg] = kvelem4(prob(s[0], m));
+  p_sh[(quad + KQ) * RG + rg] = kvelem4(prob(s[1], m));
+  p_sh[(quad + 2u * KQ) * RG + rg] = kvelem4(prob(s[2], m));
+  p_sh[(quad + 3u * KQ) * RG + rg] = kvelem4(prob(s[3], m));
 }
 
 fn row_max(s: mat4x4<f32>) -> vec4<f32> {
@@ -534,10 +541,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let kn = select(0u, min(V_KEYS, left - base), left > base);
         for (var j = 0u; j < kn; j += 4u) {
           let pb = (base + j) * RG + rg;
-          let p0 = p_sh[pb];
-          let p1 = p_sh[pb + RG];
-          let p2 = p_sh[pb + 2u * RG];
-          let p3 = p_sh[pb + 3u * RG];
+          let p0 = vec4<f32>(p_sh[pb]);
+          let p1 = vec4<f32>(p_sh[pb + RG]);
+          let p2 = vec4<f32>(p_sh[pb + 2u * RG]);
+          let p3 = vec4<f32>(p_sh[pb + 3u * RG]);
           l += (p0 + p1) + (p2 + p3);
           let vb = j * V_STRIDE + sub;
           if (has_dims(sub, 0u)) { o0 = pv4(o0, p0, p1, p2, p3, vb); }

@@ -415,6 +415,11 @@ const VARIANTS: Partial<GroupKernelOptions>[] = [
   { threads: 256, rows: 64, keys: 64 },
   // Staging cut to a small budget: several K chunks and V slices per sub-tile.
   { threads: 128, rows: 64, keys: 32, storage: 16384 },
+  // K, V and P staged in f16 (change 25; f16 cases only): one chunk and one slice, Q re-staged or
+  // resident, and several chunks and slices under a small budget.
+  { threads: 256, rows: 64, keys: 64, kvHalf: 1 },
+  { threads: 256, rows: 64, keys: 64, kvHalf: 1, qResident: "f16" },
+  { threads: 128, rows: 64, keys: 32, storage: 10240, kvHalf: 1 },
 ];
 // The reduced matrix (software adapters) checks every variant on the speculative tree, in f16
 // where the adapter has it.
