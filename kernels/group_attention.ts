@@ -274,7 +274,7 @@ function elemBytes(dtype: Dtype): number {
  */
 export type QResidency = "auto" | "f16" | "f32" | "none";
 
-/** Tile choices of the group-attention kernel (`options.fma`; {@linkcode DEFAULT_GROUP_KERNEL} by default). */
+/** Tile choices of the group-attention kernel (`options.fma`; {@linkcode defaultGroupKernel} by default). */
 export interface GroupKernelOptions {
   /** Threads per workgroup: 64, 128 or 256. */
   threads: number;
@@ -303,7 +303,7 @@ export interface GroupKernelOptions {
   /**
    * 1: K^T, V and P are staged in workgroup memory in f16 (and a re-staged Q chunk too), half the
    * bytes, so that a sub-tile fits in fewer chunks and slices (docs/performance.md, change 25);
-   * f16 storage only. 0: f32.
+   * f16 storage only, and its default there. 0: f32 (the default for f32 storage).
    */
   kvHalf?: number;
 }
@@ -401,10 +401,11 @@ export function knockOutFma(source: string, parts: readonly FmaAblation[]): stri
 }
 
 /**
- * The default kernel: 256 threads (16 lanes per 4-row group), 64-row tiles, 64-key sub-tiles, Q
- * re-staged per sub-tile. Chosen by `tools/perf_group.ts` on an NVIDIA H200 (f16 Llama-3-8B, five
- * paper-like trees): 1.43x the first kernel in geometric mean, where keeping Q resident in
- * workgroup memory (fewer workgroups per SM) was no faster than the first kernel.
+ * The default kernel for f32 storage: 256 threads (16 lanes per 4-row group), 64-row tiles, 64-key
+ * sub-tiles, Q re-staged per sub-tile, f32 staging. Chosen by `tools/perf_group.ts` on an NVIDIA
+ * H200 (f16 Llama-3-8B, five paper-like trees): 1.43x the first kernel in geometric mean, where
+ * keeping Q resident in workgroup memory (fewer workgroups per SM) was no faster than the first
+ * kernel. f16 storage starts from {@linkcode defaultGroupKernel}.
  */
 export const DEFAULT_GROUP_KERNEL: Readonly<GroupKernelOptions> = {
   threads: 256,
@@ -413,6 +414,18 @@ export const DEFAULT_GROUP_KERNEL: Readonly<GroupKernelOptions> = {
   qResident: "none",
   storage: 0,
 };
+
+/**
+ * The default kernel for a storage dtype: with f16 storage, K, V and P are staged in f16 and Q is
+ * resident in f16, so that a 64-key sub-tile is one K chunk and one V slice in 48 KiB (1.11-1.12x
+ * the f32 staging on the H200's Deno runtime, docs/performance.md change 25); with f32 storage,
+ * {@linkcode DEFAULT_GROUP_KERNEL}.
+ */
+export function defaultGroupKernel(dtype: Dtype): Readonly<GroupKernelOptions> {
+  return dtype === "f16"
+    ? { ...DEFAULT_GROUP_KERNEL, qResident: "f16", kvHalf: 1 }
+    : DEFAULT_GROUP_KERNEL;
+}
 
 /**
  * Workgroup memory a plan assumes when it decides Q residency (`"auto"`); `prepare` picks the K
@@ -515,7 +528,7 @@ function storageLimit(storage: number, limit: number): number {
 }
 
 /**
- * The kernel a plan uses for `options` (missing fields from {@linkcode DEFAULT_GROUP_KERNEL}):
+ * The kernel a plan uses for `options` (missing fields from {@linkcode defaultGroupKernel}):
  * checks the geometry (`RangeError`) and decides Q residency.
  */
 export function groupKernel(
@@ -523,7 +536,7 @@ export function groupKernel(
   dtype: Dtype,
   options: Partial<GroupKernelOptions> = {},
 ): GroupKernel {
-  const o = { ...DEFAULT_GROUP_KERNEL, ...options };
+  const o = { ...defaultGroupKernel(dtype), ...options };
   geometry(shape, o.threads, o.rows, o.keys);
   if (!Number.isSafeInteger(o.storage) || o.storage < 0) {
     throw new RangeError(

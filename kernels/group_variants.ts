@@ -35,7 +35,8 @@ export const GROUP_FMA: KernelVariant = {
       },
       {
         name: "qResident",
-        doc: "where Q lives: re-staged per sub-tile (none), or in workgroup memory as f16 or f32",
+        doc:
+          "where Q lives: re-staged per sub-tile (none), or in workgroup memory as f16 or f32 (default: f16 for f16 storage, none for f32)",
         default: DEFAULT_GROUP_KERNEL.qResident,
         choices: ["auto", "f16", "f32", "none"],
       },
@@ -49,7 +50,7 @@ export const GROUP_FMA: KernelVariant = {
       {
         name: "kvHalf",
         doc:
-          "1: K, V and P staged in workgroup memory in f16 (f16 storage only), half the bytes, so a sub-tile needs fewer chunks and barriers",
+          "1: K, V and P staged in workgroup memory in f16 (f16 storage only, and its default there), half the bytes, so a sub-tile needs fewer chunks and barriers; 0: f32",
         default: 0,
         min: 0,
         max: 1,

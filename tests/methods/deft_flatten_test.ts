@@ -357,7 +357,12 @@ Deno.test("group kernel Q IO: a resident Q is loaded once per row tile, a re-sta
 
 Deno.test("groupKernel() decides Q residency for a 32 KiB budget and rejects impossible tiles", () => {
   const auto = { threads: 128, rows: 64, keys: 32, qResident: "auto" } as const;
-  assertStrictEquals(groupKernel(GQA4, "f16").qType, null); // the default re-stages Q
+  // f16 storage keeps Q resident in f16 and stages K, V and P in f16 (change 25); f32 re-stages Q.
+  assertStrictEquals(groupKernel(GQA4, "f16").qType, "f16");
+  assertStrictEquals(groupKernel(GQA4, "f16").kvHalf, true);
+  assertStrictEquals(groupKernel(GQA4, "f32").qType, null);
+  assertStrictEquals(groupKernel(GQA4, "f32").kvHalf, undefined);
+  assertStrictEquals(groupKernel(GQA4, "f16", { qResident: "none" }).qType, null);
   assertStrictEquals(groupKernel(GQA4, "f16", auto).qType, "f16");
   assertStrictEquals(groupKernel(GQA4, "f32", auto).qType, null); // 64 rows x 128 dims of f32 = 32 KiB
   assertStrictEquals(groupKernel(GQA4, "f32", { qResident: "f32" }).qType, "f32");
@@ -371,17 +376,37 @@ Deno.test("groupKernel() decides Q residency for a 32 KiB budget and rejects imp
     RangeError,
     /Head dim 256/,
   );
-  // On an H200 (48 KiB) the resident-Q kernel runs whole K and V sub-tiles: 4 barriers each.
-  const c = groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16", auto), 49152);
-  assertStrictEquals(c.chunkV, 32);
-  assertStrictEquals(c.vKeys, 32);
+  // On an H200 (48 KiB) the resident-Q kernel runs whole K and V sub-tiles: 4 barriers each, in
+  // 44,288 bytes with f32 staging and 31,744 with f16.
+  const c = groupKernelConfig(
+    LLAMA3_8B,
+    "f16",
+    groupKernel(LLAMA3_8B, "f16", { ...auto, kvHalf: 0 }),
+    49152,
+  );
+  assertEquals([c.chunkV, c.vKeys, groupWorkgroupBytes(c)], [32, 32, 44288]);
+  const h = groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16", auto), 49152);
+  assertEquals([h.chunkV, h.vKeys, groupWorkgroupBytes(h)], [32, 32, 31744]);
+  // The default tile: one K chunk and one V slice only with f16 staging.
+  const d = groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16"), 49152);
+  assertEquals([d.chunkV, d.vKeys, groupWorkgroupBytes(d)], [32, 64, 46848]);
+  const f = groupKernelConfig(
+    LLAMA3_8B,
+    "f16",
+    groupKernel(LLAMA3_8B, "f16", { qResident: "none", kvHalf: 0 }),
+    49152,
+  );
+  assertEquals([f.chunkV, f.vKeys, groupWorkgroupBytes(f)], [8, 32, 46848]);
+  assertThrows(() => groupKernel(LLAMA3_8B, "f32", { kvHalf: 1 }), RangeError, /f16 storage/);
+  assertThrows(() => groupKernel(LLAMA3_8B, "f16", { kvHalf: 2 }), RangeError, /kvHalf/);
   assertThrows(() => groupKernelConfig(LLAMA3_8B, "f16", c, 8192), GpuError, /workgroup memory/);
 });
 
 Deno.test("the FMA kernel's storage budget trades barriers for workgroups per SM", () => {
   const k = (o: Partial<GroupKernelOptions>) =>
     groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16", o), 49152);
-  const tile = { threads: 128, rows: 64, keys: 32 } as const;
+  // f32 staging with Q re-staged (the f16 defaults halve the bytes; tested above).
+  const tile = { threads: 128, rows: 64, keys: 32, qResident: "none", kvHalf: 0 } as const;
   // The device's limit: 2 K chunks and one V slice in 44,288 bytes (one workgroup per 48 KiB).
   const full = k(tile);
   assertEquals([full.chunkV, full.vKeys, groupWorkgroupBytes(full)], [16, 32, 44288]);
@@ -399,7 +424,8 @@ Deno.test("the FMA kernel's storage budget trades barriers for workgroups per SM
     fmaVariantName(groupKernel(LLAMA3_8B, "f16", { ...tile, storage: 24576 })),
     "fma-t128-r64-k32-qnone-s24576",
   );
-  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t256-r64-k64-qnone");
+  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t256-r64-k64-qf16-h");
+  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f32")), "fma-t256-r64-k64-qnone");
 });
 
 // FMA kernel variants, options.fma (those tools/perf_group.ts times, and a 64-thread one whose whole K and V
@@ -511,9 +537,10 @@ Deno.test("the FMA kernel's knock-outs (tools/profile_mma.ts --family fma) repla
   assertEquals(count(source("scores+pv"), "knocked out"), 2);
   assertEquals(
     fmaVariantName(groupKernel(LLAMA3_8B, "f16", { ablate: "scores+pv" })),
-    "fma-t256-r64-k64-qnone-without-scores+pv",
+    "fma-t256-r64-k64-qf16-h-without-scores+pv",
   );
-  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t256-r64-k64-qnone");
+  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t256-r64-k64-qf16-h");
+  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f32")), "fma-t256-r64-k64-qnone");
   assertThrows(
     () => groupKernel(LLAMA3_8B, "f16", { ablate: "pv+nothing" }),
     RangeError,
