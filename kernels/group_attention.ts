@@ -416,15 +416,23 @@ export const DEFAULT_GROUP_KERNEL: Readonly<GroupKernelOptions> = {
 };
 
 /**
- * The default kernel for a storage dtype: with f16 storage, K, V and P are staged in f16 and Q is
- * resident in f16, so that a 64-key sub-tile is one K chunk and one V slice in 48 KiB (1.11-1.12x
- * the f32 staging on the H200's Deno runtime, docs/performance.md change 25); with f32 storage,
- * {@linkcode DEFAULT_GROUP_KERNEL}.
+ * The default kernel for f16 storage: K, V and P staged in f16 (docs/performance.md change 25),
+ * 128 threads, 64 rows, 32-key sub-tiles and Q re-staged, 23.5 KiB, so that two workgroups share an
+ * SM's 48 KiB (change 26: 1.08x the one-per-SM 64-key tile on the H200's Deno runtime, level with
+ * `sequence` on Table 14).
  */
+export const DEFAULT_GROUP_KERNEL_F16: Readonly<GroupKernelOptions> = {
+  threads: 128,
+  rows: GROUP_ROWS,
+  keys: 32,
+  qResident: "none",
+  storage: 0,
+  kvHalf: 1,
+};
+
+/** The default kernel for a storage dtype: {@linkcode DEFAULT_GROUP_KERNEL_F16} or {@linkcode DEFAULT_GROUP_KERNEL}. */
 export function defaultGroupKernel(dtype: Dtype): Readonly<GroupKernelOptions> {
-  return dtype === "f16"
-    ? { ...DEFAULT_GROUP_KERNEL, qResident: "f16", kvHalf: 1 }
-    : DEFAULT_GROUP_KERNEL;
+  return dtype === "f16" ? DEFAULT_GROUP_KERNEL_F16 : DEFAULT_GROUP_KERNEL;
 }
 
 /**

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { DEFAULT_GROUP_KERNEL } from "./group_attention.ts";
+import { DEFAULT_GROUP_KERNEL, DEFAULT_GROUP_KERNEL_F16 } from "./group_attention.ts";
 import { DEFAULT_MMA_KERNEL } from "./group_attention_mma.ts";
 import type { KernelVariant } from "./options.ts";
 
@@ -20,23 +20,25 @@ export const GROUP_FMA: KernelVariant = {
     params: [
       {
         name: "threads",
-        doc: "threads per workgroup: 64, 128 or 256",
+        doc:
+          `threads per workgroup: 64, 128 or 256 (default ${DEFAULT_GROUP_KERNEL_F16.threads} for f16 storage)`,
         default: DEFAULT_GROUP_KERNEL.threads,
       },
       {
         name: "rows",
-        doc: "rows (query x head) per tile: 4 x threads / lanes, for 4, 8, 16 or 32 lanes",
+        doc:
+          `rows (query x head) per tile: 4 x threads / lanes, for 4, 8, 16 or 32 lanes (default ${DEFAULT_GROUP_KERNEL_F16.rows} for f16 storage)`,
         default: DEFAULT_GROUP_KERNEL.rows,
       },
       {
         name: "keys",
-        doc: "keys per sub-tile: 4 or 8 per lane",
+        doc:
+          `keys per sub-tile: 4 or 8 per lane (default ${DEFAULT_GROUP_KERNEL_F16.keys} for f16 storage)`,
         default: DEFAULT_GROUP_KERNEL.keys,
       },
       {
         name: "qResident",
-        doc:
-          "where Q lives: re-staged per sub-tile (none), or in workgroup memory as f16 or f32 (default: f16 for f16 storage, none for f32)",
+        doc: "where Q lives: re-staged per sub-tile (none), or in workgroup memory as f16 or f32",
         default: DEFAULT_GROUP_KERNEL.qResident,
         choices: ["auto", "f16", "f32", "none"],
       },
@@ -56,8 +58,24 @@ export const GROUP_FMA: KernelVariant = {
         max: 1,
       },
     ],
+    tune: fmaTiles(),
   },
 };
+
+/**
+ * The FMA kernel's tiles worth tuning (docs/performance.md, change 26): the f16 default (two
+ * workgroups per SM with f16 staging), the 64-key tile of change 25 (one per SM, whole sub-tiles)
+ * and a 32-row tile (four per SM, fewer empty rows where a KV head has few rows). Staging follows
+ * the storage dtype; tiles the device cannot hold fail their plan and drop out.
+ */
+function fmaTiles(): Record<string, number | string>[] {
+  const { threads, rows, keys } = DEFAULT_GROUP_KERNEL_F16;
+  return [
+    { threads, rows, keys, qResident: "none" },
+    { threads: 256, rows: 64, keys: 64, qResident: "f16" },
+    { threads: 64, rows: 32, keys: 32, qResident: "none" },
+  ];
+}
 
 /**
  * The matrix kernel's tiles worth tuning: the default, one step either way in rows and in keys, and

@@ -42,26 +42,34 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
   assertEquals(kernelFamilies(FMA_ONLY, "f16"), ["fma"]);
   assertEquals(kernelFamilies(WITH_MATRIX, "f16"), ["fma", "mma"]);
   assertEquals(kernelFamilies(WITH_MATRIX, "f32"), ["fma"]);
-  // The default first, so a later candidate that changes nothing is the one marked the same.
-  assertEquals(tuningCandidates("deft-flatten", FMA_ONLY, "f16"), [
-    { blockSize: 128, kernel: "fma" },
-    { blockSize: 64, kernel: "fma" },
-    { blockSize: 256, kernel: "fma" },
-    { blockSize: 512, kernel: "fma" },
-  ]);
-  // The matrix tile is tried only with the mma family: 4 x (1 + 6).
+  // The default first, so a later candidate that changes nothing is the one marked the same: each
+  // block size with the FMA kernel's three tiles (change 26).
+  const t128 = { threads: 128, rows: 64, keys: 32, qResident: "none" };
+  const t256 = { threads: 256, rows: 64, keys: 64, qResident: "f16" };
+  const t64 = { threads: 64, rows: 32, keys: 32, qResident: "none" };
+  assertEquals(
+    tuningCandidates("deft-flatten", FMA_ONLY, "f16"),
+    [128, 64, 256, 512].flatMap((blockSize) =>
+      [t128, t256, t64].map((fma) => ({ blockSize, kernel: "fma", fma }))
+    ),
+  );
+  // The matrix tile is tried only with the mma family, the FMA tile only with fma: 4 x (3 + 6).
   const both = tuningCandidates("deft-flatten", WITH_MATRIX, "f16");
-  assertEquals(both.length, 28);
-  assertEquals(both.slice(0, 3), [
-    { blockSize: 128, kernel: "fma" },
+  assertEquals(both.length, 36);
+  assertEquals(both.slice(2, 5), [
+    { blockSize: 128, kernel: "fma", fma: t64 },
     { blockSize: 128, kernel: "mma", mma: { rows: 32, keys: 16 } },
     { blockSize: 128, kernel: "mma", mma: { rows: 16, keys: 16 } },
   ]);
-  assertEquals(describeOptions(both[1]!), "blockSize=128 kernel=mma mma.rows=32 mma.keys=16");
+  assertEquals(describeOptions(both[3]!), "blockSize=128 kernel=mma mma.rows=32 mma.keys=16");
   // A pinned option is not tried, and what depends on it follows it.
   assertEquals(
-    tuningCandidates("deft-flatten", WITH_MATRIX, "f16", { fixed: { kernel: "fma" } }),
+    tuningCandidates("deft-flatten", WITH_MATRIX, "f16", { fixed: { kernel: "fma", fma: {} } }),
     [{ blockSize: 128 }, { blockSize: 64 }, { blockSize: 256 }, { blockSize: 512 }],
+  );
+  assertEquals(
+    tuningCandidates("deft-flatten", WITH_MATRIX, "f16", { fixed: { kernel: "fma" } }).length,
+    12,
   );
   assertEquals(
     tuningCandidates("deft-node", WITH_MATRIX, "f16", { fixed: { kernel: "mma" } }).length,
@@ -76,7 +84,7 @@ Deno.test("tuningCandidates() is the product of the tunables that matter for a m
     })),
     { kernel: "mma" },
   ]);
-  assertEquals(tuningCandidates("deft-node-chunk", FMA_ONLY, "f32").length, 3);
+  assertEquals(tuningCandidates("deft-node-chunk", FMA_ONLY, "f32").length, 3 * 3);
   // Data-driven: a new tunable is one more entry.
   const extra: Tunable[] = [
     ...TUNABLES,
@@ -143,7 +151,7 @@ async function runTune(
       interleaved: true,
     },
     verifyRows: 8,
-    fixed: { kernel: "fma" },
+    fixed: { kernel: "fma", fma: {} }, // the block size alone (the fake methods ignore the tile)
     now: clock.now,
     ...over,
   });
@@ -439,10 +447,12 @@ Deno.test("tune exits 1 when a candidate computes wrong results, after storing t
       () => program.parseAsync(["tune", ...TINY, "-o", file, "--quiet"], { from: "user" }),
       ExitCode,
     );
-    assert(/1 candidate\(s\) computed wrong results/.test(io.stderr), io.stderr);
+    // The three FMA tiles at block size 64.
+    assert(/3 candidate\(s\) computed wrong results/.test(io.stderr), io.stderr);
     const stored = parseTuning(await Deno.readTextFile(file), file);
     assert(stored.entries[0]!.choice.blockSize !== 64);
-    assertEquals(stored.entries[0]!.candidates[1]!.status, "failed"); // blockSize 64
+    const at64 = stored.entries[0]!.candidates.filter((c) => c.options.blockSize === 64);
+    assertEquals(at64.map((c) => c.status), ["failed", "failed", "failed"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

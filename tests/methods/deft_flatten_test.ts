@@ -357,9 +357,10 @@ Deno.test("group kernel Q IO: a resident Q is loaded once per row tile, a re-sta
 
 Deno.test("groupKernel() decides Q residency for a 32 KiB budget and rejects impossible tiles", () => {
   const auto = { threads: 128, rows: 64, keys: 32, qResident: "auto" } as const;
-  // f16 storage keeps Q resident in f16 and stages K, V and P in f16 (change 25); f32 re-stages Q.
-  assertStrictEquals(groupKernel(GQA4, "f16").qType, "f16");
+  // f16 storage stages K, V and P in f16 (changes 25 and 26); both re-stage Q by default.
+  assertStrictEquals(groupKernel(GQA4, "f16").qType, null);
   assertStrictEquals(groupKernel(GQA4, "f16").kvHalf, true);
+  assertStrictEquals(groupKernel(GQA4, "f16", { qResident: "f16" }).qType, "f16");
   assertStrictEquals(groupKernel(GQA4, "f32").qType, null);
   assertStrictEquals(groupKernel(GQA4, "f32").kvHalf, undefined);
   assertStrictEquals(groupKernel(GQA4, "f16", { qResident: "none" }).qType, null);
@@ -387,16 +388,20 @@ Deno.test("groupKernel() decides Q residency for a 32 KiB budget and rejects imp
   assertEquals([c.chunkV, c.vKeys, groupWorkgroupBytes(c)], [32, 32, 44288]);
   const h = groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16", auto), 49152);
   assertEquals([h.chunkV, h.vKeys, groupWorkgroupBytes(h)], [32, 32, 31744]);
-  // The default tile: one K chunk and one V slice only with f16 staging.
-  const d = groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16"), 49152);
+  // The 64-key tile: one K chunk and one V slice only with f16 staging; the f16 default (128
+  // threads, 32 keys) in 23,552 bytes, two per 48 KiB.
+  const t256 = { threads: 256, rows: 64, keys: 64, qResident: "f16" } as const;
+  const d = groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16", t256), 49152);
   assertEquals([d.chunkV, d.vKeys, groupWorkgroupBytes(d)], [32, 64, 46848]);
   const f = groupKernelConfig(
     LLAMA3_8B,
     "f16",
-    groupKernel(LLAMA3_8B, "f16", { qResident: "none", kvHalf: 0 }),
+    groupKernel(LLAMA3_8B, "f16", { ...t256, qResident: "none", kvHalf: 0 }),
     49152,
   );
   assertEquals([f.chunkV, f.vKeys, groupWorkgroupBytes(f)], [8, 32, 46848]);
+  const g = groupKernelConfig(LLAMA3_8B, "f16", groupKernel(LLAMA3_8B, "f16"), 49152);
+  assertEquals([g.chunkV, g.vKeys, groupWorkgroupBytes(g)], [16, 32, 23552]);
   assertThrows(() => groupKernel(LLAMA3_8B, "f32", { kvHalf: 1 }), RangeError, /f16 storage/);
   assertThrows(() => groupKernel(LLAMA3_8B, "f16", { kvHalf: 2 }), RangeError, /kvHalf/);
   assertThrows(() => groupKernelConfig(LLAMA3_8B, "f16", c, 8192), GpuError, /workgroup memory/);
@@ -424,7 +429,7 @@ Deno.test("the FMA kernel's storage budget trades barriers for workgroups per SM
     fmaVariantName(groupKernel(LLAMA3_8B, "f16", { ...tile, storage: 24576 })),
     "fma-t128-r64-k32-qnone-s24576",
   );
-  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t256-r64-k64-qf16-h");
+  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t128-r64-k32-qnone-h");
   assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f32")), "fma-t256-r64-k64-qnone");
 });
 
@@ -537,9 +542,9 @@ Deno.test("the FMA kernel's knock-outs (tools/profile_mma.ts --family fma) repla
   assertEquals(count(source("scores+pv"), "knocked out"), 2);
   assertEquals(
     fmaVariantName(groupKernel(LLAMA3_8B, "f16", { ablate: "scores+pv" })),
-    "fma-t256-r64-k64-qf16-h-without-scores+pv",
+    "fma-t128-r64-k32-qnone-h-without-scores+pv",
   );
-  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t256-r64-k64-qf16-h");
+  assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f16")), "fma-t128-r64-k32-qnone-h");
   assertEquals(fmaVariantName(groupKernel(LLAMA3_8B, "f32")), "fma-t256-r64-k64-qnone");
   assertThrows(
     () => groupKernel(LLAMA3_8B, "f16", { ablate: "pv+nothing" }),
