@@ -306,11 +306,6 @@ export interface GroupKernelOptions {
    * f16 storage only, and its default there. 0: f32 (the default for f32 storage).
    */
   kvHalf?: number;
-  /**
-   * 1: P V's products of each 4 keys are summed in f16 (P <= 1) before they are added to the f32
-   * output (docs/performance.md, change 27); needs `kvHalf`. 0: every product in f32.
-   */
-  pvHalf?: number;
 }
 
 /**
@@ -379,14 +374,11 @@ const FMA_KNOCKOUTS: Readonly<Record<FmaAblation, readonly (readonly [string, st
       "  return select(vec4<f32>(0.0), s - m, s > vec4<f32>(NEG));  // knocked out: exp",
     ],
   ],
-  pv: [
-    ["  if (HALF_PV) {\n    let v0 = kv_sh[at];", "  if (false) {\n    let v0 = kv_sh[at];"],
-    [
-      `  return outer(outer(outer(outer(o, p0, kv_at(at)), p1, kv_at(at + V_STRIDE)),
+  pv: [[
+    `  return outer(outer(outer(outer(o, p0, kv_at(at)), p1, kv_at(at + V_STRIDE)),
                      p2, kv_at(at + 2u * V_STRIDE)), p3, kv_at(at + 3u * V_STRIDE));`,
-      "  return o;  // knocked out",
-    ],
-  ],
+    "  return o;  // knocked out",
+  ]],
   loop: [[
     "  let tiles = (gr.tokens + KEYS - 1u) / KEYS;\n",
     "  let tiles = 0u * gr.tokens;  // knocked out\n",
@@ -465,8 +457,6 @@ export interface GroupKernel {
   readonly ablate?: readonly FmaAblation[];
   /** K^T, V and P staged in f16 ({@linkcode GroupKernelOptions.kvHalf}). */
   readonly kvHalf?: boolean;
-  /** P V summed in f16 per 4 keys ({@linkcode GroupKernelOptions.pvHalf}). */
-  readonly pvHalf?: boolean;
 }
 
 /** A plan of a group-attention method: the groups, the work items and the reduction lists. */
@@ -568,14 +558,7 @@ export function groupKernel(
     storage: o.storage,
     ...(o.ablate ? { ablate: parseParts(o.ablate, FMA_ABLATIONS, "fma") } : {}),
     ...(o.kvHalf === 1 ? { kvHalf: true } : {}),
-    ...(o.pvHalf === 1 ? { pvHalf: true } : {}),
   };
-  if (o.pvHalf !== undefined && o.pvHalf !== 0 && o.pvHalf !== 1) {
-    throw new RangeError(`Group kernel pvHalf must be 0 or 1, got ${o.pvHalf}`);
-  }
-  if (o.pvHalf === 1 && o.kvHalf !== 1) {
-    throw new RangeError(`Group kernel pvHalf (P V in f16) needs kvHalf (f16 staging)`);
-  }
   if (o.kvHalf !== undefined && o.kvHalf !== 0 && o.kvHalf !== 1) {
     throw new RangeError(`Group kernel kvHalf must be 0 or 1, got ${o.kvHalf}`);
   }
@@ -907,7 +890,7 @@ export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKer
 export function fmaVariantName(k: GroupKernel): string {
   const storage = k.storage > 0 ? `-s${k.storage}` : "";
   const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
-  const half = k.kvHalf ? (k.pvHalf ? "-hp" : "-h") : "";
+  const half = k.kvHalf ? "-h" : "";
   return `fma-t${k.threads}-r${k.rows}-k${k.keys}-q${k.qType ?? "none"}${half}${storage}${knocked}`;
 }
 
@@ -970,13 +953,11 @@ export function groupAttentionSource(c: GroupKernelConfig): string {
       Q_SIZE: q,
       KV_SIZE: kv,
       SCALE: `${1 / Math.sqrt(shape.headDim)}`,
-      HALF_PV: c.pvHalf === true,
     },
     aliases: {
       elem4: `vec4<${c.dtype}>`,
       qelem4: `vec4<${c.qType ?? (c.kvHalf ? "f16" : "f32")}>`,
       kvelem4: `vec4<${c.kvHalf ? "f16" : "f32"}>`,
-      kvelem: c.kvHalf ? "f16" : "f32",
     },
     f16: c.dtype === "f16" || c.qType === "f16" || c.kvHalf === true,
     name: "group_attention.wgsl",

@@ -57,14 +57,6 @@ export const GROUP_FMA: KernelVariant = {
         min: 0,
         max: 1,
       },
-      {
-        name: "pvHalf",
-        doc:
-          "1: P V's products summed in f16 per 4 keys before the f32 output (needs kvHalf); 0: f32",
-        default: 0,
-        min: 0,
-        max: 1,
-      },
     ],
     tune: fmaTiles(),
   },

@@ -20,8 +20,8 @@
  * also times the stage-1 dispatch and the reduction alone. `--knockouts ""` times no knock-out.
  * `--small` uses tiny trees (software adapters). Writes `${OUT:-out}/profile_mma.json`
  * (`profile_fma.json` with `--family fma`). For the FMA kernel, `--tiles` lists
- * `t<threads>-r<rows>-k<keys>[-s<storage bytes>][-q<Q residency>][-h|-hp]` (`-h`: K, V and P staged
- * in f16, `-hp`: P V summed in f16 too; default: the kernel's default
+ * `t<threads>-r<rows>-k<keys>[-s<storage bytes>][-q<Q residency>][-h]` (`-h`: K, V and P staged in
+ * f16; default: the kernel's default
  * tile) and the knock-outs are the {@linkcode FMA_ABLATIONS}.
  *
  * @module
@@ -96,12 +96,12 @@ const FMA_KNOCKOUTS: string[] = [
 /** `--tiles` for the FMA kernel: `t<threads>-r<rows>-k<keys>[-s<storage bytes>][-q<Q residency>]`. */
 function fmaTiles(spec: string): { name: string; fma: Partial<GroupKernelOptions> }[] {
   return spec.split(",").map((t) => {
-    const m = t.trim().match(/^t(\d+)-r(\d+)-k(\d+)(?:-s(\d+))?(?:-q(none|f16|f32|auto))?(-hp?)?$/);
+    const m = t.trim().match(/^t(\d+)-r(\d+)-k(\d+)(?:-s(\d+))?(?:-q(none|f16|f32|auto))?(-h)?$/);
     if (!m) {
       throw new RangeError(
         `--tiles: ${
           JSON.stringify(t)
-        } is not t<threads>-r<rows>-k<keys>[-s<bytes>][-q<residency>][-h|-hp]`,
+        } is not t<threads>-r<rows>-k<keys>[-s<bytes>][-q<residency>][-h]`,
       );
     }
     return {
@@ -113,7 +113,6 @@ function fmaTiles(spec: string): { name: string; fma: Partial<GroupKernelOptions
         ...(m[4] ? { storage: Number(m[4]) } : {}),
         ...(m[5] ? { qResident: m[5] as GroupKernelOptions["qResident"] } : {}),
         ...(m[6] ? { kvHalf: 1 } : {}),
-        ...(m[6] === "-hp" ? { pvHalf: 1 } : {}),
       },
     };
   });

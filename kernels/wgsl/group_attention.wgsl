@@ -35,7 +35,6 @@
 alias elem4 = vec4<f32>;  // Q, K, V storage
 alias qelem4 = vec4<f32>; // Q in workgroup memory
 alias kvelem4 = vec4<f32>; // K^T, V and P in workgroup memory (f16 with `kvHalf`)
-alias kvelem = f32;        // its component
 
 const HEAD_DIM: u32 = 128u;
 const Q_HEADS: u32 = 8u;
@@ -50,7 +49,6 @@ const MAXW: u32 = 2u;       // mask words a row tile can span
 const Q_SIZE: u32 = 512u;   // qelem4: Q^T (resident: all dims, else one chunk)
 const KV_SIZE: u32 = 528u;  // vec4: max(K chunk, V slice)
 const SCALE: f32 = 0.08838834764831845;
-const HALF_PV: bool = false; // P V's products summed in f16 per 4 keys (f16 staging only)
 
 const GROUP: u32 = Q_HEADS / KV_HEADS;
 const DV: u32 = HEAD_DIM / 4u;
@@ -138,29 +136,11 @@ fn kv_at(i: u32) -> vec4<f32> {
   return vec4<f32>(kv_sh[i]);
 }
 
-// o += P V for 4 keys (probabilities p0..p3, and h0..h3 as staged) at V offset `at` (key stride
-// V_STRIDE). With HALF_PV (f16 staging) the 4 keys' products are summed in f16, where P <= 1, and
-// added to o in f32 (docs/performance.md, change 27); else every product goes into o in f32.
-fn pv4(o: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32>, h0: kvelem4,
-       h1: kvelem4, h2: kvelem4, h3: kvelem4, at: u32) -> mat4x4<f32> {
-  if (HALF_PV) {
-    let v0 = kv_sh[at];
-    let v1 = kv_sh[at + V_STRIDE];
-    let v2 = kv_sh[at + 2u * V_STRIDE];
-    let v3 = kv_sh[at + 3u * V_STRIDE];
-    return mat4x4<f32>(o[0] + pv_col(h0, h1, h2, h3, v0.x, v1.x, v2.x, v3.x),
-                       o[1] + pv_col(h0, h1, h2, h3, v0.y, v1.y, v2.y, v3.y),
-                       o[2] + pv_col(h0, h1, h2, h3, v0.z, v1.z, v2.z, v3.z),
-                       o[3] + pv_col(h0, h1, h2, h3, v0.w, v1.w, v2.w, v3.w));
-  }
+// o += P V for 4 keys (probabilities p0..p3) at V offset `at` (key stride V_STRIDE).
+fn pv4(o: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32>,
+       at: u32) -> mat4x4<f32> {
   return outer(outer(outer(outer(o, p0, kv_at(at)), p1, kv_at(at + V_STRIDE)),
                      p2, kv_at(at + 2u * V_STRIDE)), p3, kv_at(at + 3u * V_STRIDE));
-}
-
-// One dim of 4 keys' P V for 4 rows, summed in the staging precision, in f32.
-fn pv_col(h0: kvelem4, h1: kvelem4, h2: kvelem4, h3: kvelem4, a: kvelem, b: kvelem, c: kvelem,
-          d: kvelem) -> vec4<f32> {
-  return vec4<f32>(fma(h0, kvelem4(a), fma(h1, kvelem4(b), fma(h2, kvelem4(c), h3 * d))));
 }
 
 fn scaled(o: mat4x4<f32>, a: vec4<f32>) -> mat4x4<f32> {
@@ -561,24 +541,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let kn = select(0u, min(V_KEYS, left - base), left > base);
         for (var j = 0u; j < kn; j += 4u) {
           let pb = (base + j) * RG + rg;
-          let h0 = p_sh[pb];
-          let h1 = p_sh[pb + RG];
-          let h2 = p_sh[pb + 2u * RG];
-          let h3 = p_sh[pb + 3u * RG];
-          let p0 = vec4<f32>(h0);
-          let p1 = vec4<f32>(h1);
-          let p2 = vec4<f32>(h2);
-          let p3 = vec4<f32>(h3);
+          let p0 = vec4<f32>(p_sh[pb]);
+          let p1 = vec4<f32>(p_sh[pb + RG]);
+          let p2 = vec4<f32>(p_sh[pb + 2u * RG]);
+          let p3 = vec4<f32>(p_sh[pb + 3u * RG]);
           l += (p0 + p1) + (p2 + p3);
           let vb = j * V_STRIDE + sub;
-          if (has_dims(sub, 0u)) { o0 = pv4(o0, p0, p1, p2, p3, h0, h1, h2, h3, vb); }
-          if (has_dims(sub, 1u)) { o1 = pv4(o1, p0, p1, p2, p3, h0, h1, h2, h3, vb + L); }
-          if (has_dims(sub, 2u)) { o2 = pv4(o2, p0, p1, p2, p3, h0, h1, h2, h3, vb + 2u * L); }
-          if (has_dims(sub, 3u)) { o3 = pv4(o3, p0, p1, p2, p3, h0, h1, h2, h3, vb + 3u * L); }
-          if (has_dims(sub, 4u)) { o4 = pv4(o4, p0, p1, p2, p3, h0, h1, h2, h3, vb + 4u * L); }
-          if (has_dims(sub, 5u)) { o5 = pv4(o5, p0, p1, p2, p3, h0, h1, h2, h3, vb + 5u * L); }
-          if (has_dims(sub, 6u)) { o6 = pv4(o6, p0, p1, p2, p3, h0, h1, h2, h3, vb + 6u * L); }
-          if (has_dims(sub, 7u)) { o7 = pv4(o7, p0, p1, p2, p3, h0, h1, h2, h3, vb + 7u * L); }
+          if (has_dims(sub, 0u)) { o0 = pv4(o0, p0, p1, p2, p3, vb); }
+          if (has_dims(sub, 1u)) { o1 = pv4(o1, p0, p1, p2, p3, vb + L); }
+          if (has_dims(sub, 2u)) { o2 = pv4(o2, p0, p1, p2, p3, vb + 2u * L); }
+          if (has_dims(sub, 3u)) { o3 = pv4(o3, p0, p1, p2, p3, vb + 3u * L); }
+          if (has_dims(sub, 4u)) { o4 = pv4(o4, p0, p1, p2, p3, vb + 4u * L); }
+          if (has_dims(sub, 5u)) { o5 = pv4(o5, p0, p1, p2, p3, vb + 5u * L); }
+          if (has_dims(sub, 6u)) { o6 = pv4(o6, p0, p1, p2, p3, vb + 6u * L); }
+          if (has_dims(sub, 7u)) { o7 = pv4(o7, p0, p1, p2, p3, vb + 7u * L); }
         }
       }
     }

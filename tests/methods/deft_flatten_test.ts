@@ -404,13 +404,6 @@ Deno.test("groupKernel() decides Q residency for a 32 KiB budget and rejects imp
   assertEquals([g.chunkV, g.vKeys, groupWorkgroupBytes(g)], [16, 32, 23552]);
   assertThrows(() => groupKernel(LLAMA3_8B, "f32", { kvHalf: 1 }), RangeError, /f16 storage/);
   assertThrows(() => groupKernel(LLAMA3_8B, "f16", { kvHalf: 2 }), RangeError, /kvHalf/);
-  assertThrows(() => groupKernel(LLAMA3_8B, "f16", { kvHalf: 0, pvHalf: 1 }), RangeError, /kvHalf/);
-  assertThrows(() => groupKernel(LLAMA3_8B, "f16", { pvHalf: 2 }), RangeError, /pvHalf/);
-  const hp = groupKernel(LLAMA3_8B, "f16", { pvHalf: 1 });
-  assertEquals(fmaVariantName(hp), "fma-t128-r64-k32-qnone-hp");
-  const hpSource = groupAttentionSource(groupKernelConfig(LLAMA3_8B, "f16", hp, 49152));
-  assert(hpSource.includes("const HALF_PV: bool = true;"));
-  assert(hpSource.includes("alias kvelem = f16;"));
   assertThrows(() => groupKernelConfig(LLAMA3_8B, "f16", c, 8192), GpuError, /workgroup memory/);
 });
 
@@ -458,8 +451,6 @@ const VARIANTS: Partial<GroupKernelOptions>[] = [
   { threads: 256, rows: 64, keys: 64, kvHalf: 1 },
   { threads: 256, rows: 64, keys: 64, kvHalf: 1, qResident: "f16" },
   { threads: 128, rows: 64, keys: 32, storage: 10240, kvHalf: 1 },
-  // P V summed in f16 per 4 keys (change 27).
-  { threads: 128, rows: 64, keys: 32, kvHalf: 1, pvHalf: 1 },
 ];
 // The reduced matrix (software adapters) checks every variant on the speculative tree, in f16
 // where the adapter has it.
