@@ -63,10 +63,11 @@ export const GROUP_FMA: KernelVariant = {
 };
 
 /**
- * The FMA kernel's tiles worth tuning (docs/performance.md, change 26): the f16 default (two
- * workgroups per SM with f16 staging), the 64-key tile of change 25 (one per SM, whole sub-tiles)
- * and a 32-row tile (four per SM, fewer empty rows where a KV head has few rows). Staging follows
- * the storage dtype; tiles the device cannot hold fail their plan and drop out.
+ * The FMA kernel's tiles worth tuning (docs/performance.md, changes 26 and 28): the f16 default
+ * (two workgroups per SM with f16 staging), the 64-key tile of change 25 (one per SM, whole
+ * sub-tiles), a 32-row tile (four per SM, fewer empty rows where a KV head has few rows), and two
+ * under a workgroup-memory budget (more per SM, more chunks). Staging follows the storage dtype;
+ * tiles the device cannot hold fail their plan and drop out.
  */
 function fmaTiles(): Record<string, number | string>[] {
   const { threads, rows, keys } = DEFAULT_GROUP_KERNEL_F16;
@@ -74,6 +75,9 @@ function fmaTiles(): Record<string, number | string>[] {
     { threads, rows, keys, qResident: "none" },
     { threads: 256, rows: 64, keys: 64, qResident: "f16" },
     { threads: 64, rows: 32, keys: 32, qResident: "none" },
+    // Two per SM with 64-key sub-tiles (4 K chunks, 2 V slices), three with 32 (4 and 2).
+    { threads: 128, rows: 64, keys: 64, qResident: "none", storage: 24576 },
+    { threads, rows, keys, qResident: "none", storage: 16384 },
   ];
 }
 
