@@ -451,6 +451,8 @@ const VARIANTS: Partial<GroupKernelOptions>[] = [
   { threads: 256, rows: 64, keys: 64, kvHalf: 1 },
   { threads: 256, rows: 64, keys: 64, kvHalf: 1, qResident: "f16" },
   { threads: 128, rows: 64, keys: 32, storage: 10240, kvHalf: 1 },
+  // The tile run 38's tune chose on the H200's Deno runtime (change 28).
+  { threads: 128, rows: 64, keys: 64, storage: 24576 },
 ];
 // The reduced matrix (software adapters) checks every variant on the speculative tree, in f16
 // where the adapter has it.
