@@ -250,4 +250,9 @@ export interface MethodRecord<P extends Plan = Plan, N extends string = MethodNa
   readonly options: readonly MethodOption[];
   /** Its kernel variants, the default (what `kernel: "auto"` runs without matrix units) first. */
   readonly variants: readonly KernelVariant[];
+  /**
+   * Methods whose plans this one runs for part of a tree (deft-flatten runs `sequence`'s where
+   * there is nothing to share): their stored tuned variant parameters apply to those parts too.
+   */
+  readonly delegatesTo?: readonly string[];
 }

@@ -433,6 +433,58 @@ Deno.test("tune stores the winner; bench applies it, says so, records it, and ex
   }
 });
 
+Deno.test("bench gives deft-flatten's Flash-Decoding parts sequence's stored variant, unless told otherwise", async () => {
+  const methods = new Map<MethodName, AttentionMethod>([
+    ["deft-flatten", blockAware("deft-flatten")],
+  ]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/tuning.json`;
+    await cli(tuneCommand, ["tune", ...TINY, "--samples", "1", "-o", file], methods);
+    // The stored tuning gains a sequence entry (as `tune --methods sequence` would store it).
+    const doc = JSON.parse(await Deno.readTextFile(file));
+    const own = doc.entries[0];
+    doc.entries.push({
+      ...own,
+      method: "sequence",
+      choice: { sequence: { targetWorkgroups: 768 } },
+      winner: 0,
+    });
+    await Deno.writeTextFile(file, JSON.stringify(doc));
+    const blockSize = own.choice.blockSize;
+    const run = async (extra: string[], out: string) => {
+      const io = await cli(benchCommand, [
+        "bench",
+        ...TINY,
+        "--samples",
+        "1",
+        "--no-calibrate",
+        "--tuning",
+        file,
+        ...extra,
+        "-o",
+        out,
+      ], methods);
+      const r = parseResults(await Deno.readTextFile(out), out);
+      const flat = r.workloads[0]!.snapshots[0]!.cases.find((c) => c.method === "deft-flatten")!;
+      return { io, r, flat };
+    };
+    const a = await run([], `${dir}/a.json`);
+    assert(a.io.stderr.includes("sequence.targetWorkgroups=768"), a.io.stderr);
+    assertEquals(a.r.runtimes[0]!.tuning!.applied["deft-flatten"], {
+      ...(blockSize !== undefined ? { blockSize } : {}),
+      sequence: { targetWorkgroups: 768 },
+    });
+    assertEquals(a.flat.options.sequence, { targetWorkgroups: 768 });
+    // The command line's sequence group wins over the stored one.
+    const b = await run(["--variant", "sequence.targetWorkgroups=1024"], `${dir}/b.json`);
+    assertEquals(b.flat.options.sequence, { targetWorkgroups: 1024 });
+    assert(!b.io.stderr.includes("sequence.targetWorkgroups=768"), b.io.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("tune exits 1 when a candidate computes wrong results, after storing the others' winner", async () => {
   const methods = new Map<MethodName, AttentionMethod>([
     ["deft-flatten", blockAware("deft-flatten", 64)],

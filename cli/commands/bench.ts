@@ -487,7 +487,13 @@ export async function storedTuning(
     if (file !== undefined) throw new UsageError(`Tuning file ${file} does not exist`);
     return null;
   }
-  const stored = storedChoices(doc, dtype, methods.map((m) => m.name));
+  const names = methods.map((m) => m.name);
+  // The methods the benched ones run parts of a tree with: their variant parameters apply there.
+  const delegatesOf = (m: MethodName) =>
+    (METHODS.get(m)?.delegatesTo ?? []).filter((d): d is MethodName =>
+      METHODS.has(d as MethodName)
+    );
+  const stored = storedChoices(doc, dtype, [...new Set([...names, ...names.flatMap(delegatesOf)])]);
   if (!stored) {
     say(`tuning${tag}: ${path} holds nothing for ${dtype} and these methods; using defaults`);
     return null;
@@ -497,12 +503,24 @@ export async function storedTuning(
   const parts: string[] = [];
   const overridden = new Set<string>();
   const matrix = kernelCaps(gpu).matrix !== null && dtype === "f16";
-  for (const [method, choice] of Object.entries(stored.byMethod) as [MethodName, OptionValues][]) {
+  for (const method of names) {
+    const choice: OptionValues = stored.byMethod[method] ?? {};
     const use: OptionValues = {};
     for (const [k, v] of Object.entries(choice)) {
       if (k in explicit) overridden.add(k);
       else if (k === "kernel" && v === "mma" && !matrix) continue; // the device lost its matrices
       else use[k] = v;
+    }
+    // A delegate's tuned variant parameters (sequence's split count, for deft-flatten's
+    // Flash-Decoding parts), where the method's own choice and the command line say nothing.
+    for (const d of delegatesOf(method)) {
+      const dc = stored.byMethod[d];
+      for (const v of METHODS.get(d)?.variants ?? []) {
+        const key = v.params?.key;
+        if (key && dc?.[key] !== undefined && !(key in choice) && !(key in explicit)) {
+          use[key] = dc[key]!;
+        }
+      }
     }
     if (Object.keys(use).length === 0) continue;
     options[method] = { ...DEFAULT_METHOD_OPTIONS, ...use, ...explicit } as MethodOptions;

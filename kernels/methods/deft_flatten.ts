@@ -378,6 +378,8 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
   options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE, PRIVATE_MIN, MULTIPROCESSORS],
   variants: GROUP_VARIANTS,
+  // Its unshared fallback and its private suffixes run `sequence`'s plan (options.sequence).
+  delegatesTo: ["sequence"],
   plan(input) {
     const { ix, layout, shape, dtype, options } = input;
     const largest = BLOCK_SIZE.read(options);
