@@ -22,7 +22,7 @@ import {
   FileExistsError,
   resolvePath,
   SITE_MANIFEST,
-  withTemp,
+  withTempSync,
   writeTarget,
 } from "../results/files.ts";
 import {
@@ -328,24 +328,27 @@ export async function writeSite(
   const suffix = `${Deno.pid}.${Math.random().toString(36).slice(2)}`;
   const tmp = `${target}.${suffix}.tmp`;
   const old = `${target}.${suffix}.old`;
-  await withTemp(tmp, async () => {
+  // Written and renamed synchronously, as results files are (results/files.ts): no signal handler
+  // runs in between, so an interrupt finds the old site or the new one in place, never neither and
+  // never a temporary folder (the command defers Ctrl-C until this returns).
+  withTempSync(tmp, () => {
     for (const [path, text] of files) {
       const full = `${tmp}/${path}`;
-      await Deno.mkdir(full.slice(0, full.lastIndexOf("/")), { recursive: true });
-      await Deno.writeTextFile(full, text);
+      Deno.mkdirSync(full.slice(0, full.lastIndexOf("/")), { recursive: true });
+      Deno.writeTextFileSync(full, text);
     }
-    await Deno.writeTextFile(
+    Deno.writeTextFileSync(
       `${tmp}/${SITE_MANIFEST}`,
       JSON.stringify({ format: "deft-bench/site", files: [...files.keys()].sort() }, null, 1) +
         "\n",
     );
-    if (exists) await Deno.rename(target, old);
+    if (exists) Deno.renameSync(target, old);
     try {
-      await Deno.rename(tmp, target);
+      Deno.renameSync(tmp, target);
     } catch (e) {
-      if (exists) await Deno.rename(old, target);
+      if (exists) Deno.renameSync(old, target);
       throw e;
     }
-    if (exists) await Deno.remove(old, { recursive: true });
+    if (exists) Deno.removeSync(old, { recursive: true });
   });
 }

@@ -67,7 +67,29 @@ export function dashboardCommand(io: CliIo) {
         );
       }
       const files = buildDashboard(runs, { title: opts.title, skipped });
-      await writeSite(opts.output, files, { force: opts.force ?? false });
+      // Ctrl-C (or SIGTERM) during the write waits for it: the site is written and renamed in one
+      // synchronous step, then the command exits as interrupted.
+      let caught: Deno.Signal | null = null;
+      const listeners = (["SIGINT", "SIGTERM"] as const).flatMap((name) => {
+        const h = () => {
+          caught = name;
+        };
+        try {
+          Deno.addSignalListener(name, h);
+          return [[name, h] as const];
+        } catch {
+          return []; // a platform without this signal
+        }
+      });
+      try {
+        await writeSite(opts.output, files, { force: opts.force ?? false });
+      } finally {
+        for (const [name, h] of listeners) Deno.removeSignalListener(name, h);
+      }
+      if (caught !== null) {
+        io.err(`\n${caught}: the dashboard was written to ${opts.output} before stopping\n`);
+        Deno.exit(caught === "SIGTERM" ? 143 : 130);
+      }
       io.err(
         `dashboard: wrote ${files.size} file(s) for ${runs.length} run(s) to ${opts.output}${
           skipped.length ? `; skipped ${skipped.length} file(s)` : ""
