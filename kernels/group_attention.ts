@@ -418,8 +418,9 @@ export const DEFAULT_GROUP_KERNEL: Readonly<GroupKernelOptions> = {
 /**
  * The default kernel for f16 storage: K, V and P staged in f16 (docs/performance.md change 25),
  * 128 threads, 64 rows, 32-key sub-tiles and Q re-staged, 23.5 KiB, so that two workgroups share an
- * SM's 48 KiB (change 26: 1.08x the one-per-SM 64-key tile on the H200's Deno runtime, level with
- * `sequence` on Table 14).
+ * NVIDIA SM's 48 KiB (change 26: 1.08x the one-per-SM 64-key tile on the H200's Deno runtime).
+ * `tune` measures it against four other tiles per adapter (change 28: on the H200 it picks the
+ * 64-key tile under a 24 KiB budget, 1.12x this one).
  */
 export const DEFAULT_GROUP_KERNEL_F16: Readonly<GroupKernelOptions> = {
   threads: 128,
@@ -551,6 +552,12 @@ export function groupKernel(
       `Group kernel storage must be a whole number of bytes (0: the device's limit), got ${o.storage}`,
     );
   }
+  if (o.kvHalf !== undefined && o.kvHalf !== 0 && o.kvHalf !== 1) {
+    throw new RangeError(`Group kernel kvHalf must be 0 or 1, got ${o.kvHalf}`);
+  }
+  if (o.kvHalf === 1 && dtype !== "f16") {
+    throw new RangeError(`Group kernel kvHalf (f16 staging) needs f16 storage, got ${dtype}`);
+  }
   const base = {
     threads: o.threads,
     rows: o.rows,
@@ -559,12 +566,6 @@ export function groupKernel(
     ...(o.ablate ? { ablate: parseParts(o.ablate, FMA_ABLATIONS, "fma") } : {}),
     ...(o.kvHalf === 1 ? { kvHalf: true } : {}),
   };
-  if (o.kvHalf !== undefined && o.kvHalf !== 0 && o.kvHalf !== 1) {
-    throw new RangeError(`Group kernel kvHalf must be 0 or 1, got ${o.kvHalf}`);
-  }
-  if (o.kvHalf === 1 && dtype !== "f16") {
-    throw new RangeError(`Group kernel kvHalf (f16 staging) needs f16 storage, got ${dtype}`);
-  }
   const budget = storageLimit(o.storage, PLAN_STORAGE_BUDGET);
   switch (o.qResident) {
     case "none":
@@ -886,7 +887,7 @@ export function rowsForGroups(input: PlanInput, groups: GroupSet, kernel: MmaKer
   return k;
 }
 
-/** A name for results and tools: `fma-t256-r64-k64-q-none`. */
+/** A name for results and tools: `fma-t256-r64-k64-qnone`, `fma-t128-r64-k32-qnone-h` (f16 staging). */
 export function fmaVariantName(k: GroupKernel): string {
   const storage = k.storage > 0 ? `-s${k.storage}` : "";
   const knocked = k.ablate?.length ? `-without-${k.ablate.join("+")}` : "";
