@@ -1,12 +1,13 @@
 /**
- * A profile by subtraction of a group-attention kernel, the matrix (subgroup-matrix) one by
- * default, or with `--family fma` the FMA one (on Deno's runtime unless `--runtime dawn`): no profiler
- * reaches the GPU through Dawn, so each part of the kernel (the K/V loads from the KV pool, their
- * staging into workgroup memory, S = Q K^T, the softmax, O += P V, and the fragment loads of the
- * two products) is knocked out in turn (`MmaKernelOptions.ablate`, wrong by design and timed
- * anyway), and the time it saves is what it costs. The full kernel is checked against the float64
- * reference first; `sequence` is timed beside it as the clock witness. Dawn, Llama-3-8B shape,
- * f16, cold L2 (a 128 MiB flush before every sample), variants of a tree interleaved.
+ * A profile by subtraction of a group-attention kernel: the matrix (subgroup-matrix) one by default,
+ * the FMA one with `--family fma` (on Deno's runtime unless `--runtime dawn`). No profiler reaches
+ * the GPU through WebGPU, so each part of the kernel (for the matrix kernel the K/V loads from the
+ * KV pool, their staging into workgroup memory, S = Q K^T, the softmax, O += P V, and the fragment
+ * loads of the two products) is knocked out in turn (`MmaKernelOptions.ablate` or
+ * `GroupKernelOptions.ablate`, wrong by design and timed anyway), and the time it saves is what it
+ * costs. The full kernel is checked against the float64 reference first; `sequence` (its default
+ * split count, not a tuned one) is timed beside it as the clock witness. Llama-3-8B shape, f16, cold
+ * L2 (a 128 MiB flush before every sample), variants of a tree interleaved.
  *
  *     deno run -A tools/profile_mma.ts [--small] [--samples 20] [--trees a,b] [--rows 32]
  *       [--keys 16] [--split 1] [--tiles r32-k16,r32-k16-o1] [--blocks 0,512] [--target 0]
@@ -21,8 +22,8 @@
  * `--small` uses tiny trees (software adapters). Writes `${OUT:-out}/profile_mma.json`
  * (`profile_fma.json` with `--family fma`). For the FMA kernel, `--tiles` lists
  * `t<threads>-r<rows>-k<keys>[-s<storage bytes>][-q<Q residency>][-h]` (`-h`: K, V and P staged in
- * f16; default: the kernel's default
- * tile) and the knock-outs are the {@linkcode FMA_ABLATIONS}.
+ * f16, the default with f16 storage anyway; default: the kernel's default tile) and the knock-outs
+ * are the {@linkcode FMA_ABLATIONS}.
  *
  * @module
  */
@@ -85,7 +86,7 @@ const KNOCKOUTS: string[] = [
 ];
 
 /** The FMA kernel's knock-outs: each part alone, the three of the sub-tile's math at once, the loop. */
-const FMA_KNOCKOUTS: string[] = [
+const FMA_TIMED_KNOCKOUTS: string[] = [
   ...FMA_ABLATIONS.filter((a) => a !== "loop"),
   "kv-load+stage",
   "scores+softmax+pv",
@@ -93,7 +94,7 @@ const FMA_KNOCKOUTS: string[] = [
   "loop",
 ];
 
-/** `--tiles` for the FMA kernel: `t<threads>-r<rows>-k<keys>[-s<storage bytes>][-q<Q residency>]`. */
+/** `--tiles` for the FMA kernel: `t<threads>-r<rows>-k<keys>[-s<storage bytes>][-q<Q residency>][-h]`. */
 function fmaTiles(spec: string): { name: string; fma: Partial<GroupKernelOptions> }[] {
   return spec.split(",").map((t) => {
     const m = t.trim().match(/^t(\d+)-r(\d+)-k(\d+)(?:-s(\d+))?(?:-q(none|f16|f32|auto))?(-h)?$/);
@@ -182,7 +183,7 @@ async function main() {
         },
       );
   const knockouts = values.knockouts === undefined
-    ? (fma ? FMA_KNOCKOUTS : KNOCKOUTS)
+    ? (fma ? FMA_TIMED_KNOCKOUTS : KNOCKOUTS)
     : values.knockouts.split(",").filter((k) => k !== "");
   const variants: ToolVariant[] = [{ label: "sequence", method: getMethod("sequence") }];
   /** The label of the full kernel each knock-out is measured against. */
