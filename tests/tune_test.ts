@@ -324,6 +324,27 @@ async function cli(
   return io;
 }
 
+/** `bench` of the tiny tree, one sample, no calibration, with the tuning `file` (and `extra`). */
+function benchTuned(
+  file: string,
+  out: string,
+  methods: Map<MethodName, AttentionMethod>,
+  extra: string[] = [],
+) {
+  return cli(benchCommand, [
+    "bench",
+    ...TINY,
+    "--samples",
+    "1",
+    "--no-calibrate",
+    "--tuning",
+    file,
+    ...extra,
+    "-o",
+    out,
+  ], methods);
+}
+
 Deno.test("tune stores the winner; bench applies it, says so, records it, and explicit flags win", async () => {
   const methods = new Map<MethodName, AttentionMethod>([
     ["sequence", fakeMethod("sequence") as AttentionMethod],
@@ -345,17 +366,7 @@ Deno.test("tune stores the winner; bench applies it, says so, records it, and ex
 
     // Stored tuning, applied and said; explicit --block-size overrides it.
     const out = `${dir}/a.json`;
-    const b = await cli(benchCommand, [
-      "bench",
-      ...TINY,
-      "--samples",
-      "1",
-      "--no-calibrate",
-      "--tuning",
-      file,
-      "-o",
-      out,
-    ], methods);
+    const b = await benchTuned(file, out, methods);
     assert(b.stderr.includes(`tuning: ${file}`), b.stderr);
     assert(b.stderr.includes(`deft-flatten blockSize=${blockSize}`), b.stderr);
     const a = parseResults(await Deno.readTextFile(out), out);
@@ -365,19 +376,7 @@ Deno.test("tune stores the winner; bench applies it, says so, records it, and ex
     assertEquals(flat.stats.blockSize, blockSize);
 
     const out2 = `${dir}/b.json`;
-    const c = await cli(benchCommand, [
-      "bench",
-      ...TINY,
-      "--samples",
-      "1",
-      "--no-calibrate",
-      "--tuning",
-      file,
-      "--block-size",
-      "32",
-      "-o",
-      out2,
-    ], methods);
+    const c = await benchTuned(file, out2, methods, ["--block-size", "32"]);
     assert(/overrides the stored blockSize/.test(c.stderr), c.stderr);
     const d = parseResults(await Deno.readTextFile(out2), out2);
     assertEquals(d.runtimes[0]!.tuning, null);
@@ -453,18 +452,7 @@ Deno.test("bench gives deft-flatten's Flash-Decoding parts sequence's stored var
     await Deno.writeTextFile(file, JSON.stringify(doc));
     const blockSize = own.choice.blockSize;
     const run = async (extra: string[], out: string) => {
-      const io = await cli(benchCommand, [
-        "bench",
-        ...TINY,
-        "--samples",
-        "1",
-        "--no-calibrate",
-        "--tuning",
-        file,
-        ...extra,
-        "-o",
-        out,
-      ], methods);
+      const io = await benchTuned(file, out, methods, extra);
       const r = parseResults(await Deno.readTextFile(out), out);
       const flat = r.workloads[0]!.snapshots[0]!.cases.find((c) => c.method === "deft-flatten")!;
       return { io, r, flat };

@@ -51,6 +51,7 @@ import { type Dtype, resolveShape } from "../../workloads/shapes.ts";
 import { storageDtype } from "../dtype.ts";
 import { ExitCode, UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { type InterruptSignal, interruptStatus, onInterrupt } from "../signals.ts";
 import { createProgress, formatNs } from "../progress.ts";
 import { givenOptions, methodOptionFlags, variantOption } from "../method_args.ts";
 import {
@@ -848,29 +849,17 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
       // Ctrl-C (or SIGTERM) once: stop, and write the cases finished so far marked partial.
       // Twice: quit at once, removing any file being written.
       const interrupt = new AbortController();
-      const onSignal = (name: Deno.Signal) => () => {
+      const removeListeners = onInterrupt((name) => {
         if (interrupt.signal.aborted) {
           removePendingTemps();
           io.err(`\n${name} again: quitting at once (no half-written file is left)\n`);
-          Deno.exit(name === "SIGTERM" ? 143 : 130);
+          Deno.exit(interruptStatus(name));
         }
         io.err(
           `\n${name}: stopping; the cases finished so far will be written to ${outPath} (press Ctrl-C again to quit at once)\n`,
         );
         interrupt.abort(name);
-      };
-      const listeners = (["SIGINT", "SIGTERM"] as const).flatMap((name) => {
-        const h = onSignal(name);
-        try {
-          Deno.addSignalListener(name, h);
-          return [[name, h] as const];
-        } catch {
-          return []; // a platform without this signal
-        }
       });
-      const removeListeners = () => {
-        for (const [name, h] of listeners.splice(0)) Deno.removeSignalListener(name, h);
-      };
       const doc = await runBench(devices, {
         workloads,
         methods,
@@ -902,7 +891,7 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
         throw e;
       });
       const partial = doc.partial ?? null;
-      const exitCode = interrupt.signal.reason === "SIGTERM" ? 143 : 130; // 128 + signal
+      const exitCode = interruptStatus(interrupt.signal.reason as InterruptSignal);
       if (partial && partial.completedCases === 0) {
         removeListeners();
         io.err(`${partial.reason} before any case finished: nothing was written\n`);

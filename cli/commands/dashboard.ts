@@ -16,6 +16,7 @@ import { parseResults } from "../../results/document.ts";
 import { refuseOverlap } from "../../results/files.ts";
 import { UsageError } from "../errors.ts";
 import type { CliIo } from "../io.ts";
+import { type InterruptSignal, interruptStatus, onInterrupt } from "../signals.ts";
 
 /** `.json` files under a folder, sorted, recursively. */
 async function jsonFiles(dir: string): Promise<string[]> {
@@ -69,26 +70,18 @@ export function dashboardCommand(io: CliIo) {
       const files = buildDashboard(runs, { title: opts.title, skipped });
       // Ctrl-C (or SIGTERM) during the write waits for it: the site is written and renamed in one
       // synchronous step, then the command exits as interrupted.
-      let caught: Deno.Signal | null = null;
-      const listeners = (["SIGINT", "SIGTERM"] as const).flatMap((name) => {
-        const h = () => {
-          caught = name;
-        };
-        try {
-          Deno.addSignalListener(name, h);
-          return [[name, h] as const];
-        } catch {
-          return []; // a platform without this signal
-        }
+      let caught: InterruptSignal | null = null;
+      const removeListeners = onInterrupt((name) => {
+        caught = name;
       });
       try {
         await writeSite(opts.output, files, { force: opts.force ?? false });
       } finally {
-        for (const [name, h] of listeners) Deno.removeSignalListener(name, h);
+        removeListeners();
       }
       if (caught !== null) {
         io.err(`\n${caught}: the dashboard was written to ${opts.output} before stopping\n`);
-        Deno.exit(caught === "SIGTERM" ? 143 : 130);
+        Deno.exit(interruptStatus(caught));
       }
       io.err(
         `dashboard: wrote ${files.size} file(s) for ${runs.length} run(s) to ${opts.output}${
