@@ -8,10 +8,11 @@
  * - `partialLse`: `[partial][qHead]`, lse_g = m_g + ln ℓ_g, or a value <= -3e38 for a row that saw
  *   no key (it then contributes nothing).
  *
- * Mesa's software adapters end a shader after 65535 loop iterations, so the kernel walks a list 32
- * entries per loop iteration ({@linkcode reductionLoopIterations}); `prepareReduction` refuses, on
- * those adapters, a list long enough to reach the limit anyway (over a million partials per query)
- * instead of returning rows it never wrote.
+ * The kernel (`wgsl/reduce.wgsl`) is one pass with an online maximum: no workgroup memory, no
+ * barrier, {@linkcode REDUCE_ROUND} entries per loop iteration. Mesa's software adapters end a
+ * shader after 65535 loop iterations ({@linkcode reductionLoopIterations}); `prepareReduction`
+ * refuses, on those adapters, a list long enough to reach the limit (over a million partials per
+ * query) instead of returning rows it never wrote.
  *
  * @module
  */
@@ -19,7 +20,9 @@
 import type { ModelShape } from "../workloads/shapes.ts";
 import { type Gpu, GpuError } from "./gpu.ts";
 import type { DispatchInfo } from "./method.ts";
+import { specializeWgsl, unrollWgsl } from "./wgsl.ts";
 import reduceWgsl from "./wgsl/reduce.wgsl" with { type: "text" };
+import reduceTreeWgsl from "./wgsl/reduce_tree.wgsl" with { type: "text" };
 
 /** Value stage-1 kernels write as lse for a row that saw no key. */
 export const EMPTY_LSE = -3.0e38;
@@ -81,8 +84,18 @@ export function alignedPartialBase(partials: number, shape: ModelShape): number 
   return Math.ceil(partials / step) * step;
 }
 
-/** Threads of the reduction's workgroup: list entries merged per loop iteration. */
+/** Threads of the reduction's workgroup: one per vec4 of the output row (two past 128 dims). */
 export const REDUCE_THREADS = 32;
+
+/** List entries the reduction merges per loop iteration (all of their loads in flight at once). */
+export const REDUCE_ROUND = 16;
+
+/**
+ * The reduction kernel `prepareReduction` builds: `online` (the default) or `tree`, the two-pass
+ * kernel before docs/performance.md change 29. Profiling only (`tools/perf_runtimes.ts` switches
+ * it around a variant's prepare, for an A/B in one process); never set by a method.
+ */
+export const reductionKernel: { current: "online" | "tree" } = { current: "online" };
 
 /**
  * Mesa's llvmpipe (and lavapipe, which shares its compiler) ends a shader invocation after this many
@@ -93,13 +106,33 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 
 /**
  * Loop iterations one invocation of the reduction runs for a query with `entries` partials (an
- * upper bound: each loop's iterations plus its exit test): the strided max, the 5-step tree over
- * the threads and the tiles of 32 entries (the output write is straight-line code).
+ * upper bound): its rounds of {@linkcode REDUCE_ROUND} entries plus the exit test (the other loops
+ * are unrolled).
  */
 export function reductionLoopIterations(entries: number): number {
-  const strided = Math.ceil(entries / REDUCE_THREADS) + 1;
-  const tree = Math.log2(REDUCE_THREADS) + 1;
-  return 2 * strided + tree;
+  if (reductionKernel.current === "tree") {
+    const strided = Math.ceil(entries / REDUCE_THREADS) + 1;
+    return 2 * strided + Math.log2(REDUCE_THREADS) + 1;
+  }
+  return Math.ceil(entries / REDUCE_ROUND) + 1;
+}
+
+/** The reduction's WGSL for `shape`: constants specialised, rounds unrolled. */
+export function reductionSource(shape: ModelShape): string {
+  const d4 = shape.headDim / 4;
+  const halves = Math.ceil(d4 / REDUCE_THREADS);
+  if (shape.headDim % 4 !== 0 || halves > 2) {
+    throw new RangeError(
+      `The reduction needs a head dim that is a multiple of 4 and at most ${
+        8 * REDUCE_THREADS
+      }, got ${shape.headDim}`,
+    );
+  }
+  const consts = { Q_HEADS: shape.qHeads, D4: d4, HALVES: halves, U: REDUCE_ROUND };
+  return unrollWgsl(
+    specializeWgsl(reduceWgsl, { consts: { ...consts, WG: REDUCE_THREADS }, name: "reduce.wgsl" }),
+    consts,
+  );
 }
 
 /** The longest CSR list (most partials of one query). */
@@ -147,10 +180,12 @@ export async function prepareReduction(
       );
     }
   }
-  const pipeline = await gpu.pipeline("reduce", reduceWgsl, {
-    Q_HEADS: shape.qHeads,
-    HEAD_DIM: shape.headDim,
-  });
+  const pipeline = reductionKernel.current === "tree"
+    ? await gpu.pipeline("reduce", reduceTreeWgsl, {
+      Q_HEADS: shape.qHeads,
+      HEAD_DIM: shape.headDim,
+    })
+    : await gpu.pipeline("reduce", reductionSource(shape), {});
   const offsets = gpu.buffer("reduce offsets", lists.offsets);
   const entries = gpu.buffer("reduce entries", lists.entries);
   const bindGroup = gpu.device.createBindGroup({

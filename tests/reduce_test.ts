@@ -10,6 +10,7 @@ import {
   type ReductionLists,
   reductionLists,
   reductionLoopIterations,
+  reductionSource,
 } from "../kernels/reduce.ts";
 import { Rng } from "../workloads/rng.ts";
 import { shape, testGpu } from "./_conformance.ts";
@@ -99,6 +100,96 @@ Deno.test({
       for (const b of [bufO, bufLse, out]) b.destroy();
     }
   },
+});
+
+/** Runs the reduction of `lists` on the test GPU; returns its largest error against `cpuReduce`. */
+async function reduceError(
+  lists: ReductionLists,
+  s: ReturnType<typeof shape>,
+  partialO: Float32Array,
+  partialLse: Float32Array,
+): Promise<{ worst: number; nonFinite: number }> {
+  const gpu = await testGpu();
+  const queries = lists.offsets.length - 1;
+  const bufO = gpu.buffer("partial o", partialO);
+  const bufLse = gpu.buffer("partial lse", partialLse);
+  const out = gpu.buffer("out", queries * s.qHeads * s.headDim * 4);
+  const reduction = await prepareReduction(gpu, lists, s, bufO, bufLse, out);
+  try {
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    reduction.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+    const got = new Float32Array(await gpu.read(out));
+    const clean = partialO.map((x) => (Number.isFinite(x) ? x : 0));
+    const want = cpuReduce(lists, s.qHeads, s.headDim, clean, partialLse);
+    let worst = 0;
+    let nonFinite = 0;
+    for (let i = 0; i < want.length; i++) {
+      if (!Number.isFinite(got[i]!)) nonFinite++;
+      else worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / (1 + Math.abs(want[i]!)));
+    }
+    return { worst, nonFinite };
+  } finally {
+    reduction.destroy();
+    for (const b of [bufO, bufLse, out]) b.destroy();
+  }
+}
+
+// Lists around the kernel's round of 16 entries, a maximum that arrives in a later round (the sums
+// so far are rescaled), lse values far apart (weights that underflow to 0), an empty partial whose
+// o is NaN (it must add nothing), and head dims of one and two vec4s per lane.
+Deno.test({
+  name:
+    "the reduction is exact across rounds, with a late maximum, spread lse and NaN in empty partials",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    for (const d of [64, 128, 256]) {
+      const s = shape(4, 2, d);
+      const lengths = [1, 2, 15, 16, 17, 31, 32, 33, 40];
+      const partialQuery: number[] = [];
+      lengths.forEach((n, q) => partialQuery.push(...new Array(n).fill(q)));
+      const lists = reductionLists(lengths.length, partialQuery);
+      const rng = new Rng(d);
+      const partialO = new Float32Array(partialQuery.length * s.qHeads * d)
+        .map(() => rng.next() * 2 - 1);
+      const partialLse = new Float32Array(partialQuery.length * s.qHeads);
+      for (let p = 0; p < partialQuery.length; p++) {
+        for (let h = 0; h < s.qHeads; h++) {
+          // Head 0: rising with p (the maximum moves every round); head 1: spread over 200 nats;
+          // the others random in [0, 8).
+          partialLse[p * s.qHeads + h] = h === 0
+            ? p * 0.7
+            : h === 1
+            ? rng.next() * 200 - 100
+            : rng.next() * 8;
+        }
+      }
+      // The second partial of the 17-entry list saw no key on head 2, and its o is NaN there.
+      const empty = lists.entries[lists.offsets[4]! + 1]!;
+      partialLse[empty * s.qHeads + 2] = EMPTY_LSE;
+      partialO.fill(NaN, (empty * s.qHeads + 2) * d, (empty * s.qHeads + 3) * d);
+      const { worst, nonFinite } = await reduceError(lists, s, partialO, partialLse);
+      assertStrictEquals(nonFinite, 0, `d=${d}: non-finite outputs`);
+      assert(worst < 1e-5, `d=${d}: largest relative error ${worst}`);
+    }
+  },
+});
+
+Deno.test("reductionSource() unrolls every round and refuses a head dim past two vec4s per lane", () => {
+  const src = reductionSource(shape(32, 8, 128));
+  assert(!/for \(var \w+ = 0u;.*\/\/ unroll/.test(src), "no loop is left marked");
+  assert(!src.includes("for (var u"), "no round loop is left");
+  assert(src.includes("const U: u32 = 16u;"));
+  let threw = false;
+  try {
+    reductionSource({ ...shape(4, 1, 128), headDim: 260 });
+  } catch (e) {
+    threw = e instanceof RangeError;
+  }
+  assert(threw);
 });
 
 Deno.test({

@@ -22,6 +22,7 @@ import {
   verify,
 } from "../kernels/verify.ts";
 import { median } from "../results/stats.ts";
+import { reductionKernel } from "../kernels/reduce.ts";
 
 /** One variant to check and time. */
 export interface ToolVariant {
@@ -38,6 +39,11 @@ export interface ToolVariant {
    * check still runs the whole method.
    */
   part?: string;
+  /**
+   * The reduction kernel it is prepared with (`reductionKernel` of kernels/reduce.ts; default
+   * `online`): the A/B of docs/performance.md change 29.
+   */
+  reduce?: "online" | "tree";
 }
 
 /** A variant's outcome. */
@@ -148,10 +154,15 @@ export async function verifyAndTime(
       try {
         const plan = problem.plan(v.method, v.options ?? {});
         result.plan = plan;
-        prepared = await gpu.scoped(
-          `Preparing ${v.label}`,
-          () => v.method.prepare(gpu, plan, problem.buffers),
-        );
+        reductionKernel.current = v.reduce ?? "online";
+        try {
+          prepared = await gpu.scoped(
+            `Preparing ${v.label}`,
+            () => v.method.prepare(gpu, plan, problem.buffers),
+          );
+        } finally {
+          reductionKernel.current = "online";
+        }
         const output = await runPrepared(problem, prepared, v.label);
         const verdict = verify(output, ref, problem.data.shape, problem.data.dtype);
         result.verdict = verdict;

@@ -46,6 +46,8 @@ interface Variant {
   options: Partial<MethodOptions>;
   /** Runtimes it runs on (default both). */
   runtimes?: RuntimeName[];
+  /** The reduction kernel (default `online`; `tree`: before change 29). */
+  reduce?: "online" | "tree";
 }
 
 /**
@@ -164,8 +166,57 @@ function flattenVariants(): Variant[] {
       options: { ...deno, privateMin: 0 },
       runtimes: ["deno"],
     },
+    // Change 29 (run 39): the one-pass reduction against the two-pass one (`-tree`), on the
+    // methods as bench runs them on a calibrated H200 with the stored tuning; change 30: the
+    // 128-row FMA tile (256 threads), alone on an SM (38 KiB) or two under a 24 KiB budget.
+    ...([
+      ["c29-dawn", "dawn", { ...tunedDawn, multiprocessors: 132 }],
+      ["c29-deno", "deno", { ...tunedDeno, multiprocessors: 132 }],
+    ] as const).flatMap(([label, runtime, options]): Variant[] => [
+      { label, method: "deft-flatten", options, runtimes: [runtime] },
+      {
+        label: `${label}-tree`,
+        method: "deft-flatten",
+        options,
+        runtimes: [runtime],
+        reduce: "tree",
+      },
+    ]),
+    ...([
+      ["c30-r128-k32", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 128],
+      ["c30-r128-k32-b256", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 256],
+      [
+        "c30-r128-k32-s24k",
+        { threads: 256, rows: 128, keys: 32, qResident: "none", storage: 24576 },
+        128,
+      ],
+    ] as const).map(([label, fma, blockSize]): Variant => ({
+      label,
+      method: "deft-flatten",
+      options: { ...tunedDeno, blockSize, fma, multiprocessors: 132 },
+      runtimes: ["deno"],
+    })),
   ];
 }
+
+/**
+ * deft-flatten as `bench` runs it on the H200's Deno runtime with the stored tuning (run 38): the
+ * tuned tile, and `sequence`'s tuned split count for its Flash-Decoding parts.
+ */
+const tunedDeno = {
+  kernel: "fma" as const,
+  blockSize: 128,
+  fma: { threads: 128, rows: 64, keys: 64, qResident: "none", storage: 24576 },
+  sequence: { targetWorkgroups: 1536 },
+} satisfies Partial<MethodOptions>;
+
+/** The same on Dawn (run 27's tuning). */
+const tunedDawn = {
+  kernel: "mma" as const,
+  blockSize: 128,
+  mma: { rows: 64, keys: 16 },
+  sequence: { targetWorkgroups: 1536 },
+} satisfies Partial<MethodOptions>;
 
 /** `sequence`'s geometry and split count, for the bandwidth of the baseline (`options.sequence`). */
 function sequenceVariants(): Variant[] {
@@ -183,7 +234,21 @@ function sequenceVariants(): Variant[] {
     ["seq-l4", { lanes: 4 }],
     ["seq-l16", { lanes: 16 }],
   ];
-  return grid.map(([label, sequence]) => ({ label, method: "sequence", options: { sequence } }));
+  return [
+    ...grid.map(([label, sequence]): Variant => ({
+      label,
+      method: "sequence",
+      options: { sequence },
+    })),
+    // Change 29: the tuned split count with either reduction.
+    { label: "c29-seq", method: "sequence", options: { sequence: { targetWorkgroups: 1536 } } },
+    {
+      label: "c29-seq-tree",
+      method: "sequence",
+      options: { sequence: { targetWorkgroups: 1536 } },
+      reduce: "tree",
+    },
+  ];
 }
 
 const VARIANTS: Variant[] = [
@@ -308,7 +373,12 @@ async function runRuntime(
       const measured = await verifyAndTime(
         problem,
         timer,
-        variants.map((v) => ({ label: v.label, method: getMethod(v.method), options: v.options })),
+        variants.map((v) => ({
+          label: v.label,
+          method: getMethod(v.method),
+          options: v.options,
+          reduce: v.reduce,
+        })),
         {
           samples: opts.samples,
           warmup: opts.warmup,
