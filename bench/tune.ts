@@ -32,12 +32,14 @@ import { badParamGroup, type KernelVariant, type VariantParams } from "../kernel
 import { Problem } from "../kernels/problem.ts";
 import { referenceOf, sampleRows } from "../kernels/verify.ts";
 import { writeFileAtomic } from "../results/files.ts";
-import type { CaseResult, OptionValue } from "../results/schema.ts";
+import type { CaseResult, ClockReferenceCalibration, OptionValue } from "../results/schema.ts";
+import { median } from "../results/stats.ts";
 import type { Dtype, ModelShape } from "../workloads/shapes.ts";
 import { IndexedTree, type Tree, treeFacts } from "../workloads/tree.ts";
 import { adapterKey } from "./calibrate.ts";
 import { createFlushPass } from "./measure.ts";
-import { type CaseSpec, runCases, type TimingConfig } from "./run.ts";
+import { createClockGuard, LOW_CLOCK_FRACTION } from "./clock.ts";
+import { type CaseSpec, type ClockRecord, runCases, type TimingConfig } from "./run.ts";
 import type { Timer } from "./timer.ts";
 
 /** Format tag of a tuning file. */
@@ -176,6 +178,12 @@ export interface CandidateResult {
   score: number | null;
   /** Index of the earlier candidate it is the same as, or null. */
   sameAs: number | null;
+  /**
+   * Per tree, the speed the GPU ran at while the candidate was timed, as a fraction of its working
+   * speed (the clock guard's reference kernel beside the samples; see bench/clock.ts); null where
+   * not timed or without a clock guard. Absent in files written before the guard.
+   */
+  clockFractions?: (number | null)[];
 }
 
 /** The tuning of one method for one dtype on one (adapter, runtime). */
@@ -191,6 +199,12 @@ export interface TuningEntry {
   tunedAt: string;
   trees: { name: string; nodes: number; treeTokens: number; queries: number }[];
   candidates: CandidateResult[];
+  /**
+   * `candidate on tree` for every timing taken below {@linkcode LOW_CLOCK_FRACTION} of the working
+   * speed (its latency, and the choice it took part in, are then in doubt; tune again). Empty when
+   * every timing ran at speed; absent without a clock guard.
+   */
+  lowClock?: string[];
 }
 
 /** A tuning file: the entries of one adapter and runtime. */
@@ -228,6 +242,14 @@ export interface TuneOptions {
   /** Progress lines. */
   onStep?: (message: string) => void;
   now?: () => number;
+  /**
+   * Keep the GPU at its working clock while timing, as `bench` does (`bench/clock.ts`: a spin-up
+   * before every tree, a reference kernel beside the samples), and record each timing's clock.
+   * Default false (tests and CPUs); the `tune` command turns it on for hardware adapters.
+   */
+  clockGuard?: boolean;
+  /** The calibrated clock reference (the working speed), when the adapter has one stored. */
+  clockReference?: ClockReferenceCalibration | null;
 }
 
 /** Plan identity of a case: two candidates with equal identities run the same kernels. */
@@ -247,7 +269,15 @@ export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<Tuni
   const base: MethodOptions = { ...DEFAULT_METHOD_OPTIONS, ...fixed };
   const flush = o.timing.cold ? await createFlushPass(gpu, { bytes: o.flushBytes }) : undefined;
   const entries: TuningEntry[] = [];
+  let clocks: ClockRecord | undefined;
   try {
+    if (o.clockGuard) {
+      const guard = await createClockGuard(gpu, timer, {
+        calibrated: o.clockReference,
+        now: o.now,
+      });
+      clocks = { guard, refs: new Map(), windows: new Map() };
+    }
     for (const method of o.methods) {
       const candidates = tuningCandidates(method.name, caps, o.dtype, {
         tunables: o.tunables,
@@ -281,18 +311,28 @@ export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<Tuni
             calibration: null,
             flush,
             now: o.now,
+            clocks,
           });
           cases.forEach((c, i) => results[i]!.push(c));
         } finally {
           problem.destroy();
         }
       }
-      entries.push(score(method.name, o, candidates, results));
+      entries.push(score(method.name, o, candidates, results, clocks));
     }
   } finally {
     flush?.destroy();
+    clocks?.guard?.destroy();
   }
   return entries;
+}
+
+/** A case's clock fraction: the working speed over the median reference beside its samples. */
+function clockFraction(c: CaseResult, clocks: ClockRecord | undefined): number | null {
+  const working = clocks?.guard?.workingNs ?? null;
+  const refs = (clocks?.refs.get(c.key) ?? []).filter((v): v is number => v !== null && v > 0);
+  if (working === null || refs.length === 0 || c.timing === null) return null;
+  return working / median(refs);
 }
 
 /** Scores candidates from their cases (one per tree) and picks the winner. */
@@ -301,6 +341,7 @@ function score(
   o: TuneOptions,
   candidates: OptionValues[],
   results: CaseResult[][],
+  clocks: ClockRecord | undefined,
 ): TuningEntry {
   const trees = o.trees.length;
   const out: CandidateResult[] = candidates.map((options, i) => {
@@ -325,6 +366,7 @@ function score(
       mediansNs: cases.map((c) => c.timing?.medianNs ?? null),
       score: null,
       sameAs: sameAs >= 0 ? sameAs : null,
+      ...(clocks ? { clockFractions: cases.map((c) => clockFraction(c, clocks)) } : {}),
     };
   });
   const live = out.filter((c) => c.status === "ok");
@@ -365,6 +407,17 @@ function score(
       return { name: t.name, nodes: f.nodes, treeTokens: f.treeTokens, queries: f.queries };
     }),
     candidates: out,
+    ...(clocks
+      ? {
+        lowClock: out.flatMap((c) =>
+          (c.clockFractions ?? []).flatMap((f, t) =>
+            f !== null && f < LOW_CLOCK_FRACTION
+              ? [`${describeOptions(c.options)} on ${o.trees[t]!.name}`]
+              : []
+          )
+        ),
+      }
+      : {}),
   };
 }
 

@@ -18,6 +18,7 @@ import {
 } from "../kernels/gpu.ts";
 import { KERNEL_CHOICES, kernelCaps, type KernelChoice } from "../kernels/method.ts";
 import type { Dtype } from "../workloads/shapes.ts";
+import type { ClockReferenceCalibration } from "../results/schema.ts";
 import { UsageError } from "./errors.ts";
 
 /** Parses `--runtime deno`, `dawn` or `deno,dawn` (order kept, each runtime once). */
@@ -160,13 +161,18 @@ export function runtimeCalibrationPath(gpu: Gpu, dir = "out/calibration"): strin
 /**
  * Gives `gpu` the resident workgroups of its stored calibration (`bench` does the same with the
  * calibration it uses), so that `run` and `tune` plan as `bench` does; a missing or unreadable
- * calibration leaves them unknown (`bench` and `calibrate` say what is wrong with one).
+ * calibration leaves them unknown (`bench` and `calibrate` say what is wrong with one). Returns the
+ * calibration's clock reference, if it has one (`tune`'s clock guard takes its working speed).
  */
-export async function useStoredResidency(gpu: Gpu, dir = "out/calibration"): Promise<void> {
+export async function useStoredResidency(
+  gpu: Gpu,
+  dir = "out/calibration",
+): Promise<ClockReferenceCalibration | null> {
   const stored = await loadCalibration(runtimeCalibrationPath(gpu, dir), gpu.info).catch(() =>
     null
   );
   gpu.residentWorkgroups = stored?.calibration.residentWorkgroups ?? null;
+  return stored?.calibration.reference ?? null;
 }
 
 /** `deno` / `dawn` label of a device, with its adapter: `dawn (NVIDIA H200)`. */

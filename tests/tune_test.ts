@@ -8,6 +8,7 @@ import {
   type Tunable,
   TUNABLES,
   tune,
+  type TuneOptions,
   tuningCandidates,
   type TuningEntry,
   TuningError,
@@ -126,19 +127,30 @@ const TREES = [
 async function runTune(
   method: AttentionMethod,
   medianNs: (blockSize: number, tree: string) => number,
-  over: { tieMargin?: number } = {},
+  over: Partial<TuneOptions> = {},
+  speedOn: (tree: string) => number = () => 1,
 ): Promise<TuningEntry> {
   const g = await testGpu();
   const clock = new FakeClock();
-  // Candidates are keyed `tree/method#index`, in the order of the block sizes below.
+  // Candidates are keyed `tree/method#index`, in the order of the block sizes below. The GPU runs
+  // at speedOn(tree) from the moment tune starts on that tree (its clock reference too).
   const sizes = [128, 64, 256, 512];
+  let speed = 1;
   const timer = new FakeTimer({
     sample: (label) => {
+      if (!label.includes("/")) return REFERENCE_NS / speed; // the clock reference (and its sizing)
       const [tree, rest] = label.split("/");
-      return medianNs(sizes[Number(rest!.split("#")[1])]!, tree!);
+      return medianNs(sizes[Number(rest!.split("#")[1])]!, tree!) / speed;
     },
     clock,
   });
+  over = {
+    ...over,
+    onStep: (m) => {
+      const tree = / on (\w+):/.exec(m)?.[1];
+      if (tree) speed = speedOn(tree);
+    },
+  };
   const [entry] = await tune(g, timer, {
     methods: [method],
     trees: TREES,
@@ -178,6 +190,30 @@ Deno.test("tune() verifies every candidate, scores by geometric mean and picks t
   assertEquals(e.winner, 2);
   assertEquals(e.choice, { blockSize: 256 });
   assertEquals(e.trees.map((t) => t.name), ["grid", "pair"]);
+});
+
+/** Time of one pass of the fake clock reference at full speed, ns. */
+const REFERENCE_NS = 50_000;
+
+Deno.test("tune() keeps the GPU at its clock like bench, and records and flags timings below it", async () => {
+  // The GPU runs at full speed on the first tree and at 60 % on the second.
+  const e = await runTune(
+    blockAware("deft-flatten"),
+    (b) => (b === 256 ? 800 : 1000),
+    { clockGuard: true },
+    (tree) => (tree === "pair" ? 0.6 : 1),
+  );
+  for (const c of e.candidates.filter((c) => c.status === "ok")) {
+    const [grid, pair] = c.clockFractions!;
+    assert(Math.abs(grid! - 1) < 1e-9, `${describeOptions(c.options)}: ${grid}`);
+    assert(Math.abs(pair! - 0.6) < 1e-9, `${describeOptions(c.options)}: ${pair}`);
+  }
+  const ok = e.candidates.filter((c) => c.status === "ok" && c.sameAs === null);
+  assertEquals(e.lowClock, ok.map((c) => `${describeOptions(c.options)} on pair`));
+  // Without the guard nothing is recorded.
+  const off = await runTune(blockAware("deft-flatten"), () => 1000);
+  assertEquals(off.lowClock, undefined);
+  assertEquals(off.candidates[0]!.clockFractions, undefined);
 });
 
 Deno.test("tune() keeps the default within the tie margin and marks candidates that change nothing", async () => {

@@ -9,6 +9,9 @@
 import { Command, InvalidArgumentError, Option } from "../../deps/commander.ts";
 import { Table } from "../../deps/cli_table.ts";
 import { createTimer } from "../../bench/timer.ts";
+import { LOW_CLOCK_FRACTION } from "../../bench/clock.ts";
+import type { Gpu } from "../../kernels/gpu.ts";
+import type { ClockReferenceCalibration } from "../../results/schema.ts";
 import {
   DEFAULT_TIE_MARGIN,
   describeOptions,
@@ -105,7 +108,14 @@ export function tuningTable(entry: TuningEntry): string {
     t.push([
       `${describeOptions(c.options)}${won ? " *" : ""}`,
       c.kernel,
-      ...c.mediansNs.map((m) => (m === null ? "-" : formatNs(m))),
+      ...c.mediansNs.map((m, i) => {
+        if (m === null) return "-";
+        const f = c.clockFractions?.[i];
+        // A timing below the working clock is marked with the speed it ran at.
+        return f != null && f < LOW_CLOCK_FRACTION
+          ? `${formatNs(m)} (clock ${(f * 100).toFixed(0)}%)`
+          : formatNs(m);
+      }),
       c.score === null ? "-" : c.score.toFixed(3),
       c.status === "ok" ? "ok" : `${c.status}: ${c.message}`,
     ]);
@@ -169,6 +179,11 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
     .addOption(int("--min-samples <n>", `samples of the first round (default 10)`))
     .addOption(int("--max-samples <n>", `most samples per candidate (default 1000)`))
     .option("--cold", "flush caches (write 128 MiB) before every sample")
+    .option(
+      "--clock-guard",
+      "keep the GPU at its working clock while timing, as bench does, and mark timings below it (default: on, except on a software adapter)",
+    )
+    .option("--no-clock-guard", "no clock guard: no reference kernel beside the candidates")
     .addOption(int("--verify-rows <n>", "(query, head) rows checked per candidate (default 64)"))
     .option(
       "-o, --output <file>",
@@ -212,7 +227,8 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
     const all: TuningEntry[] = [];
     let wrong = 0;
     try {
-      for (const g of gpus) await useStoredResidency(g);
+      const references = new Map<Gpu, ClockReferenceCalibration | null>();
+      for (const g of gpus) references.set(g, await useStoredResidency(g));
       const software = gpus.some((g) => isSoftwareAdapter(g.info));
       const scaled = software && opts.scale === undefined;
       const d = scaled ? SOFTWARE_DEFAULTS : BENCH_DEFAULTS;
@@ -279,6 +295,8 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
               verifyRows: opts.verifyRows ?? d.verifyRows,
               fixed,
               onStep: (m) => say(`tune: ${m}`),
+              clockGuard: opts.clockGuard ?? !isSoftwareAdapter(gpu.info),
+              clockReference: references.get(gpu) ?? null,
             });
           } catch (e) {
             if (e instanceof Error && /^No candidate of/.test(e.message)) {
@@ -297,6 +315,15 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
           for (const e of entries) {
             wrong += e.candidates.filter((c) => c.status === "failed").length;
             if (!opts.json) io.out(`${runtime}: ${tuningTable(e)}`);
+            if (e.lowClock?.length) {
+              io.err(
+                `warning: ${runtime}: ${e.method}: ${e.lowClock.length} timing(s) ran below ${
+                  LOW_CLOCK_FRACTION * 100
+                }% of the GPU's working clock (${e.lowClock.slice(0, 3).join("; ")}${
+                  e.lowClock.length > 3 ? "; ..." : ""
+                }); the choice may be wrong: tune again\n`,
+              );
+            }
           }
           if (!opts.json) io.out(`tuning: ${path}\n`);
         } finally {
