@@ -65,10 +65,10 @@ export const GROUP_FMA: KernelVariant = {
 /**
  * The FMA kernel's tiles worth tuning (docs/performance.md, changes 26 and 28): the f16 default
  * (two workgroups per SM with f16 staging), the 64-key tile of change 25 (one per SM, whole
- * sub-tiles), a 32-row tile (four per SM, fewer empty rows where a KV head has few rows), two under
- * a workgroup-memory budget (more per SM, more chunks), and a 128-row tile of 256 threads (K and V
- * staged once per 128 rows; change 30). Staging follows the storage dtype; tiles the device cannot
- * hold fail their plan and drop out.
+ * sub-tiles), a 32-row tile (four per SM, fewer empty rows where a KV head has few rows), and two
+ * under a workgroup-memory budget (more per SM, more chunks). A 128-row tile of 256 threads, alone
+ * on an SM, lost 21-25% (change 30). Staging follows the storage dtype; tiles the device cannot hold
+ * fail their plan and drop out.
  */
 function fmaTiles(): Record<string, number | string>[] {
   const { threads, rows, keys } = DEFAULT_GROUP_KERNEL_F16;
@@ -79,7 +79,6 @@ function fmaTiles(): Record<string, number | string>[] {
     // Two per SM with 64-key sub-tiles (4 K chunks, 2 V slices), three with 32 (4 and 2).
     { threads: 128, rows: 64, keys: 64, qResident: "none", storage: 24576 },
     { threads, rows, keys, qResident: "none", storage: 16384 },
-    { threads: 256, rows: 128, keys: 32, qResident: "none" },
   ];
 }
 

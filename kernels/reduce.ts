@@ -22,7 +22,6 @@ import { type Gpu, GpuError } from "./gpu.ts";
 import type { DispatchInfo } from "./method.ts";
 import { specializeWgsl, unrollWgsl } from "./wgsl.ts";
 import reduceWgsl from "./wgsl/reduce.wgsl" with { type: "text" };
-import reduceTreeWgsl from "./wgsl/reduce_tree.wgsl" with { type: "text" };
 
 /** Value stage-1 kernels write as lse for a row that saw no key. */
 export const EMPTY_LSE = -3.0e38;
@@ -91,13 +90,6 @@ export const REDUCE_THREADS = 32;
 export const REDUCE_ROUND = 16;
 
 /**
- * The reduction kernel `prepareReduction` builds: `online` (the default) or `tree`, the two-pass
- * kernel before docs/performance.md change 29. Profiling only (`tools/perf_runtimes.ts` switches
- * it around a variant's prepare, for an A/B in one process); never set by a method.
- */
-export const reductionKernel: { current: "online" | "tree" } = { current: "online" };
-
-/**
  * Mesa's llvmpipe (and lavapipe, which shares its compiler) ends a shader invocation after this many
  * loop iterations in all, silently (`LP_MAX_TGSI_LOOP_ITERATIONS`, shared between every loop of
  * the shader). The group kernel guards against it too.
@@ -110,10 +102,6 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
  * are unrolled).
  */
 export function reductionLoopIterations(entries: number): number {
-  if (reductionKernel.current === "tree") {
-    const strided = Math.ceil(entries / REDUCE_THREADS) + 1;
-    return 2 * strided + Math.log2(REDUCE_THREADS) + 1;
-  }
   return Math.ceil(entries / REDUCE_ROUND) + 1;
 }
 
@@ -180,12 +168,7 @@ export async function prepareReduction(
       );
     }
   }
-  const pipeline = reductionKernel.current === "tree"
-    ? await gpu.pipeline("reduce", reduceTreeWgsl, {
-      Q_HEADS: shape.qHeads,
-      HEAD_DIM: shape.headDim,
-    })
-    : await gpu.pipeline("reduce", reductionSource(shape), {});
+  const pipeline = await gpu.pipeline("reduce", reductionSource(shape));
   const offsets = gpu.buffer("reduce offsets", lists.offsets);
   const entries = gpu.buffer("reduce entries", lists.entries);
   const bindGroup = gpu.device.createBindGroup({

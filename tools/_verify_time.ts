@@ -22,7 +22,6 @@ import {
   verify,
 } from "../kernels/verify.ts";
 import { median } from "../results/stats.ts";
-import { reductionKernel } from "../kernels/reduce.ts";
 
 /** One variant to check and time. */
 export interface ToolVariant {
@@ -39,11 +38,6 @@ export interface ToolVariant {
    * check still runs the whole method.
    */
   part?: string;
-  /**
-   * The reduction kernel it is prepared with (`reductionKernel` of kernels/reduce.ts; default
-   * `online`): the A/B of docs/performance.md change 29.
-   */
-  reduce?: "online" | "tree";
 }
 
 /** A variant's outcome. */
@@ -154,15 +148,10 @@ export async function verifyAndTime(
       try {
         const plan = problem.plan(v.method, v.options ?? {});
         result.plan = plan;
-        reductionKernel.current = v.reduce ?? "online";
-        try {
-          prepared = await gpu.scoped(
-            `Preparing ${v.label}`,
-            () => v.method.prepare(gpu, plan, problem.buffers),
-          );
-        } finally {
-          reductionKernel.current = "online";
-        }
+        prepared = await gpu.scoped(
+          `Preparing ${v.label}`,
+          () => v.method.prepare(gpu, plan, problem.buffers),
+        );
         const output = await runPrepared(problem, prepared, v.label);
         const verdict = verify(output, ref, problem.data.shape, problem.data.dtype);
         result.verdict = verdict;

@@ -46,8 +46,6 @@ interface Variant {
   options: Partial<MethodOptions>;
   /** Runtimes it runs on (default both). */
   runtimes?: RuntimeName[];
-  /** The reduction kernel (default `online`; `tree`: before change 29). */
-  reduce?: "online" | "tree";
 }
 
 /**
@@ -166,22 +164,18 @@ function flattenVariants(): Variant[] {
       options: { ...deno, privateMin: 0 },
       runtimes: ["deno"],
     },
-    // Change 29 (run 39): the one-pass reduction against the two-pass one (`-tree`), on the
-    // methods as bench runs them on a calibrated H200 with the stored tuning; change 30: the
-    // 128-row FMA tile (256 threads), alone on an SM (38 KiB) or two under a 24 KiB budget.
+    // Change 29 (run 39): the methods as bench runs them on a calibrated H200 with the stored
+    // tuning (its A/B against the two-pass reduction, `-tree`, needs commit 85c1c9e); change 30:
+    // the 128-row FMA tile (256 threads), alone on an SM (38 KiB) or two under a 24 KiB budget.
     ...([
       ["c29-dawn", "dawn", { ...tunedDawn, multiprocessors: 132 }],
       ["c29-deno", "deno", { ...tunedDeno, multiprocessors: 132 }],
-    ] as const).flatMap(([label, runtime, options]): Variant[] => [
-      { label, method: "deft-flatten", options, runtimes: [runtime] },
-      {
-        label: `${label}-tree`,
-        method: "deft-flatten",
-        options,
-        runtimes: [runtime],
-        reduce: "tree",
-      },
-    ]),
+    ] as const).map(([label, runtime, options]): Variant => ({
+      label,
+      method: "deft-flatten",
+      options,
+      runtimes: [runtime],
+    })),
     ...([
       ["c30-r128-k32", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 128],
       ["c30-r128-k32-b256", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 256],
@@ -240,14 +234,8 @@ function sequenceVariants(): Variant[] {
       method: "sequence",
       options: { sequence },
     })),
-    // Change 29: the tuned split count with either reduction.
+    // Change 29: the tuned split count.
     { label: "c29-seq", method: "sequence", options: { sequence: { targetWorkgroups: 1536 } } },
-    {
-      label: "c29-seq-tree",
-      method: "sequence",
-      options: { sequence: { targetWorkgroups: 1536 } },
-      reduce: "tree",
-    },
   ];
 }
 
@@ -377,7 +365,6 @@ async function runRuntime(
           label: v.label,
           method: getMethod(v.method),
           options: v.options,
-          reduce: v.reduce,
         })),
         {
           samples: opts.samples,

@@ -453,10 +453,6 @@ const VARIANTS: Partial<GroupKernelOptions>[] = [
   { threads: 128, rows: 64, keys: 32, storage: 10240, kvHalf: 1 },
   // The tile run 38's tune chose on the H200's Deno runtime (change 28).
   { threads: 128, rows: 64, keys: 64, storage: 24576 },
-  // The 128-row tile of change 30, unbudgeted (37 KiB at head dim 128 in f16: hardware only) and
-  // under a budget that a software adapter's 32 KiB holds.
-  { threads: 256, rows: 128, keys: 32, qResident: "none" },
-  { threads: 256, rows: 128, keys: 32, qResident: "none", storage: 24576 },
 ];
 // The reduced matrix (software adapters) checks every variant on the speculative tree, in f16
 // where the adapter has it.
