@@ -37,6 +37,7 @@ Deno.test("the method list is the one source of names, registry, options and def
     "fallbackReuse",
     "privateMin",
     "multiprocessors",
+    "tailQueries",
   ]);
   for (const o of METHOD_OPTIONS) assertEquals(DEFAULT_METHOD_OPTIONS[o.key], o.default);
   assertThrows(() => getMethod("flash"), RangeError, /known methods: sequence, radix/);

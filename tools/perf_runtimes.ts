@@ -176,6 +176,20 @@ function flattenVariants(): Variant[] {
       options,
       runtimes: [runtime],
     })),
+    // Change 31 (run 42): the last queries of a shared prompt routed whole to Flash-Decoding (on
+    // by default with the FMA kernel: `c29-deno`), off, and asked for on the matrix kernel.
+    {
+      label: "c31-deno-off",
+      method: "deft-flatten",
+      options: { ...tunedDeno, multiprocessors: 132, tailQueries: 0 },
+      runtimes: ["deno"],
+    },
+    {
+      label: "c31-dawn-t4",
+      method: "deft-flatten",
+      options: { ...tunedDawn, multiprocessors: 132, tailQueries: 4 },
+      runtimes: ["dawn"],
+    },
     ...([
       ["c30-r128-k32", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 128],
       ["c30-r128-k32-b256", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 256],
@@ -281,6 +295,7 @@ function trees(small: boolean): [string, Tree][] {
     ["table14 (4000 + 64 x 1)", star(4000, 64, 1)],
     ["few-shot b=50, iteration 200", few(4000, 50, 400, 200)],
     ["few-shot b=20, iteration 200", few(4000, 20, 400, 200)],
+    ["few-shot b=30, iteration 200", few(4000, 30, 400, 200)],
     ["speculative t=64, prefix 4000", spec(4000, 64)],
     ["speculative t=256, prefix 3400", spec(3400, 256)],
     [

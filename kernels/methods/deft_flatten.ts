@@ -19,7 +19,7 @@ import type { KernelCaps, MethodRecord, PlanInput } from "../method.ts";
 import { paperIo, realIo } from "../plan_counts.ts";
 import { intOption, type MethodOption, TARGET_WORKGROUPS } from "../options.ts";
 import { GROUP_VARIANTS } from "../group_variants.ts";
-import { mmaWorkgroupBytes } from "../group_attention_mma.ts";
+import { DEFAULT_MMA_KERNEL, mmaWorkgroupBytes } from "../group_attention_mma.ts";
 import {
   planSequenceFrom,
   prepareSequenceStage,
@@ -31,6 +31,7 @@ import { alignedPartialBase, mergeLists, reductionIo } from "../reduce.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
 import {
   attendedSlots,
+  groupKernel,
   type GroupPlan,
   type GroupSet,
   planGroupAttention,
@@ -65,8 +66,11 @@ export function flattenBlocks(
   { maskFull = false }: { maskFull?: boolean } = {},
 ): FlattenBlocks {
   positiveOption("blockSize", blockSize);
-  const { order, lo, hi } = skip?.ranges ?? queryRanges(ix);
-  const total = ix.treeTokens - (skip?.tokens ?? 0);
+  const { order, lo, hi: seen } = skip?.ranges ?? queryRanges(ix);
+  // Queries from the cutoff on (in DFS order) run whole as Flash-Decoding: no block lists them.
+  const cut = skip?.cutoff ?? ix.queryCount;
+  const hi = cut < ix.queryCount ? seen.map((h) => Math.min(h, cut)) : seen;
+  const total = ix.treeTokens - (skip?.skipped ?? 0);
   const count = Math.ceil(total / blockSize);
   const maxSegs = ix.nodeCount + count;
   const tokens = new Uint32Array(count);
@@ -175,38 +179,59 @@ export function flattenBlocks(
 /**
  * The KV that only one query sees, routed to Flash-Decoding: a node whose subtree holds exactly one
  * query lies on that query's path only, and the nodes of a path that only its query sees form a
- * suffix of the path (the count of queries below a node never grows toward the leaves).
+ * suffix of the path (the count of queries below a node never grows toward the leaves). Queries
+ * from `cutoff` on in DFS order (a tail that would leave the shared blocks' last row tile nearly
+ * empty, see {@linkcode TAIL_QUERIES}) are routed whole: every block's query range stops at the
+ * cutoff, and a node only they see leaves the blocks.
  */
 export interface PrivateSuffixes {
-  /** The query ranges of every node (as {@linkcode queryRanges}). */
+  /** The query ranges of every node (as {@linkcode queryRanges}), before the cutoff. */
   readonly ranges: QueryRanges;
   /** Per query, the first path position run by Flash-Decoding (its path length when none). */
   readonly from: Uint32Array;
-  /** Per node, 1 when its KV is in a routed suffix (and so left out of the flattened blocks). */
+  /** Per node, 1 when its KV is left out of the flattened blocks. */
   readonly node: Uint8Array;
-  /** Tokens of the routed suffixes. */
+  /** Tokens of the nodes left out of the blocks. */
+  readonly skipped: number;
+  /** Tokens run by Flash-Decoding, over all queries (a node's tokens once per routed query). */
   readonly tokens: number;
-  /** Queries with a routed suffix. */
+  /** Queries with a routed suffix (the whole-path ones included). */
   readonly queries: number;
+  /** Queries at and past this DFS rank are routed whole (the query count when none is). */
+  readonly cutoff: number;
 }
 
 /**
- * Each query's private suffix, routed where it has at least `min` tokens (`min` 0: none is).
+ * Each query's private suffix, routed where it has at least `min` tokens (`min` 0: none is), and
+ * the queries from DFS rank `cutoff` on routed whole (default: none). A node counts as private
+ * when one query before the cutoff sees it (the others that do run whole anyway).
  * O(nodes + queries).
  */
-export function privateSuffixes(ix: IndexedTree, min: number): PrivateSuffixes {
+export function privateSuffixes(
+  ix: IndexedTree,
+  min: number,
+  cutoff = ix.queryCount,
+): PrivateSuffixes {
   const ranges = queryRanges(ix);
-  const { lo, hi } = ranges;
+  const { lo, hi, order } = ranges;
   const nq = ix.queryCount;
   const from = new Uint32Array(nq);
   const node = new Uint8Array(ix.nodeCount);
   let tokens = 0, queries = 0;
-  for (let q = 0; q < nq; q++) {
+  for (let r = 0; r < nq; r++) {
+    const q = order[r]!;
     const v = ix.queryNode[q]!;
     const n = ix.pathTokens[v]!;
-    // The deepest node of the path that another query sees too; the suffix starts below it.
+    if (r >= cutoff) {
+      from[q] = 0;
+      tokens += n;
+      queries++;
+      continue;
+    }
+    // The deepest node of the path that another query before the cutoff sees too; the suffix
+    // starts below it.
     let u = v;
-    while (u >= 0 && hi[u]! - lo[u]! === 1) u = ix.parent[u]!;
+    while (u >= 0 && Math.min(hi[u]!, cutoff) - lo[u]! === 1) u = ix.parent[u]!;
     const start = u >= 0 ? ix.pathTokens[u]! : 0;
     if (min === 0 || n - start < min) {
       from[q] = n;
@@ -217,7 +242,13 @@ export function privateSuffixes(ix: IndexedTree, min: number): PrivateSuffixes {
     queries++;
     for (let w = v; w !== u; w = ix.parent[w]!) node[w] = 1;
   }
-  return { ranges, from, node, tokens, queries };
+  let skipped = 0;
+  for (let v = 0; v < ix.nodeCount; v++) {
+    // A node below the cutoff's queries only (or below none, past them) leaves the blocks.
+    if (cutoff < nq && lo[v]! >= cutoff) node[v] = 1;
+    if (node[v] === 1) skipped += ix.tokens(v);
+  }
+  return { ranges, from, node, skipped, tokens, queries, cutoff };
 }
 
 /** A DeFT-Flatten plan. */
@@ -277,6 +308,49 @@ export const PRIVATE_MIN: MethodOption<number> = intOption({
   default: -1,
   min: -1,
 });
+
+/**
+ * A tree whose queries all share a prompt (few-shot, a level grid's root) gives each of the
+ * prompt's blocks the rows of every query, cut into row tiles; when the query count leaves the last
+ * tile nearly empty (50 queries on Llama-3-8B: 200 rows, three 64-row tiles and one with 8), that
+ * tile still stages every key of its block and runs its barriers, for a few rows. Where the last
+ * tile would hold at most this many queries, deft-flatten runs that many queries (the last in DFS
+ * order) whole as Flash-Decoding chunks, in the dispatch of the private suffixes, and the blocks
+ * keep whole tiles. Only where all queries share at least one block, and, like the private
+ * suffixes, only on a tree that fills the device. 0 never; -1 (the default) half a tile's queries
+ * with the FMA kernel (8 at 64 rows), never with the matrix kernel. docs/performance.md, change 31.
+ */
+export const TAIL_QUERIES: MethodOption<number> = intOption({
+  key: "tailQueries",
+  flag: "--tail-queries <n>",
+  doc:
+    "deft-flatten runs the last queries whole as Flash-Decoding chunks when at most n of them would make the last row tile of the blocks all queries share (0: never; -1: half a tile's queries with the FMA kernel, never with the matrix kernel)",
+  default: -1,
+  min: -1,
+});
+
+/**
+ * The DFS rank from which {@linkcode TAIL_QUERIES} routes queries whole, for `blockSize`-token
+ * blocks (the query count when it routes none).
+ */
+export function tailCutoff(input: PlanInput, blockSize: number): number {
+  const { ix, shape, dtype, options } = input;
+  const nq = ix.queryCount;
+  const mma = useMatrixUnits(input);
+  const asked = TAIL_QUERIES.read(options);
+  const rows = mma
+    ? options.mma?.rows ?? DEFAULT_MMA_KERNEL.rows
+    : groupKernel(shape, dtype, options.fma).rows;
+  const perTile = Math.floor(rows / (shape.qHeads / shape.kvHeads));
+  const limit = asked >= 0 ? asked : mma ? 0 : Math.floor(perTile / 2);
+  const k = perTile > 1 ? nq % perTile : 0;
+  if (limit === 0 || k === 0 || k > limit || k >= nq) return nq;
+  // The tiles it saves are those of the KV every query sees: at least one block of it.
+  const { lo, hi } = queryRanges(ix);
+  let shared = 0;
+  for (let v = 0; v < ix.nodeCount; v++) if (lo[v] === 0 && hi[v] === nq) shared += ix.tokens(v);
+  return shared >= blockSize ? nq - k : nq;
+}
 
 /**
  * Workgroups that each take the device's whole workgroup storage that the device runs at once (one
@@ -376,7 +450,14 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
   name: "deft-flatten",
   description:
     "DeFT-Flatten: DFS-flattened tree KV in equal blocks with a KV-side bit mask (paper's DeFT)",
-  options: [BLOCK_SIZE, TARGET_WORKGROUPS, FALLBACK_REUSE, PRIVATE_MIN, MULTIPROCESSORS],
+  options: [
+    BLOCK_SIZE,
+    TARGET_WORKGROUPS,
+    FALLBACK_REUSE,
+    PRIVATE_MIN,
+    MULTIPROCESSORS,
+    TAIL_QUERIES,
+  ],
   variants: GROUP_VARIANTS,
   // Its unshared fallback and its private suffixes run `sequence`'s plan (options.sequence).
   delegatesTo: ["sequence"],
@@ -388,8 +469,11 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const unshared = fallback > 0 && 100 * ix.sumPathTokens < fallback * n;
     const privateMin = PRIVATE_MIN.read(options);
     const min = privateMin >= 0 ? privateMin : useMatrixUnits(input) ? 0 : PRIVATE_MIN_FMA;
+    const cutoff = unshared ? ix.queryCount : tailCutoff(input, largest);
     // With routing off (the matrix kernel's default) no suffix is looked for.
-    const suffixes = unshared || min === 0 ? undefined : privateSuffixes(ix, min);
+    const suffixes = unshared || (min === 0 && cutoff === ix.queryCount)
+      ? undefined
+      : privateSuffixes(ix, min, cutoff);
     const planAt = (blockSize: number, skip?: PrivateSuffixes): DeftFlattenPlan => {
       const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize, skip, {
         maskFull: options.mma?.legacyMask === 1, // profiling: the masks before change 12
@@ -573,6 +657,7 @@ function withPrivate(
       ...plan.stats,
       privateQueries: suffixes.queries,
       privateTokens: suffixes.tokens,
+      tailQueries: input.ix.queryCount - suffixes.cutoff,
       privateChunks: tail.chunkQuery.length,
       privateWorkgroups: tail.workgroups,
     },

@@ -922,18 +922,31 @@ Deno.test("privateSuffixes() routes exactly the nodes only one query sees, where
     for (let round = 0; round < 200; round++) {
       const ix = new IndexedTree(randomTree(rng, 30, { huge: false }));
       const min = pick(rng, [0, 1, 40, 200]);
-      const s = privateSuffixes(ix, min);
-      // Queries that see each node, by brute force.
+      const nq = ix.queryCount;
+      // Queries from DFS rank `cutoff` on are routed whole.
+      const cutoff = pick(rng, [nq, nq, nq - 1, Math.floor(nq / 2)]);
+      const s = privateSuffixes(ix, min, cutoff);
+      const rank = new Uint32Array(nq);
+      s.ranges.order.forEach((q, r) => (rank[q] = r));
+      // Queries before the cutoff that see each node, by brute force.
       const seers = Array.from({ length: ix.nodeCount }, () => new Set<number>());
-      for (let q = 0; q < ix.queryCount; q++) for (const v of ix.queryPath(q)) seers[v]!.add(q);
+      for (let q = 0; q < nq; q++) {
+        if (rank[q]! < cutoff) { for (const v of ix.queryPath(q)) seers[v]!.add(q); }
+      }
       let tokens = 0, queries = 0;
       const routed = new Uint8Array(ix.nodeCount);
-      for (let q = 0; q < ix.queryCount; q++) {
+      for (let q = 0; q < nq; q++) {
         const path = ix.queryPath(q); // root first
+        const n = ix.pathTokens[ix.queryNode[q]!]!;
+        if (rank[q]! >= cutoff) {
+          assertStrictEquals(s.from[q], 0, `query ${q} runs whole`);
+          tokens += n;
+          queries++;
+          continue;
+        }
         let i = path.length;
         while (i > 0 && seers[path[i - 1]!]!.size === 1) i--;
         const start = i > 0 ? ix.pathTokens[path[i - 1]!]! : 0;
-        const n = ix.pathTokens[ix.queryNode[q]!]!;
         if (min > 0 && n - start >= min) {
           assertStrictEquals(s.from[q], start, `query ${q}`);
           tokens += n - start;
@@ -943,9 +956,17 @@ Deno.test("privateSuffixes() routes exactly the nodes only one query sees, where
           assertStrictEquals(s.from[q], n, `query ${q} keeps its whole path in the blocks`);
         }
       }
-      assertEquals(s.node, routed);
+      // Nodes no query before the cutoff sees leave the blocks too (none when nothing is cut).
+      for (let v = 0; v < ix.nodeCount; v++) {
+        if (seers[v]!.size > 0) assertStrictEquals(s.node[v], routed[v], `node ${v}`);
+        else if (cutoff === nq) assertStrictEquals(s.node[v], 0, `node ${v}`);
+      }
+      let skipped = 0;
+      for (let v = 0; v < ix.nodeCount; v++) if (s.node[v] === 1) skipped += ix.tokens(v);
+      assertStrictEquals(s.skipped, skipped);
       assertStrictEquals(s.tokens, tokens);
       assertStrictEquals(s.queries, queries);
+      assertStrictEquals(s.cutoff, cutoff);
     }
   });
 });
@@ -1065,6 +1086,24 @@ conformanceSuite(deftFlatten, [
     options: { privateMin: 20, targetWorkgroups: 1 },
     reduced: true,
   },
+  // Change 31: the last queries routed whole (18 branches: 2 past a 16-query tile on the FMA
+  // kernel, 2 past 8 on a 32-row matrix tile), with and without the others' suffixes.
+  {
+    name: "tail queries routed whole: few-shot (prompt 300, 18 branches of 80) f16",
+    tree: () => new FewShotRun({ prompt: 300, branches: 18, generated: 100 }).snapshot(79),
+    shape: GQA4,
+    dtype: "f16",
+    options: { targetWorkgroups: 1, privateMin: 64, tailQueries: 2 },
+    reduced: true,
+  },
+  {
+    name: "tail queries routed whole, no suffixes (20 leaves of 30 over 200) f32",
+    tree: () => starTree(200, 20, 30),
+    shape: GQA4,
+    dtype: "f32",
+    options: { targetWorkgroups: 1, privateMin: 0, tailQueries: 4, blockSize: 64 },
+    reduced: true,
+  },
 ]);
 
 Deno.test("the matrix tile's rows follow the blocks: halved where most tiles would be mostly empty", () => {
@@ -1118,5 +1157,74 @@ Deno.test("privateMin -1 (the default) routes suffixes with the FMA kernel only"
   assertEquals(at({ kernel: "fma" }, H200_MMA_CAPS).stats.privateQueries, 50);
   assertEquals(at({}, H200_MMA_CAPS).suffix, undefined); // the matrix kernel
   assertEquals(at({ privateMin: 64 }, H200_MMA_CAPS).stats.privateQueries, 50);
-  assertEquals(at({ kernel: "fma", privateMin: 0 }, H200_MMA_CAPS).suffix, undefined);
+  // Without suffixes, the FMA kernel still routes the 2 queries past 3 whole 64-row tiles (change
+  // 31); with neither, nothing runs as Flash-Decoding.
+  assertEquals(at({ kernel: "fma", privateMin: 0 }, H200_MMA_CAPS).stats.tailQueries, 2);
+  assertEquals(
+    at({ kernel: "fma", privateMin: 0, tailQueries: 0 }, H200_MMA_CAPS).suffix,
+    undefined,
+  );
+});
+
+Deno.test("tailQueries routes the last queries whole where they would leave the shared blocks' last row tile nearly empty", () => {
+  const at = (tree: Tree, o: Partial<MethodOptions>, caps = H200_MMA_CAPS) =>
+    deftFlatten.plan({ ...input(tree, { blockSize: 128, ...o }, LLAMA_LAYER), caps });
+  // Few-shot b=50's shape: 200 rows per prompt block, 3 x 64 + 8 with the FMA kernel's 64-row
+  // tile, 16 queries a tile: the last 2 queries (by DFS rank) run whole as Flash-Decoding.
+  const b50 = starTree(4000, 50, 200);
+  const p = at(b50, { kernel: "fma" });
+  assertStrictEquals(p.stats.tailQueries, 2);
+  assertStrictEquals(p.stats.privateQueries, 50); // 48 suffixes and 2 whole paths
+  assertStrictEquals(p.stats.privateTokens, 48 * 200 + 2 * 4200);
+  // Every block (the prompt; the branches are suffixes) lists 48 queries: 3 whole tiles.
+  assertStrictEquals(p.groups.count, Math.ceil(4000 / p.blockSize));
+  for (let g = 0; g < p.groups.count; g++) {
+    assertStrictEquals(p.groups.queryOffset[g + 1]! - p.groups.queryOffset[g]!, 48);
+  }
+  const tail = p.suffix!.plan;
+  const whole = new Set<number>();
+  for (let c = 0; c < tail.chunkQuery.length; c++) {
+    if (tail.chunkMeta[4 * c + 2] === 0) whole.add(tail.chunkQuery[c]!);
+  }
+  assertStrictEquals(whole.size, 2);
+  for (const q of whole) assert(!Array.from(p.groups.queries).includes(q), `query ${q} in a block`);
+  // 30 queries leave 14 in the last tile: more than half a tile, so none is routed, unless asked.
+  const b30 = starTree(4000, 30, 200);
+  assertStrictEquals(at(b30, { kernel: "fma" }).stats.tailQueries ?? 0, 0);
+  assertStrictEquals(at(b30, { kernel: "fma", tailQueries: 14 }).stats.tailQueries, 14);
+  assertStrictEquals(at(b30, { kernel: "fma", tailQueries: 13 }).stats.tailQueries ?? 0, 0);
+  // Off with 0, and by default on the matrix kernel; asked for there, its tile's rows count (32
+  // rows: 8 queries a tile, 50 = 6 x 8 + 2).
+  assertStrictEquals(at(b50, { kernel: "fma", tailQueries: 0 }).stats.tailQueries ?? 0, 0);
+  assertEquals(at(b50, {}).suffix, undefined);
+  assertStrictEquals(at(b50, { tailQueries: 2, mma: { rows: 32, keys: 16 } }).stats.tailQueries, 2);
+  // A prompt shorter than a block saves no tile: nothing is routed (sharing-4's 1-token root).
+  assertStrictEquals(at(starTree(100, 50, 200), { kernel: "fma" }).stats.tailQueries ?? 0, 0);
+  // Fewer queries than a tile: routing them all would leave no blocks.
+  assertStrictEquals(
+    at(starTree(4000, 6, 200), { kernel: "fma", tailQueries: 8 }).stats.tailQueries ?? 0,
+    0,
+  );
+});
+
+Deno.test("deft-flatten with queries routed whole attends every query to exactly the KV of its path", async () => {
+  const seed = propertySeed();
+  await withSeed(seed, (rng) => {
+    for (let round = 0; round < 60; round++) {
+      const inp = input(randomTree(rng, 25, { huge: false }), {
+        blockSize: pick(rng, [16, 64]),
+        privateMin: pick(rng, [0, 1, 30]),
+        tailQueries: pick(rng, [1, 4, 15]),
+        fma: { threads: 64, rows: 16, keys: 64 }, // 4 queries a tile on 8/2/128
+        fallbackReuse: 0,
+        targetWorkgroups: 1,
+      });
+      const p = deftFlatten.plan(inp);
+      for (let q = 0; q < inp.ix.queryCount; q++) {
+        const got = flattenAttendedSlots(p, q).sort((a, b) => a - b);
+        const want = Array.from(querySlots(inp.ix, inp.layout, q)).sort((a, b) => a - b);
+        assertEquals(got, want, `query ${q} (tail ${p.stats.tailQueries ?? 0})`);
+      }
+    }
+  });
 });
