@@ -200,6 +200,11 @@ export interface TuningEntry {
   trees: { name: string; nodes: number; treeTokens: number; queries: number }[];
   candidates: CandidateResult[];
   /**
+   * Variant parameters of the method's delegates that its candidates ran with, as `bench` runs
+   * them (`sequence`'s split count for deft-flatten's Flash-Decoding parts); absent when none.
+   */
+  delegated?: OptionValues;
+  /**
    * `candidate on tree` for every timing taken below {@linkcode LOW_CLOCK_FRACTION} of the working
    * speed (its latency, and the choice it took part in, are then in doubt; tune again). Empty when
    * every timing ran at speed; absent without a clock guard.
@@ -250,6 +255,58 @@ export interface TuneOptions {
   clockGuard?: boolean;
   /** The calibrated clock reference (the working speed), when the adapter has one stored. */
   clockReference?: ClockReferenceCalibration | null;
+  /**
+   * The choices already stored for this adapter, runtime and dtype, by method. A method runs its
+   * candidates with its delegates' variant parameters from them, as `bench` does (see
+   * {@linkcode delegatedOptions}); a delegate tuned in the same call counts with its new choice
+   * (delegates are tuned first).
+   */
+  stored?: Partial<Record<MethodName, OptionValues>>;
+}
+
+/** The methods a method runs parts of a tree with (`MethodRecord.delegatesTo`), as known names. */
+function delegatesOf(name: MethodName): MethodName[] {
+  const record = METHOD_LIST.find((m) => m.name === name);
+  return (record?.delegatesTo ?? []).filter((d): d is MethodName =>
+    (METHOD_NAMES as readonly string[]).includes(d)
+  );
+}
+
+/**
+ * The options `method`'s candidates take from its delegates' choices: each delegate's variant
+ * parameter groups (`sequence`: its split count and geometry) that `chosen` holds for it and
+ * `fixed` does not pin.
+ */
+export function delegatedOptions(
+  method: MethodName,
+  chosen: Partial<Record<MethodName, OptionValues>>,
+  fixed: Partial<MethodOptions> = {},
+): OptionValues {
+  const out: OptionValues = {};
+  for (const d of delegatesOf(method)) {
+    const record = METHOD_LIST.find((m) => m.name === d);
+    for (const v of record?.variants ?? []) {
+      const key = v.params?.key;
+      const value = key ? chosen[d]?.[key] : undefined;
+      if (key && value !== undefined && !(key in fixed)) out[key] = value;
+    }
+  }
+  return out;
+}
+
+/** `methods` with each one's delegates that are among them moved before it (else in order). */
+export function delegatesFirst<T extends { name: MethodName }>(methods: readonly T[]): T[] {
+  const out: T[] = [];
+  const visit = (m: T) => {
+    if (out.includes(m)) return;
+    for (const d of delegatesOf(m.name)) {
+      const dm = methods.find((x) => x.name === d);
+      if (dm && dm !== m) visit(dm);
+    }
+    out.push(m);
+  };
+  for (const m of methods) visit(m);
+  return out;
 }
 
 /** Plan identity of a case: two candidates with equal identities run the same kernels. */
@@ -266,7 +323,7 @@ export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<Tuni
   if (o.trees.length === 0) throw new RangeError("tune() needs at least one tree");
   const caps = kernelCaps(gpu);
   const fixed = o.fixed ?? {};
-  const base: MethodOptions = { ...DEFAULT_METHOD_OPTIONS, ...fixed };
+  const chosen: Partial<Record<MethodName, OptionValues>> = { ...o.stored };
   const flush = o.timing.cold ? await createFlushPass(gpu, { bytes: o.flushBytes }) : undefined;
   const entries: TuningEntry[] = [];
   let clocks: ClockRecord | undefined;
@@ -278,11 +335,13 @@ export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<Tuni
       });
       clocks = { guard, refs: new Map(), windows: new Map() };
     }
-    for (const method of o.methods) {
+    for (const method of delegatesFirst(o.methods)) {
       const candidates = tuningCandidates(method.name, caps, o.dtype, {
         tunables: o.tunables,
         fixed,
       });
+      const delegated = delegatedOptions(method.name, chosen, fixed);
+      const base: MethodOptions = { ...DEFAULT_METHOD_OPTIONS, ...delegated, ...fixed };
       const results: CaseResult[][] = candidates.map(() => []);
       for (const [ti, t] of o.trees.entries()) {
         o.onStep?.(
@@ -318,7 +377,10 @@ export async function tune(gpu: Gpu, timer: Timer, o: TuneOptions): Promise<Tuni
           problem.destroy();
         }
       }
-      entries.push(score(method.name, o, candidates, results, clocks));
+      const entry = score(method.name, o, candidates, results, clocks);
+      if (Object.keys(delegated).length > 0) entry.delegated = delegated;
+      chosen[method.name] = entry.choice;
+      entries.push(entry);
     }
   } finally {
     flush?.destroy();

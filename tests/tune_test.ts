@@ -1,5 +1,7 @@
 import { FakeClock, FakeTimer } from "../bench/timer.ts";
 import {
+  delegatedOptions,
+  delegatesFirst,
   describeOptions,
   kernelFamilies,
   mergeTuning,
@@ -189,6 +191,50 @@ Deno.test("tune() verifies every candidate, scores by geometric mean and picks t
   assertEquals(e.winner, 2);
   assertEquals(e.choice, { blockSize: 256 });
   assertEquals(e.trees.map((t) => t.name), ["grid", "pair"]);
+});
+
+/** A correct fake only when its plan gets `sequence`'s split count `want` (else it computes wrong). */
+function delegateAware(want: number): AttentionMethod {
+  const right = fakeMethod("deft-flatten") as AttentionMethod;
+  const wrong = fakeMethod("deft-flatten", { scale: 1.5 }) as AttentionMethod;
+  return {
+    name: "deft-flatten",
+    description: "test-only, right only with the delegated split count",
+    plan(input) {
+      const p = right.plan(input);
+      const got = input.options.sequence?.targetWorkgroups ?? 0;
+      return { ...p, stats: { ...p.stats, blockSize: input.options.blockSize, seq: got } };
+    },
+    prepare(gpu, plan, problem) {
+      return (plan.stats.seq === want ? right : wrong).prepare(gpu, plan, problem);
+    },
+  };
+}
+
+Deno.test("tune() runs a method's candidates with its delegates' choice, as bench runs it", async () => {
+  // deft-flatten's Flash-Decoding parts take sequence's stored split count.
+  const stored = { sequence: { sequence: { targetWorkgroups: 1536 } } };
+  const e = await runTune(delegateAware(1536), () => 1000, { stored });
+  assertEquals(e.delegated, { sequence: { targetWorkgroups: 1536 } });
+  assert(e.candidates.every((c) => c.status !== "failed"), "every candidate ran with it");
+  // Without a stored choice the candidates run with the default split count.
+  await assertRejects(() => runTune(delegateAware(1536), () => 1000), Error, /No candidate/);
+  // Pinned on the command line, the pin wins.
+  assertEquals(
+    delegatedOptions("deft-flatten", stored, { sequence: { targetWorkgroups: 768 } }),
+    {},
+  );
+  assertEquals(delegatedOptions("deft-node", stored), {}); // no delegates
+  // A delegate tuned in the same call goes first, so its new choice is the one applied.
+  const order = (names: MethodName[]) => delegatesFirst(names.map((name) => ({ name })));
+  assertEquals(order(["deft-flatten", "sequence"]).map((m) => m.name), [
+    "sequence",
+    "deft-flatten",
+  ]);
+  assertEquals(order(["deft-node", "deft-flatten"]).map((m) => m.name), [
+    "deft-node",
+    "deft-flatten",
+  ]);
 });
 
 /** Time of one pass of the fake clock reference at full speed, ns. */

@@ -18,6 +18,7 @@ import {
   loadTuning,
   mergeTuning,
   saveTuning,
+  storedChoices,
   TUNABLES,
   tune,
   type TuneTree,
@@ -25,7 +26,12 @@ import {
   tuningPath,
 } from "../../bench/tune.ts";
 import { adapterKey } from "../../bench/calibrate.ts";
-import type { AttentionMethod, MethodName, MethodOptions } from "../../kernels/method.ts";
+import {
+  type AttentionMethod,
+  METHOD_NAMES,
+  type MethodName,
+  type MethodOptions,
+} from "../../kernels/method.ts";
 import { METHOD_OPTIONS, METHODS } from "../../kernels/methods/mod.ts";
 import { LevelGridRun } from "../../workloads/level_grid.ts";
 import { getPreset } from "../../workloads/presets.ts";
@@ -120,9 +126,12 @@ export function tuningTable(entry: TuningEntry): string {
       c.status === "ok" ? "ok" : `${c.status}: ${c.message}`,
     ]);
   }
+  const delegated = entry.delegated
+    ? `; with its delegates' choice ${describeOptions(entry.delegated)}, as bench runs it`
+    : "";
   return `${entry.method} (${entry.dtype}, ${entry.shape}): ${
     winner === "defaults" ? "the defaults win" : `winner ${winner}`
-  } (*; score: geometric mean over trees of median / best median; within ${
+  }${delegated} (*; score: geometric mean over trees of median / best median; within ${
     DEFAULT_TIE_MARGIN * 100
   } % of the best, the candidate closest to the defaults wins)\n${t.toString()}\n`;
 }
@@ -297,6 +306,7 @@ export function tuneCommand(io: CliIo, deps: TuneCommandDeps = {}) {
               onStep: (m) => say(`tune: ${m}`),
               clockGuard: opts.clockGuard ?? !isSoftwareAdapter(gpu.info),
               clockReference: references.get(gpu) ?? null,
+              stored: before ? storedChoices(before, dtype, METHOD_NAMES)?.byMethod : undefined,
             });
           } catch (e) {
             if (e instanceof Error && /^No candidate of/.test(e.message)) {
