@@ -190,6 +190,14 @@ function flattenVariants(): Variant[] {
       options: { ...tunedDawn, multiprocessors: 132, tailQueries: 4 },
       runtimes: ["dawn"],
     },
+    // Run 43: the FMA plan's halving of its blocks toward 1024 workgroups (`c29-deno`), against
+    // none (`-w1`: the tuned 128-token blocks as given) and a lower target.
+    ...([["c32-deno-w1", 1], ["c32-deno-w512", 512]] as const).map(([label, w]): Variant => ({
+      label,
+      method: "deft-flatten",
+      options: { ...tunedDeno, multiprocessors: 132, targetWorkgroups: w },
+      runtimes: ["deno"],
+    })),
     ...([
       ["c30-r128-k32", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 128],
       ["c30-r128-k32-b256", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 256],
@@ -304,6 +312,9 @@ function trees(small: boolean): [string, Tree][] {
     ],
     ["speculative-t256 step 166", getPreset("speculative-t256").build(1).snapshot(166)],
     ["speculative-t256 step 499", getPreset("speculative-t256").build(1).snapshot(499)],
+    ["speculative-t64 step 499", getPreset("speculative-t64").build(1).snapshot(499)],
+    ["speculative-t32 step 499", getPreset("speculative-t32").build(1).snapshot(499)],
+    ["speculative-t128 step 499", getPreset("speculative-t128").build(1).snapshot(499)],
     ["few-shot-b50 step 66", getPreset("few-shot-b50").build(1).snapshot(66)],
     ["grid 4000 + 50 x 200", star(4000, 50, 200)],
     ["grid 1024 + 16 x 256 + 64 x 32", levelGridTree(parseGridSpec("1x1024,16x256,64x32"))],
