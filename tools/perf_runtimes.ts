@@ -258,6 +258,19 @@ function sequenceVariants(): Variant[] {
     })),
     // Change 29: the tuned split count.
     { label: "c29-seq", method: "sequence", options: { sequence: { targetWorkgroups: 1536 } } },
+    // Run 45: 32-key blocks (7.6 KiB of workgroup memory: six workgroups per SM under the 48 KiB
+    // rule instead of three), with V issued before the first barrier, at 768 workgroups, and with 64
+    // threads.
+    ...([
+      ["c33-seq-k32", { blockKeys: 32 }],
+      ["c33-seq-k32-pv", { blockKeys: 32, prefetchV: 1 }],
+      ["c33-seq-k32-w768", { blockKeys: 32, targetWorkgroups: 768 }],
+      ["c33-seq-t64-k32", { threads: 64, blockKeys: 32 }],
+    ] as const).map(([label, v]): Variant => ({
+      label,
+      method: "sequence",
+      options: { sequence: { targetWorkgroups: 1536, ...v } },
+    })),
   ];
 }
 
