@@ -46,8 +46,10 @@ export interface MethodOptions {
   chunkSize: number;
   /**
    * Workgroups to aim for (0: the method's default). Sequence (Flash-Decoding) splits each query's
-   * KV into chunks to reach it; deft-flatten on matrix units halves its blocks (down to 64 tokens)
-   * while a tree gives fewer.
+   * KV into chunks to reach it; deft-flatten halves its blocks (down to 64 tokens) while a tree
+   * gives fewer (on matrix units only without a resident-workgroup count), and its Flash-Decoding
+   * parts (private suffixes, tail queries, the unshared fallback) split to it as `sequence` does,
+   * before `sequence`'s own variant.
    */
   targetWorkgroups: number;
   /**

@@ -246,7 +246,7 @@ export const TARGET_WORKGROUPS: MethodOption<number> = intOption({
   key: "targetWorkgroups",
   flag: "--target-workgroups <n>",
   doc:
-    "workgroups sequence and tree-mask aim for when they split KV, and deft-flatten on matrix units when it halves its blocks (0: their default)",
+    "workgroups sequence and tree-mask aim for when they split KV, and deft-flatten when it halves its blocks (without a resident-workgroup count) and splits its Flash-Decoding parts (0: their default)",
   default: 0,
   min: 0,
 });
