@@ -19,11 +19,14 @@
 // dims), K^T [dim][key quad] in chunks of CHUNK_V, then V [key][dim] in slices of V_KEYS keys (K
 // and V share one buffer), P [key][row group], the row maxima of the sub-tile, slots and mask
 // words. K^T, V and P are f32, or f16 with `kvHalf` (kvelem4; converted to f32 where read), which
-// halves their memory so that a sub-tile fits in one K chunk and one V slice. K and V (and a non-resident Q chunk) are software-pipelined: the global loads of the next
-// stage are issued into registers right after a barrier and written to workgroup memory after the
-// current stage's math, so their latency hides behind the math. With CHUNKS = V_SLICES = 1 (the
-// H200 configuration) a sub-tile costs 4 barriers: K stored | scores, row maxima | P, V stored |
-// PV | next K.
+// halves their memory so that a sub-tile fits in fewer K chunks and V slices (one each for the f16
+// default tile). K and V (and a non-resident Q chunk) are software-pipelined: the global loads of
+// the next stage are issued into registers right after a barrier and written to workgroup memory
+// after the current stage's math, so their latency hides behind the math. With CHUNKS = V_SLICES =
+// 1 a sub-tile costs 4 barriers: K stored | scores, row maxima | P, V stored | PV | next K; more
+// chunks and slices cost more (4 K chunks and 2 V slices with Q re-staged: 13, docs/performance.md
+// run 32; the tile `tune` chose on the H200's Deno runtime, t128-r64-k64 at 24 KiB, stages that
+// split).
 //
 // Mesa's llvmpipe ends a shader after 65535 loop iterations in all; the loader counts this
 // kernel's loops (groupLoopIterations) and refuses groups that would reach the limit. Staging uses
