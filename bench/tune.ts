@@ -294,14 +294,19 @@ export function delegatedOptions(
   return out;
 }
 
-/** `methods` with each one's delegates that are among them moved before it (else in order). */
+/**
+ * `methods` with each one's delegates that are among them moved before it (else in order; a cycle
+ * of delegates, which no method record has, keeps the given order).
+ */
 export function delegatesFirst<T extends { name: MethodName }>(methods: readonly T[]): T[] {
   const out: T[] = [];
+  const visiting = new Set<T>();
   const visit = (m: T) => {
-    if (out.includes(m)) return;
+    if (out.includes(m) || visiting.has(m)) return;
+    visiting.add(m);
     for (const d of delegatesOf(m.name)) {
       const dm = methods.find((x) => x.name === d);
-      if (dm && dm !== m) visit(dm);
+      if (dm) visit(dm);
     }
     out.push(m);
   };
