@@ -265,7 +265,7 @@ export interface TuneOptions {
 }
 
 /** The methods a method runs parts of a tree with (`MethodRecord.delegatesTo`), as known names. */
-function delegatesOf(name: MethodName): MethodName[] {
+export function delegatesOf(name: MethodName): MethodName[] {
   const record = METHOD_LIST.find((m) => m.name === name);
   return (record?.delegatesTo ?? []).filter((d): d is MethodName =>
     (METHOD_NAMES as readonly string[]).includes(d)
@@ -273,14 +273,14 @@ function delegatesOf(name: MethodName): MethodName[] {
 }
 
 /**
- * The options `method`'s candidates take from its delegates' choices: each delegate's variant
- * parameter groups (`sequence`: its split count and geometry) that `chosen` holds for it and
- * `fixed` does not pin.
+ * The options `method` takes from its delegates' choices (`tune`'s candidates, `bench`'s stored
+ * tuning): each delegate's variant parameter groups (`sequence`: its split count and geometry) that
+ * `chosen` holds for it and `fixed` (pinned options, or the method's own choice) does not set.
  */
 export function delegatedOptions(
   method: MethodName,
   chosen: Partial<Record<MethodName, OptionValues>>,
-  fixed: Partial<MethodOptions> = {},
+  fixed: Readonly<Record<string, unknown>> = {},
 ): OptionValues {
   const out: OptionValues = {};
   for (const d of delegatesOf(method)) {

@@ -19,6 +19,8 @@ import {
 import { type BenchDevice, type BenchWorkload, runBench } from "../../bench/run.ts";
 import { createTimer, type Timer } from "../../bench/timer.ts";
 import {
+  delegatedOptions,
+  delegatesOf,
   describeOptions,
   loadTuning,
   type OptionValues,
@@ -490,10 +492,6 @@ export async function storedTuning(
   }
   const names = methods.map((m) => m.name);
   // The methods the benched ones run parts of a tree with: their variant parameters apply there.
-  const delegatesOf = (m: MethodName) =>
-    (METHODS.get(m)?.delegatesTo ?? []).filter((d): d is MethodName =>
-      METHODS.has(d as MethodName)
-    );
   const stored = storedChoices(doc, dtype, [...new Set([...names, ...names.flatMap(delegatesOf)])]);
   if (!stored) {
     say(`tuning${tag}: ${path} holds nothing for ${dtype} and these methods; using defaults`);
@@ -514,15 +512,7 @@ export async function storedTuning(
     }
     // A delegate's tuned variant parameters (sequence's split count, for deft-flatten's
     // Flash-Decoding parts), where the method's own choice and the command line say nothing.
-    for (const d of delegatesOf(method)) {
-      const dc = stored.byMethod[d];
-      for (const v of METHODS.get(d)?.variants ?? []) {
-        const key = v.params?.key;
-        if (key && dc?.[key] !== undefined && !(key in choice) && !(key in explicit)) {
-          use[key] = dc[key]!;
-        }
-      }
-    }
+    Object.assign(use, delegatedOptions(method, stored.byMethod, { ...choice, ...explicit }));
     if (Object.keys(use).length === 0) continue;
     options[method] = { ...DEFAULT_METHOD_OPTIONS, ...use, ...explicit } as MethodOptions;
     applied[method] = use;
