@@ -217,17 +217,21 @@ Deno.test("deft-flatten keeps more than 32 and more than 64 queries in one block
   }
 });
 
+/** Every query of `plan` attends exactly the KV slots of its path, each once (`note` ends messages). */
+function expectPathsAttended(inp: PlanInput, plan: DeftFlattenPlan, note = ""): void {
+  for (let q = 0; q < inp.ix.queryCount; q++) {
+    const got = flattenAttendedSlots(plan, q).sort((a, b) => a - b);
+    const want = Array.from(querySlots(inp.ix, inp.layout, q)).sort((a, b) => a - b);
+    assertEquals(got, want, `query ${q}${note}`);
+  }
+}
+
 Deno.test("deft-flatten attends every query to exactly the KV of its path", () => {
   for (
     const tree of [internalQueriesTree(), reasoning(), speculative(60, 100), starTree(90, 40, 7)]
   ) {
     const inp = input(tree, { blockSize: 32 });
-    const p = deftFlatten.plan(inp);
-    for (let q = 0; q < inp.ix.queryCount; q++) {
-      const got = flattenAttendedSlots(p, q).sort((a, b) => a - b);
-      const want = Array.from(querySlots(inp.ix, inp.layout, q)).sort((a, b) => a - b);
-      assertEquals(got, want, `query ${q}`);
-    }
+    expectPathsAttended(inp, deftFlatten.plan(inp));
   }
 });
 
@@ -1049,11 +1053,7 @@ Deno.test("deft-flatten with private suffixes attends every query to exactly the
         targetWorkgroups: 1,
       });
       const p = deftFlatten.plan(inp);
-      for (let q = 0; q < inp.ix.queryCount; q++) {
-        const got = flattenAttendedSlots(p, q).sort((a, b) => a - b);
-        const want = Array.from(querySlots(inp.ix, inp.layout, q)).sort((a, b) => a - b);
-        assertEquals(got, want, `query ${q}`);
-      }
+      expectPathsAttended(inp, p);
     }
   });
 });
@@ -1220,11 +1220,7 @@ Deno.test("deft-flatten with queries routed whole attends every query to exactly
         targetWorkgroups: 1,
       });
       const p = deftFlatten.plan(inp);
-      for (let q = 0; q < inp.ix.queryCount; q++) {
-        const got = flattenAttendedSlots(p, q).sort((a, b) => a - b);
-        const want = Array.from(querySlots(inp.ix, inp.layout, q)).sort((a, b) => a - b);
-        assertEquals(got, want, `query ${q} (tail ${p.stats.tailQueries ?? 0})`);
-      }
+      expectPathsAttended(inp, p, ` (tail ${p.stats.tailQueries ?? 0})`);
     }
   });
 });
