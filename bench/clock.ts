@@ -1,11 +1,14 @@
 /**
  * Measuring at working clocks. A GPU lowers its clocks when idle, and a benchmark of short batches
  * with host gaps between them can keep it idle enough to run at a third of its speed without any
- * sign in the samples themselves. Three defences, all driven through the {@linkcode Timer}:
+ * sign in the samples themselves. Four defences, all driven through the {@linkcode Timer}:
  *
  * - **Spin-up** ({@linkcode ClockGuard.spinUp}): before each group of cases, batches of a busy
  *   reference kernel, long enough to keep the GPU loaded, until its per-pass time has stabilised
  *   (and, when the working speed is known, reached it), timed by the same timer as the cases.
+ *   A spin-up that runs out of time before the working speed makes the later ones aim at the best
+ *   speed the run has measured, never at a merely flat reference: an idle clock is flat too (an
+ *   H200 idles at 345 of its 1980 MHz).
  * - **Lead**: every batch opens with one timed reference pass (the probe: was the GPU at speed?)
  *   and then the reference repeated, untimed, for `leadNs` of GPU time, so the GPU is at its clock
  *   when the cases start; the lead doubles when the first reference after it is still slow and
@@ -18,6 +21,9 @@
  *   share a pass. Compared with the working speed (the calibrated speed of the same pass, or the
  *   best this run saw), the median over a case's samples gives its clock fraction, and a case below
  *   {@linkcode LOW_CLOCK_FRACTION} is flagged `lowClock`.
+ * - **Retry**: a round of the measurement loop with a sample bracketed below that fraction is
+ *   dropped, the GPU spun up again and the round taken again, at most
+ *   `MAX_LOW_CLOCK_RETRIES` times per group (`measure.ts`); the samples dropped are counted.
  *
  * Where `nvidia-smi` exists, {@linkcode SmiSampler} reads the SM clock every 250 ms during the run.
  *
@@ -67,6 +73,11 @@ export interface BatchClock {
   opening(): PassSpec[];
   /** Told the probe's time and each reference point's time of a batch (in batch order). */
   observe(probeNs: number | null, pointsNs: readonly (number | null)[]): void;
+  /**
+   * Is a reference time of `ns` per dispatch below {@linkcode LOW_CLOCK_FRACTION} of the working
+   * speed? (False while no working speed is known.) The measurement loop takes such a round again.
+   */
+  isLow(ns: number): boolean;
 }
 
 /** Outcome of one spin-up. */
@@ -129,6 +140,10 @@ export class ClockGuard implements BatchClock {
   readonly #now: () => number;
   readonly #o: Required<Omit<ClockGuardOptions, "calibratedNs" | "now" | "leadNs">>;
   #bestNs: number | null = null;
+  /**
+   * A spin-up ran out of time before the working speed: later spin-ups aim at the best speed this
+   * run measured instead (never at a merely flat one, which an idle clock also is).
+   */
   #unreachable = false;
   #destroy: () => void;
 
@@ -217,8 +232,10 @@ export class ClockGuard implements BatchClock {
         // Flat within the batch (when it has two halves) and against the batch before.
         const flat = (values.length < 2 || Math.abs(ns / head - 1) <= tol) &&
           (previous === null ? known : Math.abs(ns / previous - 1) <= tol);
-        const w = this.workingNs;
-        const reached = this.#unreachable || w === null || ns <= w / (1 - 2 * tol);
+        // The target: the working speed, or the best this run reached once that proved out of
+        // reach (a flat reference alone would accept a clock that idles at a fifth of its speed).
+        const w = this.#unreachable ? this.#bestNs : this.workingNs;
+        const reached = w === null || ns <= w / (1 - 2 * tol);
         this.#learn(values.slice(values.length - half));
         if (flat && reached) {
           stable = true;
@@ -228,7 +245,7 @@ export class ClockGuard implements BatchClock {
       }
       // A clock that does not move (or a timer that returns nothing) still ends the spin-up.
       if (!(this.#now() - t0 < this.#o.spinUpMaxMs) || batches >= MAX_SPIN_UP_BATCHES) {
-        // The working speed was out of reach: later spin-ups settle for a flat reference.
+        // The working speed was out of reach: later spin-ups settle for the best this run saw.
         if (!stable) this.#unreachable = true;
         break;
       }
@@ -269,6 +286,11 @@ export class ClockGuard implements BatchClock {
       // Already at speed before the lead: a shorter one does.
       this.leadNs = Math.max(this.#o.minLeadNs, this.leadNs / 2);
     }
+  }
+
+  isLow(ns: number): boolean {
+    const f = this.fraction(ns);
+    return f !== null && f < LOW_CLOCK_FRACTION;
   }
 
   /** Frees the reference kernel's buffer. */

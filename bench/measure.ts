@@ -5,7 +5,8 @@
  * spent. Optional cold mode puts a cache-flush pass (writing 2x a large L2) before every sample.
  * An optional clock guard (`clock.ts`) spins the GPU up before the warm-up, opens every batch with
  * its lead and times its reference kernel between rounds, so every sample knows the clock it ran
- * at.
+ * at; a round with a sample at a low clock is dropped and taken again after a new spin-up (at most
+ * {@linkcode MAX_LOW_CLOCK_RETRIES} per group, counted in `retriedSamples`).
  *
  * @module
  */
@@ -67,7 +68,15 @@ export interface CaseMeasurement {
    * both, a one-off stall of the host only one), or null without a clock guard.
    */
   referenceNs: (number | null)[];
+  /**
+   * Samples taken in rounds that ran at a low clock (a sample bracketed below the clock guard's
+   * low fraction) and were dropped and taken again after a new spin-up; not in `samplesNs`.
+   */
+  retriedSamples: number;
 }
+
+/** Rounds of one group taken again after a low clock, at most (each after a new spin-up). */
+export const MAX_LOW_CLOCK_RETRIES = 2;
 
 /** Most repetitions the automatic rule puts in one pass. */
 const MAX_AUTO_REPETITIONS = 1 << 16;
@@ -224,6 +233,8 @@ export async function measureInterleaved(
   const state = new Map<string, { stop: StopReason | null; rel: number; rounds: number }>(
     cases.map((c) => [c.key, { stop: null, rel: Infinity, rounds: 0 }]),
   );
+  const retried = new Map(cases.map((c) => [c.key, 0]));
+  let retries = 0;
   const budgetMs = options.budgetMs * cases.length;
   const m0 = now();
   let per = minSamples;
@@ -231,7 +242,23 @@ export async function measureInterleaved(
     const active = cases.filter((c) => state.get(c.key)!.stop === null);
     const b = batch(active, reps, per, options.flush, clock, typicalNs, true);
     const r0 = now();
-    collect(b, await timer.time(b.passes), samples, refs, clock);
+    const got = new Map(active.map((c) => [c.key, [] as number[]]));
+    const gotRefs = new Map(active.map((c) => [c.key, [] as (number | null)[]]));
+    collect(b, await timer.time(b.passes), got, gotRefs, clock);
+    // A round that ran (in part) at a low clock is taken again after a new spin-up: its samples
+    // would only be flagged, and an interleaved round slows every case alike.
+    if (
+      clock && retries < MAX_LOW_CLOCK_RETRIES &&
+      [...gotRefs.values()].some((rs) => rs.some((r) => r !== null && clock.isLow(r)))
+    ) {
+      retries++;
+      for (const [k, v] of got) retried.set(k, retried.get(k)! + v.length);
+      await clock.spinUp();
+      round--;
+      continue;
+    }
+    for (const [k, v] of got) samples.get(k)!.push(...v);
+    for (const [k, v] of gotRefs) refs.get(k)!.push(...v);
     const roundMs = now() - r0;
     for (const c of active) {
       const s = samples.get(c.key)!;
@@ -274,6 +301,7 @@ export async function measureInterleaved(
       warmupSamples: warm.get(c.key)!.length,
       rounds: st.rounds,
       referenceNs: clock ? refs.get(c.key)! : samples.get(c.key)!.map(() => null),
+      retriedSamples: retried.get(c.key)!,
     };
   });
 }

@@ -160,6 +160,8 @@ export interface ClockRecord {
   refs: Map<string, (number | null)[]>;
   /** When each case's group was measured, ms on the run's clock. */
   windows: Map<string, [number, number]>;
+  /** Samples of each case dropped with a round that ran at a low clock, and taken again. */
+  retried?: Map<string, number>;
 }
 
 function unverified(tolerance: number): Verification {
@@ -549,6 +551,7 @@ export async function runBench(
           : await createClockGuard(d.gpu, d.timer, { calibrated: d.calibration?.reference, now }),
         refs: new Map(),
         windows: new Map(),
+        retried: new Map(),
       });
     }
     progress.start(plannedCases);
@@ -957,6 +960,7 @@ export async function runCases(
         c.key,
         m.referenceNs.filter((_, i) => m.samplesNs[i]! > 0 && Number.isFinite(m.samplesNs[i]!)),
       );
+      if (m.retriedSamples > 0) settings.clocks?.retried?.set(c.key, m.retriedSamples);
       c.roofline = roofline(
         c.counts,
         c.timing.medianNs,
@@ -1078,6 +1082,7 @@ function applyClocks(
           // during a case whose reference ran at 99.7% (results/data/nvidia-h200-dawn/
           // issue-trees-10.json, table14 on Deno): its reading is kept, not used to flag.
           lowClock: fraction < LOW_CLOCK_FRACTION,
+          retriedSamples: clocks.retried?.get(c.key) ?? 0,
         };
         c.clock = cc;
         if (cc.lowClock) {
@@ -1129,6 +1134,7 @@ function applyClocks(
     spinUpMs: spins.reduce((a, x) => a + x.ms, 0),
     leadNs: guard.perRound ? guard.leadNs : 0,
     lowClockCases: low,
+    retriedSamples: [...(clocks.retried?.values() ?? [])].reduce((a, n) => a + n, 0),
     smi: smi ? { readings, workingSmMHz: workingSm, maxSmMHz: maxSm } : null,
   };
 }

@@ -114,7 +114,9 @@ function clockText(k: ResultsDocument["environment"]["clock"] | null): string {
     esc(k.workingSource === "calibration" ? "calibrated" : "best of this run")
   }); ${esc(k.stableSpinUps)}/${esc(k.spinUps)} spin-ups stable (${
     esc((k.spinUpMs / 1000).toFixed(1))
-  } s); lead ${esc(formatNs(k.leadNs))}${smi}; ${
+  } s); lead ${esc(formatNs(k.leadNs))}${smi}${
+    k.retriedSamples ? `; ${esc(k.retriedSamples)} sample(s) of low-clock rounds taken again` : ""
+  }; ${
     k.lowClockCases > 0
       ? `<span class="badge bad">${esc(k.lowClockCases)} case(s) below ${
         esc(k.lowClockFraction * 100)

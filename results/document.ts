@@ -199,6 +199,7 @@ function checkRunClock(c: Checker, v: unknown, at: string): void {
     const k of ["workingNs", "lowClockFraction", "spinUps", "stableSpinUps", "spinUpMs", "leadNs"]
   ) c.num(o, k, at);
   c.num(o, "lowClockCases", at);
+  if (o.retriedSamples !== undefined) c.num(o, "retriedSamples", at);
   c.oneOf(o, "workingSource", at, ["calibration", "run"]);
   if (o.smi !== null) {
     const so = c.obj(o.smi, `${at}.smi`);
@@ -211,6 +212,7 @@ function checkRunClock(c: Checker, v: unknown, at: string): void {
 function checkCaseClock(c: Checker, v: unknown, at: string): void {
   const o = c.obj(v, at);
   for (const k of ["fraction", "minFraction", "lowSamples"]) c.num(o, k, at);
+  if (o.retriedSamples !== undefined) c.num(o, "retriedSamples", at);
   c.numOrNull(o, "smMHz", at);
   c.numOrNull(o, "smFraction", at);
   c.bool(o, "lowClock", at);

@@ -206,6 +206,11 @@ export interface RunClock {
   /** Cases flagged `lowClock`. */
   lowClockCases: number;
   /**
+   * Samples dropped with rounds that ran at a low clock and taken again after a new spin-up (at
+   * most two rounds per group; absent in older documents).
+   */
+  retriedSamples?: number;
+  /**
    * `nvidia-smi` SM clock read every 250 ms during the run: readings, the highest SM clock read
    * while cases were measured (the working clock) and the adapter's maximum; null without it.
    */
@@ -224,6 +229,11 @@ export interface CaseClock {
   minFraction: number;
   /** Samples bracketed by a reference below `lowClockFraction`. */
   lowSamples: number;
+  /**
+   * Samples of rounds that ran at a low clock, dropped and taken again after a new spin-up (not in
+   * `timing`; absent in older documents).
+   */
+  retriedSamples?: number;
   /** Median `nvidia-smi` SM clock while its group was measured, MHz, or null. */
   smMHz: number | null;
   /** smMHz over the run's working SM clock, or null. */

@@ -5,10 +5,10 @@ import {
   type ReferenceSize,
   SmiSampler,
 } from "../bench/clock.ts";
-import { measureInterleaved } from "../bench/measure.ts";
+import { MAX_LOW_CLOCK_RETRIES, measureInterleaved } from "../bench/measure.ts";
 import type { ProgressReporter } from "../bench/progress.ts";
 import { type BenchConfig, runBench } from "../bench/run.ts";
-import { FakeClock, FakeTimer } from "../bench/timer.ts";
+import { FakeClock, FakeTimer, type PassSpec, type Timer } from "../bench/timer.ts";
 import { testGpu } from "./_gpu.ts";
 import { DEFAULT_METHOD_OPTIONS } from "../kernels/method.ts";
 import { compareExitCode, compareRuns } from "../report/compare.ts";
@@ -79,6 +79,92 @@ Deno.test("spinUp() without a known speed waits for two flat batches; a dead clo
   const s2 = await g2.spinUp();
   assertEquals(s2.stable, false);
   assert(s2.batches <= 64);
+});
+
+Deno.test("after a spin-up that missed the working speed, the next one still waits for the best speed seen, not for a flat idle clock", async () => {
+  // The calibrated speed is never reached (the GPU peaks at 95 % of it); later the GPU idles at
+  // 20 % (flat) for 600 ms before its clock comes back to that 95 %.
+  const speed = (ms: number) => (ms >= 5000 && ms < 5600 ? 0.2 : 0.95);
+  const { clock, timer } = fakeGpu(speed, refWork);
+  const guard = new ClockGuard(timer, { label: "ref", encode: nop }, SIZE, {
+    calibratedNs: REF_NS,
+    now: clock.now,
+  });
+  const first = await guard.spinUp();
+  assertEquals(first.stable, false);
+  assertAlmostEquals(first.ns, REF_NS / 0.95, 1);
+  clock.ms = 5000;
+  const second = await guard.spinUp();
+  assert(second.stable, "stable");
+  assert(clock.ms >= 5600, `stopped at ${clock.ms} ms, at the idle clock`);
+  assertAlmostEquals(second.ns, REF_NS / 0.95, 1);
+  // Once back at that speed, a spin-up ends at once.
+  const third = await guard.spinUp();
+  assertEquals([third.stable, third.batches], [true, 1]);
+});
+
+/**
+ * A fake timer whose GPU runs at `speed(k)` during the k-th measurement round it sees (a batch with
+ * reference points and case `a`; 0-based) and at its clock otherwise.
+ */
+function roundSpeedTimer(clock: FakeClock, speed: (round: number) => number): Timer {
+  let s = 1;
+  let rounds = 0;
+  const inner = new FakeTimer({ clock, sample: (label) => refWork(label) / s });
+  return {
+    mode: inner.mode,
+    minSampleNs: inner.minSampleNs,
+    discarded: 0,
+    time(passes: readonly PassSpec[]) {
+      const round = passes.some((p) => p.label === "clock reference") &&
+        passes.some((p) => p.label === "a");
+      s = round ? speed(rounds++) : 1;
+      return inner.time(passes);
+    },
+    destroy() {},
+  };
+}
+
+Deno.test("a measurement round at a low clock is dropped and taken again after a new spin-up", async () => {
+  const measureOpts = (clock: FakeClock, guard: ClockGuard) => ({
+    warmupMs: 5,
+    budgetMs: 50,
+    minSamples: 4,
+    maxSamples: 4,
+    targetRelativeCi: 0.01,
+    now: clock.now,
+    clock: guard,
+  });
+  const cases = [{ key: "a", encode: nop }, { key: "b", encode: nop }];
+  // The first round runs at a fifth of the clock, the rest at speed.
+  const clock = new FakeClock();
+  const timer = roundSpeedTimer(clock, (k) => (k === 0 ? 0.2 : 1));
+  const guard = new ClockGuard(timer, { label: "ref", encode: nop }, SIZE, {
+    calibratedNs: REF_NS,
+    now: clock.now,
+  });
+  const ms = await measureInterleaved(timer, cases, measureOpts(clock, guard));
+  for (const m of ms) {
+    assertEquals(m.samplesNs, [1e6, 1e6, 1e6, 1e6]);
+    assert(m.referenceNs.every((r) => r === REF_NS), JSON.stringify(m.referenceNs));
+    assertEquals(m.retriedSamples, 4);
+  }
+  assertEquals(guard.spinUps.length, 2); // the group's, and the retry's
+
+  // A clock that stays low: the round is taken again MAX_LOW_CLOCK_RETRIES times, then kept (and
+  // flagged by the run), so a slow GPU still ends.
+  const c2 = new FakeClock();
+  const slow = roundSpeedTimer(c2, () => 0.5);
+  const g2 = new ClockGuard(slow, { label: "ref", encode: nop }, SIZE, {
+    calibratedNs: REF_NS,
+    now: c2.now,
+  });
+  const ms2 = await measureInterleaved(slow, cases, measureOpts(c2, g2));
+  for (const m of ms2) {
+    assertEquals(m.samplesNs, [2e6, 2e6, 2e6, 2e6]);
+    assertEquals(m.retriedSamples, 4 * MAX_LOW_CLOCK_RETRIES);
+  }
+  assertEquals(g2.spinUps.length, 1 + MAX_LOW_CLOCK_RETRIES);
 });
 
 Deno.test("the lead doubles while the GPU is still slow after it, and shrinks once it is not", () => {
@@ -298,7 +384,11 @@ Deno.test("runBench() flags exactly the cases measured during a clock drop", asy
   assertEquals(k.lowClockCases, 2);
   assertEquals(k.workingSource, "run");
   assertEquals(k.workingNs, REF_NS);
-  assertEquals(k.spinUps, 2);
+  // Each snapshot's group spun up once; the slow one's round was taken again twice first.
+  assertEquals(k.spinUps, 2 + MAX_LOW_CLOCK_RETRIES);
+  for (const c of s0!.cases) assertEquals(c.clock!.retriedSamples, 0);
+  for (const c of s1!.cases) assertEquals(c.clock!.retriedSamples, 3 * MAX_LOW_CLOCK_RETRIES);
+  assertEquals(k.retriedSamples, 2 * 3 * MAX_LOW_CLOCK_RETRIES);
   assertEquals(k.smi, null);
 
   // The report shows the flag: a notice, a badge per case, and the warnings.
