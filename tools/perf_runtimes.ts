@@ -198,6 +198,15 @@ function flattenVariants(): Variant[] {
       options: { ...tunedDeno, multiprocessors: 132, targetWorkgroups: w },
       runtimes: ["deno"],
     })),
+    // Run 48: the tuned FMA tile at larger blocks kept as given (the plan only halves its blocks
+    // toward 1024 workgroups; on the speculative trees it keeps 128 tokens, thousands of
+    // workgroups and partials).
+    ...([256, 512, 1024] as const).map((b): Variant => ({
+      label: `c34-deno-b${b}`,
+      method: "deft-flatten",
+      options: { ...tunedDeno, multiprocessors: 132, blockSize: b, targetWorkgroups: 1 },
+      runtimes: ["deno"],
+    })),
     ...([
       ["c30-r128-k32", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 128],
       ["c30-r128-k32-b256", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 256],
