@@ -210,6 +210,11 @@ export interface TuningEntry {
    * every timing ran at speed; absent without a clock guard.
    */
   lowClock?: string[];
+  /**
+   * True when every sample followed a cache flush (`tune --cold`, as `bench --cold` measures),
+   * false with warm caches; absent in files written before it was recorded.
+   */
+  cold?: boolean;
 }
 
 /** A tuning file: the entries of one adapter and runtime. */
@@ -474,6 +479,7 @@ function score(
       return { name: t.name, nodes: f.nodes, treeTokens: f.treeTokens, queries: f.queries };
     }),
     candidates: out,
+    cold: o.timing.cold,
     ...(clocks
       ? {
         lowClock: out.flatMap((c) =>
@@ -586,6 +592,7 @@ export function parseTuning(
       const why = badOption(k, v);
       if (why) fail(`${at}.choice.${k} must be ${why}, got ${JSON.stringify(v)}`);
     }
+    if (o.cold !== undefined && typeof o.cold !== "boolean") fail(`${at}.cold must be a boolean`);
     const id = `${o.method}/${o.dtype}`;
     if (seen.has(id)) fail(`${at} repeats ${o.method} ${o.dtype}`);
     seen.add(id);

@@ -191,6 +191,7 @@ Deno.test("tune() verifies every candidate, scores by geometric mean and picks t
   assertEquals(e.winner, 2);
   assertEquals(e.choice, { blockSize: 256 });
   assertEquals(e.trees.map((t) => t.name), ["grid", "pair"]);
+  assertEquals(e.cold, false); // warm caches, recorded
 });
 
 /** A correct fake only when its plan gets `sequence`'s split count `want` (else it computes wrong). */
@@ -333,6 +334,7 @@ Deno.test("parseTuning() validates a tuning file and names the file and the fiel
     ],
     [doc([{ ...ENTRY, winner: 3 }]), /entries\[0\]\.winner must be the index of a candidate/],
     [doc([ENTRY, ENTRY]), /entries\[1\] repeats deft-flatten f16/],
+    [doc([{ ...ENTRY, cold: "yes" }]), /entries\[0\]\.cold must be a boolean/],
   ];
   for (const [text, re] of bad) {
     assertThrows(() => parseTuning(text, "t.json"), TuningError, re);

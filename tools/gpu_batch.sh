@@ -15,7 +15,7 @@
 # the stored calibration and tuning (carried in out/). PERF_VARIANTS and PERF_TREES narrow the
 # perf step (tools/perf_runtimes.ts --variants/--trees; PERF_RUNTIMES, default dawn); PROFILE_ARGS
 # adds arguments to tools/profile_mma.ts (split on spaces); TUNE_METHODS the methods tune measures
-# (default deft-flatten).
+# (default deft-flatten); tune times cold caches, as the benchmarks do (TUNE_COLD=0: warm).
 set -uo pipefail
 out=${OUT:-out/gpu-batch}
 runtimes=${RUNTIMES:-deno,dawn}
@@ -43,7 +43,10 @@ fi
 
 if want tune; then
   step "tune ($runtimes)"
-  timeout "${TUNE_TIMEOUT:-150}" "${cli[@]}" tune --runtime "$runtimes" --methods "${TUNE_METHODS:-deft-flatten}" --budget-ms "${TUNE_BUDGET_MS:-300}" "${scale_args[@]}" \
+  # Cold, as the benchmarks below measure (TUNE_COLD=0: warm caches, tune's own default).
+  tune_cold=(--cold)
+  [ "${TUNE_COLD:-1}" = 0 ] && tune_cold=()
+  timeout "${TUNE_TIMEOUT:-150}" "${cli[@]}" tune --runtime "$runtimes" --methods "${TUNE_METHODS:-deft-flatten}" --budget-ms "${TUNE_BUDGET_MS:-300}" "${tune_cold[@]}" "${scale_args[@]}" \
     >>"$log" 2>&1 || echo "tune failed" | tee -a "$log"
 fi
 if want calibrate || want tune; then
