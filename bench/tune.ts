@@ -655,6 +655,11 @@ export interface StoredChoices {
   tunedAt: string;
   /** Shapes the entries were measured with. */
   shapes: string[];
+  /**
+   * Whether the entries timed cold caches: true or false when all of them say the same, null when
+   * they differ or some predate the record (`TuningEntry.cold`).
+   */
+  cold: boolean | null;
 }
 
 /** The stored choices of `methods` for `dtype`; null when none is stored. */
@@ -671,5 +676,10 @@ export function storedChoices(
     byMethod,
     tunedAt: found.map((e) => e.tunedAt).sort().at(-1)!,
     shapes: [...new Set(found.map((e) => e.shape))],
+    cold: found.every((e) => e.cold === true)
+      ? true
+      : found.every((e) => e.cold === false)
+      ? false
+      : null,
   };
 }

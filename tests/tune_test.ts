@@ -453,6 +453,10 @@ Deno.test("tune stores the winner; bench applies it, says so, records it, and ex
     const b = await benchTuned(file, out, methods);
     assert(b.stderr.includes(`tuning: ${file}`), b.stderr);
     assert(b.stderr.includes(`deft-flatten blockSize=${blockSize}`), b.stderr);
+    // tune timed warm caches (its default) and says so; so is this run, so nothing more is said.
+    assertEquals(entry.cold, false);
+    assert(b.stderr.includes(", warm caches)"), b.stderr);
+    assert(!b.stderr.includes("this run's are"), b.stderr);
     const a = parseResults(await Deno.readTextFile(out), out);
     assertEquals(a.runtimes[0]!.tuning!.applied, { "deft-flatten": { blockSize } });
     const flat = a.workloads[0]!.snapshots[0]!.cases.find((c) => c.method === "deft-flatten")!;
@@ -460,8 +464,10 @@ Deno.test("tune stores the winner; bench applies it, says so, records it, and ex
     assertEquals(flat.stats.blockSize, blockSize);
 
     const out2 = `${dir}/b.json`;
-    const c = await benchTuned(file, out2, methods, ["--block-size", "32"]);
+    const c = await benchTuned(file, out2, methods, ["--block-size", "32", "--cold"]);
     assert(/overrides the stored blockSize/.test(c.stderr), c.stderr);
+    // A cold run is told that the tuning it applies was timed warm.
+    assert(c.stderr.includes("tuned with warm caches, this run's are cold"), c.stderr);
     const d = parseResults(await Deno.readTextFile(out2), out2);
     assertEquals(d.runtimes[0]!.tuning, null);
     assertEquals(

@@ -480,6 +480,7 @@ export async function storedTuning(
   file: string | undefined,
   say: (line: string) => void,
   tag = "",
+  cold?: boolean,
 ): Promise<AppliedTuning | null> {
   const path = file ?? tuningPath(gpu.info, gpu.runtime.name);
   const doc: TuningDocument | null = await loadTuning(path, {
@@ -518,10 +519,18 @@ export async function storedTuning(
     applied[method] = use;
     parts.push(`${method} ${describeOptions(use)}`);
   }
-  const note = overridden.size
-    ? `; the command line overrides the stored ${[...overridden].join(", ")}`
-    : "";
-  const shapes = stored.shapes.length ? ` with ${stored.shapes.join(", ")}` : "";
+  const note =
+    (overridden.size
+      ? `; the command line overrides the stored ${[...overridden].join(", ")}`
+      : "") +
+    // Warm and cold caches can rank candidates differently: say when the run is not like the tuning.
+    (cold !== undefined && stored.cold !== null && stored.cold !== cold
+      ? `; tuned with ${stored.cold ? "cold" : "warm"} caches, this run's are ${
+        cold ? "cold" : "warm"
+      }`
+      : "");
+  const caches = stored.cold === null ? "" : `, ${stored.cold ? "cold" : "warm"} caches`;
+  const shapes = (stored.shapes.length ? ` with ${stored.shapes.join(", ")}` : "") + caches;
   if (parts.length === 0) {
     say(`tuning${tag}: ${path} (tuned ${stored.tunedAt}${shapes}): nothing applied${note}`);
     return null;
@@ -823,9 +832,16 @@ export function benchCommand(io: CliIo, deps: BenchCommandDeps = {}) {
             }: ${gpu.residentWorkgroups} (from the calibration; deft-flatten sizes its matrix-kernel blocks to them)`,
           );
         }
-        const tuned = opts.tuning === false
-          ? null
-          : await storedTuning(gpu, dtype, methods, explicit, opts.tuning, say, tag(gpu));
+        const tuned = opts.tuning === false ? null : await storedTuning(
+          gpu,
+          dtype,
+          methods,
+          explicit,
+          opts.tuning,
+          say,
+          tag(gpu),
+          Boolean(opts.cold),
+        );
         devices.push({
           gpu,
           timer,
