@@ -211,8 +211,8 @@ export function privateSuffixes(
   ix: IndexedTree,
   min: number,
   cutoff = ix.queryCount,
+  ranges: QueryRanges = queryRanges(ix),
 ): PrivateSuffixes {
-  const ranges = queryRanges(ix);
   const { lo, hi, order } = ranges;
   const nq = ix.queryCount;
   const from = new Uint32Array(nq);
@@ -331,9 +331,14 @@ export const TAIL_QUERIES: MethodOption<number> = intOption({
 
 /**
  * The DFS rank from which {@linkcode TAIL_QUERIES} routes queries whole, for `blockSize`-token
- * blocks (the query count when it routes none).
+ * blocks (the query count when it routes none). `ranges` gives the tree's query ranges, asked for
+ * only where the tail is short enough to route.
  */
-export function tailCutoff(input: PlanInput, blockSize: number): number {
+export function tailCutoff(
+  input: PlanInput,
+  blockSize: number,
+  ranges: () => QueryRanges = () => queryRanges(input.ix),
+): number {
   const { ix, shape, dtype, options } = input;
   const nq = ix.queryCount;
   const mma = useMatrixUnits(input);
@@ -346,7 +351,7 @@ export function tailCutoff(input: PlanInput, blockSize: number): number {
   const k = perTile > 1 ? nq % perTile : 0;
   if (limit === 0 || k === 0 || k > limit || k >= nq) return nq;
   // The tiles it saves are those of the KV every query sees: at least one block of it.
-  const { lo, hi } = queryRanges(ix);
+  const { lo, hi } = ranges();
   let shared = 0;
   for (let v = 0; v < ix.nodeCount; v++) if (lo[v] === 0 && hi[v] === nq) shared += ix.tokens(v);
   return shared >= blockSize ? nq - k : nq;
@@ -469,11 +474,14 @@ export const deftFlatten: MethodRecord<DeftFlattenPlan, "deft-flatten"> = {
     const unshared = fallback > 0 && 100 * ix.sumPathTokens < fallback * n;
     const privateMin = PRIVATE_MIN.read(options);
     const min = privateMin >= 0 ? privateMin : useMatrixUnits(input) ? 0 : PRIVATE_MIN_FMA;
-    const cutoff = unshared ? ix.queryCount : tailCutoff(input, largest);
+    // The query ranges, computed once for the tail and the suffixes, and only if either asks.
+    let ranges: QueryRanges | undefined;
+    const rangesOf = () => (ranges ??= queryRanges(ix));
+    const cutoff = unshared ? ix.queryCount : tailCutoff(input, largest, rangesOf);
     // With routing off (the matrix kernel's default) no suffix is looked for.
     const suffixes = unshared || (min === 0 && cutoff === ix.queryCount)
       ? undefined
-      : privateSuffixes(ix, min, cutoff);
+      : privateSuffixes(ix, min, cutoff, rangesOf());
     const planAt = (blockSize: number, skip?: PrivateSuffixes): DeftFlattenPlan => {
       const { groups, maxMaskWords } = flattenBlocks(ix, layout, blockSize, skip, {
         maskFull: options.mma?.legacyMask === 1, // profiling: the masks before change 12
