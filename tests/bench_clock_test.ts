@@ -125,8 +125,19 @@ function roundSpeedTimer(clock: FakeClock, speed: (round: number) => number): Ti
   };
 }
 
-Deno.test("a measurement round at a low clock is dropped and taken again after a new spin-up", async () => {
-  const measureOpts = (clock: FakeClock, guard: ClockGuard) => ({
+/**
+ * Cases `a` and `b`, four samples each, measured with a clock guard on a fake GPU that runs at
+ * `speed(k)` of its clock in the k-th measurement round (`roundSpeedTimer`).
+ */
+async function measureAtRoundSpeeds(speed: (round: number) => number) {
+  const clock = new FakeClock();
+  const timer = roundSpeedTimer(clock, speed);
+  const guard = new ClockGuard(timer, { label: "ref", encode: nop }, SIZE, {
+    calibratedNs: REF_NS,
+    now: clock.now,
+  });
+  const cases = [{ key: "a", encode: nop }, { key: "b", encode: nop }];
+  const ms = await measureInterleaved(timer, cases, {
     warmupMs: 5,
     budgetMs: 50,
     minSamples: 4,
@@ -135,15 +146,12 @@ Deno.test("a measurement round at a low clock is dropped and taken again after a
     now: clock.now,
     clock: guard,
   });
-  const cases = [{ key: "a", encode: nop }, { key: "b", encode: nop }];
+  return { ms, guard };
+}
+
+Deno.test("a measurement round at a low clock is dropped and taken again after a new spin-up", async () => {
   // The first round runs at a fifth of the clock, the rest at speed.
-  const clock = new FakeClock();
-  const timer = roundSpeedTimer(clock, (k) => (k === 0 ? 0.2 : 1));
-  const guard = new ClockGuard(timer, { label: "ref", encode: nop }, SIZE, {
-    calibratedNs: REF_NS,
-    now: clock.now,
-  });
-  const ms = await measureInterleaved(timer, cases, measureOpts(clock, guard));
+  const { ms, guard } = await measureAtRoundSpeeds((k) => (k === 0 ? 0.2 : 1));
   for (const m of ms) {
     assertEquals(m.samplesNs, [1e6, 1e6, 1e6, 1e6]);
     assert(m.referenceNs.every((r) => r === REF_NS), JSON.stringify(m.referenceNs));
@@ -153,18 +161,12 @@ Deno.test("a measurement round at a low clock is dropped and taken again after a
 
   // A clock that stays low: the round is taken again MAX_LOW_CLOCK_RETRIES times, then kept (and
   // flagged by the run), so a slow GPU still ends.
-  const c2 = new FakeClock();
-  const slow = roundSpeedTimer(c2, () => 0.5);
-  const g2 = new ClockGuard(slow, { label: "ref", encode: nop }, SIZE, {
-    calibratedNs: REF_NS,
-    now: c2.now,
-  });
-  const ms2 = await measureInterleaved(slow, cases, measureOpts(c2, g2));
-  for (const m of ms2) {
+  const slow = await measureAtRoundSpeeds(() => 0.5);
+  for (const m of slow.ms) {
     assertEquals(m.samplesNs, [2e6, 2e6, 2e6, 2e6]);
     assertEquals(m.retriedSamples, 4 * MAX_LOW_CLOCK_RETRIES);
   }
-  assertEquals(g2.spinUps.length, 1 + MAX_LOW_CLOCK_RETRIES);
+  assertEquals(slow.guard.spinUps.length, 1 + MAX_LOW_CLOCK_RETRIES);
 });
 
 Deno.test("the lead doubles while the GPU is still slow after it, and shrinks once it is not", () => {
