@@ -38,13 +38,15 @@ export { testGpu };
  * What the test device offers, or null when it cannot be opened (its tests then fail one by one
  * with the reason; with DEFT_REQUIRE_SUBGROUP_MATRIX=1 the suite fails to load instead).
  */
-const DEVICE: { hasF16: boolean; offer: DeviceOffer; software: string | null } | null =
-  await (async () => {
+const DEVICE:
+  | { hasF16: boolean; offer: DeviceOffer; software: string | null; subgroupMinSize: number }
+  | null = await (async () => {
     try {
       const gpu = await testGpu();
       return {
         hasF16: gpu.hasF16,
         offer: deviceOffer(kernelCaps(gpu), gpu.hasF16),
+        subgroupMinSize: gpu.hasSubgroups ? gpu.info.subgroupMinSize : 0,
         software: isSoftwareAdapter(gpu.info)
           ? gpu.info.description || gpu.info.vendor || "software adapter"
           : null,
@@ -128,6 +130,12 @@ export const PER_TREE_KERNELS: ReadonlySet<string> = new Set(["tree-mask"]);
  * configuration: Dawn on a GPU with matrix units, or on Mesa lavapipe >= 25.2).
  */
 export const HAS_MATRIX: boolean = DEVICE?.offer.subgroupMatrix ?? false;
+
+/**
+ * The test device's smallest subgroup (0 without subgroups): kernel variants that shuffle within
+ * groups of N lanes need at least N.
+ */
+export const SUBGROUP_MIN_SIZE: number = DEVICE?.subgroupMinSize ?? 0;
 
 /** True when a test of `dtype` must be ignored on this machine (see {@linkcode HAS_F16}). */
 export function skipDtype(dtype: Dtype): boolean {
@@ -377,18 +385,21 @@ const SKIP_CASES = (Deno.env.get("DEFT_CONFORMANCE_SKIP") ?? "").split(",").filt
  * without shader-f16 (see {@linkcode skipDtype}). `tests/methods/conformance_test.ts` runs the
  * whole matrix for every method of the list; a method's own test file adds its own cases.
  * `o.variant`: the cases check a kernel variant other than the method's default, ignored where
- * {@linkcode CHECK_VARIANTS} is false. In the {@linkcode OPENGL_MINIMAL} matrix a method of
- * {@linkcode PER_TREE_KERNELS} runs only the first case.
+ * {@linkcode CHECK_VARIANTS} is false; `o.subgroupLanes`: the variant shuffles within groups of
+ * that many lanes, ignored where the device's subgroups are smaller ({@linkcode SUBGROUP_MIN_SIZE}).
+ * In the {@linkcode OPENGL_MINIMAL} matrix a method of {@linkcode PER_TREE_KERNELS} runs only the
+ * first case.
  */
 export function conformanceSuite(
   record: MethodRecord,
   cases: ConformanceCase[] = conformanceCases(),
   label: string = record.name,
-  o: { variant?: boolean } = {},
+  o: { variant?: boolean; subgroupLanes?: number } = {},
 ): void {
   let run = cases.filter((c) => inMatrix(c));
   if (OPENGL_MINIMAL && PER_TREE_KERNELS.has(record.name)) run = run.slice(0, 1);
-  const ignoreAll = o.variant === true && !CHECK_VARIANTS;
+  const ignoreAll = (o.variant === true && !CHECK_VARIANTS) ||
+    (o.subgroupLanes !== undefined && SUBGROUP_MIN_SIZE < o.subgroupLanes);
   for (const c of run) {
     const families = skipDtype(c.dtype)
       ? null

@@ -280,6 +280,22 @@ function sequenceVariants(): Variant[] {
       method: "sequence",
       options: { sequence: { targetWorkgroups: 1536, ...v } },
     })),
+    // Change 32: the `lanes` design (no barrier in the loop): lanes per key, threads, keys per
+    // key group and step, and the split count.
+    ...([
+      ["c32-l16-t64-u4", { lanes: 16, threads: 64, unroll: 4 }],
+      ["c32-l16-t128-u4", { lanes: 16, threads: 128, unroll: 4 }],
+      ["c32-l8-t64-u4", { lanes: 8, threads: 64, unroll: 4 }],
+      ["c32-l16-t64-u2", { lanes: 16, threads: 64, unroll: 2 }],
+      ["c32-l16-t64-u8", { lanes: 16, threads: 64, unroll: 8 }],
+      ["c32-l32-t64-u4", { lanes: 32, threads: 64, unroll: 4 }],
+      ["c32-l16-t64-u4-w768", { lanes: 16, threads: 64, unroll: 4, targetWorkgroups: 768 }],
+      ["c32-l16-t64-u4-w3072", { lanes: 16, threads: 64, unroll: 4, targetWorkgroups: 3072 }],
+    ] as const).map(([label, v]): Variant => ({
+      label,
+      method: "sequence",
+      options: { sequence: { targetWorkgroups: 1536, design: "lanes", ...v } },
+    })),
   ];
 }
 

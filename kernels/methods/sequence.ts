@@ -23,7 +23,7 @@
  */
 
 import { type Dtype, dtypeBytes, groupSize, type ModelShape } from "../../workloads/shapes.ts";
-import { checkWorkgroup, type Gpu, PLAN_STORAGE_BUDGET, requireF16 } from "../gpu.ts";
+import { checkWorkgroup, type Gpu, GpuError, PLAN_STORAGE_BUDGET, requireF16 } from "../gpu.ts";
 import type {
   DispatchInfo,
   GpuProblem,
@@ -47,6 +47,7 @@ import {
 } from "../reduce.ts";
 import { specializeWgsl, unrollWgsl } from "../wgsl.ts";
 import sequenceWgsl from "../wgsl/sequence.wgsl" with { type: "text" };
+import sequenceLanesWgsl from "../wgsl/sequence_lanes.wgsl" with { type: "text" };
 
 /** Fewest tokens per chunk (chunks are also at least one block), so partials stay small. */
 export const MIN_CHUNK_TOKENS = 64;
@@ -60,10 +61,22 @@ const MAX_PER_DIM = 65535;
 export interface SequenceVariant {
   /** Name in reports and perf tables. */
   readonly name: string;
+  /**
+   * The kernel: `blocks` (wgsl/sequence.wgsl: blocks of keys, two barriers each) or `lanes`
+   * (wgsl/sequence_lanes.wgsl: key groups of `lanes` adjacent lanes sum their dots by subgroup
+   * shuffles and run their own online softmax, no barrier until the chunk ends; needs subgroups of
+   * at least `lanes` invocations).
+   */
+  readonly design: SequenceDesign;
   /** Threads per workgroup (a power of two, 64..256); halved only if nothing else fits. */
   readonly threads: number;
-  /** Lanes per key in the score phase (a power of two); 0: min(8, head dim / 4 rounded up). */
+  /**
+   * Lanes per key in the score phase (a power of two); 0: min(8, head dim / 4 rounded up), and in
+   * the `lanes` design min(16, head dim / 4 rounded up, the device's subgroup size).
+   */
   readonly lanes: number;
+  /** `lanes` design: keys a key group takes per step (a power of two, at most 16). */
+  readonly unroll: number;
   /** Keys per block B, an upper bound (a power of two; lowered to fit the storage budget). */
   readonly blockKeys: number;
   /**
@@ -81,11 +94,21 @@ export interface SequenceVariant {
   readonly storageBudget: number;
 }
 
+/** The kernels of `sequence` (see {@linkcode SequenceVariant.design}). */
+export const SEQUENCE_DESIGNS = ["blocks", "lanes"] as const;
+/** One of {@linkcode SEQUENCE_DESIGNS}. */
+export type SequenceDesign = (typeof SEQUENCE_DESIGNS)[number];
+
+/** Most lanes per key of the `lanes` design (a subgroup of 32 holds two keys). */
+export const MAX_LANES_DESIGN_LANES = 32;
+
 /** The default variant (the registered `sequence` method). */
 export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   name: "default",
+  design: "blocks",
   threads: 128,
   lanes: 0,
+  unroll: 4,
   blockKeys: 64,
   qPlacement: "auto",
   prefetchV: false,
@@ -100,8 +123,10 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
  * name follows from them; `prefetchV` is 0 or 1).
  */
 export type SequenceParams = Readonly<{
+  design?: SequenceDesign;
   threads?: number;
   lanes?: number;
+  unroll?: number;
   blockKeys?: number;
   qPlacement?: SequenceVariant["qPlacement"];
   prefetchV?: 0 | 1;
@@ -138,11 +163,19 @@ export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant 
 /** The kernel of `sequence`, its one variant: every field of {@linkcode SequenceVariant}. */
 export const SEQUENCE_KERNEL: KernelVariant = {
   family: "fma",
-  description: "split-KV Flash-Decoding, K and V straight into registers (wgsl/sequence.wgsl)",
+  description:
+    "split-KV Flash-Decoding, K and V straight into registers (wgsl/sequence.wgsl; design=lanes: wgsl/sequence_lanes.wgsl, needs subgroups)",
   needs: [],
   params: {
     key: "sequence",
     params: [
+      {
+        name: "design",
+        doc:
+          "blocks: blocks of keys with two barriers each; lanes: key groups with their own softmax, no barrier in the loop (needs subgroups)",
+        default: DEFAULT_SEQUENCE_VARIANT.design,
+        choices: [...SEQUENCE_DESIGNS],
+      },
       {
         name: "threads",
         doc: "threads per workgroup, a power of two in [64, 256]",
@@ -150,9 +183,17 @@ export const SEQUENCE_KERNEL: KernelVariant = {
       },
       {
         name: "lanes",
-        doc: "lanes per key in the score phase, a power of two (0: min(8, head dim / 4))",
+        doc:
+          "lanes per key in the score phase, a power of two (0: min(8, head dim / 4); design=lanes: min(16, head dim / 4, subgroup size))",
         default: DEFAULT_SEQUENCE_VARIANT.lanes,
         min: 0,
+      },
+      {
+        name: "unroll",
+        doc: "design=lanes: keys a key group takes per step, a power of two in [1, 16]",
+        default: DEFAULT_SEQUENCE_VARIANT.unroll,
+        min: 1,
+        max: 16,
       },
       {
         name: "blockKeys",
@@ -205,6 +246,10 @@ export const DEFAULT_TARGET_WORKGROUPS = DEFAULT_SEQUENCE_VARIANT.targetWorkgrou
 
 /** Kernel geometry, a function of the shape, dtype and variant (so pipelines are shared). */
 export interface SequenceTiling {
+  /** The kernel ({@linkcode SequenceVariant.design}). */
+  readonly design: SequenceDesign;
+  /** `lanes` design: keys per key group and step (keysPerTile = keyGroups x unroll). */
+  readonly unroll: number;
   /** Threads per workgroup. */
   readonly workgroupSize: number;
   /** Keys per block B (a power of two, at least 4): chunks are whole blocks but the last. */
@@ -221,7 +266,7 @@ export interface SequenceTiling {
   readonly quadsPerLane: number;
   /** Keys per score pass (threads / L). */
   readonly keysPerPass: number;
-  /** P·V key groups: min(floor(threads / (head dim / 4)), B). */
+  /** P·V key groups: min(floor(threads / (head dim / 4)), B); `lanes` design: threads / L. */
   readonly keyGroups: number;
   /** True when lanes keep their Q quads in registers. */
   readonly qInRegisters: boolean;
@@ -277,6 +322,11 @@ export function checkSequenceVariant(v: SequenceVariant): SequenceVariant {
     bad("lanes", v.lanes, "0 or a power of two up to threads");
   }
   if (!isPow2(v.blockKeys) || v.blockKeys < 4) bad("blockKeys", v.blockKeys, "a power of two >= 4");
+  if (!SEQUENCE_DESIGNS.includes(v.design)) bad("design", v.design, `"blocks" or "lanes"`);
+  if (v.design === "lanes" && v.lanes > MAX_LANES_DESIGN_LANES) {
+    bad("lanes", v.lanes, `at most ${MAX_LANES_DESIGN_LANES} with design=lanes`);
+  }
+  if (!isPow2(v.unroll) || v.unroll > 16) bad("unroll", v.unroll, "a power of two in [1, 16]");
   if (!["auto", "registers", "workgroup"].includes(v.qPlacement)) {
     bad("qPlacement", v.qPlacement, `"auto", "registers" or "workgroup"`);
   }
@@ -299,16 +349,73 @@ function sharedBytes(d4: number, hb: number, lanes: number, b: number, kg: numbe
   return 16 * (wbuf + 2 * b * hb4 + 4 * hb4 * d4 + lanes) + 4 * 4 * hb4;
 }
 
+/** Workgroup memory of a `lanes` geometry (its merge buffer and the key groups' max and sums). */
+function lanesSharedBytes(d4: number, hb: number, keyGroups: number): number {
+  return 16 * (lanesMergeVec4s(d4, hb, keyGroups) + 2 * keyGroups * ceilDiv(hb, 4));
+}
+
+/** Vec4s of the `lanes` kernel's merge buffer (the halving tree's upper half). */
+function lanesMergeVec4s(d4: number, hb: number, keyGroups: number): number {
+  return Math.max(1, Math.floor(keyGroups / 2) * hb * d4);
+}
+
+/**
+ * The `lanes` geometry: L lanes per key (at most the subgroup size when known), the most heads per
+ * workgroup whose Q and accumulators take at most {@linkcode Q_REGISTER_VEC4S} vec4s each, and
+ * the most threads that fit the storage budget.
+ */
+function lanesTiling(
+  shape: ModelShape,
+  variant: SequenceVariant,
+  subgroupSize: number,
+): SequenceTiling {
+  const d4 = shape.headDim / 4;
+  const group = groupSize(shape);
+  const lanes = variant.lanes ||
+    Math.min(16, pow2Ceil(d4), subgroupSize > 0 ? subgroupSize : MAX_LANES_DESIGN_LANES);
+  const qc = ceilDiv(d4, lanes);
+  const hbs = divisorsAtMost(group, variant.maxHeadsPerWorkgroup);
+  const hb = hbs.find((h) => h * qc <= Q_REGISTER_VEC4S) ?? 1;
+  for (let wg = variant.threads; wg >= 64; wg /= 2) {
+    if (lanes > wg) continue;
+    const kg = wg / lanes;
+    const bytes = lanesSharedBytes(d4, hb, kg);
+    if (bytes > variant.storageBudget) continue;
+    return {
+      design: "lanes",
+      unroll: variant.unroll,
+      workgroupSize: wg,
+      keysPerTile: kg * variant.unroll,
+      headsPerWorkgroup: hb,
+      headBlocks: group / hb,
+      sharedBytes: bytes,
+      lanes,
+      quadsPerLane: qc,
+      keysPerPass: kg,
+      keyGroups: kg,
+      qInRegisters: true,
+      prefetchV: false,
+    };
+  }
+  throw new RangeError(
+    `No sequence geometry (design lanes) for shape ${shape.name} fits ${variant.storageBudget} bytes of workgroup memory`,
+  );
+}
+
 /**
  * The kernel geometry for a shape, dtype and variant: the most heads per workgroup, then the
  * largest block, that fit the storage budget (threads are halved only if nothing fits).
+ * `subgroupSize` (0: unknown) bounds the lanes per key of the `lanes` design when the variant
+ * leaves them to the planner.
  */
 export function sequenceTiling(
   shape: ModelShape,
   _dtype: Dtype,
   variant: SequenceVariant = DEFAULT_SEQUENCE_VARIANT,
+  subgroupSize = 0,
 ): SequenceTiling {
   checkSequenceVariant(variant);
+  if (variant.design === "lanes") return lanesTiling(shape, variant, subgroupSize);
   const d4 = shape.headDim / 4;
   const group = groupSize(shape);
   for (let wg = variant.threads; wg >= 64; wg /= 2) {
@@ -324,6 +431,8 @@ export function sequenceTiling(
         const bytes = sharedBytes(d4, hb, lanes, b, kg);
         if (bytes > variant.storageBudget) continue;
         return {
+          design: "blocks",
+          unroll: 1,
           workgroupSize: wg,
           keysPerTile: b,
           headsPerWorkgroup: hb,
@@ -350,6 +459,28 @@ export function sequenceConstants(
   tiling: SequenceTiling,
 ): Record<string, number> {
   const d4 = shape.headDim / 4;
+  if (tiling.design === "lanes") {
+    const hb = tiling.headsPerWorkgroup;
+    return {
+      D4: d4,
+      KV_HEADS: shape.kvHeads,
+      Q_HEADS: shape.qHeads,
+      GROUP: groupSize(shape),
+      HB: hb,
+      HB4: ceilDiv(hb, 4),
+      HEAD_BLOCKS: tiling.headBlocks,
+      WG: tiling.workgroupSize,
+      L: tiling.lanes,
+      STEPS: Math.log2(tiling.lanes),
+      QC: tiling.quadsPerLane,
+      G: tiling.keyGroups,
+      U: tiling.unroll,
+      B: tiling.keysPerTile,
+      LANE_TAIL: d4 % tiling.lanes === 0 ? 0 : 1,
+      MERGE: lanesMergeVec4s(d4, hb, tiling.keyGroups),
+      SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
+    };
+  }
   const hb = tiling.headsPerWorkgroup;
   const hb4 = ceilDiv(hb, 4);
   const b = tiling.keysPerTile;
@@ -384,16 +515,26 @@ export function sequenceConstants(
   };
 }
 
-/** The kernel source for a shape, dtype and tiling (specialised and unrolled). */
-export function sequenceShader(shape: ModelShape, dtype: Dtype, tiling: SequenceTiling): string {
+/**
+ * The kernel source for a shape, dtype and tiling (specialised and unrolled); `enables` are the
+ * runtime's `enable` lines for subgroups, which the `lanes` design needs
+ * ({@linkcode Gpu.wgslEnables}).
+ */
+export function sequenceShader(
+  shape: ModelShape,
+  dtype: Dtype,
+  tiling: SequenceTiling,
+  enables = "",
+): string {
   const consts = sequenceConstants(shape, tiling);
   const f16 = dtype === "f16";
-  return unrollWgsl(
-    specializeWgsl(sequenceWgsl, {
+  const lanes = tiling.design === "lanes";
+  return enables + unrollWgsl(
+    specializeWgsl(lanes ? sequenceLanesWgsl : sequenceWgsl, {
       consts,
       aliases: f16 ? { KV4: "vec4<f16>" } : {},
       f16,
-      name: "sequence.wgsl",
+      name: lanes ? "sequence_lanes.wgsl" : "sequence.wgsl",
     }),
     consts,
   );
@@ -419,7 +560,7 @@ export function planSequenceFrom(
   const { ix, layout, shape, dtype, options } = input;
   const variant = sequenceVariantOf(options.sequence);
   const { qHeads, kvHeads, headDim: d } = shape;
-  const tiling = sequenceTiling(shape, dtype, variant);
+  const tiling = sequenceTiling(shape, dtype, variant, input.caps?.subgroupSize ?? 0);
   const T = tiling.keysPerTile;
   const hb = tiling.headsPerWorkgroup;
   const blocks = kvHeads * tiling.headBlocks;
@@ -557,6 +698,7 @@ export function planSequenceFrom(
       workgroupSize: tiling.workgroupSize,
       lanes: tiling.lanes,
       keyGroups: tiling.keyGroups,
+      unroll: tiling.design === "lanes" ? tiling.unroll : 0,
       qInRegisters: tiling.qInRegisters ? 1 : 0,
       prefetchV: tiling.prefetchV ? 1 : 0,
       partials: direct ? 0 : used,
@@ -566,7 +708,9 @@ export function planSequenceFrom(
       sharedBytes: tiling.sharedBytes,
     },
     variant,
-    kernelVariant: `fma-${variant.name}-t${tiling.workgroupSize}-k${T}-h${hb}`,
+    kernelVariant: `fma-${variant.name}-t${tiling.workgroupSize}-k${T}-h${hb}${
+      tiling.design === "lanes" ? `-l${tiling.lanes}` : ""
+    }`,
     tiling,
     chunkTokens,
     chunkMeta,
@@ -609,7 +753,19 @@ export async function prepareSequenceStage(
   const { shape, dtype, tiling } = plan;
   requireF16(gpu, dtype);
   checkWorkgroup(gpu, "sequence", { bytes: tiling.sharedBytes, threads: tiling.workgroupSize });
-  const pipeline = await gpu.pipeline("sequence", sequenceShader(shape, dtype, tiling));
+  const lanes = tiling.design === "lanes";
+  if (lanes && (!gpu.hasSubgroups || gpu.info.subgroupMinSize < tiling.lanes)) {
+    throw new GpuError(
+      `sequence with design=lanes needs subgroups of at least ${tiling.lanes} invocations; this device has ${
+        gpu.hasSubgroups ? `a minimum of ${gpu.info.subgroupMinSize}` : "none"
+      } (use --variant sequence.lanes=N with a smaller N, or design=blocks)`,
+    );
+  }
+  const enables = lanes ? gpu.wgslEnables({ subgroups: true }) : "";
+  const pipeline = await gpu.pipeline(
+    lanes ? "sequence-lanes" : "sequence",
+    sequenceShader(shape, dtype, tiling, enables),
+  );
   const own: GPUBuffer[] = [];
   const make = (label: string, data: ArrayBufferView | number) => {
     const buf = gpu.buffer(label, data);

@@ -13,6 +13,7 @@ import {
   shape,
   skipDtype,
   starTree,
+  SUBGROUP_MIN_SIZE,
   testGpu,
 } from "../_conformance.ts";
 import {
@@ -170,6 +171,13 @@ const VARIANTS: SequenceParams[] = [
   { qPlacement: "registers", maxHeadsPerWorkgroup: 2 },
   { prefetchV: 1 },
   { blockKeys: 32, storageBudget: 16384 },
+  // The `lanes` design: 8 lanes (software adapters' subgroups), 16 and 32 (GPUs'), 4 lanes with two
+  // head blocks, one key per step, 256 threads.
+  { design: "lanes", lanes: 8 },
+  { design: "lanes", lanes: 16, threads: 64, unroll: 2 },
+  { design: "lanes", lanes: 32, threads: 64, unroll: 8 },
+  { design: "lanes", lanes: 4, unroll: 1, maxHeadsPerWorkgroup: 2 },
+  { design: "lanes", lanes: 8, threads: 256, unroll: 2 },
 ];
 
 Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for every shape", () => {
@@ -182,13 +190,23 @@ Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for eve
           const group = qh! / kvh!;
           const where = `${JSON.stringify(overrides)} ${qh}/${kvh}/${d}`;
           const b = t.keysPerTile;
+          assertEquals(t.design, variant.design, where);
           assert(t.sharedBytes <= variant.storageBudget, where);
-          assert(b >= 4 && (b & (b - 1)) === 0 && b <= t.workgroupSize, where);
           assert(t.workgroupSize <= variant.threads && t.workgroupSize >= 64, where);
           assertEquals(t.keysPerPass * t.lanes, t.workgroupSize, where);
           assertEquals(b % t.keysPerPass, 0, where);
           assertEquals(t.quadsPerLane, Math.ceil(d / 4 / t.lanes), where);
-          assert(t.keyGroups >= 1 && t.keyGroups * d / 4 <= t.workgroupSize, where);
+          if (t.design === "lanes") {
+            // Key groups of L lanes, U keys each per step; Q and the accumulators in registers.
+            assertEquals(t.keyGroups * t.lanes, t.workgroupSize, where);
+            assertEquals(b, t.keyGroups * variant.unroll, where);
+            assert(t.qInRegisters, where);
+            assert(t.lanes <= (variant.lanes || 16), where);
+            assert(t.headsPerWorkgroup * t.quadsPerLane <= 16 || t.headsPerWorkgroup === 1, where);
+          } else {
+            assert(b >= 4 && (b & (b - 1)) === 0 && b <= t.workgroupSize, where);
+            assert(t.keyGroups >= 1 && t.keyGroups * d / 4 <= t.workgroupSize, where);
+          }
           assert(t.headsPerWorkgroup <= variant.maxHeadsPerWorkgroup, where);
           assertEquals(t.headBlocks * t.headsPerWorkgroup, group, where);
           if (variant.qPlacement !== "auto") {
@@ -407,7 +425,7 @@ for (const overrides of VARIANTS.slice(1)) {
     sequence,
     cases.map((c) => ({ ...c, options: { ...c.options, sequence: overrides } })),
     `sequence ${JSON.stringify(overrides)}`,
-    { variant: true },
+    { variant: true, ...(overrides.design === "lanes" ? { subgroupLanes: overrides.lanes } : {}) },
   );
 }
 
@@ -419,7 +437,7 @@ for (
   const overrides of [{}, { prefetchV: 1 }, {
     threads: 128,
     qPlacement: "workgroup",
-  }] as SequenceParams[]
+  }, { design: "lanes", lanes: 8 }] as SequenceParams[]
 ) {
   for (const dtype of ["f32", "f16"] as const) {
     if (!inMatrix({ reduced: Object.keys(overrides).length === 0 })) continue;
@@ -427,7 +445,8 @@ for (
       name: `sequence ${
         JSON.stringify(overrides)
       } rescales when late logits grow past the running max ${dtype}`,
-      ignore: skipDtype(dtype),
+      ignore: skipDtype(dtype) ||
+        (overrides.design === "lanes" && SUBGROUP_MIN_SIZE < (overrides.lanes ?? 16)),
       sanitizeResources: false,
       sanitizeOps: false,
       fn: async () => {
