@@ -77,6 +77,8 @@ export interface SequenceVariant {
   readonly lanes: number;
   /** `lanes` design: keys a key group takes per step (a power of two, at most 16). */
   readonly unroll: number;
+  /** `lanes` design: issue the next step's K and V loads before this step's arithmetic. */
+  readonly prefetchNext: boolean;
   /** Keys per block B, an upper bound (a power of two; lowered to fit the storage budget). */
   readonly blockKeys: number;
   /**
@@ -109,6 +111,7 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   threads: 128,
   lanes: 0,
   unroll: 4,
+  prefetchNext: false,
   blockKeys: 64,
   qPlacement: "auto",
   prefetchV: false,
@@ -120,13 +123,14 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
 
 /**
  * `options.sequence`: the fields of {@linkcode SequenceVariant} to change from the default (its
- * name follows from them; `prefetchV` is 0 or 1).
+ * name follows from them; `prefetchV` and `prefetchNext` are 0 or 1).
  */
 export type SequenceParams = Readonly<{
   design?: SequenceDesign;
   threads?: number;
   lanes?: number;
   unroll?: number;
+  prefetchNext?: 0 | 1;
   blockKeys?: number;
   qPlacement?: SequenceVariant["qPlacement"];
   prefetchV?: 0 | 1;
@@ -140,15 +144,16 @@ export type SequenceParams = Readonly<{
  * or the changed fields (`threads256-blockKeys128`).
  */
 export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant {
-  const { prefetchV, ...rest } = params;
-  if (prefetchV !== undefined && prefetchV !== 0 && prefetchV !== 1) {
-    throw new RangeError(
-      `Sequence variant prefetchV must be 0 or 1, got ${JSON.stringify(prefetchV)}`,
-    );
+  const { prefetchV, prefetchNext, ...rest } = params;
+  for (const [name, flag] of [["prefetchV", prefetchV], ["prefetchNext", prefetchNext]] as const) {
+    if (flag !== undefined && flag !== 0 && flag !== 1) {
+      throw new RangeError(`Sequence variant ${name} must be 0 or 1, got ${JSON.stringify(flag)}`);
+    }
   }
   const base: Record<string, unknown> = {
     ...DEFAULT_SEQUENCE_VARIANT,
     prefetchV: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
+    prefetchNext: DEFAULT_SEQUENCE_VARIANT.prefetchNext ? 1 : 0,
   };
   const changed = Object.entries(params).filter(([k, v]) => v !== undefined && v !== base[k]);
   const name = changed.length === 0 ? "default" : changed.map(([k, v]) => `${k}${v}`).join("-");
@@ -156,6 +161,7 @@ export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant 
     ...DEFAULT_SEQUENCE_VARIANT,
     ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
     ...(prefetchV === undefined ? {} : { prefetchV: prefetchV === 1 }),
+    ...(prefetchNext === undefined ? {} : { prefetchNext: prefetchNext === 1 }),
     name,
   });
 }
@@ -194,6 +200,13 @@ export const SEQUENCE_KERNEL: KernelVariant = {
         default: DEFAULT_SEQUENCE_VARIANT.unroll,
         min: 1,
         max: 16,
+      },
+      {
+        name: "prefetchNext",
+        doc: "design=lanes, 1: issue the next step's loads before this step's arithmetic",
+        default: DEFAULT_SEQUENCE_VARIANT.prefetchNext ? 1 : 0,
+        min: 0,
+        max: 1,
       },
       {
         name: "blockKeys",
@@ -272,6 +285,8 @@ export interface SequenceTiling {
   readonly qInRegisters: boolean;
   /** True when V loads are issued before the first barrier of a block. */
   readonly prefetchV: boolean;
+  /** `lanes` design: true when the next step's loads are issued before this step's arithmetic. */
+  readonly prefetchNext: boolean;
 }
 
 /** The plan of `sequence`: per-query path segments, the chunks and the kernel geometry. */
@@ -395,6 +410,7 @@ function lanesTiling(
       keyGroups: kg,
       qInRegisters: true,
       prefetchV: false,
+      prefetchNext: variant.prefetchNext,
     };
   }
   throw new RangeError(
@@ -444,6 +460,7 @@ export function sequenceTiling(
           keyGroups: kg,
           qInRegisters,
           prefetchV: variant.prefetchV,
+          prefetchNext: false,
         };
       }
     }
@@ -478,6 +495,7 @@ export function sequenceConstants(
       B: tiling.keysPerTile,
       LANE_TAIL: d4 % tiling.lanes === 0 ? 0 : 1,
       MERGE: lanesMergeVec4s(d4, hb, tiling.keyGroups),
+      PREFETCH: tiling.prefetchNext ? 1 : 0,
       SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
     };
   }

@@ -175,6 +175,8 @@ const VARIANTS: SequenceParams[] = [
   // head blocks, one key per step, 256 threads.
   { design: "lanes", lanes: 8 },
   { design: "lanes", lanes: 16, threads: 64, unroll: 2 },
+  { design: "lanes", lanes: 8, threads: 64, unroll: 2, prefetchNext: 1 },
+  { design: "lanes", lanes: 16, prefetchNext: 1 },
   { design: "lanes", lanes: 32, threads: 64, unroll: 8 },
   { design: "lanes", lanes: 4, unroll: 1, maxHeadsPerWorkgroup: 2 },
   { design: "lanes", lanes: 8, threads: 256, unroll: 2 },
@@ -434,10 +436,16 @@ for (const overrides of VARIANTS.slice(1)) {
 // The reduced matrix (software adapters) checks the default kernel, on the shape of the shared
 // matrix (whose shaders are compiled already).
 for (
-  const overrides of [{}, { prefetchV: 1 }, {
-    threads: 128,
-    qPlacement: "workgroup",
-  }, { design: "lanes", lanes: 8 }] as SequenceParams[]
+  const overrides of [
+    {},
+    { prefetchV: 1 },
+    {
+      threads: 128,
+      qPlacement: "workgroup",
+    },
+    { design: "lanes", lanes: 8 },
+    { design: "lanes", lanes: 8, prefetchNext: 1 },
+  ] as SequenceParams[]
 ) {
   for (const dtype of ["f32", "f16"] as const) {
     if (!inMatrix({ reduced: Object.keys(overrides).length === 0 })) continue;
