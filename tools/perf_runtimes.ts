@@ -297,6 +297,12 @@ function sequenceVariants(): Variant[] {
       ["c33-pf-l16-t64-u8", { lanes: 16, threads: 64, unroll: 8, prefetchNext: 1 }],
       ["c33-pf-l8-t64-u4", { lanes: 8, threads: 64, unroll: 4, prefetchNext: 1 }],
       ["c33-pf-l16-t128-u4", { lanes: 16, threads: 128, unroll: 4, prefetchNext: 1 }],
+      // Change 34: the logits reduce-scattered, one head's exponentials per lane.
+      ["c34-sc-l16-t64-u4", { lanes: 16, threads: 64, unroll: 4, scatter: 1 }],
+      ["c34-sc-l16-t64-u8", { lanes: 16, threads: 64, unroll: 8, scatter: 1 }],
+      ["c34-sc-l8-t64-u4", { lanes: 8, threads: 64, unroll: 4, scatter: 1 }],
+      ["c34-sc-pf-l16-t64-u4", { lanes: 16, threads: 64, unroll: 4, scatter: 1, prefetchNext: 1 }],
+      ["c34-sc-pf-l8-t64-u4", { lanes: 8, threads: 64, unroll: 4, scatter: 1, prefetchNext: 1 }],
     ] as const).map(([label, v]): Variant => ({
       label,
       method: "sequence",

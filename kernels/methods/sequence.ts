@@ -79,6 +79,12 @@ export interface SequenceVariant {
   readonly unroll: number;
   /** `lanes` design: issue the next step's K and V loads before this step's arithmetic. */
   readonly prefetchNext: boolean;
+  /**
+   * `lanes` design: reduce-scatter the logits so that each lane finishes one head's and computes
+   * its exponentials alone, then gather the probabilities (at most 4 heads per workgroup, at least
+   * 4 lanes per key).
+   */
+  readonly scatter: boolean;
   /** Keys per block B, an upper bound (a power of two; lowered to fit the storage budget). */
   readonly blockKeys: number;
   /**
@@ -112,6 +118,7 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   lanes: 0,
   unroll: 4,
   prefetchNext: false,
+  scatter: false,
   blockKeys: 64,
   qPlacement: "auto",
   prefetchV: false,
@@ -123,7 +130,7 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
 
 /**
  * `options.sequence`: the fields of {@linkcode SequenceVariant} to change from the default (its
- * name follows from them; `prefetchV` and `prefetchNext` are 0 or 1).
+ * name follows from them; `prefetchV`, `prefetchNext` and `scatter` are 0 or 1).
  */
 export type SequenceParams = Readonly<{
   design?: SequenceDesign;
@@ -131,6 +138,7 @@ export type SequenceParams = Readonly<{
   lanes?: number;
   unroll?: number;
   prefetchNext?: 0 | 1;
+  scatter?: 0 | 1;
   blockKeys?: number;
   qPlacement?: SequenceVariant["qPlacement"];
   prefetchV?: 0 | 1;
@@ -144,8 +152,9 @@ export type SequenceParams = Readonly<{
  * or the changed fields (`threads256-blockKeys128`).
  */
 export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant {
-  const { prefetchV, prefetchNext, ...rest } = params;
-  for (const [name, flag] of [["prefetchV", prefetchV], ["prefetchNext", prefetchNext]] as const) {
+  const { prefetchV, prefetchNext, scatter, ...rest } = params;
+  const flags = [["prefetchV", prefetchV], ["prefetchNext", prefetchNext], ["scatter", scatter]];
+  for (const [name, flag] of flags) {
     if (flag !== undefined && flag !== 0 && flag !== 1) {
       throw new RangeError(`Sequence variant ${name} must be 0 or 1, got ${JSON.stringify(flag)}`);
     }
@@ -154,6 +163,7 @@ export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant 
     ...DEFAULT_SEQUENCE_VARIANT,
     prefetchV: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
     prefetchNext: DEFAULT_SEQUENCE_VARIANT.prefetchNext ? 1 : 0,
+    scatter: DEFAULT_SEQUENCE_VARIANT.scatter ? 1 : 0,
   };
   const changed = Object.entries(params).filter(([k, v]) => v !== undefined && v !== base[k]);
   const name = changed.length === 0 ? "default" : changed.map(([k, v]) => `${k}${v}`).join("-");
@@ -162,6 +172,7 @@ export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant 
     ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
     ...(prefetchV === undefined ? {} : { prefetchV: prefetchV === 1 }),
     ...(prefetchNext === undefined ? {} : { prefetchNext: prefetchNext === 1 }),
+    ...(scatter === undefined ? {} : { scatter: scatter === 1 }),
     name,
   });
 }
@@ -205,6 +216,14 @@ export const SEQUENCE_KERNEL: KernelVariant = {
         name: "prefetchNext",
         doc: "design=lanes, 1: issue the next step's loads before this step's arithmetic",
         default: DEFAULT_SEQUENCE_VARIANT.prefetchNext ? 1 : 0,
+        min: 0,
+        max: 1,
+      },
+      {
+        name: "scatter",
+        doc:
+          "design=lanes, 1: reduce-scatter the logits, one head's exponentials per lane (<= 4 heads, >= 4 lanes)",
+        default: DEFAULT_SEQUENCE_VARIANT.scatter ? 1 : 0,
         min: 0,
         max: 1,
       },
@@ -287,6 +306,8 @@ export interface SequenceTiling {
   readonly prefetchV: boolean;
   /** `lanes` design: true when the next step's loads are issued before this step's arithmetic. */
   readonly prefetchNext: boolean;
+  /** `lanes` design: true when the logits are reduce-scattered, one head per lane. */
+  readonly scatter: boolean;
 }
 
 /** The plan of `sequence`: per-query path segments, the chunks and the kernel geometry. */
@@ -390,7 +411,12 @@ function lanesTiling(
     Math.min(16, pow2Ceil(d4), subgroupSize > 0 ? subgroupSize : MAX_LANES_DESIGN_LANES);
   const qc = ceilDiv(d4, lanes);
   const hbs = divisorsAtMost(group, variant.maxHeadsPerWorkgroup);
-  const hb = hbs.find((h) => h * qc <= Q_REGISTER_VEC4S) ?? 1;
+  const hb = hbs.find((h) => h * qc <= Q_REGISTER_VEC4S && (!variant.scatter || h <= 4)) ?? 1;
+  if (variant.scatter && lanes < 4) {
+    throw new RangeError(
+      `Sequence variant scatter needs at least 4 lanes per key, got ${lanes} (head dim ${shape.headDim})`,
+    );
+  }
   for (let wg = variant.threads; wg >= 64; wg /= 2) {
     if (lanes > wg) continue;
     const kg = wg / lanes;
@@ -411,6 +437,7 @@ function lanesTiling(
       qInRegisters: true,
       prefetchV: false,
       prefetchNext: variant.prefetchNext,
+      scatter: variant.scatter,
     };
   }
   throw new RangeError(
@@ -461,6 +488,7 @@ export function sequenceTiling(
           qInRegisters,
           prefetchV: variant.prefetchV,
           prefetchNext: false,
+          scatter: false,
         };
       }
     }
@@ -496,6 +524,7 @@ export function sequenceConstants(
       LANE_TAIL: d4 % tiling.lanes === 0 ? 0 : 1,
       MERGE: lanesMergeVec4s(d4, hb, tiling.keyGroups),
       PREFETCH: tiling.prefetchNext ? 1 : 0,
+      SCATTER: tiling.scatter ? 1 : 0,
       SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
     };
   }

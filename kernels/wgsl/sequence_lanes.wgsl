@@ -47,6 +47,7 @@ const B: u32 = 16u;          // G x U: keys per step
 const LANE_TAIL: u32 = 0u;   // 1 when L does not divide D4 (some lanes skip their last quad)
 const MERGE: u32 = 256u;     // floor(G / 2) x HB x D4: merge buffer, in vec4s
 const PREFETCH: u32 = 0u;    // 1: issue the next step's loads before this step's arithmetic
+const SCATTER: u32 = 0u;     // 1: reduce-scatter the logits, one head per lane (HB <= 4, L >= 4)
 const SCALE: f32 = 0.12751743074;  // log2(e) / sqrt(head dim)
 
 const HBP: u32 = HB4 * 4u;
@@ -76,6 +77,15 @@ fn slot_walk(pos: u32, cursor: u32) -> u32 {
   }
   let e = segs[s];
   return e.y + (pos - e.x);
+}
+
+// Every lane of a group of 4 (lanes kl ^ 0..3) gets the values of all four: lane kl holds head
+// 2 b0 + b1, b0 and b1 being the low bits of kl.
+fn gather4(x: f32, b0: bool, b1: bool) -> vec4<f32> {
+  let o1 = subgroupShuffleXor(x, 2u);
+  let q2 = select(vec2<f32>(x, o1), vec2<f32>(o1, x), b1);
+  let o2 = subgroupShuffleXor(q2, 1u);
+  return select(vec4<f32>(q2, o2), vec4<f32>(o2, q2), b0);
 }
 
 // K and V of the key group's U keys of the step at `b` (keys at or past `end` are left alone), the
@@ -133,6 +143,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   for (var g = 0u; g < HB4; g++) { // unroll
     m[g] = vec4<f32>(NEG);
   }
+  let b0 = (kl & 1u) == 1u;
+  let b1 = (kl & 2u) == 2u;
+  var ms = NEG; // SCATTER: the running max of the lane's head
+  var ls = 0.0; // SCATTER: its row sum
 
   // With PREFETCH, the step's K and V arrive in kp/vp during the previous step's arithmetic.
   var kp: array<KV4, UQC>;
@@ -172,56 +186,115 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
           }
         }
 
-        // 2. Partial dots, then the butterfly: every lane of the group gets the whole logits.
-        var s: array<vec4<f32>, U * HB4>;
-        for (var u = 0u; u < U; u++) { // unroll
-          for (var g = 0u; g < HB4; g++) { // unroll
+        if (SCATTER == 1u) {
+          // 2'. Reduce-scatter (HB <= 4 heads, L >= 4 lanes): lane kl ends with the whole logit of
+          // head 2 b0 + b1 (b0, b1 the low bits of kl) after 2 + 1 + (log2 L - 2) scalar shuffles
+          // instead of 4 log2 L, and computes that head's exponentials alone.
+          var sh: array<f32, U>;
+          for (var u = 0u; u < U; u++) { // unroll
             var d = vec4<f32>(0.0);
             for (var hh = 0u; hh < 4u; hh++) { // unroll
-              if (g * 4u + hh < HB) {
+              if (hh < HB) {
                 var x = 0.0;
                 for (var i = 0u; i < QC; i++) { // unroll
-                  x += dot(vec4<f32>(kr[u * QC + i]), qr[(g * 4u + hh) * QC + i]);
+                  x += dot(vec4<f32>(kr[u * QC + i]), qr[hh * QC + i]);
                 }
                 d[hh] = x;
               }
             }
+            let r2 = select(d.xy, d.zw, b0) + subgroupShuffleXor(select(d.zw, d.xy, b0), 1u);
+            var r1 = select(r2.x, r2.y, b1) + subgroupShuffleXor(select(r2.y, r2.x, b1), 2u);
             for (var st = 0u; st < STEPS; st++) { // unroll
-              d += subgroupShuffleXor(d, 1u << st);
+              if (st >= 2u) { r1 += subgroupShuffleXor(r1, 1u << st); }
             }
-            s[u * HB4 + g] = d;
+            sh[u] = r1;
           }
-        }
-
-        // 3. The group's running max, and 4. P·V into the lane's dim quads.
-        for (var g = 0u; g < HB4; g++) { // unroll
-          var mx = vec4<f32>(NEG);
+          // 3'. The running max of the lane's head; 4'. every head's p gathered, then P·V.
+          var mx = NEG;
           for (var u = 0u; u < U; u++) { // unroll
-            if (full == 1u || bs + u * G + kg < end) { mx = max(mx, s[u * HB4 + g]); }
+            if (full == 1u || bs + u * G + kg < end) { mx = max(mx, sh[u]); }
           }
-          let over = mx > m[g] + THRESH;
-          if (any(over)) {
-            let mn = select(m[g], mx, over);
-            let alpha = exp2(m[g] - mn);
-            l[g] *= alpha;
+          var alpha = 1.0;
+          if (mx > ms + THRESH) {
+            alpha = exp2(ms - mx);
+            ls *= alpha;
+            ms = mx;
+          }
+          let al = gather4(alpha, b0, b1);
+          if (any(al != vec4<f32>(1.0))) {
             for (var hh = 0u; hh < 4u; hh++) { // unroll
-              if (g * 4u + hh < HB) {
+              if (hh < HB) {
                 for (var i = 0u; i < QC; i++) { // unroll
-                  acc[(g * 4u + hh) * QC + i] *= alpha[hh];
+                  acc[hh * QC + i] *= al[hh];
                 }
               }
             }
-            m[g] = mn;
           }
           for (var u = 0u; u < U; u++) { // unroll
-            var p = exp2(s[u * HB4 + g] - m[g]);
-            if (full == 0u && bs + u * G + kg >= end) { p = vec4<f32>(0.0); }
-            l[g] += p;
+            var p = exp2(sh[u] - ms);
+            if (full == 0u && bs + u * G + kg >= end) { p = 0.0; }
+            ls += p;
+            let p4 = gather4(p, b0, b1);
             for (var hh = 0u; hh < 4u; hh++) { // unroll
-              if (g * 4u + hh < HB) {
+              if (hh < HB) {
                 for (var i = 0u; i < QC; i++) { // unroll
-                  acc[(g * 4u + hh) * QC + i] =
-                    fma(vec4<f32>(p[hh]), vec4<f32>(vr[u * QC + i]), acc[(g * 4u + hh) * QC + i]);
+                  acc[hh * QC + i] = fma(vec4<f32>(p4[hh]), vec4<f32>(vr[u * QC + i]), acc[hh * QC + i]);
+                }
+              }
+            }
+          }
+        } else {
+          // 2. Partial dots, then the butterfly: every lane of the group gets the whole logits.
+          var s: array<vec4<f32>, U * HB4>;
+          for (var u = 0u; u < U; u++) { // unroll
+            for (var g = 0u; g < HB4; g++) { // unroll
+              var d = vec4<f32>(0.0);
+              for (var hh = 0u; hh < 4u; hh++) { // unroll
+                if (g * 4u + hh < HB) {
+                  var x = 0.0;
+                  for (var i = 0u; i < QC; i++) { // unroll
+                    x += dot(vec4<f32>(kr[u * QC + i]), qr[(g * 4u + hh) * QC + i]);
+                  }
+                  d[hh] = x;
+                }
+              }
+              for (var st = 0u; st < STEPS; st++) { // unroll
+                d += subgroupShuffleXor(d, 1u << st);
+              }
+              s[u * HB4 + g] = d;
+            }
+          }
+
+          // 3. The group's running max, and 4. P·V into the lane's dim quads.
+          for (var g = 0u; g < HB4; g++) { // unroll
+            var mx = vec4<f32>(NEG);
+            for (var u = 0u; u < U; u++) { // unroll
+              if (full == 1u || bs + u * G + kg < end) { mx = max(mx, s[u * HB4 + g]); }
+            }
+            let over = mx > m[g] + THRESH;
+            if (any(over)) {
+              let mn = select(m[g], mx, over);
+              let alpha = exp2(m[g] - mn);
+              l[g] *= alpha;
+              for (var hh = 0u; hh < 4u; hh++) { // unroll
+                if (g * 4u + hh < HB) {
+                  for (var i = 0u; i < QC; i++) { // unroll
+                    acc[(g * 4u + hh) * QC + i] *= alpha[hh];
+                  }
+                }
+              }
+              m[g] = mn;
+            }
+            for (var u = 0u; u < U; u++) { // unroll
+              var p = exp2(s[u * HB4 + g] - m[g]);
+              if (full == 0u && bs + u * G + kg >= end) { p = vec4<f32>(0.0); }
+              l[g] += p;
+              for (var hh = 0u; hh < 4u; hh++) { // unroll
+                if (g * 4u + hh < HB) {
+                  for (var i = 0u; i < QC; i++) { // unroll
+                    acc[(g * 4u + hh) * QC + i] =
+                      fma(vec4<f32>(p[hh]), vec4<f32>(vr[u * QC + i]), acc[(g * 4u + hh) * QC + i]);
+                  }
                 }
               }
             }
@@ -236,6 +309,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
 
   // 5. Merge the key groups: publish max and row sums, scale to the common max and total, add up.
+  if (SCATTER == 1u) {
+    m[0] = gather4(ms, b0, b1);
+    l[0] = gather4(ls, b0, b1);
+  }
   if (kl == 0u) {
     for (var g = 0u; g < HB4; g++) { // unroll
       ml[(2u * kg) * HB4 + g] = m[g];

@@ -177,6 +177,9 @@ const VARIANTS: SequenceParams[] = [
   { design: "lanes", lanes: 16, threads: 64, unroll: 2 },
   { design: "lanes", lanes: 8, threads: 64, unroll: 2, prefetchNext: 1 },
   { design: "lanes", lanes: 16, prefetchNext: 1 },
+  { design: "lanes", lanes: 8, scatter: 1 },
+  { design: "lanes", lanes: 16, scatter: 1, prefetchNext: 1 },
+  { design: "lanes", lanes: 4, scatter: 1, unroll: 2, maxHeadsPerWorkgroup: 2 },
   { design: "lanes", lanes: 32, threads: 64, unroll: 8 },
   { design: "lanes", lanes: 4, unroll: 1, maxHeadsPerWorkgroup: 2 },
   { design: "lanes", lanes: 8, threads: 256, unroll: 2 },
@@ -445,6 +448,7 @@ for (
     },
     { design: "lanes", lanes: 8 },
     { design: "lanes", lanes: 8, prefetchNext: 1 },
+    { design: "lanes", lanes: 8, scatter: 1 },
   ] as SequenceParams[]
 ) {
   for (const dtype of ["f32", "f16"] as const) {
