@@ -291,18 +291,10 @@ function sequenceVariants(): Variant[] {
       ["c32-l32-t64-u4", { lanes: 32, threads: 64, unroll: 4 }],
       ["c32-l16-t64-u4-w768", { lanes: 16, threads: 64, unroll: 4, targetWorkgroups: 768 }],
       ["c32-l16-t64-u4-w3072", { lanes: 16, threads: 64, unroll: 4, targetWorkgroups: 3072 }],
-      // Change 33: the next step's loads issued before this step's arithmetic.
-      ["c33-pf-l16-t64-u4", { lanes: 16, threads: 64, unroll: 4, prefetchNext: 1 }],
-      ["c33-pf-l16-t64-u2", { lanes: 16, threads: 64, unroll: 2, prefetchNext: 1 }],
-      ["c33-pf-l16-t64-u8", { lanes: 16, threads: 64, unroll: 8, prefetchNext: 1 }],
-      ["c33-pf-l8-t64-u4", { lanes: 8, threads: 64, unroll: 4, prefetchNext: 1 }],
-      ["c33-pf-l16-t128-u4", { lanes: 16, threads: 128, unroll: 4, prefetchNext: 1 }],
       // Change 34: the logits reduce-scattered, one head's exponentials per lane.
       ["c34-sc-l16-t64-u4", { lanes: 16, threads: 64, unroll: 4, scatter: 1 }],
       ["c34-sc-l16-t64-u8", { lanes: 16, threads: 64, unroll: 8, scatter: 1 }],
       ["c34-sc-l8-t64-u4", { lanes: 8, threads: 64, unroll: 4, scatter: 1 }],
-      ["c34-sc-pf-l16-t64-u4", { lanes: 16, threads: 64, unroll: 4, scatter: 1, prefetchNext: 1 }],
-      ["c34-sc-pf-l8-t64-u4", { lanes: 8, threads: 64, unroll: 4, scatter: 1, prefetchNext: 1 }],
     ] as const).map(([label, v]): Variant => ({
       label,
       method: "sequence",

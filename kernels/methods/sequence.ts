@@ -77,8 +77,6 @@ export interface SequenceVariant {
   readonly lanes: number;
   /** `lanes` design: keys a key group takes per step (a power of two, at most 16). */
   readonly unroll: number;
-  /** `lanes` design: issue the next step's K and V loads before this step's arithmetic. */
-  readonly prefetchNext: boolean;
   /**
    * `lanes` design: reduce-scatter the logits so that each lane finishes one head's and computes
    * its exponentials alone, then gather the probabilities (at most 4 heads per workgroup, at least
@@ -117,7 +115,6 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
   threads: 128,
   lanes: 0,
   unroll: 4,
-  prefetchNext: false,
   scatter: false,
   blockKeys: 64,
   qPlacement: "auto",
@@ -130,14 +127,13 @@ export const DEFAULT_SEQUENCE_VARIANT: Readonly<SequenceVariant> = {
 
 /**
  * `options.sequence`: the fields of {@linkcode SequenceVariant} to change from the default (its
- * name follows from them; `prefetchV`, `prefetchNext` and `scatter` are 0 or 1).
+ * name follows from them; `prefetchV` and `scatter` are 0 or 1).
  */
 export type SequenceParams = Readonly<{
   design?: SequenceDesign;
   threads?: number;
   lanes?: number;
   unroll?: number;
-  prefetchNext?: 0 | 1;
   scatter?: 0 | 1;
   blockKeys?: number;
   qPlacement?: SequenceVariant["qPlacement"];
@@ -152,8 +148,8 @@ export type SequenceParams = Readonly<{
  * or the changed fields (`threads256-blockKeys128`).
  */
 export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant {
-  const { prefetchV, prefetchNext, scatter, ...rest } = params;
-  const flags = [["prefetchV", prefetchV], ["prefetchNext", prefetchNext], ["scatter", scatter]];
+  const { prefetchV, scatter, ...rest } = params;
+  const flags = [["prefetchV", prefetchV], ["scatter", scatter]];
   for (const [name, flag] of flags) {
     if (flag !== undefined && flag !== 0 && flag !== 1) {
       throw new RangeError(`Sequence variant ${name} must be 0 or 1, got ${JSON.stringify(flag)}`);
@@ -162,7 +158,6 @@ export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant 
   const base: Record<string, unknown> = {
     ...DEFAULT_SEQUENCE_VARIANT,
     prefetchV: DEFAULT_SEQUENCE_VARIANT.prefetchV ? 1 : 0,
-    prefetchNext: DEFAULT_SEQUENCE_VARIANT.prefetchNext ? 1 : 0,
     scatter: DEFAULT_SEQUENCE_VARIANT.scatter ? 1 : 0,
   };
   const changed = Object.entries(params).filter(([k, v]) => v !== undefined && v !== base[k]);
@@ -171,7 +166,6 @@ export function sequenceVariantOf(params: SequenceParams = {}): SequenceVariant 
     ...DEFAULT_SEQUENCE_VARIANT,
     ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
     ...(prefetchV === undefined ? {} : { prefetchV: prefetchV === 1 }),
-    ...(prefetchNext === undefined ? {} : { prefetchNext: prefetchNext === 1 }),
     ...(scatter === undefined ? {} : { scatter: scatter === 1 }),
     name,
   });
@@ -211,13 +205,6 @@ export const SEQUENCE_KERNEL: KernelVariant = {
         default: DEFAULT_SEQUENCE_VARIANT.unroll,
         min: 1,
         max: 16,
-      },
-      {
-        name: "prefetchNext",
-        doc: "design=lanes, 1: issue the next step's loads before this step's arithmetic",
-        default: DEFAULT_SEQUENCE_VARIANT.prefetchNext ? 1 : 0,
-        min: 0,
-        max: 1,
       },
       {
         name: "scatter",
@@ -304,8 +291,6 @@ export interface SequenceTiling {
   readonly qInRegisters: boolean;
   /** True when V loads are issued before the first barrier of a block. */
   readonly prefetchV: boolean;
-  /** `lanes` design: true when the next step's loads are issued before this step's arithmetic. */
-  readonly prefetchNext: boolean;
   /** `lanes` design: true when the logits are reduce-scattered, one head per lane. */
   readonly scatter: boolean;
 }
@@ -436,7 +421,6 @@ function lanesTiling(
       keyGroups: kg,
       qInRegisters: true,
       prefetchV: false,
-      prefetchNext: variant.prefetchNext,
       scatter: variant.scatter,
     };
   }
@@ -487,7 +471,6 @@ export function sequenceTiling(
           keyGroups: kg,
           qInRegisters,
           prefetchV: variant.prefetchV,
-          prefetchNext: false,
           scatter: false,
         };
       }
@@ -523,7 +506,6 @@ export function sequenceConstants(
       B: tiling.keysPerTile,
       LANE_TAIL: d4 % tiling.lanes === 0 ? 0 : 1,
       MERGE: lanesMergeVec4s(d4, hb, tiling.keyGroups),
-      PREFETCH: tiling.prefetchNext ? 1 : 0,
       SCATTER: tiling.scatter ? 1 : 0,
       SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
     };

@@ -16,6 +16,9 @@
 //      units; probabilities are then at most 2^THRESH, a common shift is all exactness needs),
 //      rescaling the lane's accumulators and row sums;
 //   4. each lane accumulates p·v into its own dim quads.
+// With SCATTER (at most 4 heads, at least 4 lanes), step 2 is a reduce-scatter instead: each lane
+// finishes the logit of one head, keeps that head's running max and row sum and computes its
+// exponentials alone, and 3 shuffles gather the 4 heads' probabilities for step 4.
 // Nothing is exchanged between key groups, so no barrier and no workgroup memory is needed until
 // the chunk ends. Then the groups' partial softmaxes are merged once: every group publishes its
 // max and row sums, every lane scales its accumulators to the common max and total, and a halving
@@ -46,12 +49,10 @@ const U: u32 = 4u;           // keys per key group and step
 const B: u32 = 16u;          // G x U: keys per step
 const LANE_TAIL: u32 = 0u;   // 1 when L does not divide D4 (some lanes skip their last quad)
 const MERGE: u32 = 256u;     // floor(G / 2) x HB x D4: merge buffer, in vec4s
-const PREFETCH: u32 = 0u;    // 1: issue the next step's loads before this step's arithmetic
 const SCATTER: u32 = 0u;     // 1: reduce-scatter the logits, one head per lane (HB <= 4, L >= 4)
 const SCALE: f32 = 0.12751743074;  // log2(e) / sqrt(head dim)
 
 const HBP: u32 = HB4 * 4u;
-const UQC: u32 = U * QC;
 const THRESH: f32 = 8.0;     // log2 units: p <= 256 before the max moves
 const NEG: f32 = -3.0e38;
 const LN2: f32 = 0.6931471805599453;
@@ -86,28 +87,6 @@ fn gather4(x: f32, b0: bool, b1: bool) -> vec4<f32> {
   let q2 = select(vec2<f32>(x, o1), vec2<f32>(o1, x), b1);
   let o2 = subgroupShuffleXor(q2, 1u);
   return select(vec4<f32>(q2, o2), vec4<f32>(o2, q2), b0);
-}
-
-// K and V of the key group's U keys of the step at `b` (keys at or past `end` are left alone), the
-// cursor being the segment that holds `b` or an earlier one of the query's path.
-fn load_step(b: u32, end: u32, cursor: u32, kvh: u32, kg: u32, kl: u32,
-             kd: ptr<function, array<KV4, UQC>>, vd: ptr<function, array<KV4, UQC>>) {
-  let seg = segs[cursor];
-  let cursor_end = segs[cursor + 1u].x;
-  for (var u = 0u; u < U; u++) { // unroll
-    let pos = b + u * G + kg;
-    if (pos < end) {
-      var slot = seg.y - seg.x + pos;
-      if (pos >= cursor_end) { slot = slot_walk(pos, cursor); }
-      let kb = (slot * KV_HEADS + kvh) * D4 + kl;
-      for (var i = 0u; i < QC; i++) { // unroll
-        if (LANE_TAIL == 0u || kl + i * L < D4) {
-          (*kd)[u * QC + i] = k[kb + i * L];
-          (*vd)[u * QC + i] = v[kb + i * L];
-        }
-      }
-    }
-  }
 }
 
 @compute @workgroup_size(WG)
@@ -148,39 +127,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var ms = NEG; // SCATTER: the running max of the lane's head
   var ls = 0.0; // SCATTER: its row sum
 
-  // With PREFETCH, the step's K and V arrive in kp/vp during the previous step's arithmetic.
-  var kp: array<KV4, UQC>;
-  var vp: array<KV4, UQC>;
-  if (PREFETCH == 1u) { load_step(begin, end, cursor, kvh, kg, kl, &kp, &vp); }
   for (var bs = begin; bs < end; bs += B) {
     while (segs[cursor + 1u].x <= bs) { cursor++; }
     let seg = segs[cursor];
     let cursor_end = segs[cursor + 1u].x;
     let base = seg.y - seg.x; // slot = base + pos inside the segment (wrapping)
     let fast = bs + B <= min(end, cursor_end);
-    var kn: array<KV4, UQC>;
-    var vn: array<KV4, UQC>;
-    if (PREFETCH == 1u && bs + B < end) { load_step(bs + B, end, cursor, kvh, kg, kl, &kn, &vn); }
     for (var full = 0u; full < 2u; full++) { // unroll
       if ((full == 1u) == fast) {
-        // 1. K and V of the group's U keys, all loads issued together (or prefetched).
-        var kr: array<KV4, UQC>;
-        var vr: array<KV4, UQC>;
-        if (PREFETCH == 1u) {
-          kr = kp;
-          vr = vp;
-        } else {
-          for (var u = 0u; u < U; u++) { // unroll
-            let pos = bs + u * G + kg;
-            if (full == 1u || pos < end) {
-              var slot = base + pos;
-              if (full == 0u && pos >= cursor_end) { slot = slot_walk(pos, cursor); }
-              let kb = (slot * KV_HEADS + kvh) * D4 + kl;
-              for (var i = 0u; i < QC; i++) { // unroll
-                if (LANE_TAIL == 0u || kl + i * L < D4) {
-                  kr[u * QC + i] = k[kb + i * L];
-                  vr[u * QC + i] = v[kb + i * L];
-                }
+        // 1. K and V of the group's U keys, all loads issued together.
+        var kr: array<KV4, U * QC>;
+        var vr: array<KV4, U * QC>;
+        for (var u = 0u; u < U; u++) { // unroll
+          let pos = bs + u * G + kg;
+          if (full == 1u || pos < end) {
+            var slot = base + pos;
+            if (full == 0u && pos >= cursor_end) { slot = slot_walk(pos, cursor); }
+            let kb = (slot * KV_HEADS + kvh) * D4 + kl;
+            for (var i = 0u; i < QC; i++) { // unroll
+              if (LANE_TAIL == 0u || kl + i * L < D4) {
+                kr[u * QC + i] = k[kb + i * L];
+                vr[u * QC + i] = v[kb + i * L];
               }
             }
           }
@@ -301,10 +268,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
           }
         }
       }
-    }
-    if (PREFETCH == 1u) {
-      kp = kn;
-      vp = vn;
     }
   }
 

@@ -175,10 +175,8 @@ const VARIANTS: SequenceParams[] = [
   // head blocks, one key per step, 256 threads.
   { design: "lanes", lanes: 8 },
   { design: "lanes", lanes: 16, threads: 64, unroll: 2 },
-  { design: "lanes", lanes: 8, threads: 64, unroll: 2, prefetchNext: 1 },
-  { design: "lanes", lanes: 16, prefetchNext: 1 },
   { design: "lanes", lanes: 8, scatter: 1 },
-  { design: "lanes", lanes: 16, scatter: 1, prefetchNext: 1 },
+  { design: "lanes", lanes: 16, scatter: 1, threads: 64, unroll: 8 },
   { design: "lanes", lanes: 4, scatter: 1, unroll: 2, maxHeadsPerWorkgroup: 2 },
   { design: "lanes", lanes: 32, threads: 64, unroll: 8 },
   { design: "lanes", lanes: 4, unroll: 1, maxHeadsPerWorkgroup: 2 },
@@ -447,7 +445,6 @@ for (
       qPlacement: "workgroup",
     },
     { design: "lanes", lanes: 8 },
-    { design: "lanes", lanes: 8, prefetchNext: 1 },
     { design: "lanes", lanes: 8, scatter: 1 },
   ] as SequenceParams[]
 ) {
