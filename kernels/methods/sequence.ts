@@ -348,6 +348,8 @@ export function checkSequenceVariant(v: SequenceVariant): SequenceVariant {
     bad("lanes", v.lanes, `at most ${MAX_LANES_DESIGN_LANES} with design=lanes`);
   }
   if (!isPow2(v.unroll) || v.unroll > 16) bad("unroll", v.unroll, "a power of two in [1, 16]");
+  if (v.design === "blocks" && v.scatter) bad("scatter", 1, "0 with design=blocks");
+  if (v.design === "lanes" && v.prefetchV) bad("prefetchV", 1, "0 with design=lanes");
   if (!["auto", "registers", "workgroup"].includes(v.qPlacement)) {
     bad("qPlacement", v.qPlacement, `"auto", "registers" or "workgroup"`);
   }
@@ -590,6 +592,17 @@ export function planSequenceFrom(
   const variant = sequenceVariantOf(options.sequence);
   const { qHeads, kvHeads, headDim: d } = shape;
   const tiling = sequenceTiling(shape, dtype, variant, input.caps?.subgroupSize ?? 0);
+  const caps = input.caps;
+  if (tiling.design === "lanes" && caps) {
+    const sg = caps.subgroupSize;
+    if (!caps.subgroups || (sg > 0 && sg < tiling.lanes)) {
+      throw new RangeError(
+        `sequence with design=lanes needs subgroups of at least ${tiling.lanes} invocations; this device has ${
+          caps.subgroups ? `subgroups of ${sg}` : "none"
+        } (use --variant sequence.lanes=N with a smaller N, or design=blocks)`,
+      );
+    }
+  }
   const T = tiling.keysPerTile;
   const hb = tiling.headsPerWorkgroup;
   const blocks = kvHeads * tiling.headBlocks;

@@ -233,6 +233,50 @@ Deno.test("sequenceTiling() fits the workgroup-memory and thread budgets for eve
   );
 });
 
+Deno.test("sequenceTiling() refuses scatter with fewer than 4 lanes per key", () => {
+  const v = sequenceVariantOf({ design: "lanes", scatter: 1 });
+  let threw = false;
+  try {
+    sequenceTiling(shape(8, 2, 8), "f16", v); // head dim 8: 2 lanes per key
+  } catch (e) {
+    threw = e instanceof RangeError && /at least 4 lanes/.test(e.message);
+  }
+  assert(threw);
+  assertEquals(sequenceTiling(shape(8, 2, 16), "f16", v).lanes, 4);
+});
+
+Deno.test("planSequence() refuses the lanes design on a device whose subgroups are too small", () => {
+  const ix = new IndexedTree(starTree(300, 4, 20));
+  const layout = kvLayout(ix, "shuffled", 7);
+  const input = (subgroups: boolean, subgroupSize: number, lanes: number) => ({
+    ix,
+    layout,
+    shape: GQA4,
+    dtype: "f16" as const,
+    options: { ...DEFAULT_METHOD_OPTIONS, sequence: { design: "lanes" as const, lanes } },
+    caps: {
+      runtime: "deno" as const,
+      matrix: null,
+      subgroups,
+      subgroupSize,
+      workgroupStorage: 32768,
+    },
+  });
+  for (const [subgroups, size, lanes] of [[false, 0, 8], [true, 8, 16]] as const) {
+    let message = "";
+    try {
+      planSequence(input(subgroups, size, lanes));
+    } catch (e) {
+      message = e instanceof RangeError ? e.message : "";
+    }
+    assert(message.includes(`at least ${lanes} invocations`), message);
+  }
+  // Subgroups of 32, or of a size the device does not fix (0), plan; so does lanes=0 on 8 lanes.
+  assertEquals(planSequence(input(true, 32, 16)).tiling.lanes, 16);
+  assertEquals(planSequence(input(true, 0, 16)).tiling.lanes, 16);
+  assertEquals(planSequence(input(true, 8, 0)).tiling.lanes, 8);
+});
+
 Deno.test("checkSequenceVariant() rejects impossible variants", () => {
   const bad: Partial<SequenceVariant>[] = [
     { threads: 96 },
@@ -245,6 +289,12 @@ Deno.test("checkSequenceVariant() rejects impossible variants", () => {
     { maxHeadsPerWorkgroup: 0 },
     { storageBudget: 100 },
     { qPlacement: "shared" as "auto" },
+    { design: "rows" as "lanes" },
+    { design: "lanes", lanes: 64 },
+    { design: "lanes", unroll: 3 },
+    { design: "lanes", unroll: 32 },
+    { scatter: true }, // the block kernel has no scatter
+    { prefetchV: true, design: "lanes" }, // nor the lanes kernel a V prefetch
   ];
   for (const b of bad) {
     let threw = false;
@@ -263,7 +313,8 @@ Deno.test("checkSequenceVariant() rejects impossible variants", () => {
     "prefetchV1-blockKeys32",
   );
   assertEquals(sequenceVariantOf({ prefetchV: 1 }).prefetchV, true);
-  for (const b of [{ prefetchV: 2 as 1 }, { lanes: 3 }]) {
+  assertEquals(sequenceVariantOf({ design: "lanes", scatter: 1 }).name, "designlanes-scatter1");
+  for (const b of [{ prefetchV: 2 as 1 }, { lanes: 3 }, { scatter: 2 as 1 }]) {
     let threw = false;
     try {
       sequenceVariantOf(b);
