@@ -207,6 +207,25 @@ function flattenVariants(): Variant[] {
       options: { ...tunedDeno, multiprocessors: 132, blockSize: b, targetWorkgroups: 1 },
       runtimes: ["deno"],
     })),
+    // Change 35: deft-flatten's Flash-Decoding parts (tails, private suffixes, the unshared
+    // fallback) on the lanes kernel of change 34, which leads where little is shared on Deno.
+    {
+      label: "c35-deno-fd-lanes",
+      method: "deft-flatten",
+      options: {
+        ...tunedDeno,
+        multiprocessors: 132,
+        sequence: {
+          targetWorkgroups: 1536,
+          design: "lanes",
+          scatter: 1,
+          unroll: 8,
+          threads: 64,
+          lanes: 16,
+        },
+      },
+      runtimes: ["deno"],
+    },
     ...([
       ["c30-r128-k32", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 128],
       ["c30-r128-k32-b256", { threads: 256, rows: 128, keys: 32, qResident: "none" }, 256],
