@@ -10,7 +10,10 @@
  * The kernel (`wgsl/sequence.wgsl`) reads K and V straight from global memory into registers,
  * with several lanes per key for the scores and one thread per (key group, dim quad) for P·V, and
  * walks a chunk in blocks of keys (64 by default) with two barriers per block; see the kernel's
- * header.
+ * header. A second kernel (`design: "lanes"`, `wgsl/sequence_lanes.wgsl`) has no barrier in its
+ * loop: key groups of 8-32 adjacent lanes sum their dots by subgroup shuffles and keep their own
+ * online softmax until the chunk ends (on an H200 it leads where little KV is shared on the Deno
+ * runtime and loses where much is; docs/performance.md, changes 32-34).
  * Every geometry parameter is a field of {@linkcode SequenceVariant}; the method's one kernel
  * variant ({@linkcode SEQUENCE_KERNEL}) takes them from `options.sequence` (on the command line
  * `--variant sequence.threads=256,...`), so variants can be timed side by side.
