@@ -134,7 +134,11 @@ export async function loadCalibration(
   return doc;
 }
 
-const READ_WGSL = `
+/**
+ * The DRAM read kernel: 256-thread workgroups walk a buffer of zeros grid-stride, one vec4 per
+ * thread and step (`tools/probe_layout.ts` times it beside other access patterns).
+ */
+export const READ_WGSL = `
 @group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> sink: array<f32>;
 @compute @workgroup_size(256)

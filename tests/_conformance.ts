@@ -137,6 +137,11 @@ export const HAS_MATRIX: boolean = DEVICE?.offer.subgroupMatrix ?? false;
  */
 export const SUBGROUP_MIN_SIZE: number = DEVICE?.subgroupMinSize ?? 0;
 
+/** True when the test device's subgroups hold fewer than `lanes` invocations (or it has none). */
+export function subgroupsBelow(lanes: number): boolean {
+  return SUBGROUP_MIN_SIZE < lanes;
+}
+
 /** True when a test of `dtype` must be ignored on this machine (see {@linkcode HAS_F16}). */
 export function skipDtype(dtype: Dtype): boolean {
   return dtype === "f16" && F16_IGNORED;
@@ -399,7 +404,7 @@ export function conformanceSuite(
   let run = cases.filter((c) => inMatrix(c));
   if (OPENGL_MINIMAL && PER_TREE_KERNELS.has(record.name)) run = run.slice(0, 1);
   const ignoreAll = (o.variant === true && !CHECK_VARIANTS) ||
-    (o.subgroupLanes !== undefined && SUBGROUP_MIN_SIZE < o.subgroupLanes);
+    (o.subgroupLanes !== undefined && subgroupsBelow(o.subgroupLanes));
   for (const c of run) {
     const families = skipDtype(c.dtype)
       ? null

@@ -21,6 +21,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { READ_WGSL } from "../bench/calibrate.ts";
 import { createTimer } from "../bench/timer.ts";
 import { type MeasureCase, measureInterleaved } from "../bench/measure.ts";
 import { Gpu, RUNTIME_NAMES, type RuntimeName } from "../kernels/gpu.ts";
@@ -69,17 +70,6 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n: vec3u,
 }`;
 }
 
-const GRID_WGSL = `
-@group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> sink: array<u32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) n: vec3u) {
-  let stride = n.x * 256u;
-  var acc = vec4<f32>(0.0);
-  for (var i = g.x; i < arrayLength(&src); i += stride) { acc += src[i]; }
-  if (acc.x == 1.2345e-7) { sink[g.x] = 1u; }
-}`;
-
 async function main() {
   const { values } = parseArgs({
     args: Deno.args,
@@ -107,7 +97,7 @@ async function main() {
   const gpu = await Gpu.open({ runtime: values.runtime as RuntimeName });
   const d = gpu.device;
   const src = d.createBuffer({ label: "probe src", size: BYTES, usage: GPUBufferUsage.STORAGE });
-  const sink = gpu.buffer("probe sink", 1 << 20);
+  const sink = gpu.buffer("probe sink", 8192 * 256 * 4); // a word per thread of the grid kernel
   try {
     const variants: [string, string, number][] = [];
     for (
@@ -130,7 +120,7 @@ async function main() {
         wgs,
       ]);
     }
-    variants.push(["grid (calibrate's read, 8192 wg x 256)", GRID_WGSL, 8192]);
+    variants.push(["grid (calibrate's read, 8192 wg x 256)", READ_WGSL, 8192]);
     const cases: MeasureCase[] = [];
     for (const [key, code, wgs] of variants) {
       const pipeline = await gpu.pipeline(`probe ${key}`, code);

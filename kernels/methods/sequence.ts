@@ -49,6 +49,7 @@ import {
   rowGrid,
 } from "../reduce.ts";
 import { specializeWgsl, unrollWgsl } from "../wgsl.ts";
+import sequenceCommonWgsl from "../wgsl/sequence_common.wgsl" with { type: "text" };
 import sequenceWgsl from "../wgsl/sequence.wgsl" with { type: "text" };
 import sequenceLanesWgsl from "../wgsl/sequence_lanes.wgsl" with { type: "text" };
 
@@ -492,36 +493,13 @@ export function sequenceConstants(
   tiling: SequenceTiling,
 ): Record<string, number> {
   const d4 = shape.headDim / 4;
-  if (tiling.design === "lanes") {
-    const hb = tiling.headsPerWorkgroup;
-    return {
-      D4: d4,
-      KV_HEADS: shape.kvHeads,
-      Q_HEADS: shape.qHeads,
-      GROUP: groupSize(shape),
-      HB: hb,
-      HB4: ceilDiv(hb, 4),
-      HEAD_BLOCKS: tiling.headBlocks,
-      WG: tiling.workgroupSize,
-      L: tiling.lanes,
-      STEPS: Math.log2(tiling.lanes),
-      QC: tiling.quadsPerLane,
-      G: tiling.keyGroups,
-      U: tiling.unroll,
-      B: tiling.keysPerTile,
-      LANE_TAIL: d4 % tiling.lanes === 0 ? 0 : 1,
-      MERGE: lanesMergeVec4s(d4, hb, tiling.keyGroups),
-      SCATTER: tiling.scatter ? 1 : 0,
-      SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
-    };
-  }
   const hb = tiling.headsPerWorkgroup;
   const hb4 = ceilDiv(hb, 4);
   const b = tiling.keysPerTile;
   const lanes = tiling.lanes;
   const kg = tiling.keyGroups;
-  const merge = Math.floor(kg / 2) * hb * d4;
-  return {
+  // Both kernels' shape, head block, lane and scale constants.
+  const common = {
     D4: d4,
     KV_HEADS: shape.kvHeads,
     Q_HEADS: shape.qHeads,
@@ -532,20 +510,34 @@ export function sequenceConstants(
     WG: tiling.workgroupSize,
     L: lanes,
     QC: tiling.quadsPerLane,
-    KPP: tiling.keysPerPass,
     B: b,
+    LANE_TAIL: d4 % lanes === 0 ? 0 : 1,
+    SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
+  };
+  if (tiling.design === "lanes") {
+    return {
+      ...common,
+      STEPS: Math.log2(lanes),
+      G: kg,
+      U: tiling.unroll,
+      MERGE: lanesMergeVec4s(d4, hb, kg),
+      SCATTER: tiling.scatter ? 1 : 0,
+    };
+  }
+  const merge = Math.floor(kg / 2) * hb * d4;
+  return {
+    ...common,
+    KPP: tiling.keysPerPass,
     PASSES: b / tiling.keysPerPass,
     KG: kg,
     PVK: ceilDiv(b, kg),
     Q_REGS: tiling.qInRegisters ? 1 : 0,
     PREFETCH_V: tiling.prefetchV ? 1 : 0,
-    LANE_TAIL: d4 % lanes === 0 ? 0 : 1,
     PV_TAIL: b % kg === 0 ? 0 : 1,
     PV_IDLE: kg * d4 < tiling.workgroupSize ? 1 : 0,
     PROW: lanes * hb4 + 1,
     MERGE: merge,
     WBUF: Math.max(b * (lanes * hb4 + 1), merge + b * hb4),
-    SCALE: Math.LOG2E / Math.sqrt(shape.headDim),
   };
 }
 
@@ -564,7 +556,7 @@ export function sequenceShader(
   const f16 = dtype === "f16";
   const lanes = tiling.design === "lanes";
   return enables + unrollWgsl(
-    specializeWgsl(lanes ? sequenceLanesWgsl : sequenceWgsl, {
+    specializeWgsl(sequenceCommonWgsl + (lanes ? sequenceLanesWgsl : sequenceWgsl), {
       consts,
       aliases: f16 ? { KV4: "vec4<f16>" } : {},
       f16,

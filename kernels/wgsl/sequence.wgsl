@@ -68,13 +68,7 @@ const THRESH: f32 = 8.0;     // log2 units: p <= 256 before the max moves
 const NEG: f32 = -3.0e38;
 const LN2: f32 = 0.6931471805599453;
 
-@group(0) @binding(0) var<storage, read> chunks: array<vec4<u32>>; // (query, first segment, begin, end)
-@group(0) @binding(1) var<storage, read> segs: array<vec2<u32>>;   // (path position, first slot), + sentinel
-@group(0) @binding(2) var<storage, read> q: array<KV4>;            // [query][qHead][D4]
-@group(0) @binding(3) var<storage, read> k: array<KV4>;            // [slot][kvHead][D4]
-@group(0) @binding(4) var<storage, read> v: array<KV4>;            // [slot][kvHead][D4]
-@group(0) @binding(5) var<storage, read_write> dst_o: array<vec4<f32>>; // [chunk][qHead][D4]
-@group(0) @binding(6) var<storage, read_write> dst_lse: array<f32>;     // [chunk][qHead]
+// Bindings and slot_walk: sequence_common.wgsl, prepended by sequence.ts.
 
 var<workgroup> wbuf: array<vec4<f32>, WBUF>;      // partial dots [key][PROW]; at the end the merge
 var<workgroup> lg: array<vec4<f32>, B * HB4>;     // logits [key][HB4], log2 units
@@ -89,18 +83,6 @@ fn ord(x: f32) -> u32 {
 }
 fn unord(u: u32) -> f32 {
   return bitcast<f32>(select(~u, u & 0x7fffffffu, (u & 0x80000000u) != 0u));
-}
-
-// Slot of path position `pos` at or past the end of the cursor's segment: walk forward; the
-// query's sentinel segment (at its path length) ends the walk.
-fn slot_walk(pos: u32, cursor: u32) -> u32 {
-  var s = cursor + 1u;
-  loop {
-    if (segs[s + 1u].x > pos) { break; }
-    s++;
-  }
-  let e = segs[s];
-  return e.y + (pos - e.x);
 }
 
 @compute @workgroup_size(WG)

@@ -13,7 +13,7 @@ import {
   shape,
   skipDtype,
   starTree,
-  SUBGROUP_MIN_SIZE,
+  subgroupsBelow,
   testGpu,
 } from "../_conformance.ts";
 import {
@@ -506,7 +506,7 @@ for (
         JSON.stringify(overrides)
       } rescales when late logits grow past the running max ${dtype}`,
       ignore: skipDtype(dtype) ||
-        (overrides.design === "lanes" && SUBGROUP_MIN_SIZE < (overrides.lanes ?? 16)),
+        (overrides.design === "lanes" && subgroupsBelow(overrides.lanes ?? 16)),
       sanitizeResources: false,
       sanitizeOps: false,
       fn: async () => {
