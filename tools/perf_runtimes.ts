@@ -327,6 +327,10 @@ const VARIANTS: Variant[] = [
   ...sequenceVariants(),
   ...flattenVariants(),
   { label: "tree-mask", method: "tree-mask", options: {} },
+  // Change 36: tree-mask's two GEMMs on matrix units, against its FMA GEMMs (the other steps are
+  // the same kernels).
+  { label: "c36-tm-fma", method: "tree-mask", options: { kernel: "fma" } },
+  { label: "c36-tm-mma", method: "tree-mask", options: { kernel: "mma" }, runtimes: ["dawn"] },
   { label: "flatten-fma-b256", method: "deft-flatten", options: { kernel: "fma", blockSize: 256 } },
   { label: "flatten-fma-b512", method: "deft-flatten", options: { kernel: "fma", blockSize: 512 } },
   ...mmaVariants(),

@@ -23,7 +23,13 @@
 
 import { type Dtype, dtypeBytes } from "../../workloads/shapes.ts";
 import type { IndexedTree } from "../../workloads/tree.ts";
-import { checkWorkgroup, type Gpu, requireF16, WEBGPU_MIN_WORKGROUP_STORAGE } from "../gpu.ts";
+import {
+  checkWorkgroup,
+  type Gpu,
+  GpuError,
+  requireF16,
+  WEBGPU_MIN_WORKGROUP_STORAGE,
+} from "../gpu.ts";
 import type { KvLayout } from "../layout.ts";
 import type {
   DispatchInfo,
@@ -38,6 +44,15 @@ import { dramFloorBytes, paperIo, realIo } from "../plan_counts.ts";
 import { rowGrid } from "../reduce.ts";
 import { TARGET_WORKGROUPS } from "../options.ts";
 import { specializeWgsl } from "../wgsl.ts";
+import {
+  mmaGemmBytes,
+  type TreeMaskMma,
+  treeMaskMma,
+  treeMaskMmaName,
+  treeMaskMmaUnfit,
+  treeMaskPvSource,
+  treeMaskQkSource,
+} from "../tree_mask_mma.ts";
 import qkWgsl from "../wgsl/tree_mask_qk.wgsl" with { type: "text" };
 import scaleWgsl from "../wgsl/tree_mask_scale.wgsl" with { type: "text" };
 import addWgsl from "../wgsl/tree_mask_add.wgsl" with { type: "text" };
@@ -97,8 +112,11 @@ export interface TreeMaskPlan extends Plan {
   readonly rows: number;
   /** Elements of each intermediate (S, S', M, P): qHeads x queries x rowStride. */
   readonly intermediateElements: number;
+  /** The FMA kernels' tiles (used where {@linkcode TreeMaskPlan.mma} is null). */
   readonly qkTile: GemmTile;
   readonly pvTile: GemmTile;
+  /** The GEMMs on matrix units (steps 1 and 5), or null for the FMA kernels. */
+  readonly mma: TreeMaskMma | null;
   /** Step 5 token chunks (1: no split, the GEMM writes the output directly). */
   readonly splits: number;
   /** Tokens per step-5 chunk (a multiple of 32, so of every slice depth). */
@@ -186,6 +204,25 @@ function softmaxThreads(stride4: number): number {
   return stride4 >= 1024 ? 256 : stride4 >= 256 ? 128 : 64;
 }
 
+/**
+ * The GEMMs on matrix units for `input`, or null for the FMA kernels: `kernel: "mma"` demands them
+ * (a `RangeError` says why they cannot run), `"auto"` takes them for f16 storage on a device and
+ * shape they fit, `"fma"` never.
+ */
+function matrixGemms(input: PlanInput, rows: number): TreeMaskMma | null {
+  const { options, dtype, shape, caps } = input;
+  if (options.kernel === "fma") return null;
+  if (options.kernel === "mma") {
+    if (dtype !== "f16") {
+      throw new RangeError(`tree-mask's mma kernels need f16 storage, got ${dtype}`);
+    }
+    return treeMaskMma(shape, caps, rows);
+  }
+  return dtype === "f16" && treeMaskMmaUnfit(shape, caps) === null
+    ? treeMaskMma(shape, caps, rows)
+    : null;
+}
+
 function planTreeMask(input: PlanInput): TreeMaskPlan {
   const { ix, layout, shape, dtype, options } = input;
   const { qHeads, kvHeads, headDim: d } = shape;
@@ -208,8 +245,11 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
   const maskBits = denseCausalMask(ix, stride, dtype);
 
   const rows = group * nq;
-  const qk = qkTile(rows);
-  const pv = pvTile(rows, d);
+  const mma = matrixGemms(input, rows);
+  // The tiles' rows, columns and slice depth, whichever kernels run.
+  const qk: Pick<GemmTile, "bm" | "bn" | "bk"> = mma?.qk ?? qkTile(rows);
+  const pv: Pick<GemmTile, "bm" | "bn" | "bk"> = mma?.pv ?? pvTile(rows, d);
+  const threads = mma?.threads ?? THREADS;
   const qkRowTiles = Math.ceil(rows / qk.bm);
   const qkColTiles = Math.ceil(n / qk.bn);
   const pvRowTiles = Math.ceil(rows / pv.bm);
@@ -229,7 +269,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
     {
       kernel: "tree-mask qk",
       workgroups: rowGrid(kvHeads * qkRowTiles * qkColTiles, MAX_PER_DIM),
-      workgroupSize: THREADS,
+      workgroupSize: threads,
     },
     {
       kernel: "tree-mask scale",
@@ -249,7 +289,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
     {
       kernel: "tree-mask pv",
       workgroups: rowGrid(pvBase * splits, MAX_PER_DIM),
-      workgroupSize: THREADS,
+      workgroupSize: threads,
     },
   ];
   if (splits > 1) {
@@ -297,7 +337,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
 
   return {
     method: "tree-mask",
-    kernelVariant: "fma-unfused-gemms",
+    kernelVariant: mma ? `${treeMaskMmaName(mma)}-unfused` : "fma-unfused-gemms",
     shape,
     dtype,
     queries: nq,
@@ -316,6 +356,7 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
       qkTileCols: qk.bn,
       pvTileRows: pv.bm,
       pvTileCols: pv.bn,
+      matrixUnits: mma ? 1 : 0,
       splits,
       splitTokens,
     },
@@ -325,8 +366,9 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
     maskBits,
     rows,
     intermediateElements: E,
-    qkTile: qk,
-    pvTile: pv,
+    qkTile: qkTile(rows),
+    pvTile: pvTile(rows, d),
+    mma,
     splits,
     splitTokens,
   };
@@ -374,7 +416,8 @@ async function prepareTreeMask(
   ];
   if (splits > 1) sizes.push(["tree-mask split partials", splits * Eo * 4]);
   for (const [label, bytes] of sizes) gpu.checkBindingSize(label, bytes);
-  // Shallower slices where the device grants less workgroup memory than the plan's budget.
+  // FMA tiles: shallower slices where the device grants less workgroup memory than the plan's
+  // budget. Matrix tiles: as planned (their subgroup size and memory are checked here).
   const storage = gpu.limit("maxComputeWorkgroupStorageSize");
   const fit = (tile: GemmTile, kernel: "qk" | "pv"): GemmTile => {
     const bk = Math.min(tile.bk, sliceDepth(tile, kernel, storage));
@@ -383,13 +426,39 @@ async function prepareTreeMask(
     }
     return { ...tile, bk };
   };
-  const qk = fit(plan.qkTile, "qk");
-  const pv = fit(plan.pvTile, "pv");
-
-  const heads = { Q_HEADS: qHeads, KV_HEADS: kvHeads, HEAD_DIM: d };
-  const tileConsts = (t: GemmTile) => ({ TX: t.tx, TY: t.ty, TM: t.tm, BK: t.bk });
+  const mma = plan.mma;
+  const qk: Pick<GemmTile, "bm" | "bn"> = mma?.qk ?? fit(plan.qkTile, "qk");
+  const pv: Pick<GemmTile, "bm" | "bn"> = mma?.pv ?? fit(plan.pvTile, "pv");
+  let gemms: Promise<GPUComputePipeline>[];
+  if (mma) {
+    if (gpu.info.subgroupMinSize !== mma.subgroupSize) {
+      throw new GpuError(
+        `tree-mask's mma kernels were planned for subgroups of ${mma.subgroupSize}, but this device uses ${gpu.info.subgroupMinSize}`,
+      );
+    }
+    for (const step of ["qk", "pv"] as const) {
+      checkWorkgroup(gpu, `tree-mask ${step} matrix tiles`, {
+        bytes: mmaGemmBytes(mma, step),
+        threads: mma.threads,
+      });
+    }
+    const enables = gpu.wgslEnables({ f16: true, subgroups: true, subgroupMatrix: true });
+    const o = { shape, mma, enables };
+    gemms = [
+      gpu.pipeline(`tree-mask qk ${treeMaskMmaName(mma)}`, treeMaskQkSource(o)),
+      gpu.pipeline(`tree-mask pv ${treeMaskMmaName(mma)}`, treeMaskPvSource(o)),
+    ];
+  } else {
+    const heads = { Q_HEADS: qHeads, KV_HEADS: kvHeads, HEAD_DIM: d };
+    const tileConsts = (t: GemmTile) => ({ TX: t.tx, TY: t.ty, TM: t.tm, BK: t.bk });
+    const [fq, fp] = [fit(plan.qkTile, "qk"), fit(plan.pvTile, "pv")];
+    gemms = [
+      gpu.pipeline("tree-mask qk", specializeKernel(qkWgsl, dtype, tileConsts(fq)), heads),
+      gpu.pipeline("tree-mask pv", specializeKernel(pvWgsl, dtype, tileConsts(fp)), heads),
+    ];
+  }
   const [qkPipe, scalePipe, addPipe, softmaxPipe, pvPipe, sumPipe] = await Promise.all([
-    gpu.pipeline("tree-mask qk", specializeKernel(qkWgsl, dtype, tileConsts(qk)), heads),
+    gemms[0]!,
     gpu.pipeline("tree-mask scale", specializeKernel(scaleWgsl, dtype), {
       SCALE_DIVISOR: Math.sqrt(d),
     }),
@@ -398,7 +467,7 @@ async function prepareTreeMask(
       "tree-mask softmax",
       specializeKernel(softmaxWgsl, dtype, { WG: plan.dispatches[3]!.workgroupSize }),
     ),
-    gpu.pipeline("tree-mask pv", specializeKernel(pvWgsl, dtype, tileConsts(pv)), heads),
+    gemms[1]!,
     splits > 1 ? gpu.pipeline("tree-mask split-sum", sumWgsl) : Promise.resolve(null),
   ]);
 
@@ -490,6 +559,12 @@ export const treeMask: MethodRecord<TreeMaskPlan, "tree-mask"> = {
     family: "fma",
     description: "unfused tiled GEMMs and elementwise steps through global memory",
     needs: [],
+  }, {
+    family: "mma",
+    description:
+      "the two GEMMs as subgroup-matrix multiply-accumulates, f16 x f16 -> f32 (tree_mask_mma.ts); the other steps as fma",
+    needs: ["shader-f16", "subgroups", "subgroup-matrix"],
+    dtypes: ["f16"],
   }],
   // S = Q·K^T goes to global memory unscaled in the storage dtype (step 1), as in PyTorch.
   storedLogits: "unscaled",

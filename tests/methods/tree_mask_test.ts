@@ -4,7 +4,11 @@ import type { Dtype, ModelShape } from "../../workloads/shapes.ts";
 import { IndexedTree, type Tree, treeFacts } from "../../workloads/tree.ts";
 import { GpuError } from "../../kernels/gpu.ts";
 import { kvLayout } from "../../kernels/layout.ts";
-import { DEFAULT_METHOD_OPTIONS, type MethodOptions } from "../../kernels/method.ts";
+import {
+  DEFAULT_METHOD_OPTIONS,
+  type KernelCaps,
+  type MethodOptions,
+} from "../../kernels/method.ts";
 import { getMethod } from "../../kernels/methods/mod.ts";
 import { WgslError } from "../../kernels/wgsl.ts";
 import {
@@ -19,7 +23,14 @@ import {
   type TreeMaskPlan,
   visiblePairs,
 } from "../../kernels/methods/tree_mask.ts";
-import { GQA4, internalQueriesTree, starTree, testGpu } from "../_conformance.ts";
+import {
+  mmaGemmBytes,
+  treeMaskMma,
+  treeMaskMmaName,
+  treeMaskPvSource,
+  treeMaskQkSource,
+} from "../../kernels/tree_mask_mma.ts";
+import { GQA4, internalQueriesTree, shape, starTree, testGpu } from "../_conformance.ts";
 import {
   assert,
   assertEquals,
@@ -33,6 +44,7 @@ function plan(
   shape: ModelShape = GQA4,
   dtype: Dtype = "f16",
   options: Partial<MethodOptions> = {},
+  caps?: KernelCaps,
 ): TreeMaskPlan {
   const ix = new IndexedTree(tree);
   return treeMask.plan({
@@ -41,7 +53,19 @@ function plan(
     shape,
     dtype,
     options: { ...DEFAULT_METHOD_OPTIONS, ...options },
+    ...(caps ? { caps } : {}),
   });
+}
+
+/** A device with f16 subgroup matrices of m x n x k and subgroups of `sg` (an H200 under Dawn). */
+function matrixCaps(m = 16, n = 16, k = 16, sg = 32): KernelCaps {
+  return {
+    runtime: "dawn",
+    matrix: { componentType: "f16", resultComponentType: "f32", M: m, N: n, K: k },
+    subgroups: true,
+    subgroupSize: sg,
+    workgroupStorage: 49152,
+  };
 }
 
 Deno.test("treeMask is registered as tree-mask", () => {
@@ -218,4 +242,99 @@ Deno.test("specializeKernel() rewrites the storage dtype and tile constants", ()
   );
   assertEquals(specializeKernel(src, "f32"), src);
   assertThrows(() => specializeKernel(src, "f32", { NOPE: 1 }), WgslError, /NOPE/);
+});
+
+Deno.test("treeMask.plan() runs its GEMMs on matrix units where the device and shape allow", () => {
+  const tree = starTree(300, 20, 7);
+  const caps = matrixCaps();
+  const auto = plan(tree, GQA4, "f16", {}, caps);
+  assert(auto.mma !== null);
+  assertEquals(auto.kernelVariant, `${treeMaskMmaName(auto.mma!)}-unfused`);
+  assertEquals(auto.stats.matrixUnits, 1);
+  // Both GEMM dispatches run four subgroups; the elementwise steps keep their 256 threads.
+  assertEquals(auto.dispatches[0]!.workgroupSize, 128);
+  assertEquals(auto.dispatches[4]!.workgroupSize, 128);
+  assertEquals(auto.dispatches[1]!.workgroupSize, 256);
+  // 80 rows per KV head (20 queries x 4 heads) in 64-row step-1 tiles of 64 tokens.
+  assertEquals(auto.dispatches[0]!.workgroups[0], 2 * 2 * Math.ceil(440 / 64));
+  for (
+    const [dtype, options, why] of [
+      ["f16", { kernel: "fma" }, "kernel fma"],
+      ["f32", {}, "f32 storage"],
+    ] as const
+  ) {
+    const p = plan(tree, GQA4, dtype, options, caps);
+    assertEquals(p.mma, null, why);
+    assertEquals(p.kernelVariant, "fma-unfused-gemms");
+  }
+  assertEquals(plan(tree, GQA4, "f16").mma, null, "no device facts");
+  // A head dim the fragments do not divide falls back under auto, and is refused under mma.
+  assertEquals(plan(tree, shape(8, 2, 40), "f16", {}, caps).mma, null);
+  assertThrows(
+    () => plan(tree, shape(8, 2, 40), "f16", { kernel: "mma" }, caps),
+    RangeError,
+    /multiple of 16, got 40/,
+  );
+  assertThrows(() => plan(tree, GQA4, "f32", { kernel: "mma" }, caps), RangeError, /f16 storage/);
+  assertThrows(
+    () => plan(tree, GQA4, "f16", { kernel: "mma" }),
+    RangeError,
+    /f16 subgroup matrices/,
+  );
+  assertThrows(
+    () => plan(tree, GQA4, "f16", { kernel: "mma" }, { ...caps, subgroupSize: 0 }),
+    RangeError,
+    /fixed subgroup size/,
+  );
+});
+
+Deno.test("treeMaskMma() tiles cover the rows and the head dim within the workgroup memory", () => {
+  for (
+    const [caps, d] of [[matrixCaps(), 128], [matrixCaps(), 64], [
+      matrixCaps(8, 8, 8, 8),
+      128,
+    ]] as const
+  ) {
+    const { M, N } = caps.matrix!;
+    for (const rows of [1, 4, M, M + 1, 2 * M, 2 * M + 1, 64, 1000]) {
+      const t = treeMaskMma(shape(8, 2, d), caps, rows);
+      assertEquals(t.threads, 4 * caps.subgroupSize);
+      for (const g of [t.qk, t.pv]) {
+        assertEquals(g.sr * g.sc, 4);
+        assertEquals(g.bm, g.sr * g.fm * M);
+        assertEquals(g.bn, g.sc * g.fn * N);
+      }
+      // Few rows: one row block no larger than needed; many: 2 x 2 fragments in 2 x 2 subgroups.
+      assertEquals(t.qk.bm, rows <= M ? M : rows <= 2 * M ? 2 * M : 4 * M);
+      assertEquals(t.qk.bk, 32);
+      // Step 5 never tiles past the head dim, and its column tiles cover it exactly.
+      assert(t.pv.bn <= d && d % t.pv.bn === 0, `pv columns ${t.pv.bn} for d = ${d}`);
+      for (const step of ["qk", "pv"] as const) {
+        assert(mmaGemmBytes(t, step) <= 20 * 1024, `${step} ${mmaGemmBytes(t, step)} bytes`);
+      }
+    }
+  }
+});
+
+Deno.test("treeMaskQkSource() and treeMaskPvSource() unroll one product per fragment and slice", () => {
+  const count = (s: string, x: string) => s.split(x).length - 1;
+  for (const rows of [4, 256]) {
+    const mma = treeMaskMma(GQA4, matrixCaps(), rows);
+    const o = { shape: GQA4, mma, enables: "" };
+    const qk = treeMaskQkSource(o);
+    const pv = treeMaskPvSource(o);
+    assertEquals(count(qk, "subgroupMatrixMultiplyAccumulate("), 2 * mma.qk.fm * mma.qk.fn);
+    assertEquals(count(pv, "subgroupMatrixMultiplyAccumulate("), 2 * mma.pv.fm * mma.pv.fn);
+    // Every result fragment leaves once, through its subgroup's staging.
+    assertEquals(count(qk, "subgroupMatrixStore<row_major>(&o_sh"), mma.qk.fm * mma.qk.fn);
+    assertEquals(count(pv, "subgroupMatrixStore<row_major>(&o_sh"), mma.pv.fm * mma.pv.fn);
+    assert(
+      qk.includes(`const BM: u32 = ${mma.qk.bm}u;`) &&
+        pv.includes(`const BN: u32 = ${mma.pv.bn}u;`),
+    );
+    assert(
+      qk.includes("vec4<f16>(vec4<f32>(o_sh[b]"),
+      "S is rounded to f16 after f32 accumulation",
+    );
+  }
 });
