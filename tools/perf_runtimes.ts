@@ -331,6 +331,21 @@ const VARIANTS: Variant[] = [
   // the same kernels).
   { label: "c36-tm-fma", method: "tree-mask", options: { kernel: "fma" } },
   { label: "c36-tm-mma", method: "tree-mask", options: { kernel: "mma" }, runtimes: ["dawn"] },
+  // Flash-Decoding on matrix units, measured through deft-flatten with sharing off: every block
+  // serves one query (4 real rows of a 16-row tile on Llama-3-8B) where a tree shares nothing.
+  ...[16, 32].map((rows): Variant => ({
+    label: `c37-fd-mma-r${rows}`,
+    method: "deft-flatten",
+    options: {
+      kernel: "mma",
+      blockSize: 128,
+      fallbackReuse: 0,
+      privateMin: 0,
+      tailQueries: 0,
+      mma: { rows, keys: 16, fit: 0 },
+    },
+    runtimes: ["dawn"],
+  })),
   { label: "flatten-fma-b256", method: "deft-flatten", options: { kernel: "fma", blockSize: 256 } },
   { label: "flatten-fma-b512", method: "deft-flatten", options: { kernel: "fma", blockSize: 512 } },
   ...mmaVariants(),
