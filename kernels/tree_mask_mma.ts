@@ -121,7 +121,8 @@ export function treeMaskMma(
     fn: qkFn,
     bm: qkShape.sr * qkShape.fm * M,
     bn: qkSc * qkFn * N,
-    bk: Math.min(MMA_GEMM_SLICE, d),
+    // The deepest slice that divides the head dim (a multiple of N and K, so one exists).
+    bk: [MMA_GEMM_SLICE, 16, 8].find((b) => d % b === 0 && b % config.K === 0) ?? config.K,
   };
   // Step 5: the head dim's fragments over two column subgroups (one where it has one fragment),
   // at most 4 per subgroup; the other subgroups along the rows.

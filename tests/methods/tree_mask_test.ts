@@ -307,6 +307,7 @@ Deno.test("treeMaskMma() tiles cover the rows and the head dim within the workgr
       // Few rows: one row block no larger than needed; many: 2 x 2 fragments in 2 x 2 subgroups.
       assertEquals(t.qk.bm, rows <= M ? M : rows <= 2 * M ? 2 * M : 4 * M);
       assertEquals(t.qk.bk, 32);
+      assertEquals(treeMaskMma(shape(8, 2, 3 * M), caps, rows).qk.bk, M === 16 ? 16 : 8, "d = 3M");
       // Step 5 never tiles past the head dim, and its column tiles cover it exactly.
       assert(t.pv.bn <= d && d % t.pv.bn === 0, `pv columns ${t.pv.bn} for d = ${d}`);
       for (const step of ["qk", "pv"] as const) {
