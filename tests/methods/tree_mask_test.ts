@@ -30,7 +30,14 @@ import {
   treeMaskPvSource,
   treeMaskQkSource,
 } from "../../kernels/tree_mask_mma.ts";
-import { GQA4, internalQueriesTree, shape, starTree, testGpu } from "../_conformance.ts";
+import {
+  conformanceSuite,
+  GQA4,
+  internalQueriesTree,
+  shape,
+  starTree,
+  testGpu,
+} from "../_conformance.ts";
 import {
   assert,
   assertEquals,
@@ -339,3 +346,23 @@ Deno.test("treeMaskQkSource() and treeMaskPvSource() unroll one product per frag
     );
   }
 });
+
+// Head dims the matrix tiles divide unevenly: 48 (three 16-wide fragments: 16-deep step-1 slices,
+// step-5 column tiles of 32 with one half empty) and 40 (five 8-wide ones on an 8 x 8 x 8 device;
+// the FMA kernels on a 16-wide one). Every kernel family the device runs.
+conformanceSuite(treeMask, [
+  {
+    name: "head dim 48, few-shot f16",
+    tree: () => new FewShotRun({ prompt: 150, branches: 7, generated: 20 }).snapshot(9),
+    shape: shape(8, 2, 48),
+    dtype: "f16",
+    reduced: true,
+  },
+  {
+    name: "head dim 40, star f16",
+    tree: () => starTree(200, 9, 5),
+    shape: shape(8, 2, 40),
+    dtype: "f16",
+    reduced: true,
+  },
+]);
