@@ -427,10 +427,10 @@ async function prepareTreeMask(
     return { ...tile, bk };
   };
   const mma = plan.mma;
-  const qk: Pick<GemmTile, "bm" | "bn"> = mma?.qk ?? fit(plan.qkTile, "qk");
-  const pv: Pick<GemmTile, "bm" | "bn"> = mma?.pv ?? fit(plan.pvTile, "pv");
+  let qk: Pick<GemmTile, "bm" | "bn">, pv: Pick<GemmTile, "bm" | "bn">;
   let gemms: Promise<GPUComputePipeline>[];
   if (mma) {
+    [qk, pv] = [mma.qk, mma.pv];
     if (gpu.info.subgroupMinSize !== mma.subgroupSize) {
       throw new GpuError(
         `tree-mask's mma kernels were planned for subgroups of ${mma.subgroupSize}, but this device uses ${gpu.info.subgroupMinSize}`,
@@ -452,6 +452,7 @@ async function prepareTreeMask(
     const heads = { Q_HEADS: qHeads, KV_HEADS: kvHeads, HEAD_DIM: d };
     const tileConsts = (t: GemmTile) => ({ TX: t.tx, TY: t.ty, TM: t.tm, BK: t.bk });
     const [fq, fp] = [fit(plan.qkTile, "qk"), fit(plan.pvTile, "pv")];
+    [qk, pv] = [fq, fp];
     gemms = [
       gpu.pipeline("tree-mask qk", specializeKernel(qkWgsl, dtype, tileConsts(fq)), heads),
       gpu.pipeline("tree-mask pv", specializeKernel(pvWgsl, dtype, tileConsts(fp)), heads),
