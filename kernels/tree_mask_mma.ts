@@ -24,6 +24,9 @@
  */
 
 import type { ModelShape } from "../workloads/shapes.ts";
+import qkBindingsWgsl from "./wgsl/tree_mask_qk_bindings.wgsl" with { type: "text" };
+import pvBindingsWgsl from "./wgsl/tree_mask_pv_bindings.wgsl" with { type: "text" };
+import { specializeWgsl } from "./wgsl.ts";
 import type { SubgroupMatrixConfig } from "./gpu.ts";
 import type { KernelCaps } from "./method.ts";
 
@@ -310,56 +313,111 @@ function outputRounds(
   });
 }
 
-/** Step 1 on matrix units: `S = Q K^T` per KV head (bindings as `wgsl/tree_mask_qk.wgsl`). */
-export function treeMaskQkSource(o: TreeMaskMmaSource): string {
-  const t = o.mma.qk;
+/** One operand of a GEMM: how its slices are loaded, staged and read as fragments. */
+interface Operand {
+  /** vec4s of one slice. */
+  total: number;
+  /** The load of vec4 `e` of the slice that starts at `start` (a WGSL expression). */
+  load: (start: string) => (e: string) => string;
+  /** Where vec4 `e` of a slice goes in its workgroup array. */
+  at: (e: string) => string;
+  /** Where fragment `i` of reduction step `kk` starts in the array, and its row stride. */
+  fragment: (i: number, kk: number) => string;
+  stride: string;
+}
+
+/**
+ * The part both GEMMs share, from the first slice's loads to the output: the fragments, the slice
+ * loop over `v` from `from` to `to` (the next slice's loads issued before this slice's products),
+ * and the output rounds through `write`. It expects `m0`, `n0`, `sgi`, `lane`, `sgr` and `sgc`.
+ */
+function gemmBody(
+  o: TreeMaskMmaSource,
+  tile: MmaGemmTile,
+  loop: { v: string; from: string; to: string },
+  a: Operand,
+  b: Operand & { major: "row_major" | "col_major" },
+  write: (row: string, col: string, values: string) => string,
+): string {
   const wg = o.mma.threads;
-  const { M, N, K } = o.mma.config;
-  const as = t.bk + PAD;
-  const slices = o.shape.headDim / t.bk;
-  const bk4 = t.bk / 4;
-  const aTotal = (t.bm * t.bk) / 4;
-  const bTotal = (t.bn * t.bk) / 4;
-  const qLoad = (k0: string) => (e: string) =>
-    `load_q(m0 + ${e} / ${bk4}u, ${k0} + 4u * (${e} % ${bk4}u), kvh)`;
-  const kLoad = (k0: string) => (e: string) =>
-    `load_k(${e} / ${bk4}u, n0, ${k0} + 4u * (${e} % ${bk4}u), kvh)`;
-  const aFirst = unrolledLoads(aTotal, wg, "xa", qLoad("0u"));
-  const bFirst = unrolledLoads(bTotal, wg, "xb", kLoad("0u"));
-  const aNext = unrolledLoads(aTotal, wg, "xa", qLoad("k0 + BK"), true);
-  const bNext = unrolledLoads(bTotal, wg, "xb", kLoad("k0 + BK"), true);
-  const at = (e: string) => `(${e} / ${bk4}u) * AS + 4u * (${e} % ${bk4}u)`;
+  const loads = (x: Operand, name: string, start: string, assign = false) =>
+    unrolledLoads(x.total, wg, name, x.load(start), assign).code;
   const { decls, products } = fragments(
     o,
+    tile,
+    { arr: "a_sh", at: a.fragment, stride: a.stride },
+    { arr: "b_sh", at: b.fragment, stride: b.stride, major: b.major },
+  );
+  const next = `${loop.v} + BK`;
+  return `${decls}
+  // The first slice, every load in flight before the first store.
+${loads(a, "xa", loop.from)}
+${loads(b, "xb", loop.from)}
+  for (var ${loop.v} = ${loop.from}; ${loop.v} < ${loop.to}; ${loop.v} += BK) {
+    workgroupBarrier();  // the previous slice's fragments are loaded
+${unrolledStores(a.total, wg, "xa", "a_sh", a.at)}
+${unrolledStores(b.total, wg, "xb", "b_sh", b.at)}
+    workgroupBarrier();
+    // The next slice's loads fly while this slice's products run.
+    if (${next} < ${loop.to}) {
+${loads(a, "xa", next, true)}
+${loads(b, "xb", next, true)}
+    }
+${products}
+  }
+  // The tile's fragments leave through o_sh.
+${outputRounds(o, tile, write)}`;
+}
+
+/** The subgroup of an invocation and its place in the tile's subgroup grid. */
+const SUBGROUP_GRID = `  let sgi = lid / SG;
+  let lane = lid % SG;
+  let sgr = sgi / SC;
+  let sgc = sgi % SC;`;
+
+/** vec4 `e` of a slice of `width` halves per row, staged at rows of `stride`. */
+const rowMajor = (width: number, stride: string) => (e: string) =>
+  `(${e} / ${width / 4}u) * ${stride} + 4u * (${e} % ${width / 4}u)`;
+
+/** Step 1 on matrix units: `S = Q K^T` per KV head (bindings: `wgsl/tree_mask_qk_bindings.wgsl`). */
+export function treeMaskQkSource(o: TreeMaskMmaSource): string {
+  const t = o.mma.qk;
+  const { M, N, K } = o.mma.config;
+  const as = t.bk + PAD;
+  const bk4 = t.bk / 4;
+  const body = gemmBody(
+    o,
     t,
-    { arr: "a_sh", at: (i, kk) => `(sgr * FM + ${i}u) * M * AS + ${kk * K}u`, stride: "AS" },
+    { v: "k0", from: "0u", to: "HEAD_DIM" },
     {
-      arr: "b_sh",
-      at: (j, kk) => `(sgc * FN + ${j}u) * N * AS + ${kk * K}u`,
+      total: (t.bm * t.bk) / 4,
+      load: (k0) => (e) => `load_q(m0 + ${e} / ${bk4}u, ${k0} + 4u * (${e} % ${bk4}u), kvh)`,
+      at: rowMajor(t.bk, "AS"),
+      fragment: (i, kk) => `(sgr * FM + ${i}u) * M * AS + ${kk * K}u`,
+      stride: "AS",
+    },
+    {
+      total: (t.bn * t.bk) / 4,
+      load: (k0) => (e) => `load_k(${e} / ${bk4}u, n0, ${k0} + 4u * (${e} % ${bk4}u), kvh)`,
+      at: rowMajor(t.bk, "AS"),
+      fragment: (j, kk) => `(sgc * FN + ${j}u) * N * AS + ${kk * K}u`,
       stride: "AS",
       major: "col_major",
     },
+    (row, col, values) =>
+      [
+        `      let r = ${row};`,
+        `      let j = ${col};`,
+        `      if (r < p.rows && j < p.stride) {`,
+        `        s[((kvh * p.rows + r) * p.stride + j) / 4u] = vec4<f16>(${values});  // S in f16`,
+        `      }`,
+      ].join("\n"),
   );
   return `${
     prelude(o, t, "step 1 (S = Q K^T)")
   }const AS: u32 = ${as}u;  // halves per staged Q or K row (a slice of the head dim)
 
-struct Params {
-  tokens: u32,    // N_tree
-  stride: u32,    // row length of S: N_tree rounded up to 4 (the pad columns hold 0)
-  queries: u32,   // l_n
-  rows: u32,      // rows per KV head: group x queries
-  row_tiles: u32,
-  col_tiles: u32,
-  tiles: u32,     // KV_HEADS x row_tiles x col_tiles
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f16>>;       // [query][qHead][d]
-@group(0) @binding(2) var<storage, read> k: array<vec4<f16>>;       // [slot][kvHead][d]
-@group(0) @binding(3) var<storage, read> token_slot: array<u32>;   // [tree token] -> slot
-@group(0) @binding(4) var<storage, read_write> s: array<vec4<f16>>; // [qHead][query][stride]
-
+${specializeWgsl(qkBindingsWgsl, { aliases: { ST: "f16" } })}
 var<workgroup> a_sh: array<f16, ${t.bm * as}>;  // Q slice [row][AS]
 var<workgroup> b_sh: array<f16, ${t.bn * as}>;  // K slice [token][AS] (K^T column-major)
 var<workgroup> o_sh: array<f32, ${MMA_GEMM_SUBGROUPS * M * (N + 4)}>;  // [subgroup][M][OS]
@@ -391,10 +449,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let kvh = rest / p.row_tiles;
   let m0 = row_tile * BM;
   let n0 = col_tile * BN;
-  let sgi = lid / SG;
-  let lane = lid % SG;
-  let sgr = sgi / SC;
-  let sgc = sgi % SC;
+${SUBGROUP_GRID}
 
   for (var i = lid; i < BN; i += WG) {
     var slot = 0u;
@@ -402,91 +457,58 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     slot_sh[i] = slot;
   }
   workgroupBarrier();
-${decls}
-  // The first slice's Q and K, every load in flight before the first store.
-${aFirst.code}
-${bFirst.code}
-  for (var k0 = 0u; k0 < HEAD_DIM; k0 += BK) {
-    workgroupBarrier();  // the previous slice's fragments are loaded
-${unrolledStores(aTotal, wg, "xa", "a_sh", at)}
-${unrolledStores(bTotal, wg, "xb", "b_sh", at)}
-    workgroupBarrier();
-    // The next slice's loads fly while this slice's products run.
-    if (k0 + BK < HEAD_DIM) {
-${aNext.code}
-${bNext.code}
-    }
-${products}
-  }
-  // ${slices} slice(s) of ${t.bk}; the tile's fragments leave through o_sh, rounded to f16.
-${
-    outputRounds(o, t, (row, col, values) =>
-      [
-        `      let r = ${row};`,
-        `      let j = ${col};`,
-        `      if (r < p.rows && j < p.stride) {`,
-        `        s[((kvh * p.rows + r) * p.stride + j) / 4u] = vec4<f16>(${values});`,
-        `      }`,
-      ].join("\n"))
-  }
+${body}
 }
 `;
 }
 
-/** Step 5 on matrix units: `O = P V` per KV head and token split (bindings as `wgsl/tree_mask_pv.wgsl`). */
+/**
+ * Step 5 on matrix units: `O = P V` per KV head and token split (bindings:
+ * `wgsl/tree_mask_pv_bindings.wgsl`).
+ */
 export function treeMaskPvSource(o: TreeMaskMmaSource): string {
   const t = o.mma.pv;
-  const wg = o.mma.threads;
   const { M, N, K } = o.mma.config;
   const as = t.bk + PAD;
   const bs = t.bn + PAD;
   const bk4 = t.bk / 4;
   const bn4 = t.bn / 4;
-  const aTotal = (t.bm * t.bk) / 4;
-  const bTotal = (t.bk * t.bn) / 4;
-  const pLoad = (j0: string) => (e: string) =>
-    `load_p(kvh, m0 + ${e} / ${bk4}u, ${j0} + 4u * (${e} % ${bk4}u), p_end)`;
-  const vLoad = (j0: string) => (e: string) =>
-    `load_v(${j0} + ${e} / ${bn4}u, n0 + 4u * (${e} % ${bn4}u), j_end, kvh)`;
-  const aFirst = unrolledLoads(aTotal, wg, "xa", pLoad("j_begin"));
-  const bFirst = unrolledLoads(bTotal, wg, "xb", vLoad("j_begin"));
-  const aNext = unrolledLoads(aTotal, wg, "xa", pLoad("j0 + BK"), true);
-  const bNext = unrolledLoads(bTotal, wg, "xb", vLoad("j0 + BK"), true);
-  const { decls, products } = fragments(
+  const body = gemmBody(
     o,
     t,
-    { arr: "a_sh", at: (i, kk) => `(sgr * FM + ${i}u) * M * AS + ${kk * K}u`, stride: "AS" },
+    { v: "j0", from: "j_begin", to: "j_end" },
     {
-      arr: "b_sh",
-      at: (j, kk) => `${kk * K}u * BS + (sgc * FN + ${j}u) * N`,
+      total: (t.bm * t.bk) / 4,
+      load: (j0) => (e) => `load_p(kvh, m0 + ${e} / ${bk4}u, ${j0} + 4u * (${e} % ${bk4}u), p_end)`,
+      at: rowMajor(t.bk, "AS"),
+      fragment: (i, kk) => `(sgr * FM + ${i}u) * M * AS + ${kk * K}u`,
+      stride: "AS",
+    },
+    {
+      total: (t.bk * t.bn) / 4,
+      load: (j0) => (e) => `load_v(${j0} + ${e} / ${bn4}u, n0 + 4u * (${e} % ${bn4}u), j_end, kvh)`,
+      at: rowMajor(t.bn, "BS"),
+      fragment: (j, kk) => `${kk * K}u * BS + (sgc * FN + ${j}u) * N`,
       stride: "BS",
       major: "row_major",
     },
+    // Row r is (head r / queries, query r % queries).
+    (row, col, values) =>
+      [
+        `      let r = ${row};`,
+        `      let n = ${col};`,
+        `      if (r < p.rows && n < HEAD_DIM) {`,
+        `        let h = kvh * (Q_HEADS / KV_HEADS) + r / p.queries;`,
+        `        dst[split * p.split_stride + ((r % p.queries) * Q_HEADS + h) * (HEAD_DIM / 4u) + n / 4u] = ${values};`,
+        `      }`,
+      ].join("\n"),
   );
   return `${
     prelude(o, t, "step 5 (O = P V)")
   }const AS: u32 = ${as}u;  // halves per staged P row (a slice of the tokens)
 const BS: u32 = ${bs}u;  // halves per staged V row
 
-struct Params {
-  tokens: u32,    // N_tree
-  stride: u32,    // row length of P: N_tree rounded up to 4 (the pad columns hold 0)
-  queries: u32,   // l_n
-  rows: u32,      // rows per KV head: group x queries
-  row_tiles: u32,
-  col_tiles: u32,
-  splits: u32,
-  chunk: u32,     // tokens per split, a multiple of BK
-  tiles: u32,     // KV_HEADS x row_tiles x col_tiles x splits
-  split_stride: u32, // vec4s per split in dst: queries x Q_HEADS x HEAD_DIM / 4
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> probs: array<vec4<f16>>;     // [qHead][query][stride]
-@group(0) @binding(2) var<storage, read> v: array<vec4<f16>>;         // [slot][kvHead][d]
-@group(0) @binding(3) var<storage, read> token_slot: array<u32>;     // [tree token] -> slot
-@group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>; // [split][query][qHead][d]
-
+${specializeWgsl(pvBindingsWgsl, { aliases: { ST: "f16" } })}
 var<workgroup> a_sh: array<f16, ${t.bm * as}>;  // P slice [row][AS]
 var<workgroup> b_sh: array<f16, ${t.bk * bs}>;  // V slice [token][BS]
 var<workgroup> o_sh: array<f32, ${MMA_GEMM_SUBGROUPS * M * (N + 4)}>;  // [subgroup][M][OS]
@@ -523,38 +545,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let j_begin = split * p.chunk;
   let j_end = min(p.tokens, j_begin + p.chunk);
   let p_end = min(p.stride, j_begin + p.chunk); // P's pad columns are 0, so whole vec4s load
-  let sgi = lid / SG;
-  let lane = lid % SG;
-  let sgr = sgi / SC;
-  let sgc = sgi % SC;
-${decls}
-  // The first slice's P and V, every load in flight before the first store.
-${aFirst.code}
-${bFirst.code}
-  for (var j0 = j_begin; j0 < j_end; j0 += BK) {
-    workgroupBarrier();  // the previous slice's fragments are loaded
-${unrolledStores(aTotal, wg, "xa", "a_sh", (e) => `(${e} / ${bk4}u) * AS + 4u * (${e} % ${bk4}u)`)}
-${unrolledStores(bTotal, wg, "xb", "b_sh", (e) => `(${e} / ${bn4}u) * BS + 4u * (${e} % ${bn4}u)`)}
-    workgroupBarrier();
-    // The next slice's loads fly while this slice's products run.
-    if (j0 + BK < j_end) {
-${aNext.code}
-${bNext.code}
-    }
-${products}
-  }
-  // The tile's fragments leave through o_sh; row r is (head r / queries, query r % queries).
-${
-    outputRounds(o, t, (row, col, values) =>
-      [
-        `      let r = ${row};`,
-        `      let n = ${col};`,
-        `      if (r < p.rows && n < HEAD_DIM) {`,
-        `        let h = kvh * (Q_HEADS / KV_HEADS) + r / p.queries;`,
-        `        dst[split * p.split_stride + ((r % p.queries) * Q_HEADS + h) * (HEAD_DIM / 4u) + n / 4u] = ${values};`,
-        `      }`,
-      ].join("\n"))
-  }
+${SUBGROUP_GRID}
+${body}
 }
 `;
 }

@@ -54,10 +54,12 @@ import {
   treeMaskQkSource,
 } from "../tree_mask_mma.ts";
 import qkWgsl from "../wgsl/tree_mask_qk.wgsl" with { type: "text" };
+import qkBindingsWgsl from "../wgsl/tree_mask_qk_bindings.wgsl" with { type: "text" };
 import scaleWgsl from "../wgsl/tree_mask_scale.wgsl" with { type: "text" };
 import addWgsl from "../wgsl/tree_mask_add.wgsl" with { type: "text" };
 import softmaxWgsl from "../wgsl/tree_mask_softmax.wgsl" with { type: "text" };
 import pvWgsl from "../wgsl/tree_mask_pv.wgsl" with { type: "text" };
+import pvBindingsWgsl from "../wgsl/tree_mask_pv_bindings.wgsl" with { type: "text" };
 import sumWgsl from "../wgsl/tree_mask_sum.wgsl" with { type: "text" };
 
 /**
@@ -246,9 +248,11 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
 
   const rows = group * nq;
   const mma = matrixGemms(input, rows);
+  const fmaQk = qkTile(rows);
+  const fmaPv = pvTile(rows, d);
   // The tiles' rows, columns and slice depth, whichever kernels run.
-  const qk: Pick<GemmTile, "bm" | "bn" | "bk"> = mma?.qk ?? qkTile(rows);
-  const pv: Pick<GemmTile, "bm" | "bn" | "bk"> = mma?.pv ?? pvTile(rows, d);
+  const qk: Pick<GemmTile, "bm" | "bn" | "bk"> = mma?.qk ?? fmaQk;
+  const pv: Pick<GemmTile, "bm" | "bn" | "bk"> = mma?.pv ?? fmaPv;
   const threads = mma?.threads ?? THREADS;
   const qkRowTiles = Math.ceil(rows / qk.bm);
   const qkColTiles = Math.ceil(n / qk.bn);
@@ -366,8 +370,8 @@ function planTreeMask(input: PlanInput): TreeMaskPlan {
     maskBits,
     rows,
     intermediateElements: E,
-    qkTile: qkTile(rows),
-    pvTile: pvTile(rows, d),
+    qkTile: fmaQk,
+    pvTile: fmaPv,
     mma,
     splits,
     splitTokens,
@@ -454,8 +458,16 @@ async function prepareTreeMask(
     const [fq, fp] = [fit(plan.qkTile, "qk"), fit(plan.pvTile, "pv")];
     [qk, pv] = [fq, fp];
     gemms = [
-      gpu.pipeline("tree-mask qk", specializeKernel(qkWgsl, dtype, tileConsts(fq)), heads),
-      gpu.pipeline("tree-mask pv", specializeKernel(pvWgsl, dtype, tileConsts(fp)), heads),
+      gpu.pipeline(
+        "tree-mask qk",
+        specializeKernel(qkBindingsWgsl + qkWgsl, dtype, tileConsts(fq)),
+        heads,
+      ),
+      gpu.pipeline(
+        "tree-mask pv",
+        specializeKernel(pvBindingsWgsl + pvWgsl, dtype, tileConsts(fp)),
+        heads,
+      ),
     ];
   }
   const [qkPipe, scalePipe, addPipe, softmaxPipe, pvPipe, sumPipe] = await Promise.all([

@@ -4,11 +4,11 @@
 // token range is split into `splits` chunks (split-K, as cuBLAS does for tall-skinny products) so
 // that a long tree still fills the GPU; with one split the tile writes the output directly,
 // otherwise it writes an f32 partial sum that tree_mask_sum.wgsl adds up.
-// The TypeScript side rewrites the `alias ST` line (f16 storage) and the tile constants. TM is 4
+// The TypeScript side prepends tree_mask_pv_bindings.wgsl (uniforms, bindings, the storage
+// alias `ST`) and rewrites `ST` (f16 storage) and the tile constants. TM is 4
 // or 8; the accumulators are named variables (not an array indexed in a loop) so that they stay
 // in registers.
 
-alias ST = f32;
 const TX: u32 = 32u; // threads along the head dimension (4 columns each)
 const TY: u32 = 8u;  // threads along the rows
 const TM: u32 = 4u;  // rows per thread: 4 or 8
@@ -20,25 +20,6 @@ const WG: u32 = TX * TY;
 override Q_HEADS: u32;
 override KV_HEADS: u32;
 override HEAD_DIM: u32;
-
-struct Params {
-  tokens: u32,    // N_tree
-  stride: u32,    // row length of P: N_tree rounded up to 4 (the pad columns hold 0)
-  queries: u32,   // l_n
-  rows: u32,      // rows per KV head: group x queries
-  row_tiles: u32,
-  col_tiles: u32,
-  splits: u32,
-  chunk: u32,     // tokens per split, a multiple of BK
-  tiles: u32,     // KV_HEADS x row_tiles x col_tiles x splits
-  split_stride: u32, // vec4s per split in dst: queries x Q_HEADS x HEAD_DIM / 4
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> probs: array<vec4<ST>>;     // [qHead][query][stride]
-@group(0) @binding(2) var<storage, read> v: array<vec4<ST>>;         // [slot][kvHead][d]
-@group(0) @binding(3) var<storage, read> token_slot: array<u32>;     // [tree token] -> slot
-@group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>; // [split][query][qHead][d]
 
 var<workgroup> a_sh: array<vec4<f32>, BK * BM / 4u>; // P slice, [token][row / 4]
 var<workgroup> b_sh: array<vec4<f32>, BK * BN / 4u>; // V slice, [token][d / 4]

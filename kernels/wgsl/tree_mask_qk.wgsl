@@ -3,11 +3,11 @@
 // rows are the GQA group's (head, query) pairs, the columns the tree tokens in DFS order, gathered
 // from the KV pool through `token_slot`. A workgroup computes a BM x BN tile; each thread a TM x 4
 // register tile; Q and K stream through workgroup memory in BK-wide slices of the head dimension.
-// The TypeScript side rewrites the `alias ST` line (f16 storage) and the tile constants. TM is 4
+// The TypeScript side prepends tree_mask_qk_bindings.wgsl (uniforms, bindings, the storage
+// alias `ST`) and rewrites `ST` (f16 storage) and the tile constants. TM is 4
 // or 8; the accumulators are named variables (not an array indexed in a loop) so that they stay
 // in registers.
 
-alias ST = f32;
 const TX: u32 = 16u; // threads along the tokens (4 columns each)
 const TY: u32 = 16u; // threads along the rows
 const TM: u32 = 4u;  // rows per thread: 4 or 8
@@ -19,22 +19,6 @@ const WG: u32 = TX * TY;
 override Q_HEADS: u32;
 override KV_HEADS: u32;
 override HEAD_DIM: u32;
-
-struct Params {
-  tokens: u32,    // N_tree
-  stride: u32,    // row length of S: N_tree rounded up to 4 (the pad columns hold 0)
-  queries: u32,   // l_n
-  rows: u32,      // rows per KV head: group x queries
-  row_tiles: u32,
-  col_tiles: u32,
-  tiles: u32,     // KV_HEADS x row_tiles x col_tiles
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<ST>>;       // [query][qHead][d]
-@group(0) @binding(2) var<storage, read> k: array<vec4<ST>>;       // [slot][kvHead][d]
-@group(0) @binding(3) var<storage, read> token_slot: array<u32>;   // [tree token] -> slot
-@group(0) @binding(4) var<storage, read_write> s: array<vec4<ST>>; // [qHead][query][stride]
 
 var<workgroup> a_sh: array<vec4<f32>, BK * BM / 4u>; // Q slice, [k][row / 4]
 var<workgroup> b_sh: array<vec4<f32>, BK * BN / 4u>; // K slice, [k][token / 4]
