@@ -16,6 +16,8 @@
 # perf step (tools/perf_runtimes.ts --variants/--trees; PERF_RUNTIMES, default dawn); PROFILE_ARGS
 # adds arguments to tools/profile_mma.ts (split on spaces); TUNE_METHODS the methods tune measures
 # (default deft-flatten); tune times cold caches, as the benchmarks do (TUNE_COLD=0: warm).
+# TREE_METHODS and PRESET_METHODS are the methods the two benchmarks run (`bench --methods`; default
+# sequence,deft-flatten,tree-mask and sequence,deft-flatten; `all` for every method).
 set -uo pipefail
 out=${OUT:-out/gpu-batch}
 runtimes=${RUNTIMES:-deno,dawn}
@@ -69,7 +71,7 @@ if want trees; then
   step "bench: the tensor-core issue's trees"
   timeout "${TREES_TIMEOUT:-240}" "${cli[@]}" bench table14 unshared-32x4096 few-shot-b50 speculative-t64 grid-4000-50x200 \
     grid-1024-16x256-64x32 sharing-4 \
-    --runtime "$runtimes" --methods sequence,deft-flatten,tree-mask --cold \
+    --runtime "$runtimes" --methods "${TREE_METHODS:-sequence,deft-flatten,tree-mask}" --cold \
     --budget-ms "${BUDGET_MS:-600}" "${scale_args[@]}" -o "$out/issue-trees.json" --force --quiet \
     >>"$log" 2>&1
   echo "bench exit $?" | tee -a "$log"
@@ -77,7 +79,7 @@ fi
 
 if want presets; then
   step "bench: the eleven paper presets"
-  timeout "${PRESETS_TIMEOUT:-300}" "${cli[@]}" bench --runtime "$runtimes" --methods sequence,deft-flatten --cold \
+  timeout "${PRESETS_TIMEOUT:-300}" "${cli[@]}" bench --runtime "$runtimes" --methods "${PRESET_METHODS:-sequence,deft-flatten}" --cold \
     --budget-ms "${BUDGET_MS:-400}" "${scale_args[@]}" -o "$out/presets.json" --force --quiet \
     >>"$log" 2>&1
   echo "bench exit $?" | tee -a "$log"

@@ -15,9 +15,11 @@
  *
  * `--tiles` lists matrix tiles (`r<rows>-k<keys>[-s<split>][-o<output rounds>][-p<unused workgroup
  * bytes>]`), each profiled in full (default: the one of `--rows`, `--keys` and `--split`).
- * `--blocks` lists block sizes, each profiled in full: `0` is deft-flatten's own choice (the stored
- * default, halved while the tree leaves the device short of workgroups), a size is kept as given
- * (`--target`, the workgroup target of the halving, applies to every entry when set). `--parts`
+ * `--blocks` lists block sizes, each profiled in full: `0` is deft-flatten's own choice, the plan
+ * `bench` runs (with the resident workgroups of the stored calibration, `out/calibration/`, blocks
+ * sized to whole rounds of them; without one, the stored default halved while the tree leaves the
+ * device short of workgroups), a size is kept as given (`--target`, the workgroup target of the
+ * halving, applies to every entry when set). `--parts`
  * also times the stage-1 dispatch and the reduction alone. `--knockouts ""` times no knock-out.
  * `--small` uses tiny trees (software adapters). Writes `${OUT:-out}/profile_mma.json`
  * (`profile_fma.json` with `--family fma`). For the FMA kernel, `--tiles` lists
@@ -36,6 +38,7 @@ import { MMA_ABLATIONS } from "../kernels/group_attention_mma.ts";
 import { FMA_ABLATIONS, type GroupKernelOptions } from "../kernels/group_attention.ts";
 import type { MethodOptions } from "../kernels/method.ts";
 import { getMethod } from "../kernels/methods/mod.ts";
+import { useStoredResidency } from "../cli/runtime_args.ts";
 import { Problem } from "../kernels/problem.ts";
 import { FewShotRun } from "../workloads/few_shot.ts";
 import { MODEL_SHAPES } from "../workloads/shapes.ts";
@@ -148,6 +151,13 @@ async function main() {
   }
   const runtime = (values.runtime ?? (fma ? "deno" : "dawn")) as RuntimeName;
   const gpu = await Gpu.open({ runtime });
+  // Plan as `bench` does: the stored calibration's resident workgroups size `--blocks 0`'s blocks.
+  await useStoredResidency(gpu);
+  console.log(
+    `Resident workgroups: ${
+      gpu.residentWorkgroups ?? "unknown (no stored calibration: blocks halved to a target)"
+    }`,
+  );
   const timer = createTimer(gpu);
   const flush = await createFlushPass(gpu, {});
   const shape = MODEL_SHAPES["llama3-8b"]!;
@@ -298,7 +308,13 @@ async function main() {
         shape: "llama3-8b",
         dtype: "f16",
         cache: "cold (128 MiB flush before every sample)",
-        options: { blocks, target, tiles, flags: gpu.runtime.flags },
+        options: {
+          blocks,
+          target,
+          tiles,
+          flags: gpu.runtime.flags,
+          residentWorkgroups: gpu.residentWorkgroups,
+        },
         elapsedS: (performance.now() - t0) / 1e3,
         trees: out,
       },
