@@ -375,17 +375,25 @@ export interface TickCheck {
   wallNs: number;
   floorMs: number;
   repetitions: number;
+  /** Timings taken; the result is the one whose wall time was least inflated (highest ratio). */
+  trials: number;
 }
 
 /**
  * The tick check: one long pass (repetitions of `work` raised until it lasts `targetMs` of wall
  * time beyond the submit floor) is timed by its timestamps and by the wall clock around the same
  * submit. A ratio far from 1 means timestamp ticks are not nanoseconds.
+ *
+ * The wall clock can only overstate a pass: the host's submit of many dispatches (Dawn translates
+ * a command buffer into Vulkan at submit) and late completion callbacks add to it, never take
+ * away. So the pass, once long enough, is timed `trials` times and the highest ratio is kept. On an
+ * H200 under Dawn one 60 ms pass read 0.25 and the next 0.84 (run 68); keep `work` heavy per
+ * dispatch, so that few dispatches make the pass.
  */
 export async function checkTicks(
   gpu: Gpu,
   work: PassSpec,
-  { targetMs = 100, maxRepetitions = 1 << 16, now = () => performance.now() } = {},
+  { targetMs = 100, maxRepetitions = 1 << 16, trials = 3, now = () => performance.now() } = {},
 ): Promise<TickCheck> {
   if (!gpu.hasTimestamps) throw new GpuError("The tick check needs timestamp-query");
   const d = gpu.device;
@@ -402,8 +410,8 @@ export async function checkTicks(
   });
   try {
     const floorMs = await submitFloorMs(gpu, { now });
-    let repetitions = 1;
-    for (;;) {
+    /** One pass of `repetitions`, timed both ways: [timestamp ns, wall ms beyond the floor]. */
+    const time = async (repetitions: number): Promise<[number, number]> => {
       const enc = d.createCommandEncoder({ label: "tick check" });
       record(enc, { ...work, repetitions }, {
         querySet,
@@ -421,14 +429,27 @@ export async function checkTicks(
       const t = new BigUint64Array(readback.getMappedRange());
       const timestampNs = Number(t[1]! - t[0]!);
       readback.unmap();
-      const netMs = wallMs - floorMs;
+      return [timestampNs, wallMs - floorMs];
+    };
+    let repetitions = 1;
+    for (;;) {
+      const [timestampNs, netMs] = await time(repetitions);
       if (netMs >= targetMs || repetitions >= maxRepetitions) {
+        const ratio = (ns: number, ms: number) => ns / (Math.max(ms, 1e-6) * 1e6);
+        let best = { timestampNs, netMs };
+        for (let i = 1; i < trials; i++) {
+          const [ns, ms] = await time(repetitions);
+          if (ratio(ns, ms) > ratio(best.timestampNs, best.netMs)) {
+            best = { timestampNs: ns, netMs: ms };
+          }
+        }
         return {
-          ratio: timestampNs / (Math.max(netMs, 1e-6) * 1e6),
-          timestampNs,
-          wallNs: netMs * 1e6,
+          ratio: ratio(best.timestampNs, best.netMs),
+          timestampNs: best.timestampNs,
+          wallNs: best.netMs * 1e6,
           floorMs,
           repetitions,
+          trials: Math.max(1, trials),
         };
       }
       const grow = netMs > 0 ? Math.ceil((targetMs * 1.2) / netMs) : 64;

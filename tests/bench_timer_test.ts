@@ -128,3 +128,35 @@ Deno.test("checkTicks() finds nanosecond ticks on the real adapter", async () =>
     busy.destroy();
   }
 });
+
+Deno.test("checkTicks() keeps the timing whose wall clock was not inflated", async () => {
+  const g = await gpu();
+  if (!g.hasTimestamps) return;
+  const busy = await busyPass(g, { workgroups: 4, iterations: 4000 });
+  try {
+    // One unit of work that lasts at least 40 ms on this adapter.
+    const { repetitions } = await checkTicks(g, busy, { targetMs: 40, trials: 1 });
+    const heavy: PassSpec = {
+      label: "heavy busy",
+      encode(pass) {
+        for (let i = 0; i < repetitions; i++) busy.encode(pass);
+      },
+    };
+    // A wall clock that adds a second to two of every three timed passes (as a late completion
+    // callback would), after the submit floor's 10 readings: the first pass already looks long
+    // enough, and of the three timings of it only the last is clean.
+    let calls = 0;
+    let offset = 0;
+    const now = () => {
+      const n = calls++ - 10;
+      if (n >= 0 && n % 2 === 1 && Math.floor(n / 2) % 3 !== 2) offset += 1000;
+      return performance.now() + offset;
+    };
+    const c = await checkTicks(g, heavy, { targetMs: 40, trials: 3, now });
+    assertEquals(c.trials, 3);
+    assertEquals(c.repetitions, 1);
+    assert(c.ratio > 0.5 && c.ratio < 2, `tick ratio ${c.ratio} (inflated timings kept?)`);
+  } finally {
+    busy.destroy();
+  }
+});
