@@ -159,7 +159,7 @@ export const MMA_ABLATIONS: readonly MmaAblation[] = [
 /**
  * Default tile: 32 rows (2 subgroups of 32 on NVIDIA), 16-key sub-tiles. On an H200, 32 rows were
  * as fast as 64 on the paper's Table 14 tree and up to 1.8x faster where blocks serve few queries
- * (results/data/nvidia-h200-dawn/perf_runtimes-3-mma-pipelined.json), and `tune` found 16-key
+ * (results/data/nvidia-h200-dawn/perf_runtimes-3-mma-pipelined.json.gz), and `tune` found 16-key
  * sub-tiles 1.4x faster than 32 (batch-tune-calibrate.log there).
  */
 export const DEFAULT_MMA_KERNEL: Readonly<MmaKernelOptions> = { rows: 32, keys: 16 };

@@ -265,8 +265,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    // The first run is the README's picture (both runtimes); the second the older Deno-only run.
-    const sources = ["nvidia-h200-dawn/issue-trees-9.json", "nvidia-h200/results.json"];
+    // The first run is the README's final pair (every method, both runtimes); the second the older
+    // Deno-only run.
+    const sources = ["nvidia-h200-dawn/issue-trees-26-all-tuned.json", "nvidia-h200/results.json"];
     const dir = await Deno.makeTempDir();
     const browser = await launchBrowser();
     try {

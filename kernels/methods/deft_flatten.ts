@@ -274,7 +274,7 @@ export interface DeftFlattenPlan extends GroupPlan {
  * runs `sequence`'s plan. A block that serves one query gives a matrix tile 4 real rows of 16 and
  * the FMA tiles as few; on an H200 the unshared batch (a 1-token root over 32 x 4096, reuse
  * 100.02%) took 2.2x `sequence`'s time with the matrix kernel and 8x with the FMA one
- * (results/data/nvidia-h200-dawn/issue-trees.json). 0 turns the fallback off.
+ * (results/data/nvidia-h200-dawn/issue-trees.json.gz). 0 turns the fallback off.
  */
 export const FALLBACK_REUSE: MethodOption<number> = intOption({
   key: "fallbackReuse",
@@ -433,7 +433,7 @@ export const PRIVATE_MIN_FMA = 64;
  * `blockSize` blocks runs as long as one block takes, whatever its size (on an H200 about 130 us
  * for 512 tokens with the matrix kernel: results/data/nvidia-h200-dawn/presets.log, the reasoning
  * presets; with the FMA kernel on Deno, the keyword preset took 148 us at the tuned 512-token
- * blocks and 64 us at 128: presets-11.json and presets-10-untuned.json); smaller blocks then
+ * blocks and 64 us at 128: presets-11.json.gz and presets-10-untuned.json.gz); smaller blocks then
  * finish sooner. Like `sequence`'s split count (1024 workgroups).
  */
 export const FLATTEN_TARGET_WORKGROUPS = 1024;
