@@ -379,7 +379,12 @@ const SUBGROUP_GRID = `  let sgi = lid / SG;
 const rowMajor = (width: number, stride: string) => (e: string) =>
   `(${e} / ${width / 4}u) * ${stride} + 4u * (${e} % ${width / 4}u)`;
 
-/** Step 1 on matrix units: `S = Q K^T` per KV head (bindings: `wgsl/tree_mask_qk_bindings.wgsl`). */
+/**
+ * Step 1 on matrix units: `S = Q K^T` per KV head (bindings: `wgsl/tree_mask_qk_bindings.wgsl`).
+ * Its loaders and stores use the same formulas as the FMA kernels' (`wgsl/tree_mask_qk.wgsl`,
+ * `wgsl/tree_mask_pv.wgsl`). Sharing them through the bindings files made Deno's FMA kernels 5-12%
+ * slower on an H200 (docs/performance.md, run 70), so each family keeps its own.
+ */
 export function treeMaskQkSource(o: TreeMaskMmaSource): string {
   const t = o.mma.qk;
   const { M, N, K } = o.mma.config;
